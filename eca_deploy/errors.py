@@ -1,0 +1,58 @@
+"""One exception family. Each carries a one-line message meant for the user.
+
+The CLI prints ``str(error)`` on stderr and exits 2 (bad input) or the error's
+``exit_code``; ``--verbose`` shows the traceback.
+"""
+
+
+class EcaDeployError(Exception):
+    """Base class: a problem the user can fix, described in one line."""
+
+    exit_code = 2
+
+
+class ModelNotFoundError(EcaDeployError):
+    """Unknown model name."""
+
+
+class CheckpointError(EcaDeployError):
+    """A weights file that is missing, unreadable, unsafe or does not fit the model."""
+
+
+class ExportError(EcaDeployError):
+    """Export, simplification or post-export verification failed."""
+
+
+class OnnxFileError(EcaDeployError):
+    """A file that is missing or is not a valid ONNX model."""
+
+
+class OutputError(EcaDeployError):
+    """An output location that cannot be written, or would overwrite an input."""
+
+
+class DataError(EcaDeployError):
+    """Calibration / evaluation data that is missing, empty or unusable."""
+
+
+class QuantizationError(EcaDeployError):
+    """A model that cannot be quantized as asked."""
+
+
+class MissingDependencyError(EcaDeployError):
+    """An optional dependency (tensorrt, pycuda, timm, a GPU) is not available."""
+
+
+class EngineError(EcaDeployError):
+    """A TensorRT engine that cannot be built or does not fit this machine."""
+
+
+class ParityError(EcaDeployError):
+    """A candidate failed its accuracy tolerances (exit code 1, not bad input)."""
+
+    exit_code = 1
+
+
+def missing_dependency(what: str, install: str) -> MissingDependencyError:
+    """The one wording used for every absent optional dependency."""
+    return MissingDependencyError(f"{what} is not installed: {install}")

@@ -1,0 +1,1 @@
+"""torch -> ONNX export, graph inspection and simplification."""

@@ -1,0 +1,116 @@
+"""Read weights files safely and fit them to a model.
+
+Accepted: the official ECA-Net release (``.pth.tar`` dict with ``state_dict``,
+keys prefixed ``module.`` by DataParallel, plus ``arch``/``epoch``/``best_prec1``/
+``optimizer``), timm training checkpoints (``state_dict``/``model``), a bare
+state_dict, and safetensors. Pickles are opened with ``weights_only=True``:
+a checkpoint is untrusted input.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "net")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel, torch.compile
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Return (state_dict with wrapper prefixes removed, the checkpoint's other metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"weights file {path} is empty")
+
+    if _looks_like_safetensors(path):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return _strip_prefixes(load_file(str(path), device="cpu")), {"format": "safetensors"}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {_first_line(exc)}") from exc
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise CheckpointError(
+                f"refused to load {path}: it holds Python objects beyond tensors and plain containers, "
+                "and checkpoints are loaded with weights_only=True"
+            ) from exc
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: {_first_line(exc)}") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
+                              f"{_first_line(exc)}") from exc
+
+    meta: dict = {"format": "pytorch"}
+    if isinstance(obj, Mapping):
+        for key in STATE_DICT_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                meta.update({k: v for k, v in obj.items() if isinstance(v, (str, int, float)) and k != key})
+                meta["container_key"] = key
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        kind = type(obj).__name__
+        keys = ", ".join(list(obj)[:5]) if isinstance(obj, Mapping) else ""
+        raise CheckpointError(f"{path} holds no state_dict (found a {kind}{' with keys ' + keys if keys else ''})")
+    return _strip_prefixes(dict(obj)), meta
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _summary(keys: list[str], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown}{', ...' if len(keys) > limit else ''}"
+
+
+def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], model_name: str, path: str | Path,
+                meta: Mapping | None = None) -> None:
+    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped key is one-line error.
+
+    ``num_batches_tracked`` buffers may be absent (checkpoints older than PyTorch 0.4.1).
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                 for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({_summary(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({_summary(unexpected)})")
+        if misshaped:
+            parts.append(f"{len(misshaped)} mis-shaped ({_summary(misshaped, 2)})")
+        arch = (meta or {}).get("arch")
+        hint = f"; the checkpoint says arch '{arch}'" if arch else ""
+        raise CheckpointError(f"weights {Path(path).name} do not fit {model_name}: {'; '.join(parts)}{hint}")
+    model.load_state_dict(state, strict=False)

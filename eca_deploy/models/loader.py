@@ -1,0 +1,83 @@
+"""Build a registered (or timm) model and fit a weights file to it, inferring ECA k and class count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..artifacts import sha256_file
+from .checkpoint import load_strict, read_state_dict
+from .eca import EcaLayer
+from .registry import create_model, get_spec
+
+TIMM_PREFIX = "timm:"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: nn.Module
+    num_classes: int
+    weights: str | None = None
+    weights_sha256: str | None = None
+    checkpoint_meta: dict = field(default_factory=dict)
+
+    @property
+    def eca_blocks(self) -> list[tuple[str, int, int]]:
+        return eca_blocks(self.model)
+
+
+def eca_blocks(model: nn.Module) -> list[tuple[str, int, int]]:
+    """(module name, channels, k) of every ECA layer, in forward order."""
+    return [(name, m.channels, m.k_size) for name, m in model.named_modules() if isinstance(m, EcaLayer)]
+
+
+def k_per_stage(blocks: Sequence[tuple[str, int, int]]) -> list[int]:
+    """Collapse consecutive blocks with the same k: [3,3,5,5,5,7] -> [3,5,7] (a k3557 model reads 3,5,7)."""
+    ks: list[int] = []
+    for _, _, k in blocks:
+        if not ks or ks[-1] != k:
+            ks.append(k)
+    return ks
+
+
+def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _fit_eca_kernels(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every ECA layer the kernel size its checkpoint weight has (released files differ per stage)."""
+    for name, channels, k in eca_blocks(model):
+        weight = state.get(f"{name}.conv.weight")
+        if weight is not None and weight.dim() == 3 and weight.shape[-1] != k and weight.shape[-1] % 2 == 1:
+            _replace_module(model, name, EcaLayer(channels, int(weight.shape[-1])))
+
+
+def load_model(name: str, weights: str | Path | None = None, num_classes: int | None = None,
+               k_size: Sequence[int] | None = None) -> LoadedModel:
+    """Build ``name`` in eval mode; with ``weights``, read k and class count from the file, then load strictly."""
+    if name.startswith(TIMM_PREFIX):
+        from .timm_models import load_timm_model
+
+        return load_timm_model(name[len(TIMM_PREFIX):], weights, num_classes)
+
+    spec = get_spec(name)
+    state, meta = (read_state_dict(weights) if weights else ({}, {}))
+    if state and num_classes is None:
+        cls_weight = state.get(f"{spec.classifier}.weight")
+        if cls_weight is not None and cls_weight.dim() == 2:
+            num_classes = int(cls_weight.shape[0])
+    num_classes = num_classes or 1000
+    model = create_model(name, num_classes=num_classes, k_size=k_size)
+    if weights:
+        _fit_eca_kernels(model, state)
+        load_strict(model, state, name, weights, meta)
+    model.eval()
+    return LoadedModel(name, model, num_classes, str(weights) if weights else None,
+                       sha256_file(weights) if weights else None, meta)

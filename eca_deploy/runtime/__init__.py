@@ -1,0 +1,1 @@
+"""Runtime: backends (torch, onnxruntime, TensorRT), comparisons, benchmarks, reports."""

@@ -1,0 +1,28 @@
+"""onnxruntime sessions made the same way everywhere (export checks, quantization, backends)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+
+def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str] | None = None,
+                 threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # keep onnxruntime's warnings out of the user's terminal
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(Path(model))
+    return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
+
+
+def run_once(model: str | os.PathLike | onnx.ModelProto, batch: np.ndarray) -> np.ndarray:
+    """Logits of one batch on onnxruntime CPU (a fresh session: for checks, not for timing)."""
+    session = make_session(model)
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
