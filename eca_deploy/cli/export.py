@@ -43,6 +43,6 @@ def run(args: argparse.Namespace) -> int:
           f"and {result.manifest_path.name}")
     print(f"  ECA blocks: {len(blocks)} plain Conv1d on [N,1,C] (k in {ks})" if blocks else "  no ECA blocks")
     print(f"  parity vs PyTorch: max abs {last['max_abs']:.2e} after "
-          f"{'onnxsim' if 'simplify' in result.parity else 'export'} (limit 1e-4)")
+          f"{'onnxsim' if 'simplify' in result.parity else 'export'} (limit {last['limit']:.0e})")
     print(f"  time: {result.timings['total']:.1f} s")
     return 0

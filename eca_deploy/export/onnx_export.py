@@ -9,11 +9,14 @@ axis, forced opset 18 and wrote weights to a separate ``.onnx.data`` file. Opset
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -70,14 +73,27 @@ def torch_logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(batch)).numpy()
 
 
-def verify_fp32(onnx_model: onnx.ModelProto, reference: np.ndarray, batch: np.ndarray, step: str) -> dict:
+def float64_gap(model: torch.nn.Module, batch: np.ndarray, reference: np.ndarray) -> float:
+    """How far PyTorch's own float32 logits are from float64 ones: the rounding floor of this model."""
+    exact = copy.deepcopy(model).double()
+    with torch.no_grad():
+        return float(np.abs(exact(torch.from_numpy(batch).double()).numpy() - reference).max())
+
+
+def verify_fp32(onnx_model: onnx.ModelProto, reference: np.ndarray, batch: np.ndarray, step: str,
+                rounding_limit: Callable[[], float]) -> dict:
+    """Pass at max abs error <= 1e-4; a deeper model whose own float32 rounding exceeds that (ECA-ResNet152
+    at random init: 3e-4 from float64) passes within twice PyTorch's own gap to float64."""
     out = run_once(onnx_model, batch)
     cmp = compare_outputs(reference, out)
-    if not cmp.max_abs <= FP32_ATOL:  # also catches NaN
-        raise ExportError(f"{step}: ONNX output differs from PyTorch by {cmp.max_abs:.3g} "
-                          f"(limit {FP32_ATOL:g}); the graph is not faithful")
-    return {"max_abs": cmp.max_abs, "cosine": cmp.cosine, "top1_agreement": cmp.top1_agreement,
-            "batch": int(batch.shape[0])}
+    limit = FP32_ATOL
+    if not cmp.max_abs <= limit:  # also catches NaN
+        limit = rounding_limit()
+        if not cmp.max_abs <= limit:
+            raise ExportError(f"{step}: ONNX output differs from PyTorch by {cmp.max_abs:.3g} "
+                              f"(limit {limit:.3g}); the graph is not faithful")
+    return {"max_abs": cmp.max_abs, "limit": limit, "cosine": cmp.cosine,
+            "top1_agreement": cmp.top1_agreement, "batch": int(batch.shape[0])}
 
 
 def to_onnx(loaded: LoadedModel, opset: int, batch: int | None, imgsz: int) -> onnx.ModelProto:
@@ -123,8 +139,9 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
 
     batch = verification_batch(cfg.batch, cfg.imgsz, cfg.seed)
     reference = torch_logits(loaded.model, batch)
+    rounding_limit = functools.cache(lambda: max(FP32_ATOL, 2 * float64_gap(loaded.model, batch, reference)))
     t = time.perf_counter()
-    parity = {"export": verify_fp32(graph, reference, batch, "after export")}
+    parity = {"export": verify_fp32(graph, reference, batch, "after export", rounding_limit)}
     timings["verify_export"] = time.perf_counter() - t
 
     if cfg.simplify:
@@ -132,7 +149,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
         graph = simplify(graph)
         timings["simplify"] = time.perf_counter() - t
         t = time.perf_counter()
-        parity["simplify"] = verify_fp32(graph, reference, batch, "after onnxsim")
+        parity["simplify"] = verify_fp32(graph, reference, batch, "after onnxsim", rounding_limit)
         timings["verify_simplify"] = time.perf_counter() - t
 
     summary = summarize(graph)

@@ -59,6 +59,26 @@ def _fit_eca_kernels(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             _replace_module(model, name, EcaLayer(channels, int(weight.shape[-1])))
 
 
+def settle_batchnorm(model: nn.Module, image_size: int = 64, seed: int = 0) -> None:
+    """Give a randomly initialised model BN statistics from one batch of noise.
+
+    At He initialisation a deep ResNet's activations grow block after block (ECA-ResNet152's logits
+    reach ~700) and MobileNetV2's vanish (~1e-11), so a parity check on them measures nothing.
+    Per-layer statistics bring every layer to the unit scale a trained network has.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: one batch sets the statistics outright
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, image_size, image_size, generator=generator))
+    for bn in bns:
+        bn.momentum = 0.1
+    model.eval()
+
+
 def load_model(name: str, weights: str | Path | None = None, num_classes: int | None = None,
                k_size: Sequence[int] | None = None) -> LoadedModel:
     """Build ``name`` in eval mode; with ``weights``, read k and class count from the file, then load strictly."""
@@ -78,6 +98,8 @@ def load_model(name: str, weights: str | Path | None = None, num_classes: int | 
     if weights:
         _fit_eca_kernels(model, state)
         load_strict(model, state, name, weights, meta)
+    else:
+        settle_batchnorm(model)
     model.eval()
     return LoadedModel(name, model, num_classes, str(weights) if weights else None,
                        sha256_file(weights) if weights else None, meta)
