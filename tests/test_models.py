@@ -9,6 +9,7 @@ from torch import nn
 from eca_deploy.models import EcaLayer, adaptive_kernel_size, create_model, eca_blocks, get_spec, list_models
 from eca_deploy.models.complexity import count_gmacs, count_parameters
 from eca_deploy.errors import ModelNotFoundError
+from reference_models import OfficialEcaLayer
 
 # Parameter counts of the plain torchvision architectures (published figures); ECA adds k weights per block.
 BASE_PARAMS = {
@@ -21,21 +22,6 @@ BASE_PARAMS = {
 MOBILENETV2_PARAMS = 3_504_872
 # Blocks per MobileNetV2 stage and their output channels (the official inverted-residual table).
 MOBILENETV2_BLOCKS = [(16, 1), (24, 2), (32, 3), (64, 4), (96, 3), (160, 3), (320, 1)]
-
-
-class OfficialEcaLayer(nn.Module):
-    """The forward of BangguWu/ECANet's eca_layer, verbatim in substance."""
-
-    def __init__(self, k_size):
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
-        self.sigmoid = nn.Sigmoid()
-
-    def forward(self, x):
-        y = self.avg_pool(x)
-        y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
-        return x * self.sigmoid(y).expand_as(x)
 
 
 @pytest.mark.parametrize("name", sorted(BASE_PARAMS))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 NAME = "export"
 HELP = "export a model to ONNX with plain Conv1d ECA blocks, simplify it and verify it against PyTorch"
@@ -34,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
                        batch=args.batch, imgsz=args.imgsz, simplify=args.simplify,
                        num_classes=args.num_classes, seed=args.seed)
     print(f"exporting {cfg.model}" + (f" with weights {cfg.weights}" if cfg.weights else " (random weights)")
-          + " ...", file=sys.stderr)
+          + " ...", flush=True)
     result = export_model(cfg)
     blocks = result.eca_blocks
     ks = sorted({k for _, _, k in blocks})

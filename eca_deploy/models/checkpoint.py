@@ -10,6 +10,7 @@ a checkpoint is untrusted input.
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,12 +52,12 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
             warnings.simplefilter("ignore")  # protocol notices on foreign bytes; failures still raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
-            raise CheckpointError(
-                f"refused to load {path}: it holds Python objects beyond tensors and plain containers, "
-                "and checkpoints are loaded with weights_only=True"
-            ) from exc
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint: {_first_line(exc)}") from exc
+        detail = _unpickler_detail(exc)
+        if detail.startswith("GLOBAL"):
+            raise CheckpointError(f"refused to load {path}: it holds a Python object ({detail}), and checkpoints "
+                                  "are loaded with weights_only=True") from exc
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint that loads with weights_only=True "
+                              f"({detail})") from exc
     except Exception as exc:  # the unpickler fails on foreign bytes with any of a dozen exception types
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
                               f"{_first_line(exc)}") from exc
@@ -81,6 +82,16 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     return state
+
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """The informative part of torch's long weights-only message: "GLOBAL posix.system" or "Unsupported operand 87"."""
+    text = str(exc)
+    found = re.search(r"GLOBAL [\w.]+", text)
+    if found:
+        return found.group(0)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    return found.group(1).strip() if found else _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
