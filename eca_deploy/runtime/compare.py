@@ -30,14 +30,63 @@ def _topk(logits: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-logits, axis=1, kind="stable")[:, :k]
 
 
+def _abs_rel(ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Elementwise |cand - ref| and |cand - ref| / |ref|, the reference's zeros lifted to float32's tiny."""
+    diff = np.abs(ref - cand)
+    return diff, diff / np.maximum(np.abs(ref), np.finfo(np.float32).tiny)
+
+
+@dataclass(frozen=True)
+class ElementCheck:
+    """Polygraphy's ``elemwise`` check: an element fails only when it exceeds BOTH atol and rtol."""
+
+    atol: float
+    rtol: float
+    mismatched: int  # elements over both tolerances (NaN counts as over)
+    elements: int
+    required_rtol: float  # largest rel error among elements over atol: the smallest rtol that passes at this atol
+
+    @property
+    def passed(self) -> bool:
+        return self.mismatched == 0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def check_elements(reference: np.ndarray, candidate: np.ndarray, atol: float, rtol: float) -> ElementCheck:
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != cand.shape:
+        raise ValueError(f"output shapes differ: reference {ref.shape}, candidate {cand.shape}")
+    diff, rel = _abs_rel(ref, cand)
+    over_abs = (diff > atol) | np.isnan(diff)
+    over_rel = (rel > rtol) | np.isnan(rel)
+    required = float(np.max(rel[over_abs], initial=0.0))
+    if np.isnan(required):  # a NaN output passes at no rtol
+        required = float("inf")
+    return ElementCheck(atol=float(atol), rtol=float(rtol), mismatched=int(np.count_nonzero(over_abs & over_rel)),
+                        elements=int(diff.size), required_rtol=required)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of samples whose label is among the k highest logits."""
+    logits = np.asarray(logits).reshape(len(logits), -1)
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(logits):
+        raise ValueError(f"{len(labels)} labels for {len(logits)} samples")
+    if not len(labels):
+        return 0.0
+    return float(np.mean(np.any(_topk(logits, k) == labels[:, None], axis=1)))
+
+
 def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> OutputComparison:
     """Compare [N, classes] logits sample by sample."""
     ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
     cand = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
     if ref.shape != cand.shape:
         raise ValueError(f"output shapes differ: reference {ref.shape}, candidate {cand.shape}")
-    diff = np.abs(ref - cand)
-    rel = diff / np.maximum(np.abs(ref), np.finfo(np.float32).tiny)
+    diff, rel = _abs_rel(ref, cand)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
     cos = np.where(norms > 0, np.sum(ref * cand, axis=1) / np.where(norms > 0, norms, 1.0), 1.0)
     k = min(5, ref.shape[1])
