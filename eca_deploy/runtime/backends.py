@@ -99,7 +99,7 @@ def parse_spec(spec: str) -> Artifact:
     raise OnnxFileError(f"cannot tell how to run {spec}: expected {SPEC_HELP}")
 
 
-def open_backend(artifact: Artifact | str, *, provider: str = "auto", device: str = "cpu",
+def open_backend(artifact: Artifact | str, *, provider: str = "auto", device: str = "auto",
                  imgsz: int = 224, threads: int | None = None) -> Backend:
     """provider: onnxruntime execution provider (auto/cpu/cuda/tensorrt); device: torch device; imgsz: torch only."""
     if isinstance(artifact, str):

@@ -14,6 +14,8 @@ class TorchBackend:
                  loaded: LoadedModel | None = None):
         import torch
 
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise missing_dependency("a CUDA build of torch with a visible GPU",
                                      "install torch with CUDA, or use --device cpu")

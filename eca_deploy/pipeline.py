@@ -1,0 +1,235 @@
+"""One command from a checkpoint to a report: export -> FP16 / INT8 -> engines -> parity -> bench -> report.
+
+Every artifact, manifest and report lands in one folder. A step that cannot run here (no
+TensorRT, no calibration data) is skipped with its reason, recorded in the report and printed;
+a candidate that cannot be opened is a row with status "error", and the others still run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .artifacts import ensure_output_dir
+from .errors import EcaDeployError
+from .export.onnx_export import ExportConfig, export_model, safe_name
+from .models import k_per_stage, load_model
+from .runtime.backends import Artifact, open_backend, parse_spec
+from .runtime.bench import bench_backend, check_batches
+from .runtime.device import describe_device
+from .runtime.onnxruntime_backend import resolve_provider
+from .runtime.parity import data_record, judge_candidate, load_inputs, run_reference
+from .runtime.report import new_report, write_report
+from .runtime.tensorrt_env import tensorrt_unavailable_reason
+from .runtime.torch_backend import TorchBackend
+
+QUANTIZED = ("fp16", "int8")
+
+
+@dataclass
+class PipelineConfig:
+    model: str
+    weights: str | None = None  # None: random init (timings are real, accuracy is not)
+    calib_data: str | None = None  # images for INT8 calibration; without them INT8 is skipped
+    data: str | None = None  # labeled validation images; None: seeded synthetic inputs
+    out_dir: str | None = None  # default: artifacts/<model>/
+    imgsz: int = 224
+    opset: int = 17
+    precisions: tuple[str, ...] = QUANTIZED
+    calib_method: str | None = None  # None: quantize's default
+    calib_count: int | None = None
+    count: int | None = None  # validation images (default: all)
+    batches: tuple[int, ...] = (1, 8)
+    parity_batch: int = 16
+    warmup: int = 10
+    iterations: int | None = None
+    duration: float = 3.0
+    provider: str = "auto"  # onnxruntime
+    device: str = "auto"  # torch reference: cuda where available
+    threads: int | None = None
+    overrides: dict = field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclass
+class Step:
+    name: str
+    status: str  # "done" | "skipped" | "error"
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class PipelineResult:
+    report: dict
+    written: dict
+    steps: list[Step]
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.report["rows"] if r["status"] in ("fail", "error")]
+
+
+class _Log:
+    def __init__(self, echo: Callable[[str], None]):
+        self.steps: list[Step] = []
+        self.echo = echo
+
+    def done(self, name: str, detail: str, started: float) -> None:
+        self.steps.append(Step(name, "done", detail, time.perf_counter() - started))
+        self.echo(f"[done] {name}: {detail} ({self.steps[-1].seconds:.1f} s)")
+
+    def skip(self, name: str, reason: str) -> None:
+        self.steps.append(Step(name, "skipped", reason))
+        self.echo(f"[skip] {name}: {reason}")
+
+    def error(self, name: str, reason: str) -> None:
+        self.steps.append(Step(name, "error", reason))
+        self.echo(f"[error] {name}: {reason}")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig, output: Path):
+    from .calibration.quantize import QuantizeConfig, quantize
+
+    options = {"calib_method": cfg.calib_method, "calib_count": cfg.calib_count}
+    return quantize(QuantizeConfig(onnx=str(onnx_path), precision=precision, calib_data=cfg.calib_data,
+                                   target=target, seed=cfg.seed, output=str(output),
+                                   **{k: v for k, v in options.items() if v is not None}))
+
+
+def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str, cfg: PipelineConfig,
+                       log: _Log) -> dict[str, Path]:
+    """FP16 / INT8 ONNX files (INT8 laid out for ``target``: onnxruntime on the CPU, or TensorRT)."""
+    variants: dict[str, Path] = {}
+    stem = onnx_path.name[:-len(".onnx")]
+    for precision in precisions:
+        name = f"{precision} ONNX" + (f" ({target} target)" if precision == "int8" else "")
+        if precision == "int8" and not cfg.calib_data:
+            log.skip(name, "no --calib-data to calibrate INT8 ranges on")
+            continue
+        started = time.perf_counter()
+        suffix = f"int8-{target}" if precision == "int8" else precision
+        result = _quantize(onnx_path, precision, target, cfg, onnx_path.with_name(f"{stem}.{suffix}.onnx"))
+        variants[precision] = Path(result.path)
+        log.done(name, Path(result.path).name, started)
+    return variants
+
+
+def build_engines(sources: dict[str, Path], cfg: PipelineConfig, log: _Log) -> list[Path]:
+    """One engine per precision, with a batch profile covering the benchmark and parity batches."""
+    from .runtime.tensorrt_build import BuildConfig, build_engine
+
+    largest = max((*cfg.batches, cfg.parity_batch))
+    profile = f"1:{max(cfg.batches)}:{largest}"
+    engines = []
+    for precision, onnx_path in sources.items():
+        started = time.perf_counter()
+        result = build_engine(BuildConfig(onnx=str(onnx_path), batch=profile, seed=cfg.seed))
+        engines.append(Path(result.engine_path))
+        log.done(f"{precision} TensorRT engine", f"{Path(result.engine_path).name} (batch {profile})", started)
+    return engines
+
+
+def _engine_sources(onnx_path: Path, variants: dict[str, Path], ort_target: str, cfg: PipelineConfig,
+                    log: _Log) -> dict[str, Path]:
+    """The ONNX files engines are built from: INT8 needs the TensorRT Q/DQ layout."""
+    sources = {"fp32": onnx_path, **{p: v for p, v in variants.items() if p != "int8"}}
+    if "int8" in variants:
+        sources.update(variants if ort_target == "tensorrt"
+                       else make_onnx_variants(onnx_path, ("int8",), "tensorrt", cfg, log))
+    return sources
+
+
+def _measure(backend, artifact: Artifact, cfg: PipelineConfig, imgsz: int) -> dict:
+    check_batches(artifact, cfg.batches, backend)
+    return {"imgsz": imgsz, "batches": bench_backend(backend, cfg.batches, imgsz, cfg.warmup, cfg.iterations,
+                                                    cfg.duration, cfg.seed, artifact.label)}
+
+
+def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> PipelineResult:
+    if cfg.parity_batch < 1 or not cfg.batches or min(cfg.batches) < 1:
+        raise EcaDeployError("batch sizes must be positive integers")
+    unknown = set(cfg.precisions) - set(QUANTIZED)
+    if unknown:
+        raise EcaDeployError(f"--precisions takes {', '.join(QUANTIZED)}; got {', '.join(sorted(unknown))}")
+    log = _Log(echo)
+    total = time.perf_counter()
+    out = ensure_output_dir(cfg.out_dir or Path("artifacts") / safe_name(cfg.model))
+    data = load_inputs(cfg.data, cfg.imgsz, cfg.count, cfg.seed)  # a bad data folder fails before any work
+    if cfg.calib_data:
+        from .calibration.sources import load_dataset
+
+        load_dataset(cfg.calib_data, imgsz=cfg.imgsz, count=cfg.calib_count, seed=cfg.seed)
+    provider = resolve_provider(cfg.provider)
+
+    started = time.perf_counter()
+    loaded = load_model(cfg.model, cfg.weights)
+    exported = export_model(ExportConfig(model=cfg.model, weights=cfg.weights, out_dir=str(out), opset=cfg.opset,
+                                         imgsz=cfg.imgsz, seed=cfg.seed), loaded=loaded)
+    log.done("export", f"{exported.onnx_path.name}, simplified and verified against PyTorch", started)
+
+    ort_target = "cpu" if provider == "cpu" else "tensorrt"
+    variants = make_onnx_variants(exported.onnx_path, cfg.precisions, ort_target, cfg, log)
+    no_tensorrt = tensorrt_unavailable_reason()
+    engines: list[Path] = []
+    if no_tensorrt:
+        log.skip("TensorRT engines", no_tensorrt)
+    else:
+        engines = build_engines(_engine_sources(exported.onnx_path, variants, ort_target, cfg, log), cfg, log)
+    candidates = [exported.onnx_path, *variants.values(), *engines]
+
+    started = time.perf_counter()
+    reference = TorchBackend(cfg.model, cfg.weights, device=cfg.device, imgsz=cfg.imgsz,
+                             loaded=loaded)
+    ref_artifact = parse_spec(f"torch:{cfg.model}" + (f":{cfg.weights}" if cfg.weights else ""))
+    try:
+        ref_run = run_reference(reference, data, cfg.parity_batch, True, cfg.data or "synthetic")
+        rows = [{"artifact": ref_artifact.label, "spec": ref_artifact.spec, "format": ref_artifact.format,
+                 "precision": "fp32", "backend": reference.name, "size_mb": ref_artifact.size_mb,
+                 "status": "reference", "reason": "", "parity": ref_run.metrics,
+                 "bench": _measure(reference, ref_artifact, cfg, cfg.imgsz)}]
+    finally:
+        reference.close()
+    log.done("reference", f"{reference.name} on {ref_run.metrics['samples']} inputs, benchmarked", started)
+
+    for path in candidates:
+        started = time.perf_counter()
+        artifact = parse_spec(str(path))
+        try:
+            backend = open_backend(artifact, provider=provider, threads=cfg.threads)
+        except EcaDeployError as exc:
+            rows.append({"artifact": artifact.label, "spec": artifact.spec, "format": artifact.format,
+                         "precision": artifact.precision()[0], "backend": "-", "size_mb": artifact.size_mb,
+                         "status": "error", "reason": str(exc)})
+            log.error(f"parity + bench {artifact.label}", str(exc))
+            continue
+        try:
+            result = judge_candidate(artifact, backend, data, ref_run, cfg.parity_batch, None, cfg.overrides)
+            row = {**result.row(), "bench": _measure(backend, artifact, cfg, cfg.imgsz)}
+        finally:
+            backend.close()
+        rows.append(row)
+        log.done(f"parity + bench {artifact.label}", f"{row['status']}" +
+                 (f" ({row['reason']})" if row["reason"] else ""), started)
+
+    timings = {s.name: round(s.seconds, 2) for s in log.steps if s.status == "done"}
+    timings["total"] = round(time.perf_counter() - total, 2)
+    report = new_report(
+        "pipeline", describe_device(cfg.threads), rows,
+        model={"name": loaded.name, "weights": cfg.weights, "num_classes": loaded.num_classes, "imgsz": cfg.imgsz,
+               "eca_k_per_stage": k_per_stage(loaded.eca_blocks)},
+        data=data_record(data, cfg.data, ref_run.metrics["samples"], True),
+        reference=ref_artifact.spec,
+        skipped=[{"step": s.name, "reason": s.detail} for s in log.steps if s.status == "skipped"],
+        steps=[{"step": s.name, "status": s.status, "detail": s.detail, "seconds": round(s.seconds, 2)}
+               for s in log.steps],
+        timings_s=timings)
+    written = write_report(report, out)
+    return PipelineResult(report, written, log.steps)
