@@ -28,7 +28,6 @@ class _Buffers:
 
     host: dict[str, np.ndarray]
     device: dict[str, Any]
-    shapes: dict[str, tuple[int, ...]]
 
 
 def check_engine(path: Path, tensorrt_version: Any, gpu: GpuInfo) -> dict | None:
@@ -126,7 +125,7 @@ class TensorRTBackend:
             host = {name: self._cuda.pagelocked_empty(s, self._dtypes[name]) for name, s in shapes.items()}
             device = {name: self._cuda.mem_alloc(max(array.nbytes, 1)) for name, array in host.items()}
             self._cuda.memset_d8(device[self._input], 0, host[self._input].nbytes)
-            buffers = self._buffers[n] = _Buffers(host, device, shapes)
+            buffers = self._buffers[n] = _Buffers(host, device)
         for name, memory in buffers.device.items():
             self._context.set_tensor_address(name, int(memory))
         return buffers

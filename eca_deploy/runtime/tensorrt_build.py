@@ -11,6 +11,7 @@ input fails in a second, and :func:`trtexec_command` can describe the same build
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,9 +66,10 @@ class BuildPlan:
     def precision(self) -> str:
         return self.config.legacy_precision or self.onnx_precision
 
-    def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The input's (min, opt, max) shapes."""
         p = self.profile
-        return tuple((n, *self.image_shape) for n in (p.min, p.opt, p.max))  # type: ignore[return-value]
+        return tuple((n, *self.image_shape) for n in (p.min, p.opt, p.max))
 
 
 @dataclass
@@ -169,13 +171,14 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     with CudaContext(cuda, cfg.device):
         built = _build(trt, cuda, plan, dataset)
     seconds = time.perf_counter() - start
-    atomic_write(plan.engine_path, lambda tmp: tmp.write_bytes(built["plan"]))
-    if built["timing_cache"] is not None:
-        atomic_write(cfg.timing_cache, lambda tmp: tmp.write_bytes(built["timing_cache"]))
+    atomic_write(plan.engine_path, lambda tmp: tmp.write_bytes(built.plan))
+    if built.timing_cache is not None:
+        atomic_write(cfg.timing_cache, lambda tmp: tmp.write_bytes(built.timing_cache))
 
     from .tensorrt_trtexec import trtexec_command
 
     typing = "strongly typed" if strongly_typed(version, cfg.legacy_precision) else "weakly typed"
+    low, opt, high = plan.shapes()
     manifest = write_manifest(
         plan.engine_path, "build",
         source_onnx=str(plan.onnx_path),
@@ -188,23 +191,31 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         builder_flags=list(precision_flags(version, cfg.legacy_precision, plan.onnx_precision)),
         input={"name": plan.input_name, "shape": ["batch" if not plan.static_batch else plan.profile.opt,
                                                    *plan.image_shape], "dtype": "float32"},
-        profile={"batch": str(plan.profile), "min": list(plan.shapes()[0]), "opt": list(plan.shapes()[1]),
-                 "max": list(plan.shapes()[2])},
+        profile={"batch": str(plan.profile), "min": list(low), "opt": list(opt), "max": list(high)},
         workspace_gib=cfg.workspace_gib,
         builder_optimization_level=cfg.opt_level,
         dla_core=cfg.dla_core,
         version_compatible=cfg.version_compatible,
-        timing_cache={"path": cfg.timing_cache, "status": built["timing_status"]} if cfg.timing_cache else None,
-        calibration=built["calibration"],
+        timing_cache={"path": cfg.timing_cache, "status": built.timing_status} if cfg.timing_cache else None,
+        calibration=built.calibration,
         build_seconds=round(seconds, 2),
-        trtexec=" ".join(trtexec_command(plan, version)),
+        trtexec=shlex.join(trtexec_command(plan, version)),
         versions=package_versions("tensorrt", "pycuda", "onnx"),
     )
     return BuildResult(plan.engine_path, manifest, plan.precision, typing, version, gpu.as_dict(), seconds,
-                       built["timing_status"], built["notes"])
+                       built.timing_status, built.notes)
 
 
-def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any) -> dict:
+@dataclass
+class _Built:
+    plan: Any  # trt.IHostMemory: the serialized engine
+    timing_cache: Any  # trt.IHostMemory, or None without --timing-cache
+    timing_status: str | None
+    calibration: dict | None
+    notes: list[str]
+
+
+def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any) -> _Built:
     cfg = plan.config
     version = trt.__version__
     logger = trt.Logger(trt.Logger.WARNING)
@@ -266,8 +277,8 @@ def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any) -> dict:
         calibration = {"method": cfg.calib_method, "cache": str(plan.calib_cache),
                        "cache_reused": calibrator.cache_reused, "images": calibrator.images,
                        "data": cfg.calib_data, "data_hash": dataset.data_hash if dataset is not None else None}
-    return {"plan": serialized, "notes": notes, "calibration": calibration, "timing_status": timing_status,
-            "timing_cache": config.get_timing_cache().serialize() if cfg.timing_cache else None}
+    timing = config.get_timing_cache().serialize() if cfg.timing_cache else None
+    return _Built(serialized, timing, timing_status, calibration, notes)
 
 
 def _network_flags(trt: Any, legacy_precision: str | None) -> int:

@@ -107,7 +107,3 @@ def tensorrt_unavailable_reason() -> str | None:
     except MissingDependencyError as exc:
         return str(exc)
     return None
-
-
-def tensorrt_available() -> bool:
-    return tensorrt_unavailable_reason() is None
