@@ -123,6 +123,12 @@ def test_objects_are_typed_through_chains_and_annotations(api):
     assert all("10.3, 10.13, 11.1" in p.message for p in problems)  # 8.6 still had the binding API
 
 
+def test_dynamic_attribute_access_cannot_hide_a_name(api):
+    source = "def f(trt, config):\n    if hasattr(trt.BuilderFlag, 'FP16'):\n        pass\n    getattr(config, 'int8_calibrator')\n"
+    problems = check.check_source(source, "e.py", api)[1]
+    assert [p.line for p in problems] == [2, 4] and all("escapes this check" in p.message for p in problems)
+
+
 def test_the_module_must_be_bound_to_trt(api):
     source = "def f():\n    tensorrt = import_tensorrt()\n    return tensorrt.BuilderFlag.FP16\n"
     problems = check.check_source(source, "d.py", api)[1]

@@ -12,6 +12,9 @@ What counts as a use:
   annotation, or, for a name never assigned in the function (a parameter), from our naming
   convention (CONVENTIONAL: ``config`` is an IBuilderConfig, ``self._engine`` an ICudaEngine...).
 
+``getattr`` / ``hasattr`` / ``setattr`` on the module or a TensorRT object would hide a name from
+the check, so they are reported too.
+
 Which versions reach a use: all four, narrowed by version guards that compare
 ``trt_major(...)`` with an int or ``trt_version(...)`` with a (major, minor) tuple, combined
 with ``and`` / ``or`` / ``not``: the body of ``if <guard>:`` is reached by the versions where the
@@ -60,6 +63,7 @@ NESTED = {"Logger": ("Severity",)}
 MODULE_EXTRAS = {"__version__"}
 GUARDS = {"trt_major": lambda v: int(v.split(".")[0]),
           "trt_version": lambda v: tuple(int(p) for p in v.split(".")[:2])}
+DYNAMIC = {"getattr", "hasattr", "setattr"}
 OPERATORS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
              ast.Eq: operator.eq, ast.NotEq: operator.ne}
 
@@ -135,6 +139,12 @@ def narrow(reach: frozenset, test: ast.expr, truth: bool) -> frozenset:
 
 def _terminates(body: list[ast.stmt]) -> bool:
     return bool(body) and isinstance(body[-1], (ast.Raise, ast.Return))
+
+
+def _rooted_at_trt(node: ast.expr) -> bool:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name) and node.id == "trt"
 
 
 def _annotation_type(node: ast.expr | None) -> str | None:
@@ -270,6 +280,10 @@ class _Walker:
             return
         if isinstance(node, ast.Attribute):
             self._record(node, reach, types)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in DYNAMIC and node.args
+                and (_rooted_at_trt(node.args[0]) or types.of(node.args[0]))):
+            self.problems.append(Problem(self.path, node.lineno, f"{node.func.id}() on a TensorRT object escapes this "
+                                                                 "check; use the name and a version guard"))
         for child in ast.iter_child_nodes(node):
             self.expr(child, reach, types)
 
