@@ -31,6 +31,8 @@ import operator
 from dataclasses import dataclass
 from pathlib import Path
 
+from eca_deploy.runtime.tensorrt_compat import trt_major, trt_version
+
 ROOT = Path(__file__).resolve().parent.parent
 API_DIR = Path(__file__).resolve().parent / "trt_api"
 VERSIONS = ("8.6", "10.3", "10.13", "11.1")
@@ -61,8 +63,7 @@ CONVENTIONAL = {
 NESTED = {"Logger": ("Severity",)}
 # Set by tensorrt/__init__.py in Python, not by the bindings the surfaces come from.
 MODULE_EXTRAS = {"__version__"}
-GUARDS = {"trt_major": lambda v: int(v.split(".")[0]),
-          "trt_version": lambda v: tuple(int(p) for p in v.split(".")[:2])}
+GUARDS = {"trt_major": trt_major, "trt_version": trt_version}  # the guards, evaluated by the real functions
 DYNAMIC = {"getattr", "hasattr", "setattr"}
 OPERATORS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
              ast.Eq: operator.eq, ast.NotEq: operator.ne}
@@ -180,7 +181,7 @@ def _assignments(scope: ast.AST):
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 yield target, node.value
-        elif isinstance(node, ast.AnnAssign) and _annotation_type(node.annotation):
+        elif isinstance(node, ast.AnnAssign) and _annotation_type(node.annotation):  # `x: trt.X = ...` types x as X
             yield node.target, ast.Call(ast.Attribute(ast.Name("trt"), _annotation_type(node.annotation)), [], [])
         elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.NamedExpr)) and node.value is not None:
             yield node.target, node.value
