@@ -21,11 +21,11 @@ class OfficialEcaLayer(nn.Module):
 def use_official_eca(model: nn.Module) -> nn.Module:
     """Swap every EcaLayer for the official forward, weights kept: the graph a naive export produces."""
     from eca_deploy.models import EcaLayer
+    from eca_deploy.models.loader import replace_module
 
     for name, module in list(model.named_modules()):
         if isinstance(module, EcaLayer):
             official = OfficialEcaLayer(module.k_size)
             official.load_state_dict(module.state_dict())
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, official)
+            replace_module(model, name, official)
     return model

@@ -45,7 +45,7 @@ def k_per_stage(blocks: Sequence[tuple[str, int, int]]) -> list[int]:
     return ks
 
 
-def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
@@ -56,7 +56,7 @@ def _fit_eca_kernels(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     for name, channels, k in eca_blocks(model):
         weight = state.get(f"{name}.conv.weight")
         if weight is not None and weight.dim() == 3 and weight.shape[-1] != k and weight.shape[-1] % 2 == 1:
-            _replace_module(model, name, EcaLayer(channels, int(weight.shape[-1])))
+            replace_module(model, name, EcaLayer(channels, int(weight.shape[-1])))
 
 
 def settle_batchnorm(model: nn.Module, image_size: int = 64, seed: int = 0) -> None:

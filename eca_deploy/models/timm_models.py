@@ -18,6 +18,7 @@ from ..artifacts import sha256_file
 from ..errors import MissingDependencyError, ModelNotFoundError, missing_dependency
 from .checkpoint import load_strict, read_state_dict
 from .eca import EcaLayer
+from .loader import LoadedModel, replace_module
 
 
 def _import_timm():
@@ -31,9 +32,10 @@ def _import_timm():
     return timm
 
 
-def swap_eca_modules(model: nn.Module, image_size: int = 224) -> int:
-    """Replace timm EcaModule layers by EcaLayer with identical weights; returns how many were swapped."""
+def swap_eca_modules(model: nn.Module, image_size: int = 224) -> None:
+    """Replace timm EcaModule layers by EcaLayer with identical weights (channels found by a dry run)."""
     from timm.layers import EcaModule
+    from timm.layers.activations import Sigmoid as TimmSigmoid
 
     targets = [(name, m) for name, m in model.named_modules() if type(m) is EcaModule]
     channels: dict[str, int] = {}
@@ -44,18 +46,16 @@ def swap_eca_modules(model: nn.Module, image_size: int = 224) -> int:
     for h in hooks:
         h.remove()
     for name, old in targets:
-        if not isinstance(getattr(old, "gate", None), nn.Sigmoid) or old.conv.bias is not None:
-            continue  # a variant we do not reproduce exactly: keep timm's module
+        plain = (isinstance(old.gate, (nn.Sigmoid, TimmSigmoid)) and old.conv.bias is None
+                 and getattr(old, "conv2", None) is None)
+        if not plain:
+            continue  # a variant we do not reproduce exactly (MLP, other gate): keep timm's module
         new = EcaLayer(channels[name], old.conv.kernel_size[0])
         new.conv.weight.data.copy_(old.conv.weight.data)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-    return len(targets)
+        replace_module(model, name, new)
 
 
 def load_timm_model(name: str, weights: str | Path | None = None, num_classes: int | None = None):
-    from .loader import LoadedModel
-
     timm = _import_timm()
     if not timm.is_model(name):
         close = [m for m in timm.list_models("*eca*") if name in m or m in name][:3]
