@@ -95,12 +95,13 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig, output: Path):
+def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig):
+    """quantize() writes beside the FP32 ONNX, named by precision and target, with its manifest."""
     from .calibration.quantize import QuantizeConfig, quantize
 
     options = {"calib_method": cfg.calib_method, "calib_count": cfg.calib_count}
     return quantize(QuantizeConfig(onnx=str(onnx_path), precision=precision, calib_data=cfg.calib_data,
-                                   target=target, seed=cfg.seed, output=str(output),
+                                   target=target, seed=cfg.seed,
                                    **{k: v for k, v in options.items() if v is not None}))
 
 
@@ -108,15 +109,13 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
                        log: _Log) -> dict[str, Path]:
     """FP16 / INT8 ONNX files (INT8 laid out for ``target``: onnxruntime on the CPU, or TensorRT)."""
     variants: dict[str, Path] = {}
-    stem = onnx_path.name[:-len(".onnx")]
     for precision in precisions:
         name = f"{precision} ONNX" + (f" ({target} target)" if precision == "int8" else "")
         if precision == "int8" and not cfg.calib_data:
             log.skip(name, "no --calib-data to calibrate INT8 ranges on")
             continue
         started = time.perf_counter()
-        suffix = f"int8-{target}" if precision == "int8" else precision
-        result = _quantize(onnx_path, precision, target, cfg, onnx_path.with_name(f"{stem}.{suffix}.onnx"))
+        result = _quantize(onnx_path, precision, target, cfg)
         variants[precision] = Path(result.path)
         log.done(name, Path(result.path).name, started)
     return variants
@@ -191,9 +190,8 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     ref_artifact = parse_spec(f"torch:{cfg.model}" + (f":{cfg.weights}" if cfg.weights else ""))
     try:
         ref_run = run_reference(reference, data, cfg.parity_batch, True, cfg.data or "synthetic")
-        rows = [{"artifact": ref_artifact.label, "spec": ref_artifact.spec, "format": ref_artifact.format,
-                 "precision": "fp32", "backend": reference.name, "size_mb": ref_artifact.size_mb,
-                 "status": "reference", "reason": "", "parity": ref_run.metrics,
+        rows = [{**ref_artifact.describe("fp32", reference.name), "status": "reference", "reason": "",
+                 "parity": ref_run.metrics,
                  "bench": _measure(reference, ref_artifact, cfg, cfg.imgsz)}]
     finally:
         reference.close()
@@ -205,9 +203,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
         try:
             backend = open_backend(artifact, provider=provider, threads=cfg.threads)
         except EcaDeployError as exc:
-            rows.append({"artifact": artifact.label, "spec": artifact.spec, "format": artifact.format,
-                         "precision": artifact.precision()[0], "backend": "-", "size_mb": artifact.size_mb,
-                         "status": "error", "reason": str(exc)})
+            rows.append({**artifact.describe(artifact.precision()[0], "-"), "status": "error", "reason": str(exc)})
             log.error(f"parity + bench {artifact.label}", str(exc))
             continue
         try:

@@ -46,6 +46,16 @@ class Artifact:
         target = self.path or (Path(self.weights) if self.weights else None)
         return round(target.stat().st_size / 2**20, 2) if target and target.is_file() else None
 
+    @property
+    def identity(self) -> str:
+        """What tells two artifacts apart in a report: the resolved file path, or the torch spec."""
+        return str(self.path.resolve()) if self.path else self.spec
+
+    def describe(self, precision: str, backend: str) -> dict:
+        """The fields every report row starts with."""
+        return {"artifact": self.label, "spec": self.spec, "identity": self.identity, "format": self.format,
+                "precision": precision, "backend": backend, "size_mb": self.size_mb}
+
     def precision(self, override: str | None = None) -> tuple[str, str]:
         """(precision, where it came from): the flag, the manifest, the ONNX graph, or fp32 assumed."""
         if override:
@@ -58,6 +68,15 @@ class Artifact:
         if self.kind == "onnx":
             return onnx_precision(self.path), "graph"
         return "fp32", "assumed (no manifest; pass --precision)"
+
+
+def batch_limits(backend: Backend) -> tuple[int, int | None]:
+    """(smallest, largest) batch the backend takes: a static batch axis, an engine's profile, or (1, None)."""
+    fixed = backend.input_spec.shape[0]
+    if isinstance(fixed, int):
+        return fixed, fixed
+    low, high = getattr(backend, "batch_range", (1, None))
+    return int(low), (int(high) if high else None)
 
 
 def onnx_precision(path: Path) -> str:

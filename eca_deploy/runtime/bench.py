@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..errors import EcaDeployError, EngineError
 from .backend import Backend
-from .backends import Artifact, open_backend, parse_spec
+from .backends import Artifact, batch_limits, open_backend, parse_spec
 
 MIN_TIMED_ITERATIONS = 5
 
@@ -75,18 +75,22 @@ def engine_batch_limit(artifact: Artifact) -> int | None:
 
 
 def check_batches(artifact: Artifact, batches: tuple[int, ...], backend: Backend | None = None) -> None:
-    if not batches or any(b < 1 for b in batches):
+    """Refuse batch sizes the model cannot take: from the engine manifest before TensorRT is even loaded,
+    then from the opened backend (a static batch axis, or the engine's own profile)."""
+    if not batches or min(batches) < 1:
         raise EcaDeployError(f"batch sizes must be positive integers, got {','.join(map(str, batches))}")
-    limit = engine_batch_limit(artifact) if artifact.kind == "tensorrt" else None
-    if limit is None and backend is not None:
-        limit = getattr(backend, "max_batch", None)
-    if limit is not None and max(batches) > limit:
-        raise EngineError(f"batch {max(batches)} is above the engine's optimization profile (max batch {limit}); "
-                          f"rebuild the engine with a larger --max-batch or bench batches <= {limit}")
-    fixed = backend.input_spec.shape[0] if backend is not None else None
-    if isinstance(fixed, int) and set(batches) != {fixed}:
-        raise EcaDeployError(f"{artifact.label} has a static batch of {fixed}; bench --batch {fixed} or "
-                             "export with a dynamic batch axis")
+    high = engine_batch_limit(artifact) if artifact.kind == "tensorrt" else None
+    if high is not None and max(batches) > high:
+        raise EngineError(f"batch {max(batches)} is above the engine's optimization profile (max batch {high}); "
+                          f"rebuild the engine with a larger --batch MIN:OPT:MAX or bench batches <= {high}")
+    if backend is None:
+        return
+    low, high = batch_limits(backend)
+    if low == high and set(batches) != {low}:
+        raise EcaDeployError(f"{artifact.label} has a static batch of {low}; bench --batch {low} or export with "
+                             "a dynamic batch axis")
+    if min(batches) < low or (high is not None and max(batches) > high):
+        raise EngineError(f"{artifact.label} takes batches {low}..{high}; got {','.join(map(str, batches))}")
 
 
 def bench_backend(backend: Backend, batches: tuple[int, ...], imgsz: int, warmup: int = 10,
@@ -118,9 +122,8 @@ class BenchResult:
     entries: list[dict] = field(default_factory=list)
 
     def row(self) -> dict:
-        return {"artifact": self.artifact.label, "spec": self.artifact.spec, "format": self.artifact.format,
-                "precision": self.precision, "backend": self.backend, "size_mb": self.artifact.size_mb,
-                "status": "measured", "reason": "", "bench": {"imgsz": self.imgsz, "batches": self.entries}}
+        return {**self.artifact.describe(self.precision, self.backend), "status": "measured", "reason": "",
+                "bench": {"imgsz": self.imgsz, "batches": self.entries}}
 
 
 def run_bench(cfg: BenchConfig) -> BenchResult:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..errors import DataError, EcaDeployError, ParityError
 from .backend import Backend
-from .backends import PRECISIONS, Artifact, open_backend, parse_spec
+from .backends import PRECISIONS, Artifact, batch_limits, open_backend, parse_spec
 from .compare import check_elements, compare_outputs, topk_accuracy
 
 
@@ -120,23 +120,16 @@ class SyntheticInputs:
                 (3, self.imgsz, self.imgsz), dtype=np.float32) for i in range(size)]), None
 
 
-def batch_for(backend: Backend, wanted: int) -> int:
-    """A static batch axis wins; an engine's profile caps the batch."""
-    fixed = backend.input_spec.shape[0]
-    if isinstance(fixed, int):
-        return fixed
-    limit = getattr(backend, "max_batch", None)
-    return min(wanted, limit) if limit else wanted
-
-
 def collect_logits(backend: Backend, data, batch: int, desc: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Run every batch of ``data``; a short last batch is zero-padded for static-batch models."""
-    fixed = backend.input_spec.shape[0]
+    """Run every batch of ``data`` at a batch size the backend takes (a static axis or an engine's profile
+    decide); a short last batch is zero-padded up to the smallest batch the backend accepts."""
+    low, high = batch_limits(backend)
+    batch = max(low, min(batch, high or batch))
     outputs, labels = [], []
     for images, targets in data.batches(batch, desc=desc):
         n = len(images)
-        if isinstance(fixed, int) and n < fixed:
-            images = np.concatenate([images, np.zeros((fixed - n, *images.shape[1:]), images.dtype)])
+        if n < low:
+            images = np.concatenate([images, np.zeros((low - n, *images.shape[1:]), images.dtype)])
         outputs.append(np.asarray(backend.infer(images), dtype=np.float32).reshape(len(images), -1)[:n])
         if targets is not None:
             labels.append(np.asarray(targets))
@@ -181,9 +174,8 @@ class CandidateResult:
     metrics: dict  # compare_outputs + top1/top5 + elements
 
     def row(self) -> dict:
-        return {"artifact": self.artifact.label, "spec": self.artifact.spec, "format": self.artifact.format,
-                "precision": self.precision, "precision_source": self.precision_source, "backend": self.backend,
-                "size_mb": self.artifact.size_mb, "status": "pass" if self.verdict.passed else "fail",
+        return {**self.artifact.describe(self.precision, self.backend), "precision_source": self.precision_source,
+                "status": "pass" if self.verdict.passed else "fail",
                 "reason": "; ".join(self.verdict.failures),
                 "parity": {**self.metrics, "tolerance": asdict(self.tolerance), "checks": self.verdict.checks}}
 
@@ -204,9 +196,7 @@ class Comparison:
         return [c for c in self.candidates if not c.verdict.passed]
 
     def reference_row(self) -> dict:
-        return {"artifact": self.reference.label, "spec": self.reference.spec, "format": self.reference.format,
-                "precision": "fp32", "precision_source": "reference", "backend": self.reference_backend,
-                "size_mb": self.reference.size_mb, "status": "reference", "reason": "",
+        return {**self.reference.describe("fp32", self.reference_backend), "status": "reference", "reason": "",
                 "parity": self.reference_metrics}
 
 
@@ -225,7 +215,7 @@ class ReferenceRun:
 
 def run_reference(backend: Backend, data, batch: int = 16, use_labels: bool = True,
                   source: str = "synthetic") -> ReferenceRun:
-    logits, labels = collect_logits(backend, data, batch_for(backend, batch), f"reference {backend.name}")
+    logits, labels = collect_logits(backend, data, batch, f"reference {backend.name}")
     labels = labels if use_labels else None
     check_labels(labels, data, logits.shape[1], source)
     return ReferenceRun(logits, labels, {**accuracy(logits, labels), "samples": int(len(logits))})
@@ -233,7 +223,7 @@ def run_reference(backend: Backend, data, batch: int = 16, use_labels: bool = Tr
 
 def judge_candidate(artifact: Artifact, backend: Backend, data, reference: ReferenceRun, batch: int = 16,
                     precision: str | None = None, overrides: dict | None = None) -> CandidateResult:
-    logits, _ = collect_logits(backend, data, batch_for(backend, batch), f"{artifact.label} {backend.name}")
+    logits, _ = collect_logits(backend, data, batch, f"{artifact.label} {backend.name}")
     if logits.shape != reference.logits.shape:
         raise DataError(f"{artifact.label} outputs {logits.shape[1]} classes, the reference "
                         f"{reference.logits.shape[1]}: they are not the same model")

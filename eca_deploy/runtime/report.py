@@ -38,7 +38,7 @@ def merge_rows(rows: list[dict]) -> list[dict]:
     """One row per (device, artifact, backend): a parity row and a bench row of the same artifact join."""
     merged: dict[tuple, dict] = {}
     for row in rows:
-        key = (row["device"], row["artifact"], row["backend"])
+        key = (row["device"], row.get("identity") or row["artifact"], row["backend"])
         if key not in merged:
             merged[key] = dict(row)
             continue
