@@ -28,7 +28,7 @@ MODEL = "eca_resnet18"
 IMGSZ = 32
 NUM_CLASSES = 10
 CALIB_IMAGES = 200
-EPOCHS = 3  # about 97% held-out top-1; each epoch costs 5-15 s on two busy cores
+EPOCHS = 3  # about 97% held-out top-1; training takes about 10 s on two cores
 LR = 3e-3
 BATCH = 64
 SEED = 0
@@ -64,6 +64,15 @@ def _write_image_folder(folder: Path, images: list[Image.Image], labels: np.ndar
 
 
 def _train(x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+    # Some steps produce subnormal floats, which made single steps 35x slower (5 s instead of 0.15 s) here.
+    torch.set_flush_denormal(True)
+    try:
+        return _fit(x, y)
+    finally:
+        torch.set_flush_denormal(False)  # torch's default; other tests should not inherit ours
+
+
+def _fit(x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
     torch.manual_seed(SEED)
     model = create_model(MODEL, num_classes=NUM_CLASSES)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
