@@ -113,8 +113,12 @@ def test_calibration_cache_is_keyed_and_reused(digits, tmp_path):
     again = quantize(QuantizeConfig(output=tmp_path / "b.onnx", **cfg))
     assert again.calibration["cached"] is True and again.calibration["images"] == first.calibration["images"]
     assert _q_scales(again.path) == _q_scales(first.path)
-    # Another target reuses the same entry: one calibration covers both.
-    assert quantize(QuantizeConfig(output=tmp_path / "c.onnx", target="cpu", **cfg)).calibration["cached"] is True
+    # The cpu target quantizes more tensors: it calibrates them once and adds them to the same entry.
+    cpu = [quantize(QuantizeConfig(output=tmp_path / f"c{i}.onnx", target="cpu", **cfg)) for i in range(2)]
+    assert [c.calibration["cached"] for c in cpu] == [False, True]
+    assert cpu[0].calibration["tensors"] > first.calibration["tensors"]
+    assert quantize(QuantizeConfig(output=tmp_path / "b2.onnx", **cfg)).calibration["cached"] is True
+    assert _q_scales(tmp_path / "b2.onnx") == _q_scales(first.path)
 
     subset = quantize(QuantizeConfig(output=tmp_path / "d.onnx", **{**cfg, "calib_count": 50}))
     assert subset.calibration["cached"] is False and subset.calibration["images"] == 50

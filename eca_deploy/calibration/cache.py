@@ -54,13 +54,21 @@ def load_ranges(path: str | Path, key: str, tensors: list[str]) -> tuple[dict[st
 
 
 def store_ranges(path: str | Path, entries: dict[str, dict[str, TensorRange]], images: int) -> Path:
-    """Add (or replace) entries, written atomically; other entries in the file are kept."""
+    """Add entries, written atomically; other entries in the file are kept.
+
+    Ranges of tensors an entry already holds are replaced and the others kept: the key fixes model,
+    data and method, so a tensor's range does not depend on which other tensors were collected with it
+    (the two targets calibrate different tensor sets of the same model).
+    """
     path = Path(path)
     payload = _read(path)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     for key, ranges in entries.items():
         model_sha256, data_hash, method = key.split("|", 2)
+        previous = payload["entries"].get(key)
+        merged = dict(previous["ranges"]) if isinstance(previous, dict) and isinstance(previous.get("ranges"), dict) \
+            else {}
+        merged.update({name: r.as_dict() for name, r in ranges.items()})
         payload["entries"][key] = {"model_sha256": model_sha256, "data_hash": data_hash, "method": method,
-                                   "images": images, "created": created,
-                                   "ranges": {name: r.as_dict() for name, r in sorted(ranges.items())}}
+                                   "images": images, "created": created, "ranges": dict(sorted(merged.items()))}
     return write_json(path, payload)

@@ -193,18 +193,12 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
                           fp16=report.as_dict(), timings=timings)
 
 
-def calibration_tensors(model: onnx.ModelProto) -> list[str]:
-    """Every tensor either target quantizes: one calibration serves (and one cache entry covers) both."""
-    return sorted({t for target in TARGETS for t in make_plan(model, target).calibrated_tensors})
-
-
-def calibrate(model: onnx.ModelProto, model_sha256: str, data: Dataset, cfg: QuantizeConfig,
+def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, data: Dataset, cfg: QuantizeConfig,
               cache: Path | None) -> tuple[dict[str, TensorRange], dict]:
     """Ranges for ``cfg.calib_method`` from the cache, or from a pass over ``data`` (which fills the cache).
 
     A histogram pass yields all three methods at no extra cost, so all of them go into the cache.
     """
-    tensors = calibration_tensors(model)
     key = cache_key(model_sha256, data.data_hash, cfg.calib_method, cfg.percentile)
     info = {"method": cfg.calib_method, "data_hash": data.data_hash, "tensors": len(tensors),
             "cache": str(cache) if cache else None}
@@ -233,12 +227,12 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         cache = Path(cfg.calib_cache) if cfg.calib_cache else output.with_name(f"{source.stem}.calib.json")
         ensure_not_input(cache, [source, cfg.calib_data, cfg.val_data])
     model_sha256 = sha256_file(source)
+    plan = make_plan(model, cfg.target)
     t = time.perf_counter()
-    ranges, calibration = calibrate(model, model_sha256, data, cfg, cache)
+    ranges, calibration = calibrate(model, plan.calibrated_tensors, model_sha256, data, cfg, cache)
     timings["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    plan = make_plan(model, cfg.target)
     quantized, summary = insert_qdq(model, plan, ranges)
     try:
         onnx.checker.check_model(quantized)
