@@ -21,7 +21,7 @@ from .runtime.backends import Artifact, open_backend, parse_spec
 from .runtime.bench import bench_backend, check_batches
 from .runtime.device import describe_device
 from .runtime.onnxruntime_backend import resolve_provider
-from .runtime.parity import data_record, judge_candidate, load_inputs, run_reference
+from .runtime.parity import ReferenceRun, check_labels, data_record, judge_candidate, load_inputs, run_reference
 from .runtime.report import new_report, write_report
 from .runtime.tensorrt_env import tensorrt_unavailable_reason
 from .runtime.torch_backend import TorchBackend
@@ -35,6 +35,7 @@ class PipelineConfig:
     weights: str | None = None  # None: random init (timings are real, accuracy is not)
     calib_data: str | None = None  # images for INT8 calibration; without them INT8 is skipped
     data: str | None = None  # labeled validation images; None: seeded synthetic inputs
+    use_labels: bool = True  # False: compare on the images alone (their classes are not the model's)
     out_dir: str | None = None  # default: artifacts/<model>/
     imgsz: int = 224
     opset: int = 17
@@ -76,6 +77,7 @@ class PipelineResult:
 class _Log:
     def __init__(self, echo: Callable[[str], None]):
         self.steps: list[Step] = []
+        self.rows: list[dict] = []  # report rows for artifacts a failed step never wrote
         self.echo = echo
 
     def done(self, name: str, detail: str, started: float) -> None:
@@ -86,9 +88,12 @@ class _Log:
         self.steps.append(Step(name, "skipped", reason))
         self.echo(f"[skip] {name}: {reason}")
 
-    def error(self, name: str, reason: str) -> None:
+    def error(self, name: str, reason: str, fmt: str | None = None, precision: str | None = None) -> None:
         self.steps.append(Step(name, "error", reason))
         self.echo(f"[error] {name}: {reason}")
+        if fmt:
+            self.rows.append({"artifact": name, "identity": name, "format": fmt, "precision": precision,
+                              "backend": "-", "size_mb": None, "status": "error", "reason": reason})
 
 
 def _stderr(line: str) -> None:
@@ -115,7 +120,11 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
             log.skip(name, "no --calib-data to calibrate INT8 ranges on")
             continue
         started = time.perf_counter()
-        result = _quantize(onnx_path, precision, target, cfg)
+        try:
+            result = _quantize(onnx_path, precision, target, cfg)
+        except EcaDeployError as exc:  # e.g. FP16 drifting from FP32: the other variants still run
+            log.error(name, str(exc), "ONNX", precision)
+            continue
         variants[precision] = Path(result.path)
         log.done(name, Path(result.path).name, started)
     return variants
@@ -130,7 +139,11 @@ def build_engines(sources: dict[str, Path], cfg: PipelineConfig, log: _Log) -> l
     engines = []
     for precision, onnx_path in sources.items():
         started = time.perf_counter()
-        result = build_engine(BuildConfig(onnx=str(onnx_path), batch=profile, seed=cfg.seed))
+        try:
+            result = build_engine(BuildConfig(onnx=str(onnx_path), batch=profile, seed=cfg.seed))
+        except EcaDeployError as exc:
+            log.error(f"{precision} TensorRT engine", str(exc), "TensorRT", precision)
+            continue
         engines.append(Path(result.engine_path))
         log.done(f"{precision} TensorRT engine", f"{Path(result.engine_path).name} (batch {profile})", started)
     return engines
@@ -152,6 +165,15 @@ def _measure(backend, artifact: Artifact, cfg: PipelineConfig, imgsz: int) -> di
                                                     cfg.duration, cfg.seed, artifact.label)}
 
 
+def _check_candidate(artifact: Artifact, provider: str, data, ref_run: ReferenceRun, cfg: PipelineConfig) -> dict:
+    backend = open_backend(artifact, provider=provider, threads=cfg.threads)
+    try:
+        result = judge_candidate(artifact, backend, data, ref_run, cfg.parity_batch, None, cfg.overrides)
+        return {**result.row(), "bench": _measure(backend, artifact, cfg, cfg.imgsz)}
+    finally:
+        backend.close()
+
+
 def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> PipelineResult:
     if cfg.parity_batch < 1 or not cfg.batches or min(cfg.batches) < 1:
         raise EcaDeployError("batch sizes must be positive integers")
@@ -170,6 +192,8 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
 
     started = time.perf_counter()
     loaded = load_model(cfg.model, cfg.weights)
+    labels = data.labels if cfg.use_labels else None
+    check_labels(labels, data, loaded.num_classes, cfg.data or "synthetic")  # before minutes of work
     exported = export_model(ExportConfig(model=cfg.model, weights=cfg.weights, out_dir=str(out), opset=cfg.opset,
                                          imgsz=cfg.imgsz, seed=cfg.seed), loaded=loaded)
     log.done("export", f"{exported.onnx_path.name}, simplified and verified against PyTorch", started)
@@ -185,11 +209,10 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     candidates = [exported.onnx_path, *variants.values(), *engines]
 
     started = time.perf_counter()
-    reference = TorchBackend(cfg.model, cfg.weights, device=cfg.device, imgsz=cfg.imgsz,
-                             loaded=loaded)
+    reference = TorchBackend(cfg.model, cfg.weights, device=cfg.device, imgsz=cfg.imgsz, loaded=loaded)
     ref_artifact = parse_spec(f"torch:{cfg.model}" + (f":{cfg.weights}" if cfg.weights else ""))
     try:
-        ref_run = run_reference(reference, data, cfg.parity_batch, True, cfg.data or "synthetic")
+        ref_run = run_reference(reference, data, cfg.parity_batch, cfg.use_labels, cfg.data or "synthetic")
         rows = [{**ref_artifact.describe("fp32", reference.name), "status": "reference", "reason": "",
                  "parity": ref_run.metrics,
                  "bench": _measure(reference, ref_artifact, cfg, cfg.imgsz)}]
@@ -201,27 +224,23 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
         started = time.perf_counter()
         artifact = parse_spec(str(path))
         try:
-            backend = open_backend(artifact, provider=provider, threads=cfg.threads)
-        except EcaDeployError as exc:
-            rows.append({**artifact.describe(artifact.precision()[0], "-"), "status": "error", "reason": str(exc)})
+            row = _check_candidate(artifact, provider, data, ref_run, cfg)
+        except EcaDeployError as exc:  # one artifact that cannot run here does not stop the others
             log.error(f"parity + bench {artifact.label}", str(exc))
+            rows.append({**artifact.describe(artifact.precision()[0], "-"), "status": "error", "reason": str(exc)})
             continue
-        try:
-            result = judge_candidate(artifact, backend, data, ref_run, cfg.parity_batch, None, cfg.overrides)
-            row = {**result.row(), "bench": _measure(backend, artifact, cfg, cfg.imgsz)}
-        finally:
-            backend.close()
         rows.append(row)
         log.done(f"parity + bench {artifact.label}", f"{row['status']}" +
                  (f" ({row['reason']})" if row["reason"] else ""), started)
 
+    rows += log.rows
     timings = {s.name: round(s.seconds, 2) for s in log.steps if s.status == "done"}
     timings["total"] = round(time.perf_counter() - total, 2)
     report = new_report(
         "pipeline", describe_device(cfg.threads), rows,
         model={"name": loaded.name, "weights": cfg.weights, "num_classes": loaded.num_classes, "imgsz": cfg.imgsz,
                "eca_k_per_stage": k_per_stage(loaded.eca_blocks)},
-        data=data_record(data, cfg.data, ref_run.metrics["samples"], True),
+        data=data_record(data, cfg.data, ref_run.metrics["samples"], cfg.use_labels),
         reference=ref_artifact.spec,
         skipped=[{"step": s.name, "reason": s.detail} for s in log.steps if s.status == "skipped"],
         steps=[{"step": s.name, "status": s.status, "detail": s.detail, "seconds": round(s.seconds, 2)}

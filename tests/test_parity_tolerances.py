@@ -92,4 +92,4 @@ def test_non_finite_output_always_fails(reference):
     broken[0, 0] = np.inf
     loose = Tolerance(atol=None, rtol=None, max_top1_drop=100.0)
     verdict, _ = judge(loose, broken, reference, 0.5, 0.5)
-    assert not verdict.passed and verdict.failures[0].startswith("non-finite outputs 1")
+    assert not verdict.passed and verdict.failures[0].startswith("non-finite outputs: 1 ")

@@ -18,7 +18,7 @@ TOLERANCE_FLAGS = {
 
 def add_tolerance_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "tolerances", "defaults per precision: fp32 atol=rtol=1e-3; fp16 atol=rtol=5e-2; int8 top-1 drop <= 1 "
+        "tolerances", "defaults per precision: fp32 atol=rtol=1e-3; fp16 atol=1e-1, rtol=5e-2; int8 top-1 drop <= 1 "
                       "point with labels, else top-1 agreement >= 0.9. Each flag takes VALUE (every precision), "
                       "PRECISION=VALUE, or PRECISION=off; repeat it for several precisions")
     for name, text in TOLERANCE_FLAGS.items():

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="labeled validation images (ImageFolder root) for accuracy; "
                              "default: seeded synthetic inputs (agreement only)")
+    parser.add_argument("--no-labels", dest="use_labels", action="store_false",
+                        help="ignore --data's labels (when its classes are not the model's): agreement only")
     parser.add_argument("--out", default=None, help="output folder for every artifact and report "
                                                     "(default: artifacts/<model>/)")
     parser.add_argument("--imgsz", type=int, default=224, help="input height and width")
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.report import summary_table
 
     cfg = PipelineConfig(
-        model=args.model, weights=args.weights, calib_data=args.calib_data, data=args.data, out_dir=args.out,
+        model=args.model, weights=args.weights, calib_data=args.calib_data, data=args.data,
+        use_labels=args.use_labels, out_dir=args.out,
         imgsz=args.imgsz, opset=args.opset,
         precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
         calib_method=args.calib_method, calib_count=args.calib_count, count=args.count,

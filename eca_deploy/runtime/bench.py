@@ -66,12 +66,9 @@ def time_loop(step, warmup: int, iterations: int | None, duration: float, own_cl
 
 
 def engine_batch_limit(artifact: Artifact) -> int | None:
-    """The largest batch an engine's optimization profile accepts, from its manifest."""
-    profile = (artifact.manifest or {}).get("profile") or {}
-    limit = profile.get("max") if isinstance(profile, dict) else None
-    if isinstance(limit, (list, tuple)):  # a full max shape [N, C, H, W]
-        limit = limit[0]
-    return int(limit) if limit else None
+    """The largest batch of an engine's optimization profile: its manifest's max shape [N, C, H, W]."""
+    shape = ((artifact.manifest or {}).get("profile") or {}).get("max")
+    return int(shape[0]) if shape else None
 
 
 def check_batches(artifact: Artifact, batches: tuple[int, ...], backend: Backend | None = None) -> None:

@@ -1,0 +1,75 @@
+"""The whole pipeline, test-sized: trained ECA-ResNet-18 on the digits images, 32x32, on this CPU."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from eca_deploy.artifacts import read_manifest
+from eca_deploy.cli.main import main
+from eca_deploy.runtime.report import validate_report
+from eca_deploy.runtime.tensorrt_env import tensorrt_unavailable_reason
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    code = main(["pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
+                 "--calib-data", str(digits.calib_dir), "--data", str(digits.val_dir),
+                 "--count", "120", "--imgsz", str(digits.imgsz), "--out", str(out), "--batch", "1,4",
+                 "--iterations", "3", "--warmup", "1", "--provider", "cpu", "--device", "cpu"])
+    return code, out
+
+
+def test_pipeline_makes_every_artifact_and_one_report(pipeline_run, capsys):
+    code, out = pipeline_run
+    assert code == 0
+    report = validate_report(json.loads((out / "report.json").read_text()))
+    assert report["kind"] == "pipeline" and report["model"]["name"] == "eca_resnet18"
+    rows = {r["precision"] + ("-ref" if r["status"] == "reference" else ""): r for r in report["rows"]}
+    assert set(rows) == {"fp32-ref", "fp32", "fp16", "int8"}
+    assert rows["fp32-ref"]["format"] == "PyTorch"
+    for precision in ("fp32", "fp16", "int8"):
+        row = rows[precision]
+        assert row["status"] == "pass", row["reason"]
+        assert row["format"] == "ONNX" and row["precision_source"] == ("graph" if precision == "fp32" else "manifest")
+        assert read_manifest(out / row["artifact"]) is not None  # each artifact sits beside its manifest
+        assert [e["batch"] for e in row["bench"]["batches"]] == [1, 4]
+        assert row["parity"]["top1"] >= rows["fp32-ref"]["parity"]["top1"] - 0.02
+    assert rows["fp32-ref"]["parity"]["samples"] == 120 and rows["fp32-ref"]["parity"]["top1"] > 0.9
+    # smaller files as the precision drops
+    assert rows["int8"]["size_mb"] < rows["fp16"]["size_mb"] < rows["fp32"]["size_mb"]
+    assert report["timings_s"]["total"] > 0 and report["devices"][0]["label"]
+
+
+def test_pipeline_report_is_readable(pipeline_run):
+    _, out = pipeline_run
+    text = (out / "report.md").read_text()
+    assert "| Artifact | Format | Precision | Status | Size MB | Top-1 | Top-1 agreement | Max abs err | p50 ms" in text
+    assert "eca_resnet18.int8.cpu.onnx" in text
+    for name in ("report_latency.png", "report_accuracy.png"):
+        with Image.open(out / name) as image:
+            image.load()
+            assert image.format == "PNG"
+
+
+def test_pipeline_says_why_engines_were_skipped(pipeline_run):
+    if tensorrt_unavailable_reason() is None:
+        pytest.skip("TensorRT and a GPU are present: engines are built, not skipped")
+    _, out = pipeline_run
+    report = json.loads((out / "report.json").read_text())
+    (skipped,) = [s for s in report["skipped"] if s["step"] == "TensorRT engines"]
+    assert "not installed" in skipped["reason"] or "GPU" in skipped["reason"]
+    assert "TensorRT engines" in (out / "report.md").read_text()
+    assert not list(out.glob("*.engine"))
+
+
+def test_pipeline_with_an_empty_data_folder_fails_before_any_work(digits, tmp_path, capsys):
+    empty = tmp_path / "val"
+    empty.mkdir()
+    out = tmp_path / "out"
+    code = main(["pipeline", "--model", digits.model, "--weights", str(digits.checkpoint), "--data", str(empty),
+                 "--imgsz", str(digits.imgsz), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no images" in err
+    assert not list(out.glob("*.onnx"))
