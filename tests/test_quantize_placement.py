@@ -153,6 +153,10 @@ def test_cpu_relus_can_fold_and_eca_gate_is_integer(fp32, quantized):
         assert g.array(users[0].input[2]) == 0  # u8 zero point 0 clips at zero: the ReLU is redundant
     for mul in g.nodes("Mul"):
         assert all(g.is_activation_dq(i) for i in mul.input)
+    gates = [q for q in g.nodes("QuantizeLinear") if g.made_by(q.input[0], "Sigmoid")]
+    assert len(gates) == 8
+    for q in gates:  # the ECA gate keeps its whole [0, 1] range, whatever the calibration saw
+        assert g.array(q.input[1]) == np.float32(1 / 255) and g.array(q.input[2]) == 0
     for name in _eca_convs(fp32):
         conv = next(n for n in g.nodes("Conv") if n.name == name)
         assert not any(g.made_by(i, "DequantizeLinear") for i in conv.input)

@@ -11,7 +11,8 @@ kernels (QLinearConv, QLinearAdd, QLinearMul, QGemm, int8 MaxPool), so every
 tensor between such ops is quantized, including Conv/Add outputs (after the ReLU
 that follows, which onnxruntime then drops because a u8 zero point of 0 already
 clips at zero) and int32 biases. The ECA pool and Conv1d run in float on tiny
-[N, C] tensors; the gating Mul, which touches the whole feature map, is quantized.
+[N, C] tensors; the gating Mul, which touches the whole feature map, is quantized, its Sigmoid input
+with the fixed range [0, 1].
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ WEIGHTED_OPS = {"Conv", "Gemm"}
 SHARED_RANGE_OPS = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze"}
 ECA_PRE_OPS = {"GlobalAveragePool", "ReduceMean", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose"}
 ECA_POST_OPS = {"Reshape", "Unsqueeze", "Squeeze", "Transpose", "Expand", "Sigmoid", "HardSigmoid"}
+# Outputs whose range is known: calibrating them can only lose values. Entropy calibration of an ECA gate
+# whose values sat in [0.28, 0.73] chose 0.28, clipping every gate to one value (cosine 0.86 on a digit).
+BOUNDED_OUTPUTS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class ActivationQuant:
     tensor: str
     consumers: tuple[tuple[str, int], ...] | None  # (node name, input index) to rewire; None: every consumer
     range_of: str  # the calibrated tensor whose range sets the scale (itself, or a pass-through op's input)
+    fixed_range: tuple[float, float] | None = None  # a bounded activation's own range; no calibration
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class QdqPlan:
 
     @property
     def calibrated_tensors(self) -> list[str]:
-        return sorted({a.range_of for a in self.activations})
+        return sorted({a.range_of for a in self.activations if a.fixed_range is None})
 
 
 class GraphIndex:
@@ -234,9 +239,14 @@ def plan_cpu(model: onnx.ModelProto) -> QdqPlan:
             quantize(node.output[0], source=node.input[0])
         elif node.op_type in {"GlobalAveragePool", "AveragePool"} and node.input[0] in range_of:
             quantize(node.output[0])  # ECA's pool too: it reads the whole map, its [N, C] output is tiny
-    activations = [ActivationQuant(t, None, src) for t, src in sorted(range_of.items(),
-                                                                      key=lambda kv: _position(index, kv[0]))]
+    activations = [ActivationQuant(t, None, src, _bounded_range(index, t))
+                   for t, src in sorted(range_of.items(), key=lambda kv: _position(index, kv[0]))]
     return QdqPlan("cpu", activations, weights, quantize_bias=True, eca_nodes=eca)
+
+
+def _bounded_range(index: GraphIndex, tensor: str) -> tuple[float, float] | None:
+    producer = index.producer.get(tensor)
+    return BOUNDED_OUTPUTS.get(producer.op_type) if producer is not None else None
 
 
 def _position(index: GraphIndex, tensor: str) -> int:

@@ -92,7 +92,9 @@ def insert_qdq(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRa
         return name
 
     for act in plan.activations:
-        params = activation_params(ranges[act.range_of], symmetric)
+        rng = TensorRange(act.fixed_range[0], act.fixed_range[1], max(map(abs, act.fixed_range))) \
+            if act.fixed_range else ranges[act.range_of]
+        params = activation_params(rng, symmetric)
         act_params[act.tensor] = params
         np_type = np.int8 if params.dtype == TensorProto.INT8 else np.uint8
         scale = initializer(f"{act.tensor}_scale", np.array(params.scale, dtype=np.float32))

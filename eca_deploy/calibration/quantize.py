@@ -244,6 +244,8 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     t = time.perf_counter()
     parity, accuracy = _parity(model, quantized, check, imgsz, cfg)
     timings["check"] = time.perf_counter() - t
+    if not np.isfinite(parity["max_abs"]):
+        raise ParityError("the INT8 model outputs NaN or infinity on the check images; not written")
 
     atomic_write(output, quantized.SerializeToString())
     qdq = summary.as_dict()

@@ -10,7 +10,8 @@ HELP = ("write an FP16 ONNX (FP32 inputs/outputs) or an INT8 ONNX with explicit 
         "checked against the FP32 model first")
 
 
-def _count(text: str) -> int | None:
+def count(text: str) -> int | None:
+    """An image count, or 'all' (argparse names this function in its error message)."""
     return None if text == "all" else int(text)
 
 
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "entropy calibration), or a percentile of |x|")
     parser.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
                         help="the percentile of |x| for --calib-method percentile")
-    parser.add_argument("--calib-count", type=_count, default=512,
+    parser.add_argument("--calib-count", type=count, default=512,
                         help="calibration images drawn at random (with --seed) from --calib-data, or 'all'")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image subsets")
     parser.add_argument("--batch-size", type=int, default=8,
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-data", default=None,
                         help="held-out images (same forms as --calib-data) for the parity and accuracy figures "
                              "(default: a subset of the calibration images)")
-    parser.add_argument("--check-count", type=_count, default=128,
+    parser.add_argument("--check-count", type=count, default=128,
                         help="images used for the parity figures, or 'all'")
     parser.add_argument("--output", default=None,
                         help="output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, or "
