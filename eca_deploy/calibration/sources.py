@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterator
 
@@ -22,10 +23,9 @@ from ..errors import DataError
 from .preprocess import PREPROCESS_VERSION, preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-LIST_SUFFIXES = {".txt", ".lst", ".list"}
 
 
-class Dataset:
+class Dataset(ABC):
     """A fixed, ordered selection of samples; ``batches`` decodes and preprocesses them lazily."""
 
     labels: np.ndarray | None
@@ -43,12 +43,12 @@ class Dataset:
             return len(self.class_names)
         return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else None
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
+    @abstractmethod
     def _sample(self, index: int) -> np.ndarray | None:
         """[3, imgsz, imgsz] float32, or None after recording why the sample was skipped."""
-        raise NotImplementedError
 
     def batches(self, batch_size: int, desc: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Full batches of usable samples (the last one may be short); unreadable files are skipped."""
