@@ -20,10 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..calibration.placement import TARGETS
     from ..calibration.quantize import PRECISIONS
 
-    parser.add_argument("--onnx", required=True, help="the FP32 model from `eca-deploy export`")
+    parser.add_argument("--onnx", required=True, default=argparse.SUPPRESS, help="the FP32 model from `eca-deploy export`")
     parser.add_argument("--precision", choices=PRECISIONS, default="int8",
                         help="fp16: FP16 weights and math with FP32 inputs/outputs; int8: explicit Q/DQ")
-    parser.add_argument("--calib-data", default=None,
+    parser.add_argument("--calib-data", default=argparse.SUPPRESS,
                         help="calibration images: a folder (recursive; jpg/png/bmp/webp), an ImageFolder root "
                              "(one subfolder per class gives labels), a text file of `path label` lines, or a .npy "
                              "of preprocessed float32 NCHW tensors. Required for int8; for fp16 they are the check "
@@ -41,17 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the image subsets")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="images per calibration batch (memory grows with it: one batch's activations)")
-    parser.add_argument("--calib-cache", default=None,
+    parser.add_argument("--calib-cache", default=argparse.SUPPRESS,
                         help="JSON cache of calibration ranges keyed by model hash + data hash + method "
                              "(default: <model>.calib.json beside the output)")
-    parser.add_argument("--no-calib-cache", dest="use_cache", action="store_false",
+    parser.add_argument("--no-calib-cache", dest="use_cache", action="store_false", default=argparse.SUPPRESS,
                         help="neither read nor write the calibration cache")
-    parser.add_argument("--val-data", default=None,
+    parser.add_argument("--val-data", default=argparse.SUPPRESS,
                         help="held-out images (same forms as --calib-data) for the parity and accuracy figures "
                              "(default: a subset of the calibration images)")
     parser.add_argument("--check-count", type=count, default=128,
                         help="images used for the parity figures, or 'all'")
-    parser.add_argument("--output", default=None,
+    parser.add_argument("--output", default=argparse.SUPPRESS,
                         help="output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, or "
                              "<name>.int8.cpu.onnx for --target cpu)")
 
@@ -69,11 +69,13 @@ def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..calibration.quantize import QuantizeConfig, quantize
 
-    cfg = QuantizeConfig(onnx=args.onnx, precision=args.precision, calib_data=args.calib_data, target=args.target,
-                         calib_method=args.calib_method, calib_count=args.calib_count, seed=args.seed,
-                         calib_cache=args.calib_cache, use_cache=args.use_cache, output=args.output,
-                         batch_size=args.batch_size, percentile=args.percentile, val_data=args.val_data,
-                         check_count=args.check_count)
+    # Options whose default is described in words are SUPPRESSed so --help does not add "(default: None)".
+    cfg = QuantizeConfig(onnx=args.onnx, precision=args.precision, calib_data=getattr(args, "calib_data", None),
+                         target=args.target, calib_method=args.calib_method, calib_count=args.calib_count,
+                         seed=args.seed, calib_cache=getattr(args, "calib_cache", None),
+                         use_cache=getattr(args, "use_cache", True), output=getattr(args, "output", None),
+                         batch_size=args.batch_size, percentile=args.percentile,
+                         val_data=getattr(args, "val_data", None), check_count=args.check_count)
     what = "FP16" if cfg.precision == "fp16" else f"INT8 for {cfg.target} ({cfg.calib_method} calibration)"
     print(f"quantizing {cfg.onnx} to {what} ...", file=sys.stderr)
     result = quantize(cfg)
