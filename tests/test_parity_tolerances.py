@@ -40,6 +40,13 @@ def test_overrides_apply_per_precision_and_specific_wins():
     assert tolerance_for("fp16") == DEFAULT_TOLERANCES["fp16"]
 
 
+def test_tensorrt_fp32_engines_get_the_tf32_tolerance():
+    assert tolerance_for("fp32", tensorrt=True) == DEFAULT_TOLERANCES["tf32"]
+    assert DEFAULT_TOLERANCES["tf32"].atol > DEFAULT_TOLERANCES["fp32"].atol
+    assert tolerance_for("fp32", {"atol": {"fp32": 0.2}}, tensorrt=True).atol == 0.2  # flags still say fp32
+    assert tolerance_for("fp16", tensorrt=True) == DEFAULT_TOLERANCES["fp16"]
+
+
 def test_fp32_noise_passes_and_one_bad_element_fails(reference):
     tol = DEFAULT_TOLERANCES["fp32"]
     close = reference + 1e-5

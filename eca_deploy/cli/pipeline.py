@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="labeled validation images (ImageFolder root) for accuracy; "
                              "default: seeded synthetic inputs (agreement only)")
     parser.add_argument("--no-labels", dest="use_labels", action="store_false",
-                        help="ignore --data's labels (when its classes are not the model's): agreement only")
+                        help="ignore --data's labels (when its classes are not the model's): agreement only"
+                             "%(default).0s")  # no "(default: True)" on a flag that turns labels off
     parser.add_argument("--out", default=None, help="output folder for every artifact and report "
                                                     "(default: artifacts/<model>/)")
     parser.add_argument("--imgsz", type=int, default=224, help="input height and width")

@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", metavar="RESULT.json",
                         help="JSON results written by parity, bench or pipeline (or an earlier report)")
     parser.add_argument("--out", default="report", help="output folder for report.md, report.json and the plots")
-    parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    parser.add_argument("--no-plots", dest="plots", action="store_false",
+                        help="skip the PNG plots%(default).0s")  # no "(default: True)" on a flag that turns plots off
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,8 +33,11 @@ class Tolerance:
 # FP16: 10 mantissa bits; after ~50 layers every logit, near-zero ones included, moves by several 1e-2
 # (ECA-ResNet50: up to 0.064). A broken conversion (overflow, NaN, a wrong graph) moves them by ~1.
 # INT8: an accuracy drop of at most 1 point, the usual bar for post-training quantization.
+# TF32: TensorRT runs an FP32 engine's convolutions in TF32 on Ampere and newer GPUs unless the build
+# turns it off: FP16's 10 mantissa bits with FP32's range, so FP16's tolerance.
 DEFAULT_TOLERANCES = {
     "fp32": Tolerance(atol=1e-3, rtol=1e-3),
+    "tf32": Tolerance(atol=1e-1, rtol=5e-2),
     "fp16": Tolerance(atol=1e-1, rtol=5e-2),
     "int8": Tolerance(max_top1_drop=1.0, min_agreement=0.9),
 }
@@ -58,9 +61,11 @@ def parse_override(text: str) -> tuple[str, float | None]:
     return precision, number
 
 
-def tolerance_for(precision: str, overrides: dict[str, dict[str, float | None]] | None = None) -> Tolerance:
-    """The default for ``precision`` with overrides applied: {'atol': {'*': 1e-3, 'fp16': None}, ...}."""
-    tol = DEFAULT_TOLERANCES[precision]
+def tolerance_for(precision: str, overrides: dict[str, dict[str, float | None]] | None = None,
+                  tensorrt: bool = False) -> Tolerance:
+    """The default for ``precision`` (TF32's for a TensorRT FP32 engine) with overrides applied:
+    {'atol': {'*': 1e-3, 'fp16': None}, ...}; overrides are keyed by the artifact's precision."""
+    tol = DEFAULT_TOLERANCES["tf32" if tensorrt and precision == "fp32" else precision]
     for name, per_precision in (overrides or {}).items():
         for key in ("*", precision):  # a precision-specific value wins over one for all
             if key in per_precision:
@@ -233,7 +238,7 @@ def judge_candidate(artifact: Artifact, backend: Backend, data, reference: Refer
         raise DataError(f"{artifact.label} outputs {logits.shape[1]} classes, the reference "
                         f"{reference.logits.shape[1]}: they are not the same model")
     prec, prec_source = artifact.precision(precision)
-    tol = tolerance_for(prec, overrides)
+    tol = tolerance_for(prec, overrides, tensorrt=artifact.kind == "tensorrt")
     acc = accuracy(logits, reference.labels)
     verdict, elements = judge(tol, logits, reference.logits, reference.metrics["top1"], acc["top1"])
     metrics = {**acc, **compare_outputs(reference.logits, logits).as_dict(), "elements": elements}
