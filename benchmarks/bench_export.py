@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -74,6 +73,8 @@ def interleaved_latency(paths: dict[str, Path], batch: int, imgsz: int, rounds: 
 
 
 def main() -> int:
+    from eca_deploy.artifacts import write_json
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="export processes to time")
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per batch size")
@@ -114,8 +115,7 @@ def main() -> int:
     for name in latency[1]:
         r1, r8 = latency[1][name] / latency[1]["resnet50"], latency[8][name] / latency[8]["resnet50"]
         print(f"{name:<30}{latency[1][name]:>12.2f}{latency[8][name]:>12.2f}{r1:>10.3f}{r8:>10.3f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"\nwrote {args.out}")
     return 0
 

@@ -103,6 +103,8 @@ def quantize_in_child(cfg: dict) -> dict:
 
 
 def main() -> int:
+    from eca_deploy.artifacts import write_json
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default=None, help="calibration images (default: 512 generated JPEGs)")
     parser.add_argument("--count", type=int, default=512, help="calibration images")
@@ -173,8 +175,7 @@ def main() -> int:
     for name in paths:
         s1, s8 = result["speedup_vs_fp32"]["1"][name], result["speedup_vs_fp32"]["8"][name]
         print(f"{name:<26}{latency[1][name]:>12.1f}{latency[8][name]:>12.1f}{s1:>11.2f}{s8:>11.2f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"\nwrote {args.out}")
     return 0
 

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from eca_deploy.models import EcaLayer, adaptive_kernel_size, create_model, eca_blocks, get_spec, list_models
 from eca_deploy.models.complexity import count_gmacs, count_parameters
