@@ -209,7 +209,8 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     candidates = [exported.onnx_path, *variants.values(), *engines]
 
     started = time.perf_counter()
-    reference = TorchBackend(cfg.model, cfg.weights, device=cfg.device, imgsz=cfg.imgsz, loaded=loaded)
+    reference = TorchBackend(cfg.model, cfg.weights, device=cfg.device, imgsz=cfg.imgsz, loaded=loaded,
+                             threads=cfg.threads)
     ref_artifact = parse_spec(f"torch:{cfg.model}" + (f":{cfg.weights}" if cfg.weights else ""))
     try:
         ref_run = run_reference(reference, data, cfg.parity_batch, cfg.use_labels, cfg.data or "synthetic")

@@ -45,8 +45,10 @@ def other_model(digits, tmp_path_factory):
 
 def test_fp32_export_passes_with_accuracy_on_labeled_images(digits, tmp_path, capsys):
     out = tmp_path / "parity.json"
+    threads_before = torch.get_num_threads()
+    # one thread: two OpenMP threads on a busy 2-core machine took 11 s here instead of 0.8 s
     code, stdout, _ = run(capsys, "parity", "--reference", reference(digits), "--candidate", str(digits.onnx),
-                          "--data", str(digits.val_dir), "--out", str(out))
+                          "--data", str(digits.val_dir), "--threads", "1", "--out", str(out))
     assert code == 0, stdout
     report = validate_report(json.loads(out.read_text()))
     ref, cand = report["rows"]
@@ -58,7 +60,8 @@ def test_fp32_export_passes_with_accuracy_on_labeled_images(digits, tmp_path, ca
     assert cand["parity"]["top1_agreement"] >= 0.998
     assert cand["precision"] == "fp32" and cand["parity"]["elements"]["mismatched"] == 0
     assert report["data"]["labeled"] and report["data"]["num_classes"] == digits.num_classes
-    assert report["devices"][0]["versions"]["onnxruntime"]
+    assert report["devices"][0]["versions"]["onnxruntime"] and report["devices"][0]["threads"]["torch"] == 1
+    assert torch.get_num_threads() == threads_before  # the reference gave the process its threads back
     assert "| pass |" in stdout and "all 1 candidates passed" in stdout
 
 

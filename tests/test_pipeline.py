@@ -17,7 +17,7 @@ def pipeline_run(digits, tmp_path_factory):
     code = main(["pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
                  "--calib-data", str(digits.calib_dir), "--data", str(digits.val_dir),
                  "--count", "120", "--imgsz", str(digits.imgsz), "--out", str(out), "--batch", "1,4",
-                 "--iterations", "3", "--warmup", "1", "--provider", "cpu", "--device", "cpu"])
+                 "--iterations", "3", "--warmup", "1", "--provider", "cpu", "--device", "cpu", "--threads", "1"])
     return code, out
 
 

@@ -44,7 +44,8 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="torch device for torch:<model>: auto (cuda where available), cpu, cuda, cuda:1")
     parser.add_argument("--threads", type=int, default=None,
-                        help="onnxruntime intra-op threads (default: one per physical core)")
+                        help="inference threads: onnxruntime's intra-op pool, and torch's while the reference "
+                             "runs (default: onnxruntime one per physical core, torch its own default)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

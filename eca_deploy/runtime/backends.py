@@ -120,13 +120,14 @@ def parse_spec(spec: str) -> Artifact:
 
 def open_backend(artifact: Artifact | str, *, provider: str = "auto", device: str = "auto",
                  imgsz: int = 224, threads: int | None = None) -> Backend:
-    """provider: onnxruntime execution provider (auto/cpu/cuda/tensorrt); device: torch device; imgsz: torch only."""
+    """provider: onnxruntime execution provider (auto/cpu/cuda/tensorrt); device: torch device; imgsz: torch only;
+    threads: onnxruntime intra-op threads, or torch's threads while the backend is open."""
     if isinstance(artifact, str):
         artifact = parse_spec(artifact)
     if artifact.kind == "torch":
         from .torch_backend import TorchBackend
 
-        return TorchBackend(artifact.model, artifact.weights, device=device, imgsz=imgsz)
+        return TorchBackend(artifact.model, artifact.weights, device=device, imgsz=imgsz, threads=threads)
     if artifact.kind == "onnx":
         from .onnxruntime_backend import OnnxRuntimeBackend
 

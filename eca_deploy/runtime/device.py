@@ -70,7 +70,7 @@ def _threads(threads: int | None) -> dict:
     import torch
 
     return {"onnxruntime_intra_op": threads or "default (one per physical core)",
-            "torch": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+            "torch": threads or torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
 
 
 def _gpus(probe: Probe) -> list[dict]:

@@ -11,7 +11,7 @@ from .backend import InputSpec
 
 class TorchBackend:
     def __init__(self, model: str, weights: str | None = None, device: str = "cpu", imgsz: int = 224,
-                 loaded: LoadedModel | None = None):
+                 loaded: LoadedModel | None = None, threads: int | None = None):
         import torch
 
         if device == "auto":
@@ -26,6 +26,10 @@ class TorchBackend:
         self.name = f"torch-{self.device.type}"
         self._spec = InputSpec("input", (None, 3, imgsz, imgsz))
         self._torch = torch
+        # torch's thread count is process-wide: set while this backend is open, restored by close()
+        self._threads_before = torch.get_num_threads() if threads else None
+        if threads:
+            torch.set_num_threads(threads)
 
     @property
     def input_spec(self) -> InputSpec:
@@ -60,3 +64,6 @@ class TorchBackend:
 
     def close(self) -> None:
         self.model = None
+        if self._threads_before:
+            self._torch.set_num_threads(self._threads_before)
+            self._threads_before = None
