@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from interleave import interleaved_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # reference_models: the official ECA forward, for the naive graph
@@ -51,25 +51,6 @@ def build_models(workdir: Path, imgsz: int) -> dict[str, Path]:
     paths["eca_resnet50 (naive export)"] = workdir / "naive.onnx"
     paths["eca_resnet50 (naive export)"].write_bytes(simplify(to_onnx(naive, 17, None, imgsz)).SerializeToString())
     return paths
-
-
-def interleaved_latency(paths: dict[str, Path], batch: int, imgsz: int, rounds: int, iters: int,
-                        threads: int | None) -> dict[str, float]:
-    from eca_deploy.runtime.ort import make_session
-
-    sessions = {name: make_session(path, threads=threads) for name, path in paths.items()}
-    x = np.random.default_rng(0).standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
-    samples: dict[str, list[float]] = {name: [] for name in sessions}
-    for s in sessions.values():  # warm-up
-        for _ in range(3):
-            s.run(None, {"input": x})
-    for _ in range(rounds):
-        for name, s in sessions.items():
-            for _ in range(iters):
-                t = time.perf_counter()
-                s.run(None, {"input": x})
-                samples[name].append((time.perf_counter() - t) * 1e3)
-    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def main() -> int:

@@ -7,7 +7,7 @@
    whole quantize process, measured in a child process; then the same run again from the range cache.
 2. Latency of eca_resnet50 FP32 vs FP16 vs INT8 (cpu target) vs INT8 (tensorrt target) on onnxruntime
    CPU at batch 1 and 8, timed in interleaved rounds (medians; each turn starts with an untimed run;
-   onnxruntime's thread spinning off, see session()).
+   onnxruntime's thread spinning off, see interleave.py).
    The tensorrt-target model is meant for TensorRT; it is timed here only to show why the cpu target exists.
 """
 
@@ -17,14 +17,14 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from interleave import interleaved_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,39 +56,6 @@ def make_images(folder: Path, count: int, seed: int) -> Path:
         crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.BILINEAR)
         crop.save(folder / f"img_{i:04d}.jpg", quality=90)
     return folder
-
-
-def session(path: Path, threads: int | None):
-    """An onnxruntime CPU session whose worker threads sleep instead of spinning between runs.
-
-    With several sessions alive, onnxruntime's default spin-waiting lets an idle session's threads take
-    CPU from the one being timed: here the INT8 model read 25 ms next to the FP32 session, 15-17 ms
-    alone or with spinning off, while FP32 stayed at 44-48 ms either way.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def interleaved_latency(paths: dict[str, Path], batch: int, rounds: int, iters: int,
-                        threads: int | None) -> dict[str, float]:
-    """Median ms per model; models take turns each round, each turn starting with one untimed run."""
-    sessions = {name: session(path, threads) for name, path in paths.items()}
-    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-    samples: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, sess in sessions.items():
-            sess.run(None, {"input": x})
-            for _ in range(iters):
-                start = time.perf_counter()
-                sess.run(None, {"input": x})
-                samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def quantize_in_child(cfg: dict) -> dict:
@@ -145,7 +112,7 @@ def main() -> int:
             fp16_path.write_bytes(convert_to_fp16(onnx.load(str(fp32)))[0].SerializeToString())
         paths = {"FP32": fp32, "FP16": fp16_path, "INT8 (cpu target)": cpu.path,
                  "INT8 (tensorrt target)": work / "trt.onnx"}
-        latency = {b: interleaved_latency(paths, b, args.rounds, args.iters, args.threads) for b in (1, 8)}
+        latency = {b: interleaved_latency(paths, b, 224, args.rounds, args.iters, args.threads) for b in (1, 8)}
         parity = {"FP16 check": fp16_gate, "INT8 (cpu target)": cpu.parity}
 
     result = {

@@ -74,6 +74,10 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; give the artifact the mode any other new file of the user's gets.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, destination)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

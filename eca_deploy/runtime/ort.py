@@ -10,11 +10,15 @@ import onnx
 
 
 def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, spinning: bool = True):
+    """``spinning=False`` lets idle worker threads sleep: where several sessions are alive (benchmarks that
+    interleave models), the default spin-waiting of an idle session takes CPU from the one being timed."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # keep onnxruntime's warnings out of the user's terminal
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(Path(model))
