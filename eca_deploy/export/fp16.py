@@ -71,10 +71,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Fp16Report
         if graph_input.name in initializer_names or graph_input.type.tensor_type.elem_type != TensorProto.FLOAT:
             continue
         half = f"{graph_input.name}_fp16"
-        for node in graph.node:
-            for j, name in enumerate(node.input):
-                if name == graph_input.name:
-                    node.input[j] = half
+        _rename(graph, graph_input.name, half, outputs=False)
         head.append(helper.make_node("Cast", [graph_input.name], [half], name=f"{graph_input.name}_to_fp16",
                                      to=TensorProto.FLOAT16))
     tail: list[onnx.NodeProto] = []
@@ -82,16 +79,20 @@ def convert_to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Fp16Report
         if graph_output.type.tensor_type.elem_type != TensorProto.FLOAT:
             continue
         half = f"{graph_output.name}_fp16"
-        for node in graph.node:
-            for j, name in enumerate(node.output):
-                if name == graph_output.name:
-                    node.output[j] = half
-            for j, name in enumerate(node.input):
-                if name == graph_output.name:
-                    node.input[j] = half
+        _rename(graph, graph_output.name, half, outputs=True)
         tail.append(helper.make_node("Cast", [half], [graph_output.name], name=f"{graph_output.name}_to_fp32",
                                      to=TensorProto.FLOAT))
     nodes = head + list(graph.node) + tail
     del graph.node[:]
     graph.node.extend(nodes)
     return result, report
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str, outputs: bool) -> None:
+    """Point every node input (and, with ``outputs``, the producing node's output) named ``old`` at ``new``."""
+    for node in graph.node:
+        fields = (node.input, node.output) if outputs else (node.input,)
+        for names in fields:
+            for j, name in enumerate(names):
+                if name == old:
+                    names[j] = new
