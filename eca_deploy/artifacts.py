@@ -30,10 +30,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def manifest_path(artifact: str | os.PathLike) -> Path:
     """``model.onnx`` -> ``model.onnx.json``: unique even when two artifacts share a stem."""
     artifact = Path(artifact)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from torch import nn
@@ -18,7 +18,6 @@ class ModelSpec:
     default_k: tuple[int, ...]  # per stage, as in the released checkpoint names (k3557)
     classifier: str  # state_dict prefix of the final classifier, to read the class count
     description: str = ""
-    tags: tuple[str, ...] = field(default_factory=tuple)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
