@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from ...errors import EcaDeployError, EngineError
+from ...progress import progress
 from ..base import Backend
 from ..backends.registry import Artifact, batch_limits, open_backend, parse_spec
 
@@ -79,12 +79,12 @@ def check_batches(artifact: Artifact, batches: tuple[int, ...], backend: Backend
     high = engine_batch_limit(artifact) if artifact.kind == "tensorrt" else None
     if high is not None and max(batches) > high:
         raise EngineError(f"batch {max(batches)} is above the engine's optimization profile (max batch {high}); "
-                          f"rebuild the engine with a larger --batch MIN:OPT:MAX or bench batches <= {high}")
+                          f"rebuild the engine with a larger --profile MIN:OPT:MAX or bench batches <= {high}")
     if backend is None:
         return
     low, high = batch_limits(backend)
     if low == high and set(batches) != {low}:
-        raise EcaDeployError(f"{artifact.label} has a static batch of {low}; bench --batch {low} or export with "
+        raise EcaDeployError(f"{artifact.label} has a static batch of {low}; bench --batch-sizes {low} or export with "
                              "a dynamic batch axis")
     if min(batches) < low or (high is not None and max(batches) > high):
         raise EngineError(f"{artifact.label} takes batches {low}..{high}; got {','.join(map(str, batches))}")
@@ -96,7 +96,7 @@ def bench_backend(backend: Backend, batches: tuple[int, ...], imgsz: int, warmup
     """One entry per batch (and per clock on GPUs): latency stats, throughput, clock and copies."""
     rng = np.random.default_rng(seed)
     entries = []
-    for batch in tqdm(batches, desc=f"bench {label or backend.name}", unit="batch size", leave=False):
+    for batch in progress(batches, desc=f"bench {label or backend.name}", unit="batch sizes"):
         images = rng.standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
         runner = getattr(backend, "device_runner", None)
         device = runner(images) if runner else None
