@@ -17,6 +17,7 @@ from ...errors import EcaDeployError, EngineError
 from ...progress import progress
 from ..base import Backend
 from ..backends.registry import Artifact, batch_limits, open_backend, parse_spec
+from .rows import ReportRow
 
 MIN_TIMED_ITERATIONS = 5
 
@@ -118,9 +119,9 @@ class BenchResult:
     imgsz: int
     entries: list[dict] = field(default_factory=list)
 
-    def row(self) -> dict:
-        return {**self.artifact.describe(self.precision, self.backend), "status": "measured", "reason": "",
-                "bench": {"imgsz": self.imgsz, "batches": self.entries}}
+    def row(self) -> ReportRow:
+        return ReportRow.of(self.artifact, self.precision, self.backend, "measured",
+                            bench={"imgsz": self.imgsz, "batches": self.entries})
 
 
 def run_bench(cfg: BenchConfig) -> BenchResult:
