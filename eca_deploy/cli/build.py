@@ -97,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
     prepare_build(cfg)  # bad input fails here, before the wait
     missing = tensorrt_unavailable_reason()
     if missing:
-        raise MissingDependencyError(f"{missing}; without TensorRT, print the equivalent trtexec command for the target "
-                          f"machine: eca-deploy build --onnx {shlex.quote(cfg.onnx)} --print-trtexec --trt-version X.Y")
+        raise MissingDependencyError(f"{missing}; without TensorRT, print the equivalent trtexec command for the "
+                                     f"target machine: eca-deploy build --onnx {shlex.quote(cfg.onnx)} "
+                                     "--print-trtexec --trt-version X.Y")
     print(f"building a TensorRT engine from {cfg.onnx} (TensorRT tunes kernels: a minute or more) ...",
           file=sys.stderr)
     result = build_engine(cfg)

@@ -84,7 +84,7 @@ def test_missing_weights(tmp_path, capsys):
 def test_not_a_checkpoint(tmp_path, capsys):
     bad = tmp_path / "w.pth.tar"
     bad.write_bytes(os.urandom(4096))
-    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(bad), "--output", str(tmp_path / "o"))
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(bad), "-o", str(tmp_path / "o"))
     assert_one_line_error(code, err, "not a")
     assert leftovers(tmp_path / "o") == []
 
@@ -101,7 +101,7 @@ def test_truncated_checkpoint(tmp_path, capsys, official_checkpoint):
 def test_weights_for_another_architecture(tmp_path, capsys):
     path = tmp_path / "resnet18.pth"
     torch.save(ResNet(ECABasicBlock, [2, 2, 2, 2], 1000, ()).state_dict(), path)
-    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet50", "--weights", str(path), "--output", str(tmp_path / "o"))
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet50", "--weights", str(path), "-o", str(tmp_path / "o"))
     assert_one_line_error(code, err, "do not fit eca_resnet50")
     assert leftovers(tmp_path / "o") == []
 
@@ -113,7 +113,7 @@ def test_pickle_carrying_an_object(tmp_path, capsys):
 
     path = tmp_path / "evil.pth.tar"
     torch.save({"state_dict": Evil()}, path)
-    code, out, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(path), "--output", str(tmp_path / "o"))
+    code, out, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(path), "-o", str(tmp_path / "o"))
     assert_one_line_error(code, err, "refused to load")
     assert "side effect" not in out
     assert leftovers(tmp_path / "o") == []
@@ -137,7 +137,7 @@ def test_never_writes_over_the_input(tmp_path, capsys, official_checkpoint):
     target = tmp_path / "eca_resnet18.onnx"
     official_checkpoint.rename(target)
     before = target.read_bytes()
-    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(target), "--output", str(tmp_path))
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(target), "-o", str(tmp_path))
     assert_one_line_error(code, err, "refusing to overwrite the input")
     assert target.read_bytes() == before
 
