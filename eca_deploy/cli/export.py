@@ -14,7 +14,7 @@ GROUPS = (shared.ModelArgs(), shared.OutputArgs("out_dir", "output folder (defau
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     shared.add_groups(parser, GROUPS)
-    parser.add_argument("--opset", type=shared.opset, default=17, help="ONNX opset version")
+    parser.add_argument("--opset", type=shared.opset, default=17, help="ONNX opset version, 7 to 20")
     # Not --batch-size: this fixes the graph's batch axis, it is not how many images run at once.
     parser.add_argument("--static-batch", dest="batch", type=shared.positive_int, default=None, metavar="N",
                         help="fix the batch axis to N (default: a dynamic batch axis named 'batch')")
