@@ -53,6 +53,14 @@ class ParityError(EcaDeployError):
     exit_code = 1
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name when the message is empty."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
 def missing_dependency(what: str, install: str) -> MissingDependencyError:
     """The one wording used for every absent optional dependency."""
     return MissingDependencyError(f"{what} is not installed: {install}")

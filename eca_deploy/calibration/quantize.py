@@ -16,7 +16,7 @@ import onnx
 from onnx import TensorProto
 
 from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
-from ..errors import ParityError, QuantizationError
+from ..errors import ParityError, QuantizationError, first_line
 from ..export.fp16 import convert_to_fp16
 from ..export.graph import load_onnx, summarize
 from ..runtime.compare import compare_outputs
@@ -237,7 +237,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     try:
         onnx.checker.check_model(quantized)
     except onnx.checker.ValidationError as exc:
-        raise QuantizationError(f"the Q/DQ model fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+        raise QuantizationError(f"the Q/DQ model fails onnx.checker: {first_line(exc)}") from exc
     timings["insert_qdq"] = time.perf_counter() - t
 
     check = _check_data(cfg, imgsz)

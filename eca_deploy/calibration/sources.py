@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..artifacts import sha256_file
-from ..errors import DataError
+from ..errors import DataError, first_line
 from .preprocess import PREPROCESS_VERSION, preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -109,7 +109,7 @@ class ImageDataset(Dataset):
                 return preprocess(image, self.imgsz)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             # Pillow raises OSError for truncated/unknown files, SyntaxError for some broken headers.
-            self.skipped.append((str(path), _reason(exc)))
+            self.skipped.append((str(path), first_line(exc)))
             return None
 
 
@@ -191,7 +191,7 @@ def _read_list(path: Path) -> tuple[list[Path], np.ndarray | None]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read the image list {path}: {_reason(exc)}") from exc
+        raise DataError(f"cannot read the image list {path}: {first_line(exc)}") from exc
     files: list[Path] = []
     labels: list[int] = []
     for number, raw in enumerate(text.splitlines(), 1):
@@ -218,7 +218,7 @@ def _load_npy(path: Path, imgsz: int, count: int | None, seed: int, settings: st
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path} is not a readable .npy array: {_reason(exc)}") from exc
+        raise DataError(f"{path} is not a readable .npy array: {first_line(exc)}") from exc
     if array.ndim != 4 or array.shape[1] != 3 or array.shape[2:] != (imgsz, imgsz):
         raise DataError(f"{path} holds an array of shape {list(array.shape)}; expected preprocessed "
                         f"[N, 3, {imgsz}, {imgsz}] tensors")
@@ -247,8 +247,3 @@ def _hash_files(files: list[Path], labels: np.ndarray | None, settings: str) -> 
     for i, path in enumerate(files):
         digest.update(f"{path.name}|{_file_digest(path)}|{labels[i] if labels is not None else ''}\n".encode())
     return digest.hexdigest()
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -23,7 +23,7 @@ import onnx
 import torch
 
 from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, write_manifest)
-from ..errors import ExportError
+from ..errors import ExportError, first_line
 from ..models import LoadedModel, k_per_stage, load_model
 from ..runtime.compare import compare_outputs
 from ..runtime.ort import run_once
@@ -108,12 +108,12 @@ def to_onnx(loaded: LoadedModel, opset: int, batch: int | None, imgsz: int) -> o
                               do_constant_folding=True, dynamo=False)
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed for {loaded.name} at opset {opset}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+                          f"{first_line(exc)}") from exc
     model = onnx.load_from_string(buffer.getvalue())
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+        raise ExportError(f"exported graph fails onnx.checker: {first_line(exc)}") from exc
     return model
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..artifacts import sha256_file
-from ..errors import MissingDependencyError, ModelNotFoundError, missing_dependency
+from ..errors import MissingDependencyError, ModelNotFoundError, first_line, missing_dependency
 from .checkpoint import load_strict, read_state_dict
 from .eca import EcaLayer
 from .loader import LoadedModel, replace_module
@@ -27,7 +27,7 @@ def _import_timm():
     except ImportError as exc:
         raise missing_dependency("timm", "pip install 'eca-deploy[timm]'") from exc
     except Exception as exc:  # timm imports torchvision, which fails beside a mismatched torch
-        raise MissingDependencyError(f"timm could not be imported ({str(exc).splitlines()[0]}); "
+        raise MissingDependencyError(f"timm could not be imported ({first_line(exc)}); "
                                      "install a torchvision that matches your torch") from exc
     return timm
 

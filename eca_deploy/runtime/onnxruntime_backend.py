@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EcaDeployError, OnnxFileError, missing_dependency
+from ..errors import EcaDeployError, OnnxFileError, first_line, missing_dependency
 from .backend import InputSpec
 from .ort import make_session
 
@@ -52,8 +52,7 @@ class OnnxRuntimeBackend:
         try:
             self.session = make_session(path, wanted, threads)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise OnnxFileError(f"onnxruntime cannot load {path}: {first[:200]}") from exc
+            raise OnnxFileError(f"onnxruntime cannot load {path}: {first_line(exc)[:200]}") from exc
         if wanted[0] not in self.session.get_providers():
             # onnxruntime silently drops a provider whose CUDA/TensorRT libraries fail to load.
             raise missing_dependency(f"a working {wanted[0]} (its CUDA libraries did not load)", GPU_INSTALL)

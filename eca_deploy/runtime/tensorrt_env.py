@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MissingDependencyError, missing_dependency
+from ..errors import MissingDependencyError, first_line, missing_dependency
 
 TENSORRT_INSTALL = ("on a desktop GPU run `pip install 'eca-deploy[tensorrt]'`; on Jetson it ships with JetPack "
                     "(`sudo apt install python3-libnvinfer`; make your venv with --system-site-packages)")
@@ -23,20 +23,15 @@ def _import_module(name: str) -> Any:
     return importlib.import_module(name)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def import_tensorrt() -> Any:
     try:
         return _import_module("tensorrt")
     except ModuleNotFoundError as exc:
         if exc.name not in (None, "tensorrt"):  # the package is there but one of its own imports is not
-            raise MissingDependencyError(f"tensorrt is installed but cannot load: {_first_line(exc)}") from exc
+            raise MissingDependencyError(f"tensorrt is installed but cannot load: {first_line(exc)}") from exc
         raise missing_dependency("TensorRT (the `tensorrt` Python module)", TENSORRT_INSTALL) from exc
     except ImportError as exc:  # libnvinfer or a CUDA library missing: no usable driver/toolkit
-        raise MissingDependencyError(f"tensorrt is installed but cannot load its libraries ({_first_line(exc)}); "
+        raise MissingDependencyError(f"tensorrt is installed but cannot load its libraries ({first_line(exc)}); "
                                      "install the tensorrt wheel built for this machine's CUDA") from exc
 
 
@@ -46,15 +41,15 @@ def import_cuda() -> Any:
         cuda = _import_module("pycuda.driver")
     except ModuleNotFoundError as exc:
         if exc.name not in (None, "pycuda", "pycuda.driver"):
-            raise MissingDependencyError(f"pycuda is installed but cannot load: {_first_line(exc)}") from exc
+            raise MissingDependencyError(f"pycuda is installed but cannot load: {first_line(exc)}") from exc
         raise missing_dependency("pycuda", PYCUDA_INSTALL) from exc
     except ImportError as exc:  # pycuda._driver cannot find libcuda.so: no NVIDIA driver here
-        raise MissingDependencyError(f"no CUDA driver ({_first_line(exc)}): {NO_GPU_ADVICE}") from exc
+        raise MissingDependencyError(f"no CUDA driver ({first_line(exc)}): {NO_GPU_ADVICE}") from exc
     try:
         cuda.init()
         count = cuda.Device.count()
     except Exception as exc:  # pycuda raises its own _driver.Error types, e.g. "cuInit failed: no CUDA-capable device"
-        raise MissingDependencyError(f"no CUDA GPU is available ({_first_line(exc)}): {NO_GPU_ADVICE}") from exc
+        raise MissingDependencyError(f"no CUDA GPU is available ({first_line(exc)}): {NO_GPU_ADVICE}") from exc
     if count == 0:
         raise MissingDependencyError(f"no CUDA GPU is available (the driver sees 0 devices): {NO_GPU_ADVICE}")
     return cuda
