@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from . import __version__
-from .errors import OutputError
+from .errors import EcaDeployError, OutputError
 
 MANIFEST_SUFFIX = ".json"
 
@@ -28,6 +28,16 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def require_file(path: str | os.PathLike, what: str, error: type[EcaDeployError]) -> Path:
+    """``path`` if it is a file; else ``error`` saying whether it is missing or a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory, not a file")
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    return path
 
 
 def manifest_path(artifact: str | os.PathLike) -> Path:

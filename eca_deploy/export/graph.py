@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 
+from ..artifacts import require_file
 from ..errors import OnnxFileError
 
 POOL_OPS = {"GlobalAveragePool", "ReduceMean"}
@@ -45,9 +46,7 @@ class GraphSummary:
 
 
 def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
-    path = Path(path)
-    if not path.is_file():
-        raise OnnxFileError(f"ONNX file not found: {path}")
+    path = require_file(path, "ONNX file", OnnxFileError)
     try:
         model = onnx.load(str(path), load_external_data=load_weights)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError... on foreign bytes

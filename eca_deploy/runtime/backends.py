@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import read_manifest
+from ..artifacts import read_manifest, require_file
 from ..errors import EngineError, MissingDependencyError, OnnxFileError
 from .backend import Backend
 
@@ -106,12 +106,10 @@ def parse_spec(spec: str) -> Artifact:
     path = Path(spec)
     suffix = path.suffix.lower()
     if suffix in ONNX_SUFFIXES:
-        if not path.is_file():
-            raise OnnxFileError(f"ONNX file not found: {path}")
+        require_file(path, "ONNX file", OnnxFileError)
         return Artifact(spec, "onnx", path=path, manifest=read_manifest(path))
     if suffix in ENGINE_SUFFIXES:
-        if not path.is_file():
-            raise EngineError(f"TensorRT engine not found: {path}")
+        require_file(path, "TensorRT engine", EngineError)
         return Artifact(spec, "tensorrt", path=path, manifest=read_manifest(path))
     if not path.exists():
         raise OnnxFileError(f"model not found: {spec} (expected {SPEC_HELP})")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import require_file
 from ..errors import EcaDeployError, OnnxFileError, first_line, missing_dependency
 from .backend import InputSpec
 from .ort import make_session
@@ -42,9 +43,7 @@ def _dim(value) -> int | None:
 
 class OnnxRuntimeBackend:
     def __init__(self, path: str | os.PathLike, provider: str = "auto", threads: int | None = None):
-        path = Path(path)
-        if not path.is_file():
-            raise OnnxFileError(f"ONNX file not found: {path}")
+        path = require_file(path, "ONNX file", OnnxFileError)
         provider = resolve_provider(provider)
         wanted = PROVIDERS[provider]
         if wanted[0] not in available_providers():

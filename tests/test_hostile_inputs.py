@@ -1,0 +1,107 @@
+"""Hostile inputs and faults (issue 11, items 10-23): each is the user's mistake or the machine's state,
+so each must end in one line on stderr and exit 2 (or simply work), never an internal error.
+
+Every hostile file is generated here, by the test that uses it; nothing binary is committed.
+"""
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from eca_deploy.errors import first_line
+from eca_deploy.models import create_model
+from test_cli import assert_one_line_error, leftovers, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_checkpoint(path: Path, transform=None) -> Path:
+    state = create_model("eca_resnet18", num_classes=10).state_dict()
+    if transform:
+        state = transform(state)
+    torch.save(state, path)
+    return path
+
+
+# --- the first_line helper -------------------------------------------------------------------------------
+
+def test_first_line_of_empty_and_blank_messages():
+    assert first_line(ValueError("")) == "ValueError"
+    assert first_line(ValueError("\n  \n")) == "ValueError"
+    assert first_line(OSError("\n  second line first\nthird")) == "second line first"
+
+
+# --- 12. an unreadable checkpoint ------------------------------------------------------------------------
+
+def test_unreadable_checkpoint_is_one_line(tmp_path, capsys):
+    """A real EACCES, not a mock: as a normal user chmod 000 is enough; as root (CI) the CLI runs in a
+    subprocess whose capability bounding set drops DAC override, so root's bypass of file modes is gone."""
+    weights = small_checkpoint(tmp_path / "w.pth")
+    weights.chmod(0)
+    argv = ["export", "--model", "eca_resnet18", "--weights", str(weights), "--out", str(tmp_path / "o")]
+    if os.geteuid() != 0:
+        code, _, err = run_cli(capsys, *argv)
+    else:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot make a file unreadable")
+        proc = subprocess.run([setpriv, "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m",
+                               "eca_deploy.cli.main", *argv], cwd=REPO, capture_output=True, text=True)
+        code, err = proc.returncode, proc.stderr
+    assert_one_line_error(code, err, f"cannot read weights file {weights}: Permission denied")
+    assert leftovers(tmp_path / "o") == []
+
+
+# --- 17. NaN / Inf and integer weights -------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_named_at_load(tmp_path, capsys, bad):
+    def poison(state):
+        state["layer2.0.conv1.weight"][0, 0, 0, 0] = bad
+        return state
+
+    weights = small_checkpoint(tmp_path / "w.pth", poison)
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(weights),
+                           "--out", str(tmp_path / "o"), "--imgsz", "32")
+    assert_one_line_error(code, err, "hold NaN or infinite values in 1 tensors (layer2.0.conv1.weight)")
+    assert "not faithful" not in err and "Warning" not in err
+    assert leftovers(tmp_path / "o") == []
+
+
+def test_integer_safetensors_are_refused(tmp_path, capsys):
+    state = create_model("eca_resnet18", num_classes=10).state_dict()
+    path = tmp_path / "w.safetensors"
+    save_file({k: (v * 100).to(torch.int32) if v.is_floating_point() else v for k, v in state.items()}, str(path))
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(path),
+                           "--out", str(tmp_path / "o"), "--imgsz", "32")
+    assert_one_line_error(code, err, "integer tensors where the model has floating-point ones (conv1.weight int32")
+
+
+# --- 23. a directory where a file is expected ------------------------------------------------------------
+
+def test_directory_as_weights_says_directory(tmp_path, capsys):
+    folder = tmp_path / "weights.pth"
+    folder.mkdir()
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(folder),
+                           "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, f"weights file {folder} is a directory, not a file")
+
+
+@pytest.mark.parametrize("name, command", [("model.plan", "bench"), ("model.engine", "bench"),
+                                           ("model.onnx", "bench"), ("model.onnx", "inspect")])
+def test_directory_as_model_says_directory(tmp_path, capsys, name, command):
+    folder = tmp_path / name
+    folder.mkdir()
+    argv = ["bench", str(folder)] if command == "bench" else ["inspect", str(folder)]
+    code, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, f"{folder} is a directory, not a file")
