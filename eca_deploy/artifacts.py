@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -65,15 +67,39 @@ def ensure_not_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
             raise OutputError(f"refusing to overwrite the input file {item}; choose another output")
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
+def disk_full_error(destination: Path, needed: int | None) -> OutputError:
+    """The one wording for a full disk or quota: the folder, what the file needed, what is free."""
+    try:
+        free = f", {_mb(shutil.disk_usage(destination.parent).free)} free"
+    except OSError:
+        free = ""
+    need = f" (needs {_mb(needed)}{free})" if needed is not None else f" ({free[2:]})" if free else ""
+    return OutputError(f"no space left in {destination.parent} to write {destination.name}{need}; free some "
+                       "space or choose another output folder")
+
+
 @contextlib.contextmanager
-def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(destination: str | os.PathLike, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``destination``; rename it into place on success.
 
-    For writers that insist on a file name (onnx.save, TensorRT, matplotlib).
+    For writers that insist on a file name (onnx.save, TensorRT, matplotlib). ``size``: the bytes the
+    file will take, where known, for the message if the disk is full.
     """
     destination = Path(destination)
     ensure_output_dir(destination.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(destination, size) from exc
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -85,21 +111,25 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, destination)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise disk_full_error(destination, size) from exc
         raise
 
 
 def atomic_write(destination: str | os.PathLike, data: bytes | str | Callable[[Path], None]) -> Path:
     """Write bytes, text, or call ``data(tmp_path)``, then rename into place."""
     destination = Path(destination)
+    if isinstance(data, str):
+        data = data.encode()
     try:
-        with atomic_path(destination) as tmp:
+        with atomic_path(destination, None if callable(data) else len(data)) as tmp:
             if callable(data):
                 data(tmp)
             else:
-                tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+                tmp.write_bytes(data)
     except PermissionError as exc:
         raise OutputError(f"cannot write {destination}: permission denied") from exc
     return destination

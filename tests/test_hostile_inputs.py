@@ -105,3 +105,55 @@ def test_directory_as_model_says_directory(tmp_path, capsys, name, command):
     argv = ["bench", str(folder)] if command == "bench" else ["inspect", str(folder)]
     code, _, err = run_cli(capsys, *argv)
     assert_one_line_error(code, err, f"{folder} is a directory, not a file")
+
+
+# --- 10. a full disk -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """Writes of files whose name contains ``match`` fail as on a full disk (ENOSPC), as the real write would."""
+    def install(match: str):
+        real = Path.write_bytes
+
+        def write_bytes(self, data):
+            if match in self.name:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(self, data)
+
+        monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    return install
+
+
+def assert_disk_full(code, err, folder, name):
+    last = err.strip().splitlines()[-1]
+    assert code == 2, err
+    assert last.startswith(f"eca-deploy: error: no space left in {folder} to write {name} (needs "), last
+    assert "MB free); free some space or choose another output folder" in last
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_full_disk_in_export(tmp_path, capsys, disk_full):
+    disk_full("eca_resnet18.onnx")
+    out = tmp_path / "o"
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--num-classes", "10", "--imgsz", "32",
+                           "--out", str(out))
+    assert_disk_full(code, err, out, "eca_resnet18.onnx")
+    assert leftovers(out) == []
+
+
+def test_full_disk_in_quantize(digits, tmp_path, capsys, disk_full):
+    disk_full("m.fp16.onnx")
+    code, _, err = run_cli(capsys, "quantize", "--onnx", str(digits.onnx), "--precision", "fp16",
+                           "--output", str(tmp_path / "m.fp16.onnx"))
+    assert_disk_full(code, err, tmp_path, "m.fp16.onnx")
+    assert len(err.strip().splitlines()) == 2  # "quantizing ..." and the error
+
+
+def test_full_disk_in_pipeline_stops_it(digits, tmp_path, capsys, disk_full):
+    disk_full(".fp16.onnx")  # the export fits, the FP16 variant does not
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
+                           "--imgsz", str(digits.imgsz), "--out", str(out), "--precisions", "fp16",
+                           "--provider", "cpu", "--device", "cpu", "--threads", "1", "--iterations", "1")
+    assert_disk_full(code, err, out, f"{digits.model}.fp16.onnx")
+    assert not (out / "report.json").exists()
