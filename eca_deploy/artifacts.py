@@ -123,7 +123,7 @@ def atomic_write(destination: str | os.PathLike, data: bytes | str | Callable[[P
     """Write bytes, text, or call ``data(tmp_path)``, then rename into place."""
     destination = Path(destination)
     if isinstance(data, str):
-        data = data.encode()
+        data = data.encode("utf-8", "backslashreplace")  # a non-UTF-8 file name in a report stays readable
     try:
         with atomic_path(destination, None if callable(data) else len(data)) as tmp:
             if callable(data):

@@ -157,3 +157,48 @@ def test_full_disk_in_pipeline_stops_it(digits, tmp_path, capsys, disk_full):
                            "--provider", "cpu", "--device", "cpu", "--threads", "1", "--iterations", "1")
     assert_disk_full(code, err, out, f"{digits.model}.fp16.onnx")
     assert not (out / "report.json").exists()
+
+
+# --- 11. a file name that is not UTF-8 -------------------------------------------------------------------
+
+NON_UTF8 = os.fsdecode(b"caf\xe9-\xff.png")  # Latin-1 bytes, as an old camera or a Windows share writes them
+
+
+@pytest.fixture
+def non_utf8_folder(digits, tmp_path):
+    """A small ImageFolder copy of the digits validation images, one file per class renamed to non-UTF-8 bytes."""
+    root = tmp_path / "val"
+    for class_dir in sorted(digits.val_dir.iterdir()):
+        (root / class_dir.name).mkdir(parents=True)
+        files = sorted(class_dir.iterdir())[:3]
+        for f in files[1:]:
+            shutil.copy(f, root / class_dir.name / f.name)
+        shutil.copy(files[0], root / class_dir.name / NON_UTF8)
+    return root
+
+
+def test_non_utf8_file_name_in_quantize(digits, non_utf8_folder, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "quantize", "--onnx", str(digits.onnx), "--calib-data", str(non_utf8_folder),
+                             "--output", str(tmp_path / "m.int8.onnx"), "--calib-method", "minmax")
+    assert code == 0, err
+    assert "from 30 images" in out and "skipped" not in out
+
+
+def test_non_utf8_file_name_in_parity(digits, non_utf8_folder, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "parity", "--reference", f"torch:{digits.model}:{digits.checkpoint}",
+                             "--candidate", str(digits.onnx), "--data", str(non_utf8_folder), "--device", "cpu",
+                             "--provider", "cpu", "--threads", "1", "--out", str(tmp_path / "parity.json"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "parity.json").read_text())["data"]["samples"] == 30
+
+
+def test_non_utf8_file_name_in_pipeline(digits, non_utf8_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
+                           "--calib-data", str(non_utf8_folder), "--data", str(non_utf8_folder),
+                           "--calib-method", "minmax", "--imgsz", str(digits.imgsz), "--out", str(out),
+                           "--precisions", "int8", "--provider", "cpu", "--device", "cpu", "--threads", "1",
+                           "--iterations", "1", "--warmup", "0", "--batch", "1")
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["samples"] == 30 and report["data"]["skipped"] == 0

@@ -245,5 +245,7 @@ def _file_digest(path: Path) -> str:
 def _hash_files(files: list[Path], labels: np.ndarray | None, settings: str) -> str:
     digest = hashlib.sha256(settings.encode())
     for i, path in enumerate(files):
-        digest.update(f"{path.name}|{_file_digest(path)}|{labels[i] if labels is not None else ''}\n".encode())
+        # os.fsencode: a file name need not be UTF-8 (its undecodable bytes are surrogates in the str)
+        digest.update(os.fsencode(path.name))
+        digest.update(f"|{_file_digest(path)}|{labels[i] if labels is not None else ''}\n".encode())
     return digest.hexdigest()
