@@ -202,3 +202,67 @@ def test_non_utf8_file_name_in_pipeline(digits, non_utf8_folder, tmp_path, capsy
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["data"]["samples"] == 30 and report["data"]["skipped"] == 0
+
+
+# --- 13. models onnxruntime refuses, or that are not image classifiers ----------------------------------
+
+def tiny_onnx(path: Path, channels: int = 3, size: int = 8, elem_type=None, custom_op: bool = False) -> Path:
+    """A small real image classifier: Conv -> [custom op] -> GlobalAveragePool -> Flatten -> 4 logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem_type = elem_type or TensorProto.FLOAT
+    rng = np.random.default_rng(0)
+    nodes, first = [], "x"
+    if elem_type != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT))
+        first = "xf"
+    nodes.append(helper.make_node("Conv", [first, "w"], ["c"], pads=[1, 1, 1, 1]))
+    if custom_op:
+        nodes.append(helper.make_node("Mystery", ["c"], ["m"], domain="com.example"))
+    nodes += [helper.make_node("GlobalAveragePool", ["m" if custom_op else "c"], ["p"]),
+              helper.make_node("Flatten", ["p"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("x", elem_type, ["batch", channels, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(rng.standard_normal((4, channels, 3, 3)).astype(np.float32), "w")])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.example", 1)] if custom_op else [])
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+    return path
+
+
+def random_images(folder: Path, count: int = 4, size: int = 8) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_quantize_an_unknown_custom_op(tmp_path, capsys, precision):
+    model = tiny_onnx(tmp_path / "custom.onnx", custom_op=True)
+    code, _, err = run_cli(capsys, "quantize", "--onnx", str(model), "--precision", precision,
+                           "--calib-data", str(random_images(tmp_path / "imgs")), "--no-calib-cache")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("eca-deploy: error: onnxruntime cannot load the input model: "), err
+    assert "Mystery" in last and "com.example" in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["custom.onnx", "imgs"]
+
+
+def test_bench_an_int64_input_model(tmp_path, capsys):
+    from onnx import TensorProto
+
+    model = tiny_onnx(tmp_path / "ids.onnx", elem_type=TensorProto.INT64)
+    code, _, err = run_cli(capsys, "bench", str(model), "--provider", "cpu", "--iterations", "1")
+    assert_one_line_error(code, err, "ids.onnx takes a int64 ['?', 3, 8, 8] input 'x'; eca-deploy runs image "
+                                     "classifiers with one float32 or float16 [N, 3, H, W] input")
+
+
+def test_parity_with_a_single_channel_candidate(tmp_path, capsys):
+    reference = tiny_onnx(tmp_path / "ref.onnx", size=28)
+    gray = tiny_onnx(tmp_path / "gray.onnx", channels=1, size=28)
+    code, _, err = run_cli(capsys, "parity", "--reference", str(reference), "--candidate", str(gray),
+                           "--provider", "cpu", "--out", str(tmp_path / "p.json"))
+    assert_one_line_error(code, err, "gray.onnx takes a float ['?', 1, 28, 28] input 'x'")
+    assert not (tmp_path / "p.json").exists()

@@ -136,7 +136,8 @@ def _check_data(cfg: QuantizeConfig, imgsz: int) -> Dataset | None:
 def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, imgsz: int,
             batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Logits of both models on the same inputs (images, or one seeded random batch), and labels if any."""
-    sessions = [make_session(reference), make_session(candidate)]
+    sessions = [make_session(reference, label="the input model"),
+                make_session(candidate, label="the converted model")]
     name = sessions[0].get_inputs()[0].name
     if data is None:
         batch = np.random.default_rng(seed).standard_normal((FP16_CHECK_BATCH, 3, imgsz, imgsz), dtype=np.float32)
