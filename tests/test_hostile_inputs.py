@@ -266,3 +266,36 @@ def test_parity_with_a_single_channel_candidate(tmp_path, capsys):
                            "--provider", "cpu", "--out", str(tmp_path / "p.json"))
     assert_one_line_error(code, err, "gray.onnx takes a float ['?', 1, 28, 28] input 'x'")
     assert not (tmp_path / "p.json").exists()
+
+
+# --- 18. external data that is missing or points outside the model's folder ------------------------------
+
+@pytest.mark.parametrize("location, cause", [
+    ("gone.data", "should be stored in {folder}/gone.data, but it is not regular file"),
+    ("../outside.data", "points outside the directory"),
+    ("/etc/passwd", "should be a relative path, but it is an absolute path: /etc/passwd"),
+])
+def test_external_data_problem_is_named(tmp_path, capsys, location, cause):
+    import onnx
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (tmp_path / "outside.data").write_bytes(b"\0" * 4096)
+    model = onnx.load(str(tiny_onnx(tmp_path / "tiny.onnx")))
+    onnx.save(model, str(folder / "good.onnx"), save_as_external_data=True, location="good.onnx.data",
+              size_threshold=0)
+    bad = onnx.load(str(folder / "good.onnx"), load_external_data=False)
+    for tensor in bad.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(bad, str(folder / "bad.onnx"))
+    expected = f"cannot load the external data of {folder / 'bad.onnx'}: "
+    for argv in (["inspect", str(folder / "bad.onnx")],
+                 ["quantize", "--onnx", str(folder / "bad.onnx"), "--precision", "fp16"]):
+        code, _, err = run_cli(capsys, *argv)
+        last = err.strip().splitlines()[-1]
+        assert code == 2 and last.startswith(f"eca-deploy: error: {expected}"), err
+        assert cause.format(folder=folder) in last
+    code, out, _ = run_cli(capsys, "inspect", str(folder / "good.onnx"))  # the intact pair still loads
+    assert code == 0 and "input x" in out

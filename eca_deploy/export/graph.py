@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 
 from ..artifacts import require_file
-from ..errors import OnnxFileError
+from ..errors import OnnxFileError, first_line
 
 POOL_OPS = {"GlobalAveragePool", "ReduceMean"}
 RESHAPE_IN_OPS = {"Reshape", "Squeeze", "Flatten"}
@@ -50,10 +50,20 @@ def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=load_weights)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError... on foreign bytes
+        if load_weights and _is_onnx(path):  # the graph reads; its external data file is missing or refused
+            raise OnnxFileError(f"cannot load the external data of {path}: {first_line(exc)}") from exc
         raise OnnxFileError(f"{path} is not an ONNX model ({type(exc).__name__})") from exc
     if not model.graph.node:
         raise OnnxFileError(f"{path} is not an ONNX model (no graph nodes)")
     return model
+
+
+def _is_onnx(path: Path) -> bool:
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return True
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list:
