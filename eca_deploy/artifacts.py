@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from . import __version__
-from .errors import EcaDeployError, OutputError
+from .errors import EcaDeployError, ManifestError, OutputError, first_line
 
 MANIFEST_SUFFIX = ".json"
 
@@ -172,5 +172,14 @@ def write_manifest(artifact: str | os.PathLike, stage: str, **fields: Any) -> Pa
 
 
 def read_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest beside ``artifact``; None where there is none; ManifestError where it is not a JSON object."""
     path = manifest_path(artifact)
-    return read_json(path) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        payload = read_json(path)
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError covers JSONDecodeError and bad UTF-8
+        raise ManifestError(f"manifest {path} is not readable JSON ({first_line(exc)})") from exc
+    if not isinstance(payload, dict):
+        raise ManifestError(f"manifest {path} holds a JSON {type(payload).__name__}, not an object")
+    return payload

@@ -31,6 +31,10 @@ class OutputError(EcaDeployError):
     """An output location that cannot be written, or would overwrite an input."""
 
 
+class ManifestError(EcaDeployError):
+    """A manifest beside an artifact that is not JSON, or not the object of fields eca-deploy writes."""
+
+
 class DataError(EcaDeployError):
     """Calibration / evaluation data that is missing, empty or unusable."""
 

@@ -299,3 +299,40 @@ def test_external_data_problem_is_named(tmp_path, capsys, location, cause):
         assert cause.format(folder=folder) in last
     code, out, _ = run_cli(capsys, "inspect", str(folder / "good.onnx"))  # the intact pair still loads
     assert code == 0 and "input x" in out
+
+
+# --- 14. a malformed manifest beside an artifact ---------------------------------------------------------
+
+ENGINE_MANIFEST = {"artifact": "model.plan", "stage": "build", "precision": "fp16",
+                   "profile": {"batch": "1:4:8", "min": [1, 3, 8, 8], "opt": [4, 3, 8, 8], "max": [8, 3, 8, 8]}}
+BAD_MANIFESTS = {
+    "corrupt JSON": ('{"precision": "fp16", "profile": {', "is not readable JSON"),
+    "a list": ("[1, 2, 3]", "holds a JSON list, not an object"),
+    "non-numeric profile.max": (json.dumps({**ENGINE_MANIFEST, "profile": {"max": ["eight", 3, 8, 8]}}),
+                                "\"profile.max\" is not a shape of positive integers ([\"eight\", 3, 8, 8])"),
+    "string profile": (json.dumps({**ENGINE_MANIFEST, "profile": "1:4:8"}), "\"profile\" is a str, not a dict"),
+    "deep nesting": ("[" * 100_000 + "]" * 100_000, "is not readable JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_malformed_engine_manifest_is_one_line(tmp_path, capsys, case):
+    text, message = BAD_MANIFESTS[case]
+    engine = tmp_path / "model.plan"
+    engine.write_bytes(b"\0" * 64)
+    (tmp_path / "model.plan.json").write_text(text)
+    code, _, err = run_cli(capsys, "bench", str(engine), "--batch", "1,4")
+    assert_one_line_error(code, err, f"manifest {tmp_path / 'model.plan.json'}")
+    assert message in err
+
+
+@pytest.mark.parametrize("case", ["corrupt JSON", "a list", "deep nesting"])
+def test_malformed_onnx_manifest_is_ignored_in_one_line(tmp_path, capsys, case):
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    (tmp_path / "tiny.onnx.json").write_text(BAD_MANIFESTS[case][0])
+    code, _, err = run_cli(capsys, "bench", str(model), "--provider", "cpu", "--iterations", "1", "--warmup", "0",
+                           "--out", str(tmp_path / "b.json"))
+    lines = [line for line in err.splitlines() if "warning" in line]
+    assert code == 0, err
+    assert len(lines) == 1 and "(the precision is read from the graph)" in lines[0]
+    assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["precision"] == "fp32"

@@ -6,11 +6,13 @@ reports describe every artifact the same way.
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import read_manifest, require_file
-from ..errors import EngineError, MissingDependencyError, OnnxFileError
+from ..artifacts import manifest_path, read_manifest, require_file
+from ..errors import EngineError, ManifestError, MissingDependencyError, OnnxFileError
 from .backend import Backend
 
 TORCH_PREFIX = "torch:"
@@ -92,6 +94,49 @@ def onnx_precision(path: Path) -> str:
     return "fp32"
 
 
+def _optional_manifest(path: Path) -> dict | None:
+    """An ONNX file's manifest only adds its recorded precision (the graph tells it too): a broken one is
+    ignored, said in one line."""
+    try:
+        manifest = read_manifest(path)
+    except ManifestError as exc:
+        print(f"eca-deploy: warning: {exc}; ignored (the precision is read from the graph)", file=sys.stderr)
+        return None
+    if manifest is not None and not isinstance(manifest.get("precision", ""), str):
+        print(f"eca-deploy: warning: manifest {manifest_path(path)} has a non-string \"precision\"; ignored",
+              file=sys.stderr)
+        return None
+    return manifest
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
+
+
+ENGINE_MANIFEST_TYPES = {"profile": dict, "gpu": dict, "tensorrt_version": str, "precision": str,
+                         "version_compatible": bool}
+
+
+def check_engine_manifest(path: Path, manifest: dict | None) -> dict | None:
+    """An engine's manifest decides batch limits and compatibility before TensorRT loads the engine, so
+    every field it is read for must have the type ``eca-deploy build`` writes."""
+    if manifest is None:
+        return None
+    where = f"manifest {manifest_path(path)}"
+    fix = "rebuild the engine with `eca-deploy build` or delete the manifest"
+    for key, kind in ENGINE_MANIFEST_TYPES.items():
+        if key in manifest and not isinstance(manifest[key], kind):
+            raise ManifestError(f"{where}: \"{key}\" is a {type(manifest[key]).__name__}, not a "
+                                f"{kind.__name__}; {fix}")
+    for key in ("min", "opt", "max"):
+        shape = (manifest.get("profile") or {}).get(key)
+        if shape is not None and not _is_shape(shape):
+            raise ManifestError(f"{where}: \"profile.{key}\" is not a shape of positive integers "
+                                f"({json.dumps(shape)[:40]}); {fix}")
+    return manifest
+
+
 def parse_spec(spec: str) -> Artifact:
     """Validate a backend spec without loading anything heavy; missing files fail here, in one line."""
     if spec.startswith(TORCH_PREFIX):
@@ -107,10 +152,10 @@ def parse_spec(spec: str) -> Artifact:
     suffix = path.suffix.lower()
     if suffix in ONNX_SUFFIXES:
         require_file(path, "ONNX file", OnnxFileError)
-        return Artifact(spec, "onnx", path=path, manifest=read_manifest(path))
+        return Artifact(spec, "onnx", path=path, manifest=_optional_manifest(path))
     if suffix in ENGINE_SUFFIXES:
         require_file(path, "TensorRT engine", EngineError)
-        return Artifact(spec, "tensorrt", path=path, manifest=read_manifest(path))
+        return Artifact(spec, "tensorrt", path=path, manifest=check_engine_manifest(path, read_manifest(path)))
     if not path.exists():
         raise OnnxFileError(f"model not found: {spec} (expected {SPEC_HELP})")
     raise OnnxFileError(f"cannot tell how to run {spec}: expected {SPEC_HELP}")
