@@ -336,3 +336,61 @@ def test_malformed_onnx_manifest_is_ignored_in_one_line(tmp_path, capsys, case):
     assert code == 0, err
     assert len(lines) == 1 and "(the precision is read from the graph)" in lines[0]
     assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["precision"] == "fp32"
+
+
+# --- 15. report: the whole schema is checked before anything is written ----------------------------------
+
+def valid_report() -> dict:
+    from eca_deploy.runtime.bench import latency_stats
+    from eca_deploy.runtime.report import new_report
+
+    entry = {"batch": 1, "clock": "host", "copies": "none (host memory)",
+             **latency_stats(np.array([1e-3, 2e-3, 3e-3]), 1)}
+    rows = [{"artifact": "m.onnx", "format": "ONNX", "precision": "fp32", "backend": "onnxruntime-cpu",
+             "size_mb": 1.5, "status": "pass", "reason": "", "parity": {"top1": 0.9, "top1_agreement": 1.0},
+             "bench": {"imgsz": 32, "batches": [entry]}}]
+    device = {"label": "CPU A", "cpu": {"model": "CPU A"}, "gpus": [], "warnings": []}
+    return new_report("pipeline", device, rows, skipped=[{"step": "TensorRT engines", "reason": "no GPU"}])
+
+
+BROKEN_REPORTS = {
+    "device without label": (lambda r: r["devices"][0].pop("label"), "device 0 has no \"label\""),
+    "string size_mb": (lambda r: r["rows"][0].update(size_mb="1.5"),
+                       "row 0: \"size_mb\" is a JSON string, expected number or null"),
+    "bench entry without p50": (lambda r: r["rows"][0]["bench"]["batches"][0].pop("p50"),
+                                "row 0 bench entry 0 has no \"p50\""),
+    "string metrics": (lambda r: r["rows"][0]["parity"].update(top1="90%"),
+                       "row 0 parity: \"top1\" is a JSON string, expected number or null"),
+    "boolean metric": (lambda r: r["rows"][0]["parity"].update(max_abs=True),
+                       "row 0 parity: \"max_abs\" is a JSON boolean"),
+    "skipped entry without step": (lambda r: r["skipped"][0].pop("step"), "skipped entry 0 has no \"step\""),
+    "schema_version true": (lambda r: r.update(schema_version=True), "invalid \"schema_version\" true"),
+    "schema_version -3": (lambda r: r.update(schema_version=-3), "invalid \"schema_version\" -3"),
+    "no schema_version": (lambda r: r.pop("schema_version"), "has no \"schema_version\"; eca-deploy writes 1"),
+    "row that is a list": (lambda r: r["rows"].append([1, 2]), "row 1 is a JSON array, not an object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_REPORTS))
+def test_report_checks_the_whole_schema_and_writes_nothing(tmp_path, capsys, case):
+    breakage, message = BROKEN_REPORTS[case]
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(valid_report()))
+    report = valid_report()
+    breakage(report)
+    bad.write_text(json.dumps(report))
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "report", str(good), str(bad), "--out", str(out))
+    assert_one_line_error(code, err, message)
+    assert "upgrade" not in err
+    assert leftovers(out) == []
+    code, _, err = run_cli(capsys, "report", str(good), "--out", str(out), "--no-plots")  # the valid one renders
+    assert code == 0, err
+
+
+def test_report_survives_absurd_nesting(tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"schema": "eca-deploy/report", "rows": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    code, _, err = run_cli(capsys, "report", str(deep), "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, f"{deep} is not JSON: maximum recursion depth exceeded")
+    assert leftovers(tmp_path / "out") == []
