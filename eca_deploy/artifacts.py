@@ -60,7 +60,10 @@ def ensure_output_dir(directory: str | os.PathLike) -> Path:
 
 
 def ensure_not_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
-    """Refuse to write over a file the user gave us."""
+    """Refuse to write over a file the user gave us, or to an output that is a directory (called before any
+    work, so nothing, not even a calibration cache, is written first)."""
+    if Path(output).is_dir():
+        raise OutputError(f"output {output} is an existing directory; give a file name inside it")
     out = Path(output).resolve()
     for item in inputs:
         if item is not None and Path(item).exists() and Path(item).resolve() == out:

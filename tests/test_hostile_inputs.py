@@ -394,3 +394,31 @@ def test_report_survives_absurd_nesting(tmp_path, capsys):
     code, _, err = run_cli(capsys, "report", str(deep), "--out", str(tmp_path / "out"))
     assert_one_line_error(code, err, f"{deep} is not JSON: maximum recursion depth exceeded")
     assert leftovers(tmp_path / "out") == []
+
+
+# --- 16. an output that names an existing directory ------------------------------------------------------
+
+def test_quantize_output_that_is_a_directory_writes_nothing(tmp_path, capsys):
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    images = random_images(tmp_path / "imgs")
+    target = tmp_path / "out.onnx"
+    target.mkdir()
+    code, _, err = run_cli(capsys, "quantize", "--onnx", str(model), "--calib-data", str(images),
+                           "--output", str(target))
+    assert err.strip().splitlines()[-1] == \
+        f"eca-deploy: error: output {target} is an existing directory; give a file name inside it"
+    assert code == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "out.onnx", "tiny.onnx"]
+    code, _, err = run_cli(capsys, "quantize", "--onnx", str(model), "--calib-data", str(images),
+                           "--output", str(tmp_path / "q.onnx"), "--calib-cache", str(target))
+    assert code == 2 and f"output {target} is an existing directory" in err
+    assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.parametrize("command", ["bench", "parity"])
+def test_json_output_that_is_a_directory(tmp_path, capsys, command):
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    (tmp_path / "result.json").mkdir()
+    argv = (["bench", str(model)] if command == "bench" else
+            ["parity", "--reference", str(model), "--candidate", str(model)])
+    code, _, err = run_cli(capsys, *argv, "--provider", "cpu", "--out", str(tmp_path / "result.json"))
+    assert_one_line_error(code, err, "result.json is an existing directory")
