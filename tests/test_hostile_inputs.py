@@ -422,3 +422,20 @@ def test_json_output_that_is_a_directory(tmp_path, capsys, command):
             ["parity", "--reference", str(model), "--candidate", str(model)])
     code, _, err = run_cli(capsys, *argv, "--provider", "cpu", "--out", str(tmp_path / "result.json"))
     assert_one_line_error(code, err, "result.json is an existing directory")
+
+
+# --- 19. an empty class folder keeps torchvision's numbering ---------------------------------------------
+
+def test_empty_class_folder_keeps_the_numbering(tmp_path, capsys):
+    from eca_deploy.calibration.sources import load_dataset
+
+    for name in ("a", "c"):
+        random_images(tmp_path / "data" / name, count=2)
+    (tmp_path / "data" / "b").mkdir()
+    data = load_dataset(tmp_path / "data", imgsz=8)
+    assert data.class_names == ["a", "b", "c"] and data.labels.tolist() == [0, 0, 2, 2]  # torchvision: c is 2
+    err = capsys.readouterr().err
+    assert err == (f"eca-deploy: warning: {tmp_path / 'data'}: 1 class folder without images: b (label 1); "
+                   "every class keeps its label\n")
+    load_dataset(tmp_path / "data", imgsz=8)
+    assert capsys.readouterr().err == ""  # said once per run, though stages reopen the data

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..artifacts import sha256_file
-from ..errors import DataError, first_line
+from ..errors import DataError, first_line, warn
 from .preprocess import PREPROCESS_VERSION, preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -166,13 +166,20 @@ def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None 
 
 
 def _scan_folder(root: Path) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
-    """ImageFolder (no images at the top, two or more class folders holding images) or a recursive image folder."""
+    """ImageFolder (no images at the top, two or more class folders holding images) or a recursive image folder.
+
+    Labels are the class folders' sorted ranks, torchvision's numbering: an empty class folder keeps its
+    rank (dropping it would shift every later label), and is named in a warning.
+    """
     top_images = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     class_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
     if not top_images:
         per_class = [(d.name, _images_under(d)) for d in class_dirs]
-        per_class = [(name, files) for name, files in per_class if files]
-        if len(per_class) >= 2:
+        if sum(1 for _, files in per_class if files) >= 2:
+            empty = [f"{name} (label {i})" for i, (name, files) in enumerate(per_class) if not files]
+            if empty:
+                warn(f"{root}: {len(empty)} class folder{'s' if len(empty) > 1 else ''} without images: "
+                     f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}; every class keeps its label")
             files = [f for _, fs in per_class for f in fs]
             labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, (_, fs) in enumerate(per_class)])
             return files, labels, [name for name, _ in per_class]

@@ -7,12 +7,11 @@ reports describe every artifact the same way.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts import manifest_path, read_manifest, require_file
-from ..errors import EngineError, ManifestError, MissingDependencyError, OnnxFileError
+from ..errors import EngineError, ManifestError, MissingDependencyError, OnnxFileError, warn
 from .backend import Backend
 
 TORCH_PREFIX = "torch:"
@@ -100,11 +99,10 @@ def _optional_manifest(path: Path) -> dict | None:
     try:
         manifest = read_manifest(path)
     except ManifestError as exc:
-        print(f"eca-deploy: warning: {exc}; ignored (the precision is read from the graph)", file=sys.stderr)
+        warn(f"{exc}; ignored (the precision is read from the graph)")
         return None
     if manifest is not None and not isinstance(manifest.get("precision", ""), str):
-        print(f"eca-deploy: warning: manifest {manifest_path(path)} has a non-string \"precision\"; ignored",
-              file=sys.stderr)
+        warn(f"manifest {manifest_path(path)} has a non-string \"precision\"; ignored")
         return None
     return manifest
 
