@@ -439,3 +439,35 @@ def test_empty_class_folder_keeps_the_numbering(tmp_path, capsys):
                    "every class keeps its label\n")
     load_dataset(tmp_path / "data", imgsz=8)
     assert capsys.readouterr().err == ""  # said once per run, though stages reopen the data
+
+
+# --- 20. quantize refuses labels the model does not have -------------------------------------------------
+
+def test_quantize_refuses_labels_beyond_the_class_count(tmp_path, capsys):
+    model = tiny_onnx(tmp_path / "tiny.onnx")  # 4 classes
+    images = random_images(tmp_path / "imgs")
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"imgs/{i}.png {label}\n" for i, label in enumerate([0, 1, 999, 3])))
+    for precision in ("int8", "fp16"):
+        code, _, err = run_cli(capsys, "quantize", "--onnx", str(model), "--precision", precision,
+                               "--calib-data", str(images), "--val-data", str(listing), "--no-calib-cache")
+        assert code == 2 and err.strip().splitlines()[-1] == (
+            f"eca-deploy: error: {listing} has label 999 but the model outputs 4 classes (labels are class "
+            "indices from 0)"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "list.txt", "tiny.onnx"]
+    listing.write_text("".join(f"imgs/{i}.png {i}\n" for i in range(4)))  # labels that fit give an accuracy
+    code, out, err = run_cli(capsys, "quantize", "--onnx", str(model), "--precision", "fp16",
+                             "--val-data", str(listing))
+    assert code == 0 and "top-1 accuracy: FP32" in out and "on 4 labeled images" in out, err
+
+
+def test_quantize_on_a_class_subset_drops_only_the_accuracy(tmp_path, capsys):
+    model = tiny_onnx(tmp_path / "tiny.onnx")  # 4 classes, calibrated on 2 class folders
+    for name in ("n01", "n02"):
+        random_images(tmp_path / "imgs" / name, count=2)
+    code, out, err = run_cli(capsys, "quantize", "--onnx", str(model), "--calib-data", str(tmp_path / "imgs"),
+                             "--no-calib-cache")
+    assert code == 0, err
+    assert "top-1 accuracy" not in out
+    assert "has 2 classes but the model outputs 4; labels would not match (use one folder per model class); " \
+           "no accuracy figure" in err

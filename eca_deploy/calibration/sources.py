@@ -221,6 +221,22 @@ def _read_list(path: Path) -> tuple[list[Path], np.ndarray | None]:
     return files, (np.asarray(labels, dtype=np.int64) if labels else None)
 
 
+def label_problem(labels: np.ndarray | None, data: "Dataset", num_classes: int, source: str) -> str | None:
+    """Why ``labels`` cannot be the model's class indices, or None. ImageFolder labels are folder ranks, so
+    the folder count must be the class count; a `path label` list names class indices itself, so they only
+    have to exist in the model."""
+    if labels is None:
+        return None
+    folders = data.class_names
+    if folders is not None and len(folders) != num_classes:
+        return (f"{source} has {len(folders)} classes but the model outputs {num_classes}; labels would not "
+                "match (use one folder per model class)")
+    if int(labels.max(initial=0)) >= num_classes:
+        return (f"{source} has label {int(labels.max())} but the model outputs {num_classes} classes (labels are "
+                "class indices from 0)")
+    return None
+
+
 def _load_npy(path: Path, imgsz: int, count: int | None, seed: int, settings: str) -> ArrayDataset:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
