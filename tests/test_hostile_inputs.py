@@ -471,3 +471,31 @@ def test_quantize_on_a_class_subset_drops_only_the_accuracy(tmp_path, capsys):
     assert "top-1 accuracy" not in out
     assert "has 2 classes but the model outputs 4; labels would not match (use one folder per model class); " \
            "no accuracy figure" in err
+
+
+# --- 21. concurrent runs sharing one calibration cache ---------------------------------------------------
+
+STORE_MANY = """
+import sys, time
+from pathlib import Path
+from eca_deploy.calibration.cache import store_ranges
+from eca_deploy.calibration.calibrators import TensorRange
+cache, worker, start = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+while not start.exists():
+    time.sleep(0.001)
+for i in range(15):
+    store_ranges(cache, {f"model{worker}|data{i}|minmax": {"t": TensorRange(-1.0, 1.0, 1.0)}}, 8)
+"""
+
+
+def test_concurrent_runs_sharing_a_cache_keep_every_entry(tmp_path):
+    """Six writers adding 15 entries each, all released at once: read-merge-write without the lock lost
+    entries in most runs of this test."""
+    cache, start = tmp_path / "shared.calib.json", tmp_path / "go"
+    workers = [subprocess.Popen([sys.executable, "-c", STORE_MANY, str(cache), str(w), str(start)], cwd=REPO)
+               for w in range(6)]
+    start.touch()
+    assert [w.wait(timeout=300) for w in workers] == [0] * 6
+    entries = json.loads(cache.read_text())["entries"]
+    assert len(entries) == 6 * 15
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "shared.calib.json"]  # no lock or temp file left
