@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -88,6 +91,36 @@ def disk_full_error(destination: Path, needed: int | None) -> OutputError:
                        "space or choose another output folder")
 
 
+# mkstemp's names: "." + the destination's name + "." + 8 random characters + ".tmp".
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+STALE_TEMP_S = 600  # a temporary file untouched this long, and not locked by its writer, is a dead run's
+
+
+def sweep_stale_temps(folder: Path) -> list[str]:
+    """Delete temporary files a killed run (kill -9, power loss) left in ``folder``: only our own naming,
+    only when stale, and never one a live writer holds (each holds an flock on its file while writing)."""
+    removed, candidates = [], []
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        candidates = [e for e in entries if TEMP_NAME.match(e.name) and e.is_file(follow_symlinks=False)]
+    for entry in candidates:
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < STALE_TEMP_S:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its writer is alive
+            os.unlink(entry.path)
+            removed.append(entry.name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(destination: str | os.PathLike, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``destination``; rename it into place on success.
@@ -97,13 +130,14 @@ def atomic_path(destination: str | os.PathLike, size: int | None = None) -> Iter
     """
     destination = Path(destination)
     ensure_output_dir(destination.parent)
+    sweep_stale_temps(destination.parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     except OSError as exc:
         if exc.errno in DISK_FULL:
             raise disk_full_error(destination, size) from exc
         raise
-    os.close(fd)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held until the rename: tells sweep_stale_temps this file is live
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -120,6 +154,8 @@ def atomic_path(destination: str | os.PathLike, size: int | None = None) -> Iter
         if isinstance(exc, OSError) and exc.errno in DISK_FULL:
             raise disk_full_error(destination, size) from exc
         raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write(destination: str | os.PathLike, data: bytes | str | Callable[[Path], None]) -> Path:

@@ -499,3 +499,43 @@ def test_concurrent_runs_sharing_a_cache_keep_every_entry(tmp_path):
     entries = json.loads(cache.read_text())["entries"]
     assert len(entries) == 6 * 15
     assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "shared.calib.json"]  # no lock or temp file left
+
+
+# --- 22. temporary files a killed run left behind --------------------------------------------------------
+
+def test_stale_temporary_files_are_swept_but_never_a_live_one(tmp_path):
+    import fcntl
+
+    from eca_deploy.artifacts import STALE_TEMP_S, write_json
+
+    old = os.stat(tmp_path).st_mtime - STALE_TEMP_S - 60
+    names = {"dead": ".model.onnx.k3x9_a1z.tmp", "fresh": ".model.onnx.abcd1234.tmp",
+             "live": ".report.json.q1w2e3r4.tmp", "not ours": ".notes.tmp", "user's": "model.onnx.zzzzzzzz.tmp"}
+    for key, name in names.items():
+        (tmp_path / name).write_bytes(b"half an artifact")
+        if key != "fresh":
+            os.utime(tmp_path / name, (old, old))
+    with open(tmp_path / names["live"], "rb") as live:  # a writer that is still running holds this lock
+        fcntl.flock(live.fileno(), fcntl.LOCK_EX)
+        write_json(tmp_path / "result.json", {"ok": True})
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["result.json"] + [n for k, n in names.items() if k != "dead"])
+
+
+def test_a_killed_write_leaves_a_temp_that_the_next_run_sweeps(tmp_path):
+    """A real kill -9 in the middle of atomic_path, then a later write into the same folder."""
+    code = ("import sys, os, signal; from eca_deploy.artifacts import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'partial'); os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model.onnx")], cwd=REPO)
+    assert proc.returncode == -9
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".model.onnx.") and left.name.endswith(".tmp")
+    from eca_deploy.artifacts import STALE_TEMP_S, write_json
+
+    write_json(tmp_path / "a.json", {})  # too fresh to be judged dead yet: kept
+    assert left.exists()
+    old = left.stat().st_mtime - STALE_TEMP_S - 1
+    os.utime(left, (old, old))
+    write_json(tmp_path / "b.json", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
