@@ -13,6 +13,10 @@ class EcaDeployError(Exception):
     exit_code = 2
 
 
+class UsageError(EcaDeployError):
+    """A flag or argument whose value cannot be used (a malformed spec, a count below 1, ...)."""
+
+
 class ModelNotFoundError(EcaDeployError):
     """Unknown model name."""
 
@@ -71,7 +75,7 @@ def warn(message: str) -> None:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message, or its type name when the message is empty."""
+    """The first non-empty line of an exception's message, or its type name where the message is empty."""
     for line in str(exc).splitlines():
         if line.strip():
             return line.strip()

@@ -24,10 +24,10 @@ import torch
 
 from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, write_manifest)
 from ..errors import ExportError, first_line
-from ..models import LoadedModel, k_per_stage, load_model
-from ..runtime.compare import compare_outputs
-from ..runtime.ort import run_once
-from .graph import summarize
+from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model
+from ..graph.compare import compare_outputs
+from ..graph.session import run_once
+from ..graph.graph import summarize
 from .simplify import simplify
 
 INPUT_NAME = "input"
@@ -59,7 +59,7 @@ class ExportResult:
 
 
 def safe_name(model: str) -> str:
-    return model.replace("timm:", "timm_").replace("/", "_")
+    return model.replace(TIMM_PREFIX, TIMM_PREFIX[:-1] + "_").replace("/", "_")
 
 
 def verification_batch(batch: int | None, imgsz: int, seed: int) -> np.ndarray:
@@ -167,6 +167,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
         weights=loaded.weights,
         weights_sha256=loaded.weights_sha256,
         num_classes=loaded.num_classes,
+        data_config=loaded.data_config.as_dict(),
         eca_k_per_stage=k_per_stage(loaded.eca_blocks),
         eca_blocks=[{"module": n, "channels": c, "k": k} for n, c, k in loaded.eca_blocks],
         opset=cfg.opset,
