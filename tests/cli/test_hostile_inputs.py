@@ -150,12 +150,12 @@ def test_full_disk_in_quantize(digits, tmp_path, capsys, disk_full):
 
 
 def test_full_disk_in_pipeline_stops_it(digits, tmp_path, capsys, disk_full):
-    disk_full(".fp16.onnx")  # the export fits, the FP16 variant does not
+    disk_full(".fp16.")  # the export fits, the FP16 variant does not
     out = tmp_path / "out"
     code, _, err = run_cli(capsys, "pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
                            "--imgsz", str(digits.imgsz), "--out", str(out), "--precisions", "fp16",
                            "--provider", "cpu", "--device", "cpu", "--threads", "1", "--iterations", "1")
-    assert_disk_full(code, err, out, f"{digits.model}.fp16.onnx")
+    assert_disk_full(code, err, out, f"{digits.model}.fp16.cpu.onnx")  # the CPU provider's variant
     assert not (out / "report.json").exists()
 
 
