@@ -149,6 +149,7 @@ def test_full_disk_in_quantize(digits, tmp_path, capsys, disk_full):
     assert len(err.strip().splitlines()) == 2  # "quantizing ..." and the error
 
 
+@pytest.mark.slow  # the whole pipeline, end to end
 def test_full_disk_in_pipeline_stops_it(digits, tmp_path, capsys, disk_full):
     disk_full(".fp16.")  # the export fits, the FP16 variant does not
     out = tmp_path / "out"
@@ -192,6 +193,7 @@ def test_non_utf8_file_name_in_parity(digits, non_utf8_folder, tmp_path, capsys)
     assert json.loads((tmp_path / "parity.json").read_text())["data"]["samples"] == 30
 
 
+@pytest.mark.slow  # the whole pipeline, end to end
 def test_non_utf8_file_name_in_pipeline(digits, non_utf8_folder, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = run_cli(capsys, "pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
