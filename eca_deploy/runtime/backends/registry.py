@@ -116,14 +116,6 @@ class Artifact:
         return "fp32", "assumed (no manifest; pass --precision)"
 
 
-def batch_limits(backend: Backend) -> tuple[int, int | None]:
-    """(smallest, largest) batch the backend takes: a static batch axis, an engine's profile, or (1, None)."""
-    fixed = backend.input_spec.shape[0]
-    if isinstance(fixed, int):
-        return fixed, fixed
-    low, high = getattr(backend, "batch_range", (1, None))
-    return int(low), (int(high) if high else None)
-
 
 def parse_spec(spec: str) -> Artifact:
     """Validate a backend spec without loading anything heavy; missing files fail here, in one line."""
