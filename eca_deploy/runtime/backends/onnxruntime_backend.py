@@ -9,7 +9,7 @@ import numpy as np
 
 from ...artifacts import require_file
 from ...errors import EcaDeployError, OnnxFileError, missing_dependency
-from ..base import InputSpec
+from ..base import Backend, InputSpec
 from ...graph.session import make_session
 
 PROVIDERS = {
@@ -46,7 +46,7 @@ def _is_image(shape: list) -> bool:
     return len(shape) == 4 and _dim(shape[1]) in (None, 3)
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     def __init__(self, path: str | os.PathLike, provider: str = "auto", threads: int | None = None):
         path = require_file(path, "ONNX file", OnnxFileError)
         provider = resolve_provider(provider)
