@@ -15,9 +15,8 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from ...data.sources import load_dataset
+from ...data.sources import label_problem, load_dataset
 from ...errors import DataError, EcaDeployError, ParityError
-from ...data.sources import label_problem
 from ...graph.compare import check_elements, compare_outputs, topk_accuracy
 from ...precisions import PRECISIONS, TF32_TOLERANCE, Tolerance
 from ..backends.registry import Artifact, open_backend, parse_spec
