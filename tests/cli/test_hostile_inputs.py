@@ -345,12 +345,12 @@ def test_malformed_onnx_manifest_is_ignored_in_one_line(tmp_path, capsys, case):
 def valid_report() -> dict:
     from eca_deploy.runtime.harness.bench import latency_stats
     from eca_deploy.runtime.harness.report import new_report
+    from eca_deploy.runtime.harness.rows import ReportRow
 
     entry = {"batch": 1, "clock": "host", "copies": "none (host memory)",
              **latency_stats(np.array([1e-3, 2e-3, 3e-3]), 1)}
-    rows = [{"artifact": "m.onnx", "format": "ONNX", "precision": "fp32", "backend": "onnxruntime-cpu",
-             "size_mb": 1.5, "status": "pass", "reason": "", "parity": {"top1": 0.9, "top1_agreement": 1.0},
-             "bench": {"imgsz": 32, "batches": [entry]}}]
+    rows = [ReportRow("m.onnx", "/models/m.onnx", "ONNX", "fp32", "onnxruntime-cpu", "pass", size_mb=1.5,
+                      parity={"top1": 0.9, "top1_agreement": 1.0}, bench={"imgsz": 32, "batches": [entry]})]
     device = {"label": "CPU A", "cpu": {"model": "CPU A"}, "gpus": [], "warnings": []}
     return new_report("pipeline", device, rows, skipped=[{"step": "TensorRT engines", "reason": "no GPU"}])
 
