@@ -14,12 +14,12 @@ from typing import Iterator
 
 import numpy as np
 
-from ...data.sources import load_dataset
+from ...data.sources import label_problem, load_dataset
 from ...errors import DataError, EcaDeployError, ParityError
 from ...graph.compare import check_elements, compare_outputs, topk_accuracy
 from ...precisions import PRECISIONS, TF32_TOLERANCE, Tolerance
 from ...progress import progress
-from ..backends.registry import Artifact, batch_limits, open_backend, parse_spec
+from ..backends.registry import Artifact, open_backend, parse_spec
 from ..base import Backend
 from .rows import ReportRow
 
@@ -44,10 +44,11 @@ def parse_override(text: str) -> tuple[str, float | None]:
 
 
 def tolerance_for(precision: str, overrides: dict[str, dict[str, float | None]] | None = None,
-                  tensorrt: bool = False) -> Tolerance:
-    """The default for ``precision`` (TF32's for a TensorRT FP32 engine) with overrides applied:
+                  fp32_math: str = "fp32") -> Tolerance:
+    """The default for ``precision`` (TF32's where the backend runs FP32 in TF32) with overrides applied:
     {'atol': {'*': 1e-3, 'fp16': None}, ...}; overrides are keyed by the artifact's precision."""
-    tol = TF32_TOLERANCE if tensorrt and precision == "fp32" else PRECISIONS[precision].tolerance
+    tf32 = precision == "fp32" and fp32_math == "tf32"
+    tol = TF32_TOLERANCE if tf32 else PRECISIONS[precision].tolerance
     for name, per_precision in (overrides or {}).items():
         for key in ("*", precision):  # a precision-specific value wins over one for all
             if key in per_precision:
@@ -111,7 +112,7 @@ class SyntheticInputs:
 def collect_logits(backend: Backend, data, batch: int, desc: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Run every batch of ``data`` at a batch size the backend takes (a static axis or an engine's profile
     decide); a short last batch is zero-padded up to the smallest batch the backend accepts."""
-    low, high = batch_limits(backend)
+    low, high = backend.batch_limits()
     batch = max(low, min(batch, high or batch))
     outputs, labels = [], []
     for images, targets in data.batches(batch, desc=desc):
@@ -141,17 +142,9 @@ def resolve_imgsz(imgsz: int | None, backends: list[tuple[str, Backend]]) -> int
 
 
 def check_labels(labels: np.ndarray | None, data, num_classes: int, source: str) -> None:
-    """ImageFolder labels are folder ranks, so the folder count must be the class count; a `path label`
-    list names class indices itself, so they only have to exist in the model."""
-    if labels is None:
-        return
-    folders = getattr(data, "class_names", None)
-    if folders is not None and len(folders) != num_classes:
-        raise DataError(f"{source} has {len(folders)} classes but the model outputs {num_classes}; labels "
-                        "would not match (use one folder per model class, or --no-labels)")
-    if int(labels.max(initial=0)) >= num_classes:
-        raise DataError(f"{source} has label {int(labels.max())} but the model outputs {num_classes} classes "
-                        "(labels are class indices from 0; or use --no-labels)")
+    problem = label_problem(labels, data, num_classes, source)
+    if problem:
+        raise DataError(f"{problem}; or use --no-labels")
 
 
 @dataclass
@@ -211,7 +204,7 @@ class ReferenceRun:
             raise DataError(f"{artifact.label} outputs {logits.shape[1]} classes, the reference "
                             f"{self.logits.shape[1]}: they are not the same model")
         prec, prec_source = artifact.precision(precision)
-        tol = tolerance_for(prec, self.overrides, tensorrt=artifact.kind == "tensorrt")
+        tol = tolerance_for(prec, self.overrides, fp32_math=backend.fp32_math)
         acc = accuracy(logits, self.labels)
         verdict, elements = judge(tol, logits, self.logits, self.metrics["top1"], acc["top1"])
         metrics = {**acc, **compare_outputs(self.logits, logits).as_dict(), "elements": elements}
