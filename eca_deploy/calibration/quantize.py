@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
+from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, sha256_file,
+                         write_manifest)
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
 from .fp16 import convert_to_fp16
@@ -119,6 +120,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     imgsz = check_input_model(model, source)
     output = Path(cfg.output) if cfg.output else default_output(source, cfg.precision, cfg.target)
     ensure_not_input(output, [source, cfg.calib_data, cfg.val_data])
+    ensure_output_dir(output.parent)  # an unwritable folder fails before calibration, not after it
     if cfg.precision == "fp16":
         return _fp16(cfg, source, model, imgsz, output, t0)
     return _int8(cfg, source, model, imgsz, output, t0)
