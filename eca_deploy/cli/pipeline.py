@@ -32,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
     parser.add_argument("--precisions", default="fp16,int8", help="quantized variants to make, comma-separated")
     parser.add_argument("--calib-method", default=None,
-                        help="INT8 calibration method (see `eca-deploy quantize --help`; default: its default)")
+                        help="INT8 calibration method (see `eca-deploy quantize --help`; default: its default, "
+                             "auto). A --max-top1-drop / --min-agreement given for int8 (or for every precision) "
+                             "is also quantize's budget: it leaves the most sensitive layers in float until the "
+                             "budget holds on calibration images it did not calibrate on")
     parser.add_argument("--calib-count", type=int, default=None, help="calibration images to use (default: all)")
     parser.add_argument("--count", type=int, default=None, help="validation images to use (default: all)")
     parser.add_argument("--parity-batch", type=int, default=16, help="batch size for the accuracy runs")

@@ -16,9 +16,9 @@ def count(text: str) -> int | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..calibration.calibrators import DEFAULT_PERCENTILE, METHODS
+    from ..calibration.calibrators import DEFAULT_PERCENTILE
     from ..calibration.placement import TARGETS
-    from ..calibration.quantize import PRECISIONS
+    from ..calibration.quantize import CALIB_METHODS, PRECISIONS
 
     parser.add_argument("--onnx", required=True, default=argparse.SUPPRESS, help="the FP32 model from `eca-deploy export`")
     parser.add_argument("--precision", choices=PRECISIONS, default="int8",
@@ -31,9 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=TARGETS, default="tensorrt",
                         help="tensorrt: symmetric int8, Q/DQ where TensorRT fuses them; cpu: u8 activations + s8 "
                              "weights, what onnxruntime on x86 runs fastest")
-    parser.add_argument("--calib-method", choices=METHODS, default="entropy",
-                        help="how activation ranges are chosen: max |x|, KL-divergence threshold (TensorRT's "
-                             "entropy calibration), or a percentile of |x|")
+    parser.add_argument("--calib-method", choices=CALIB_METHODS, default="auto",
+                        help="how activation ranges are chosen: auto builds a model with each of the others from "
+                             "one histogram pass and keeps the one closest to FP32 on the held-out images (top-1 "
+                             "drop then agreement with labels; agreement then worst-sample cosine without); or "
+                             "max |x|, KL-divergence threshold (TensorRT's entropy calibration), a percentile of |x|")
     parser.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
                         help="the percentile of |x| for --calib-method percentile")
     parser.add_argument("--calib-count", type=count, default=512,
@@ -50,7 +52,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="held-out images (same forms as --calib-data) for the parity and accuracy figures "
                              "(default: a subset of the calibration images)")
     parser.add_argument("--check-count", type=count, default=128,
-                        help="images used for the parity figures, or 'all'")
+                        help="held-out images for the parity figures, --calib-method auto, the sensitivity and "
+                             "the budget, or 'all'")
+    budget = parser.add_argument_group(
+        "accuracy budget", "with a budget, the most sensitive layers stay in float, fewest first, until the "
+                           "budget holds on the held-out images (same meaning as `parity`'s flags); the manifest "
+                           "lists each layer left in float and why; nothing is written if it cannot be met")
+    budget.add_argument("--max-top1-drop", type=float, default=argparse.SUPPRESS, metavar="POINTS",
+                        help="largest allowed top-1 accuracy drop vs FP32 in percentage points (labeled images)")
+    budget.add_argument("--min-agreement", type=float, default=argparse.SUPPRESS, metavar="FRACTION",
+                        help="smallest allowed top-1 agreement with FP32, 0..1 (used where there are no labels)")
+    budget.add_argument("--max-float-layers", type=int, default=argparse.SUPPRESS, metavar="N",
+                        help="give up (exit 1) rather than leave more than N layers in float (default: no limit)")
+    budget.add_argument("--sensitivity", action="store_true",
+                        help="measure per-layer sensitivity without a budget (always measured with one): a ranked "
+                             "table in the manifest and <output>.sensitivity.png%(default).0s")
     parser.add_argument("--output", default=argparse.SUPPRESS,
                         help="output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, or "
                              "<name>.int8.cpu.onnx for --target cpu)")
@@ -66,6 +82,40 @@ def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
         print(f"    {op}: {', '.join(names[:3])}{more}")
 
 
+def _figures(row: dict) -> str:
+    drop = f"{row['top1_drop']:>7.2f}" if row["top1_drop"] is not None else "      -"
+    return f"{drop} {100 * row['top1_agreement']:>9.2f}% {row['min_cosine']:>10.4f} {row['cosine']:>9.4f}"
+
+
+HEADER = "top1-drop agreement  min-cos  mean-cos"
+
+
+def _print_methods(selection: dict) -> None:
+    print(f"  calibration methods on the held-out images:   {HEADER}")
+    for row in selection["candidates"]:
+        mark = "*" if row["method"] == selection["chosen"] else " "
+        print(f"    {mark} {row['method']:<41} {_figures(row)}")
+    print(f"  chose {selection['chosen']}: {selection['reason']}")
+
+
+def _print_sensitivity(sensitivity: dict, shown: int = 5) -> None:
+    print(f"  per-layer sensitivity ({sensitivity['groups']} Q/DQ groups, {sensitivity['measure']}); most sensitive:")
+    for row in sensitivity["ranked"][:shown]:
+        print(f"    {row['rank']:>3}. {row['tensor']:<50} {row['sensitivity']:.3g}")
+    if "plot" in sensitivity:
+        print(f"  plot: {sensitivity['plot']}")
+
+
+def _print_fallback(fallback: dict) -> None:
+    floated = fallback["float_layers"]
+    if not floated:
+        print(f"  budget ({fallback['budget']['judged_by']}) met with every layer in INT8")
+        return
+    print(f"  budget ({fallback['budget']['judged_by']}) met with {len(floated)} layers left in float:")
+    for layer in floated:
+        print(f"    {layer['tensor']} (read by {', '.join(layer['nodes'])})")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..calibration.quantize import QuantizeConfig, quantize
 
@@ -75,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, calib_cache=getattr(args, "calib_cache", None),
                          use_cache=getattr(args, "use_cache", True), output=getattr(args, "output", None),
                          batch_size=args.batch_size, percentile=args.percentile,
-                         val_data=getattr(args, "val_data", None), check_count=args.check_count)
+                         val_data=getattr(args, "val_data", None), check_count=args.check_count,
+                         max_top1_drop=getattr(args, "max_top1_drop", None),
+                         min_agreement=getattr(args, "min_agreement", None),
+                         max_float_layers=getattr(args, "max_float_layers", None), sensitivity=args.sensitivity)
     what = "FP16" if cfg.precision == "fp16" else f"INT8 for {cfg.target} ({cfg.calib_method} calibration)"
     print(f"quantizing {cfg.onnx} to {what} ...", file=sys.stderr)
     result = quantize(cfg)
@@ -87,6 +140,12 @@ def run(args: argparse.Namespace) -> int:
         if cal["skipped"]:
             first = cal["skipped"][0]
             print(f"  skipped {len(cal['skipped'])} unreadable files (first: {first['path']}: {first['reason']})")
+    if result.method_selection is not None:
+        _print_methods(result.method_selection)
+    if result.sensitivity is not None:
+        _print_sensitivity(result.sensitivity)
+    if result.fallback is not None:
+        _print_fallback(result.fallback)
     if result.qdq is not None:
         q = result.qdq
         bias = f", {q['bias_dq']} int32 bias DQ" if q["bias_dq"] else ", bias in float"
