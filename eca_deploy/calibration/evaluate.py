@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 
 from ..errors import QuantizationError
-from ..runtime.compare import compare_outputs
-from ..runtime.ort import make_session
-from .sources import Dataset
+from ..graph.compare import compare_outputs
+from ..graph.session import make_session
+from ..data.sources import Dataset
 
 
 @dataclass

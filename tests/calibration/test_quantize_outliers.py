@@ -14,10 +14,10 @@ import torch
 from eca_deploy.artifacts import read_manifest
 from eca_deploy.calibration.collect import with_outputs
 from eca_deploy.calibration.quantize import QuantizeConfig, quantize
-from eca_deploy.calibration.sources import load_dataset
+from eca_deploy.data.sources import load_dataset
 from eca_deploy.cli.main import main
 from eca_deploy.errors import ParityError
-from eca_deploy.runtime.ort import make_session
+from eca_deploy.graph.session import make_session
 from eca_deploy.testing.outliers import FACTOR, build_outlier_model
 
 BUDGET = 1.0  # points of top-1, parity's INT8 default

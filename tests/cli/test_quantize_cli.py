@@ -1,0 +1,153 @@
+"""`eca-deploy quantize` from the command line: the happy path, and each bad input as one line, exit 2, no file."""
+
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from eca_deploy.artifacts import read_manifest
+from eca_deploy.cli.main import main
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tmp_path / "out"
+
+
+def _fails(capsys, argv, out, match):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    # The status line ("quantizing ...") may precede it; the error itself is one line, no traceback.
+    errors = [line for line in err if line.startswith("eca-deploy:")]
+    assert errors == [err[-1]] and errors[0].startswith("eca-deploy: error:") and match in errors[0], err
+    assert not any("Traceback" in line for line in err)
+    assert not out.exists() or not any(out.iterdir()), "something was written"
+
+
+def _int8(digits, out, *extra):
+    return ["quantize", "--onnx", str(digits.onnx), "--output", str(out / "model.int8.onnx"), *extra]
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["quantize", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--onnx", "--precision", "--calib-data", "--target", "--calib-method", "--calib-count", "--seed",
+                 "--calib-cache", "--no-calib-cache", "--batch-size", "--val-data", "--check-count", "--output",
+                 "--percentile", "--max-top1-drop", "--min-agreement", "--max-float-layers", "--sensitivity"):
+        assert flag in text
+
+
+def test_int8_prints_counts_and_float_nodes(digits, out, capsys):
+    code = main(_int8(digits, out, "--calib-data", str(digits.calib_dir), "--calib-count", "40",
+                      "--check-count", "8", "--no-calib-cache"))
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "Q/DQ: 21 activation pairs, 21 per-channel weight DQ, bias in float" in text
+    assert "left in float:" in text and "8 Sigmoid" in text and "/layer1/layer1.0/eca/conv/Conv" in text
+    assert sorted(p.name for p in out.iterdir()) == ["model.int8.onnx", "model.int8.onnx.json"]
+
+
+def test_missing_calibration_folder(digits, out, tmp_path, capsys):
+    _fails(capsys, _int8(digits, out, "--calib-data", str(tmp_path / "nowhere")), out, "not found")
+
+
+def test_empty_calibration_folder(digits, out, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    _fails(capsys, _int8(digits, out, "--calib-data", str(tmp_path / "empty")), out, "no images")
+
+
+def test_calibration_folder_of_non_images(digits, out, tmp_path, capsys):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "labels.csv").write_text("a,b\n")
+    (folder / "model.onnx").write_bytes(digits.onnx.read_bytes()[:100])
+    _fails(capsys, _int8(digits, out, "--calib-data", str(folder)), out, "no images")
+
+
+def test_calibration_folder_of_only_corrupt_images(digits, out, tmp_path, capsys):
+    folder = tmp_path / "corrupt"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"img{i}.jpg").write_bytes(b"\xff\xd8\xff" + bytes(range(50)))
+    _fails(capsys, _int8(digits, out, "--calib-data", str(folder), "--no-calib-cache"), out, "no usable image")
+
+
+def test_some_corrupt_images_are_skipped_and_counted(digits, out, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    shutil.copytree(digits.calib_dir / "3", folder / "3")
+    shutil.copytree(digits.calib_dir / "7", folder / "7")
+    good = len(list(folder.rglob("*.png")))
+    (folder / "3" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (folder / "7" / "zz_empty.jpg").write_bytes(b"")
+    code = main(_int8(digits, out, "--calib-data", str(folder), "--calib-count", "all", "--check-count", "8",
+                      "--no-calib-cache"))
+    text = capsys.readouterr().out
+    assert code == 0
+    assert f"from {good} images" in text and "skipped 2 unreadable files" in text
+    calibration = read_manifest(out / "model.int8.onnx")["calibration"]
+    assert calibration["images"] == good
+    assert sorted(s["path"].rsplit("/", 1)[1] for s in calibration["skipped"]) == ["zz_broken.png", "zz_empty.jpg"]
+
+
+def test_already_quantized_model(digits, tmp_path, out, capsys):
+    first = tmp_path / "first"
+    assert main(["quantize", "--onnx", str(digits.onnx), "--calib-data", str(digits.calib_dir), "--calib-count", "16",
+                 "--check-count", "4", "--no-calib-cache", "--output", str(first / "q.onnx")]) == 0
+    assert main(["quantize", "--onnx", str(digits.onnx), "--precision", "fp16", "--output",
+                 str(first / "h.onnx")]) == 0
+    capsys.readouterr()
+    _fails(capsys, ["quantize", "--onnx", str(first / "q.onnx"), "--calib-data", str(digits.calib_dir), "--output",
+                    str(out / "again.onnx")], out, "already quantized")
+    _fails(capsys, ["quantize", "--onnx", str(first / "h.onnx"), "--precision", "fp16", "--output",
+                    str(out / "again.onnx")], out, "FP16")
+
+
+def _save(model, path):
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_model_without_an_image_input(tmp_path, out, digits, capsys):
+    weight = numpy_helper.from_array(np.ones((4, 10), dtype=np.float32), "w")
+    vector = helper.make_model(helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], "vector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [weight]))
+    path = _save(vector, tmp_path / "vector.onnx")
+    _fails(capsys, ["quantize", "--onnx", str(path), "--calib-data", str(digits.calib_dir), "--output",
+                    str(out / "q.onnx")], out, "expected one float32 image input [N, 3, S, S]")
+
+    kernel = numpy_helper.from_array(np.ones((2, 1, 3, 3), dtype=np.float32), "k")
+    gray = helper.make_model(helper.make_graph(
+        [helper.make_node("Conv", ["image", "k"], ["y"])], "gray",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 30, 30])], [kernel]))
+    path = _save(gray, tmp_path / "gray.onnx")
+    _fails(capsys, ["quantize", "--onnx", str(path), "--precision", "fp16", "--output", str(out / "h.onnx")], out,
+           "input 'image' is float32 [1, 1, 32, 32]")
+
+
+def test_not_an_onnx_file(tmp_path, out, capsys):
+    (tmp_path / "fake.onnx").write_bytes(b"definitely not protobuf \xff\xfe")
+    _fails(capsys, ["quantize", "--onnx", str(tmp_path / "fake.onnx"), "--precision", "fp16", "--output",
+                    str(out / "h.onnx")], out, "not an ONNX model")
+
+
+def test_int8_without_calibration_data(digits, out, capsys):
+    _fails(capsys, _int8(digits, out), out, "--calib-data")
+
+
+def test_refuses_to_overwrite_its_input(digits, tmp_path, capsys):
+    source = tmp_path / "m.onnx"
+    shutil.copy(digits.onnx, source)
+    before = source.read_bytes()
+    _fails(capsys, ["quantize", "--onnx", str(source), "--precision", "fp16", "--output", str(source)],
+           tmp_path / "nothing", "refusing to overwrite")
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
