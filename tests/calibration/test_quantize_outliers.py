@@ -9,7 +9,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from eca_deploy.artifacts import read_manifest
 from eca_deploy.calibration.collect import with_outputs
@@ -18,17 +17,10 @@ from eca_deploy.data.sources import load_dataset
 from eca_deploy.cli.main import main
 from eca_deploy.errors import ParityError
 from eca_deploy.graph.session import make_session
-from eca_deploy.testing.outliers import FACTOR, build_outlier_model
+from eca_deploy.testing.outliers import FACTOR
 
 BUDGET = 1.0  # points of top-1, parity's INT8 default
 CHECK = 96  # held-out images the choices are made on
-
-
-@pytest.fixture(scope="module")
-def outliers(digits, tmp_path_factory):
-    images = next(load_dataset(digits.calib_dir, digits.imgsz, 64, 0).batches(64))[0]
-    return build_outlier_model(digits.model, digits.checkpoint, digits.imgsz, torch.from_numpy(images),
-                               tmp_path_factory.mktemp("outliers"))
 
 
 @pytest.fixture(scope="module")
