@@ -317,10 +317,6 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     method, selection = select_method(candidates, ref.labeled)
     chosen = candidates[method]
     timings["judge_methods"] = time.perf_counter() - t
-    try:
-        onnx.checker.check_model(chosen.model)
-    except onnx.checker.ValidationError as exc:
-        raise QuantizationError(f"the Q/DQ model fails onnx.checker: {first_line(exc)}") from exc
 
     sensitivity = fallback = None
     floated: set[str] = set()
@@ -348,6 +344,10 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     if not np.isfinite(parity["max_abs"]):
         raise ParityError("the INT8 model outputs NaN or infinity on the check images; not written")
     accuracy = _accuracy(ref.logits, chosen.logits, ref.labels)
+    try:
+        onnx.checker.check_model(chosen.model)
+    except onnx.checker.ValidationError as exc:
+        raise QuantizationError(f"the Q/DQ model fails onnx.checker: {first_line(exc)}") from exc
 
     atomic_write(output, chosen.model.SerializeToString())
     if sensitivity is not None:

@@ -84,18 +84,16 @@ def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
 
 
 def _figures(row: dict) -> str:
-    drop = f"{row['top1_drop']:>7.2f}" if row["top1_drop"] is not None else "      -"
-    return f"{drop} {100 * row['top1_agreement']:>9.2f}% {row['min_cosine']:>10.4f} {row['cosine']:>9.4f}"
-
-
-HEADER = "top1-drop agreement  min-cos  mean-cos"
+    drop = f"{row['top1_drop']:.2f}" if row["top1_drop"] is not None else "-"
+    return f"{drop:>10} {100 * row['top1_agreement']:>10.2f}% {row['min_cosine']:>10.4f} {row['cosine']:>10.4f}"
 
 
 def _print_methods(selection: dict) -> None:
-    print(f"  calibration methods on the held-out images:   {HEADER}")
+    print("  calibration methods, judged on the held-out images:")
+    print(f"    {'method':<12} {'top-1 drop':>10} {'agreement':>11} {'worst cos':>10} {'mean cos':>10}")
     for row in selection["candidates"]:
         mark = "*" if row["method"] == selection["chosen"] else " "
-        print(f"    {mark} {row['method']:<41} {_figures(row)}")
+        print(f"  {mark} {row['method']:<12} {_figures(row)}")
     print(f"  chose {selection['chosen']}: {selection['reason']}")
 
 
