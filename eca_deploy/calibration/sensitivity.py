@@ -56,8 +56,9 @@ def write_plot(path: Path, rows: list[dict], floated: set[str], title: str) -> P
     ax.set_yscale("log")
     ax.set_xticks(range(len(ordered)))
     ax.set_xticklabels([_short(r["tensor"]) for r in ordered], rotation=90, fontsize=6)
-    ax.set_ylabel("1 - mean cosine vs FP32 (this group alone in INT8)")
-    ax.set_xlabel("quantized tensor, network order" + ("; red: left in float" if floated else ""))
+    ax.set_ylabel("1 - mean cosine vs FP32")
+    ax.set_xlabel("quantized tensor (this Q/DQ group alone in INT8), network order"
+                  + ("; red: left in float" if floated else ""))
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -67,6 +68,7 @@ def write_plot(path: Path, rows: list[dict], floated: set[str], title: str) -> P
 
 
 def _short(tensor: str) -> str:
-    """'/layer1/layer1.0/relu/Relu_output_0' -> 'layer1.0/relu/Relu'."""
+    """'/layer1/layer1.0/eca/sigmoid/Sigmoid_output_0' -> 'layer1.0/eca/sigmoid/Sigmoid'."""
     parts = [p for p in tensor.replace("_output_0", "").split("/") if p]
-    return "/".join(parts[-3:]) if len(parts) > 3 else "/".join(parts) or tensor
+    parts = [p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p + "."))]
+    return "/".join(parts[-4:]) or tensor
