@@ -113,12 +113,13 @@ def _print_fallback(fallback: dict) -> None:
     print(f"  budget ({fallback['budget']['judged_by']}) met with {len(floated)} layers left in float:")
     for layer in floated:
         print(f"    {layer['tensor']} (read by {', '.join(layer['nodes'])})")
-    tried = ", ".join(f"{s['float_layers']} in float: {_budget_figure(s)}" for s in fallback["steps"])
+    by_drop = fallback["budget"]["judged_by"].startswith("top-1 drop")
+    tried = ", ".join(f"{s['float_layers']} in float: {_budget_figure(s, by_drop)}" for s in fallback["steps"])
     print(f"  tried: {tried}")
 
 
-def _budget_figure(step: dict) -> str:
-    if step["top1_drop"] is not None:
+def _budget_figure(step: dict, by_drop: bool) -> str:
+    if by_drop:
         return f"drop {step['top1_drop']:.2f}"
     return f"agreement {100 * step['top1_agreement']:.2f}%"
 
