@@ -38,13 +38,13 @@ class Reference:
         return len(self.logits)
 
 
-def reference_run(model: onnx.ModelProto, data: Dataset, batch_size: int, what: str,
-                  held_out: bool) -> Reference:
+def reference_run(model: onnx.ModelProto, data: Dataset, batch_size: int, what: str, held_out: bool,
+                  use_labels: bool = True) -> Reference:
     """Decode ``data`` once and run FP32 on it; ``what`` says what the images are ("held-out images from X")."""
     batches, labels = [], []
     for batch, batch_labels in data.batches(batch_size, desc="held-out"):
         batches.append(batch)
-        if batch_labels is not None:
+        if batch_labels is not None and use_labels:
             labels.append(batch_labels)
     ref = Reference(batches, np.empty(0), np.concatenate(labels) if labels else None, "", held_out)
     ref.logits = run_model(model, ref)

@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto
 
 from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
-from ..errors import ParityError, QuantizationError, first_line
+from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
 from .fp16 import convert_to_fp16
 from ..graph.graph import load_onnx, summarize
@@ -34,7 +34,7 @@ from .fallback import keep_in_float
 from .placement import TARGETS, QdqPlan, make_plan, name_nodes, qdq_groups
 from .qdq import QdqSummary, insert_qdq
 from .sensitivity import MEASURE, measure_sensitivity, write_plot
-from ..data.sources import Dataset, load_dataset
+from ..data.sources import Dataset, label_problem, load_dataset
 
 CALIB_METHODS = ("auto", *METHODS)  # auto: every method from one histogram pass, the best on held-out images
 FP16_MIN_COSINE = 0.9999
@@ -143,16 +143,34 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     return _int8(cfg, source, model, imgsz, output, t0)
 
 
-def _check_data(cfg: QuantizeConfig, imgsz: int) -> Dataset | None:
-    """Images for the parity figures: --val-data, else a subset of the calibration images, else None."""
+def _check_data(cfg: QuantizeConfig, model: onnx.ModelProto, imgsz: int) -> tuple[Dataset | None, bool]:
+    """Images for the parity figures (--val-data, else a subset of the calibration images, else None), and
+    whether their labels are the model's classes. Labels beyond the model's classes are refused, as parity
+    does; ImageFolder ranks of a class subset (calibration images often are one) only lose the accuracy figure."""
     source = cfg.val_data if cfg.val_data is not None else cfg.calib_data
-    return load_dataset(source, imgsz, cfg.check_count, cfg.seed) if source is not None else None
+    if source is None:
+        return None, False
+    data = load_dataset(source, imgsz, cfg.check_count, cfg.seed)
+    return data, _labels_usable(data, model, str(source))
+
+
+def _labels_usable(data: Dataset, model: onnx.ModelProto, source: str) -> bool:
+    """Whether ``data``'s labels are the model's classes (refused when they cannot be; see _check_data)."""
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    classes = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
+    problem = label_problem(data.labels, data, classes, source) if classes else None
+    if problem and data.class_names is None:
+        raise DataError(problem)
+    if problem:
+        warn(f"{problem}; no accuracy figure")
+    return data.labels is not None and not problem
 
 
 def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, imgsz: int,
-            batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            batch_size: int, seed: int, use_labels: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Logits of both models on the same inputs (images, or one seeded random batch), and labels if any."""
-    sessions = [make_session(reference), make_session(candidate)]
+    sessions = [make_session(reference, label="the input model"),
+                make_session(candidate, label="the converted model")]
     name = sessions[0].get_inputs()[0].name
     if data is None:
         batch = np.random.default_rng(seed).standard_normal((FP16_CHECK_BATCH, 3, imgsz, imgsz), dtype=np.float32)
@@ -161,14 +179,14 @@ def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Datase
     for batch, batch_labels in data.batches(batch_size, desc="checking"):
         ref.append(sessions[0].run(None, {name: batch})[0])
         cand.append(sessions[1].run(None, {name: batch})[0])
-        if batch_labels is not None:
+        if batch_labels is not None and use_labels:
             labels.append(batch_labels)
     return np.concatenate(ref), np.concatenate(cand), (np.concatenate(labels) if labels else None)
 
 
-def _parity(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, imgsz: int,
-            cfg: QuantizeConfig) -> tuple[dict, dict | None]:
-    ref, cand, labels = _logits(reference, candidate, data, imgsz, cfg.batch_size, cfg.seed)
+def _parity(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, use_labels: bool,
+            imgsz: int, cfg: QuantizeConfig) -> tuple[dict, dict | None]:
+    ref, cand, labels = _logits(reference, candidate, data, imgsz, cfg.batch_size, cfg.seed, use_labels)
     return compare_outputs(ref, cand).as_dict(), _accuracy(ref, cand, labels)
 
 
@@ -194,9 +212,9 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     before, after = summarize(model), summarize(half)
     if sum(b.plain for b in after.eca_blocks) != sum(b.plain for b in before.eca_blocks):
         raise QuantizationError("FP16 conversion changed the shape of the ECA blocks")
-    data = _check_data(cfg, imgsz)
+    data, use_labels = _check_data(cfg, model, imgsz)
     t = time.perf_counter()
-    parity, accuracy = _parity(model, half, data, imgsz, cfg)
+    parity, accuracy = _parity(model, half, data, use_labels, imgsz, cfg)
     timings["check"] = time.perf_counter() - t
     if not parity["min_cosine"] >= FP16_MIN_COSINE:  # also catches NaN
         raise ParityError(f"FP16 output drifts from FP32: cosine {parity['min_cosine']:.6f} on the worst sample "
@@ -301,8 +319,9 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     model_sha256 = sha256_file(source)
     plan = make_plan(model, cfg.target)
     check, description, is_held_out = held_out(cfg, imgsz)
+    use_labels = _labels_usable(check, model, str(cfg.val_data or cfg.calib_data))  # before minutes of calibration
     t = time.perf_counter()
-    ref = reference_run(model, check, cfg.batch_size, description, is_held_out)
+    ref = reference_run(model, check, cfg.batch_size, description, is_held_out, use_labels)
     if budget.given:
         budget.check(ref.labeled)  # before the calibration pass: an unusable budget is bad input
     timings["reference"] = time.perf_counter() - t
