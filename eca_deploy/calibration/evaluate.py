@@ -47,13 +47,13 @@ def reference_run(model: onnx.ModelProto, data: Dataset, batch_size: int, what: 
         if batch_labels is not None and use_labels:
             labels.append(batch_labels)
     ref = Reference(batches, np.empty(0), np.concatenate(labels) if labels else None, "", held_out)
-    ref.logits = run_model(model, ref)
+    ref.logits = run_model(model, ref, label="the input model")
     ref.description = f"{ref.images} {what}"
     return ref
 
 
-def run_model(model: onnx.ModelProto, ref: Reference) -> np.ndarray:
-    session = make_session(model)
+def run_model(model: onnx.ModelProto, ref: Reference, label: str = "the quantized model") -> np.ndarray:
+    session = make_session(model, label=label)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: batch})[0] for batch in ref.batches])
 
