@@ -97,7 +97,21 @@ def _stderr(line: str) -> None:
 
 def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig):
     """quantize() writes beside the FP32 ONNX, named by precision and target, with its manifest."""
-    return quantize(replace(cfg.quantize, onnx=str(onnx_path), precision=precision, target=target))
+    budget = int8_budget(cfg.parity.overrides) if precision == "int8" else {}
+    return quantize(replace(cfg.quantize, onnx=str(onnx_path), precision=precision, target=target, **budget))
+
+
+def int8_budget(overrides: dict) -> dict:
+    """The INT8 budget the user gave parity's flags (--max-top1-drop / --min-agreement): quantize meets it too.
+
+    Only values given on the command line count (an int8-specific one over one for every precision); the
+    default INT8 tolerance judges parity but does not make quantize leave layers in float.
+    """
+    budget = {}
+    for name in ("max_top1_drop", "min_agreement"):
+        given = overrides.get(name, {})
+        budget[name] = given["int8"] if "int8" in given else given.get("*")
+    return budget
 
 
 def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str, cfg: PipelineConfig,

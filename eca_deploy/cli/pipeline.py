@@ -21,13 +21,15 @@ BENCH = (shared.TimingArgs(sizes="1,8"), RUNTIME, SEED)
 
 
 def calibration() -> shared.CalibrationArgs:
-    from ..calibration.calibrators import METHODS
-    from ..calibration.quantize import QuantizeConfig
+    from ..calibration.quantize import CALIB_METHODS, QuantizeConfig
 
     return shared.CalibrationArgs(
-        METHODS, method=QuantizeConfig.calib_method, count=None,
+        CALIB_METHODS, method=QuantizeConfig.calib_method, count=None,
         data_help="images to calibrate INT8 on (folder, ImageFolder, list or .npy); without them INT8 is skipped",
-        method_help="INT8 calibration method (see `eca-deploy quantize --help`)")
+        method_help="INT8 calibration method (see `eca-deploy quantize --help`). A --max-top1-drop / "
+                    "--min-agreement given for int8 (or for every precision) is also quantize's budget: it leaves "
+                    "the most sensitive layers in float until the budget holds on calibration images it did not "
+                    "calibrate on")
 
 
 def precisions(text: str) -> tuple[str, ...]:
