@@ -240,7 +240,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     report = new_report(
         "pipeline", describe_device(cfg.threads), rows,
         model={"name": loaded.name, "weights": cfg.weights, "num_classes": loaded.num_classes, "imgsz": cfg.imgsz,
-               "eca_k_per_stage": k_per_stage(loaded.eca_blocks)},
+               "eca_k_per_stage": k_per_stage(loaded.model)},
         data=data_record(data, cfg.data, ref_run.metrics["samples"], cfg.use_labels),
         reference=ref_artifact.spec,
         skipped=[{"step": s.name, "reason": s.detail} for s in log.steps if s.status == "skipped"],

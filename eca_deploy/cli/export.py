@@ -23,15 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classifier size when no weights are given (default 1000; with weights, read from them)")
     parser.add_argument("--no-simplify", dest="simplify", action="store_false",
                         help="skip onnxsim (the export is still verified against PyTorch)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the verification batch")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random init (without --weights) and of the verification batch")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..export.onnx_export import ExportConfig, export_model
+    from ..models import TIMM_PREFIX, get_spec
 
     cfg = ExportConfig(model=args.model, weights=args.weights, out_dir=args.out, opset=args.opset,
                        batch=args.batch, imgsz=args.imgsz, simplify=args.simplify,
                        num_classes=args.num_classes, seed=args.seed)
+    if not cfg.model.startswith(TIMM_PREFIX):
+        get_spec(cfg.model)  # an unknown name fails before anything is printed
     print(f"exporting {cfg.model}" + (f" with weights {cfg.weights}" if cfg.weights else " (random weights)")
           + " ...", flush=True)
     result = export_model(cfg)

@@ -24,7 +24,7 @@ import torch
 
 from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, write_manifest)
 from ..errors import ExportError
-from ..models import LoadedModel, k_per_stage, load_model
+from ..models import LoadedModel, k_per_stage, load_model, photo_like_batch
 from ..runtime.compare import compare_outputs
 from ..runtime.ort import run_once
 from .graph import summarize
@@ -46,7 +46,7 @@ class ExportConfig:
     imgsz: int = 224
     simplify: bool = True
     num_classes: int | None = None
-    seed: int = 0
+    seed: int = 0  # random init (without weights) and the verification batch
 
 
 @dataclass
@@ -63,9 +63,9 @@ def safe_name(model: str) -> str:
 
 
 def verification_batch(batch: int | None, imgsz: int, seed: int) -> np.ndarray:
-    """A seeded input; batch 2 for a dynamic model so the batch axis is really exercised."""
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((batch or 2, 3, imgsz, imgsz), dtype=np.float32)
+    """Seeded photo-like images (what the model will see, not noise it never will); batch 2 for a dynamic
+    model so the batch axis is really exercised."""
+    return photo_like_batch(batch or 2, imgsz, seed).numpy()
 
 
 def torch_logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
@@ -126,7 +126,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if loaded is None:
-        loaded = load_model(cfg.model, cfg.weights, cfg.num_classes)
+        loaded = load_model(cfg.model, cfg.weights, cfg.num_classes, seed=cfg.seed)
     timings["load"] = time.perf_counter() - t0
 
     out_dir = ensure_output_dir(cfg.out_dir or Path("artifacts") / safe_name(cfg.model))
@@ -167,7 +167,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
         weights=loaded.weights,
         weights_sha256=loaded.weights_sha256,
         num_classes=loaded.num_classes,
-        eca_k_per_stage=k_per_stage(loaded.eca_blocks),
+        eca_k_per_stage=k_per_stage(loaded.model),
         eca_blocks=[{"module": n, "channels": c, "k": k} for n, c, k in loaded.eca_blocks],
         opset=cfg.opset,
         input={"name": INPUT_NAME, "shape": [cfg.batch or "batch", 3, cfg.imgsz, cfg.imgsz], "dtype": "float32"},
