@@ -106,7 +106,7 @@ def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig)
 
     options = {"calib_method": cfg.calib_method, "calib_count": cfg.calib_count}
     return quantize(QuantizeConfig(onnx=str(onnx_path), precision=precision, calib_data=cfg.calib_data,
-                                   target=target, seed=cfg.seed,
+                                   target=target, seed=cfg.seed, overrides=cfg.overrides,
                                    **{k: v for k, v in options.items() if v is not None}))
 
 

@@ -127,3 +127,41 @@ def test_random_init_has_a_trained_models_logit_scale_on_real_photos(photos):
         with torch.no_grad():
             logits = load_model(name).model(torch.from_numpy(images)).numpy()
         assert 0.05 < logits.std() < 10.0, (name, logits.std())  # a trained ImageNet model: ~2-4
+
+
+def _weights_of(loaded, path):
+    torch.save(loaded.model.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_fp32_export_passes_parity_on_real_photos(exported, photos, tmp_path, name):
+    """A faithful FP32 export passes parity against its own random-weight PyTorch model on real photos."""
+    from eca_deploy.runtime.parity import ParityConfig, run_parity
+
+    loaded, result = exported[name]
+    weights = _weights_of(loaded, tmp_path / f"{name}.pth")
+    comparison = run_parity(ParityConfig(reference=f"torch:{name}:{weights}", candidates=[str(result.onnx_path)],
+                                         data=str(photos), device="cpu", threads=1))
+    [candidate] = comparison.candidates
+    assert candidate.verdict.passed, candidate.verdict.failures
+
+
+def test_corrupted_fp32_export_fails_parity_on_real_photos(exported, photos, tmp_path):
+    """The control: the same export with its first ECA Conv1d weight scaled by 1.2 fails."""
+    from onnx import numpy_helper
+
+    from eca_deploy.runtime.parity import ParityConfig, run_parity
+
+    loaded, result = exported["eca_resnet18"]
+    model = onnx.load(str(result.onnx_path))
+    conv1d = next(n for n in model.graph.node if n.op_type == "Conv"
+                  and any(a.name == "kernel_shape" and len(a.ints) == 1 for a in n.attribute))
+    weight = next(i for i in model.graph.initializer if i.name == conv1d.input[1])
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.2, weight.name))
+    corrupted = tmp_path / "corrupted.onnx"
+    onnx.save(model, str(corrupted))
+    weights = _weights_of(loaded, tmp_path / "eca_resnet18.pth")
+    comparison = run_parity(ParityConfig(reference=f"torch:eca_resnet18:{weights}", candidates=[str(corrupted)],
+                                         data=str(photos), device="cpu", threads=1))
+    assert not comparison.candidates[0].verdict.passed

@@ -8,7 +8,7 @@ onnxruntime CPU before it is written, then written atomically with a manifest.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,8 @@ from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256
 from ..errors import ParityError, QuantizationError
 from ..export.fp16 import convert_to_fp16
 from ..export.graph import load_onnx, summarize
-from ..runtime.compare import compare_outputs
+from ..models import photo_like_batch
+from ..runtime.compare import compare_outputs, judge, tolerance_for
 from ..runtime.ort import make_session
 from .cache import cache_key, load_ranges, store_ranges
 from .calibrators import DEFAULT_PERCENTILE, METHODS, TensorRange
@@ -29,12 +30,11 @@ from .qdq import insert_qdq
 from .sources import Dataset, load_dataset
 
 PRECISIONS = ("fp16", "int8")
-FP16_MIN_COSINE = 0.9999
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
                  "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul"}
 LOW_PRECISION_TYPES = {TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16", TensorProto.INT8: "INT8",
                        TensorProto.UINT8: "UINT8"}
-FP16_CHECK_BATCH = 8  # random inputs for the FP16 check when no images are given
+FP16_CHECK_BATCH = 8  # photo-like random inputs for the FP16 check when no images are given
 
 
 @dataclass
@@ -53,6 +53,7 @@ class QuantizeConfig:
     percentile: float = DEFAULT_PERCENTILE
     val_data: str | Path | None = None  # held-out images for the parity figures (default: the calibration images)
     check_count: int | None = 128  # images for the parity figures (None: all of them)
+    overrides: dict = field(default_factory=dict)  # parity's tolerance overrides: {"atol": {"fp16": 0.2}}
 
 
 @dataclass
@@ -139,7 +140,7 @@ def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Datase
     sessions = [make_session(reference), make_session(candidate)]
     name = sessions[0].get_inputs()[0].name
     if data is None:
-        batch = np.random.default_rng(seed).standard_normal((FP16_CHECK_BATCH, 3, imgsz, imgsz), dtype=np.float32)
+        batch = photo_like_batch(FP16_CHECK_BATCH, imgsz, seed).numpy()
         return sessions[0].run(None, {name: batch})[0], sessions[1].run(None, {name: batch})[0], None
     ref, cand, labels = [], [], []
     for batch, batch_labels in data.batches(batch_size, desc="checking"):
@@ -150,20 +151,22 @@ def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Datase
     return np.concatenate(ref), np.concatenate(cand), (np.concatenate(labels) if labels else None)
 
 
+def _accuracy(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None) -> dict | None:
+    if labels is None or len(labels) != len(ref):
+        return None
+    return {"fp32": float(np.mean(ref.argmax(1) == labels)), "candidate": float(np.mean(cand.argmax(1) == labels)),
+            "images": int(len(labels))}
+
+
 def _parity(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, imgsz: int,
             cfg: QuantizeConfig) -> tuple[dict, dict | None]:
     ref, cand, labels = _logits(reference, candidate, data, imgsz, cfg.batch_size, cfg.seed)
-    parity = compare_outputs(ref, cand).as_dict()
-    accuracy = None
-    if labels is not None and len(labels) == len(ref):
-        accuracy = {"fp32": float(np.mean(ref.argmax(1) == labels)),
-                    "candidate": float(np.mean(cand.argmax(1) == labels)), "images": int(len(labels))}
-    return parity, accuracy
+    return compare_outputs(ref, cand).as_dict(), _accuracy(ref, cand, labels)
 
 
 def _describe(data: Dataset | None) -> str:
     if data is None:
-        return "seeded random inputs"
+        return "seeded random photo-like inputs"
     return f"{len(data) - len(data.skipped)} images from {data.description}"
 
 
@@ -178,15 +181,20 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         raise QuantizationError("FP16 conversion changed the shape of the ECA blocks")
     data = _check_data(cfg, imgsz)
     t = time.perf_counter()
-    parity, accuracy = _parity(model, half, data, imgsz, cfg)
+    ref, cand, labels = _logits(model, half, data, imgsz, cfg.batch_size, cfg.seed)
+    parity, accuracy = compare_outputs(ref, cand).as_dict(), _accuracy(ref, cand, labels)
     timings["check"] = time.perf_counter() - t
-    if not parity["min_cosine"] >= FP16_MIN_COSINE:  # also catches NaN
-        raise ParityError(f"FP16 output drifts from FP32: cosine {parity['min_cosine']:.6f} on the worst sample "
-                          f"(limit {FP16_MIN_COSINE}); not written")
+    # The judgement parity makes of an FP16 candidate, with the same overrides (--atol fp16=... etc.).
+    tolerance = tolerance_for("fp16", cfg.overrides)
+    verdict, _ = judge(tolerance, cand, ref, accuracy and accuracy["fp32"], accuracy and accuracy["candidate"])
+    if not verdict.passed:
+        raise ParityError(f"FP16 output drifts from FP32 on {_describe(data)}: {'; '.join(verdict.failures)}; "
+                          "not written (loosen with --atol/--rtol fp16=VALUE, as for parity)")
     atomic_write(output, half.SerializeToString())
     manifest = write_manifest(output, "quantize", precision="fp16", target=None, source=source.name,
                               source_sha256=sha256_file(source), io_dtype="float32", fp16=report.as_dict(),
-                              parity={**parity, "data": _describe(data), "min_cosine_limit": FP16_MIN_COSINE},
+                              parity={**parity, "data": _describe(data), "tolerance": asdict(tolerance),
+                                      "checks": verdict.checks},
                               accuracy=accuracy, versions=package_versions("onnx", "onnxruntime"))
     timings["total"] = time.perf_counter() - t0
     return QuantizeResult(output, manifest, "fp16", None, parity, accuracy, _describe(data),

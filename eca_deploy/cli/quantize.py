@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: a subset of the calibration images)")
     parser.add_argument("--check-count", type=count, default=128,
                         help="images used for the parity figures, or 'all'")
+    from .parity import add_tolerance_arguments
+
+    add_tolerance_arguments(parser)
     parser.add_argument("--output", default=argparse.SUPPRESS,
                         help="output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, or "
                              "<name>.int8.cpu.onnx for --target cpu)")
@@ -68,6 +71,7 @@ def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..calibration.quantize import QuantizeConfig, quantize
+    from .parity import tolerance_overrides
 
     # Options whose default is described in words are SUPPRESSed so --help does not add "(default: None)".
     cfg = QuantizeConfig(onnx=args.onnx, precision=args.precision, calib_data=getattr(args, "calib_data", None),
@@ -75,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, calib_cache=getattr(args, "calib_cache", None),
                          use_cache=getattr(args, "use_cache", True), output=getattr(args, "output", None),
                          batch_size=args.batch_size, percentile=args.percentile,
-                         val_data=getattr(args, "val_data", None), check_count=args.check_count)
+                         val_data=getattr(args, "val_data", None), check_count=args.check_count,
+                         overrides=tolerance_overrides(args))
     what = "FP16" if cfg.precision == "fp16" else f"INT8 for {cfg.target} ({cfg.calib_method} calibration)"
     print(f"quantizing {cfg.onnx} to {what} ...", file=sys.stderr)
     result = quantize(cfg)

@@ -1,11 +1,13 @@
-"""Comparators: numbers that say how close a candidate's logits are to a reference's.
+"""Comparators: numbers that say how close a candidate's logits are to a reference's, and the verdict.
 
-Kept apart from the runners that produce the logits (Polygraphy's split).
+Kept apart from the runners that produce the logits (Polygraphy's split). The tolerances and ``judge``
+live here, below both the precision stage and the parity harness, so "FP16 is faithful" means the same
+thing when quantize decides whether to write an FP16 model and when parity checks it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -38,13 +40,19 @@ def _abs_rel(ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 @dataclass(frozen=True)
 class ElementCheck:
-    """Polygraphy's ``elemwise`` check: an element fails only when it exceeds BOTH atol and rtol."""
+    """Polygraphy's ``elemwise`` check: an element fails only when it exceeds BOTH atol and rtol.
+
+    ``atol`` is in units of each sample's logit scale (the RMS of the reference's logits, at least 1):
+    float32's own rounding error grows with the size of what it rounds, so a faithful FP32 export of a
+    model whose logits reach 170 differs by 2e-3 where a unit-scale model differs by 1e-5.
+    """
 
     atol: float
     rtol: float
     mismatched: int  # elements over both tolerances (NaN counts as over)
     elements: int
     required_rtol: float  # largest rel error among elements over atol: the smallest rtol that passes at this atol
+    max_scale: float  # the largest per-sample logit scale that multiplied atol
 
     @property
     def passed(self) -> bool:
@@ -54,19 +62,96 @@ class ElementCheck:
         return {**asdict(self), "passed": self.passed}
 
 
+def logit_scale(reference: np.ndarray) -> np.ndarray:
+    """Per sample: the RMS of its reference logits, at least 1 (so unit-scale models keep atol as given)."""
+    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    rms = np.sqrt(np.mean(np.square(ref), axis=1)) if ref.size else np.ones(len(ref))
+    return np.maximum(np.nan_to_num(rms, nan=1.0, posinf=1.0), 1.0)
+
+
 def check_elements(reference: np.ndarray, candidate: np.ndarray, atol: float, rtol: float) -> ElementCheck:
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape:
         raise ValueError(f"output shapes differ: reference {ref.shape}, candidate {cand.shape}")
+    ref, cand = ref.reshape(len(ref) if ref.ndim else 1, -1), cand.reshape(len(cand) if cand.ndim else 1, -1)
+    scale = logit_scale(ref)
     diff, rel = _abs_rel(ref, cand)
-    over_abs = (diff > atol) | np.isnan(diff)
+    over_abs = (diff > atol * scale[:, None]) | np.isnan(diff)
     over_rel = (rel > rtol) | np.isnan(rel)
     required = float(np.max(rel[over_abs], initial=0.0))
     if np.isnan(required):  # a NaN output passes at no rtol
         required = float("inf")
     return ElementCheck(atol=float(atol), rtol=float(rtol), mismatched=int(np.count_nonzero(over_abs & over_rel)),
-                        elements=int(diff.size), required_rtol=required)
+                        elements=int(diff.size), required_rtol=required, max_scale=float(scale.max(initial=1.0)))
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float | None = None  # element check runs when atol and rtol are both set
+    rtol: float | None = None
+    max_top1_drop: float | None = None  # percentage points below the reference's top-1; needs labels
+    min_agreement: float | None = None  # top-1 agreement; used where the accuracy drop cannot be checked
+
+
+# atol is in units of each sample's logit scale (see ElementCheck); these hold for unit-scale logits.
+# FP32: different kernels and summation orders (onnxruntime, TensorRT without TF32) stay within 1e-3.
+# FP16: 10 mantissa bits; after ~50 layers every logit, near-zero ones included, moves by several 1e-2
+# (ECA-ResNet50: up to 0.064). A broken conversion (overflow, NaN, a wrong graph) moves them by ~1.
+# INT8: an accuracy drop of at most 1 point, the usual bar for post-training quantization.
+# TF32: TensorRT runs an FP32 engine's convolutions in TF32 on Ampere and newer GPUs unless the build
+# turns it off: FP16's 10 mantissa bits with FP32's range, so FP16's tolerance.
+DEFAULT_TOLERANCES = {
+    "fp32": Tolerance(atol=1e-3, rtol=1e-3),
+    "tf32": Tolerance(atol=1e-1, rtol=5e-2),
+    "fp16": Tolerance(atol=1e-1, rtol=5e-2),
+    "int8": Tolerance(max_top1_drop=1.0, min_agreement=0.9),
+}
+
+
+def tolerance_for(precision: str, overrides: dict[str, dict[str, float | None]] | None = None,
+                  tensorrt: bool = False) -> Tolerance:
+    """The default for ``precision`` (TF32's for a TensorRT FP32 engine) with overrides applied:
+    {'atol': {'*': 1e-3, 'fp16': None}, ...}; overrides are keyed by the artifact's precision."""
+    tol = DEFAULT_TOLERANCES["tf32" if tensorrt and precision == "fp32" else precision]
+    for name, per_precision in (overrides or {}).items():
+        for key in ("*", precision):  # a precision-specific value wins over one for all
+            if key in per_precision:
+                tol = replace(tol, **{name: per_precision[key]})
+    return tol
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    checks: list[dict] = field(default_factory=list)  # {"check", "value", "limit", "passed"}
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{c['check']}: {c['value']:.4g} (limit {c['limit']:.4g})" for c in self.checks if not c["passed"]]
+
+
+def judge(tol: Tolerance, candidate: np.ndarray, reference: np.ndarray, reference_top1: float | None,
+          candidate_top1: float | None) -> tuple[Verdict, dict | None]:
+    """Apply ``tol``; returns the verdict and the element check (None when atol/rtol are off)."""
+    checks = [{"check": "non-finite outputs", "value": float(np.count_nonzero(~np.isfinite(candidate))),
+               "limit": 0.0}]
+    elements = None
+    if tol.atol is not None and tol.rtol is not None:
+        result = check_elements(reference, candidate, tol.atol, tol.rtol)
+        elements = result.as_dict()
+        checks.append({"check": f"elements over atol {tol.atol:g} x logit scale and rtol {tol.rtol:g}",
+                       "value": float(result.mismatched), "limit": 0.0})
+    if tol.max_top1_drop is not None and reference_top1 is not None and candidate_top1 is not None:
+        checks.append({"check": "top-1 drop (points)", "value": 100.0 * (reference_top1 - candidate_top1),
+                       "limit": tol.max_top1_drop})
+    elif tol.min_agreement is not None:
+        agreement = float(np.mean(np.argmax(candidate, 1) == np.argmax(reference, 1)))
+        checks.append({"check": "top-1 agreement", "value": agreement, "limit": tol.min_agreement, "min": True})
+    for check in checks:
+        check["passed"] = bool(check["value"] >= check["limit"] if check.pop("min", False)
+                               else check["value"] <= check["limit"])
+    return Verdict(all(c["passed"] for c in checks), checks), elements
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:

@@ -9,7 +9,7 @@ top-1 agreement with the reference.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -18,30 +18,7 @@ from tqdm import tqdm
 from ..errors import DataError, EcaDeployError, ParityError
 from .backend import Backend
 from .backends import PRECISIONS, Artifact, batch_limits, open_backend, parse_spec
-from .compare import check_elements, compare_outputs, topk_accuracy
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    atol: float | None = None  # element check runs when atol and rtol are both set
-    rtol: float | None = None
-    max_top1_drop: float | None = None  # percentage points below the reference's top-1; needs labels
-    min_agreement: float | None = None  # top-1 agreement; used where the accuracy drop cannot be checked
-
-
-# FP32: different kernels and summation orders (onnxruntime, TensorRT without TF32) stay within 1e-3.
-# FP16: 10 mantissa bits; after ~50 layers every logit, near-zero ones included, moves by several 1e-2
-# (ECA-ResNet50: up to 0.064). A broken conversion (overflow, NaN, a wrong graph) moves them by ~1.
-# INT8: an accuracy drop of at most 1 point, the usual bar for post-training quantization.
-# TF32: TensorRT runs an FP32 engine's convolutions in TF32 on Ampere and newer GPUs unless the build
-# turns it off: FP16's 10 mantissa bits with FP32's range, so FP16's tolerance.
-DEFAULT_TOLERANCES = {
-    "fp32": Tolerance(atol=1e-3, rtol=1e-3),
-    "tf32": Tolerance(atol=1e-1, rtol=5e-2),
-    "fp16": Tolerance(atol=1e-1, rtol=5e-2),
-    "int8": Tolerance(max_top1_drop=1.0, min_agreement=0.9),
-}
-TOLERANCE_FIELDS = ("atol", "rtol", "max_top1_drop", "min_agreement")
+from .compare import DEFAULT_TOLERANCES, Tolerance, Verdict, compare_outputs, judge, tolerance_for, topk_accuracy
 
 
 def parse_override(text: str) -> tuple[str, float | None]:
@@ -59,51 +36,6 @@ def parse_override(text: str) -> tuple[str, float | None]:
     if not math.isfinite(number) or number < 0:
         raise EcaDeployError(f"tolerance '{text}' must be a finite number >= 0")
     return precision, number
-
-
-def tolerance_for(precision: str, overrides: dict[str, dict[str, float | None]] | None = None,
-                  tensorrt: bool = False) -> Tolerance:
-    """The default for ``precision`` (TF32's for a TensorRT FP32 engine) with overrides applied:
-    {'atol': {'*': 1e-3, 'fp16': None}, ...}; overrides are keyed by the artifact's precision."""
-    tol = DEFAULT_TOLERANCES["tf32" if tensorrt and precision == "fp32" else precision]
-    for name, per_precision in (overrides or {}).items():
-        for key in ("*", precision):  # a precision-specific value wins over one for all
-            if key in per_precision:
-                tol = replace(tol, **{name: per_precision[key]})
-    return tol
-
-
-@dataclass
-class Verdict:
-    passed: bool
-    checks: list[dict] = field(default_factory=list)  # {"check", "value", "limit", "passed"}
-
-    @property
-    def failures(self) -> list[str]:
-        return [f"{c['check']}: {c['value']:.4g} (limit {c['limit']:.4g})" for c in self.checks if not c["passed"]]
-
-
-def judge(tol: Tolerance, candidate: np.ndarray, reference: np.ndarray, reference_top1: float | None,
-          candidate_top1: float | None) -> tuple[Verdict, dict | None]:
-    """Apply ``tol``; returns the verdict and the element check (None when atol/rtol are off)."""
-    checks = [{"check": "non-finite outputs", "value": float(np.count_nonzero(~np.isfinite(candidate))),
-               "limit": 0.0}]
-    elements = None
-    if tol.atol is not None and tol.rtol is not None:
-        result = check_elements(reference, candidate, tol.atol, tol.rtol)
-        elements = result.as_dict()
-        checks.append({"check": f"elements over atol {tol.atol:g} and rtol {tol.rtol:g}",
-                       "value": float(result.mismatched), "limit": 0.0})
-    if tol.max_top1_drop is not None and reference_top1 is not None and candidate_top1 is not None:
-        checks.append({"check": "top-1 drop (points)", "value": 100.0 * (reference_top1 - candidate_top1),
-                       "limit": tol.max_top1_drop})
-    elif tol.min_agreement is not None:
-        agreement = float(np.mean(np.argmax(candidate, 1) == np.argmax(reference, 1)))
-        checks.append({"check": "top-1 agreement", "value": agreement, "limit": tol.min_agreement, "min": True})
-    for check in checks:
-        check["passed"] = bool(check["value"] >= check["limit"] if check.pop("min", False)
-                               else check["value"] <= check["limit"])
-    return Verdict(all(c["passed"] for c in checks), checks), elements
 
 
 class SyntheticInputs:
