@@ -151,3 +151,52 @@ def test_refuses_to_overwrite_its_input(digits, tmp_path, capsys):
            tmp_path / "nothing", "refusing to overwrite")
     assert source.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.fixture(scope="module")
+def random_r50(tmp_path_factory):
+    """The README's default model with random weights, exported at 64x64, with its weights file."""
+    import torch
+
+    from eca_deploy.export.onnx_export import ExportConfig, export_model
+    from eca_deploy.models import load_model
+
+    folder = tmp_path_factory.mktemp("r50")
+    loaded = load_model("eca_resnet50")
+    torch.save(loaded.model.state_dict(), folder / "r50_random.pth")
+    result = export_model(ExportConfig(model="eca_resnet50", out_dir=str(folder), imgsz=64), loaded=loaded)
+    return result.onnx_path, folder / "r50_random.pth"
+
+
+def test_fp16_gate_is_parity_fp16_verdict_and_takes_its_flags(random_r50, photos, tmp_path, capsys):
+    """The README's FP16 command writes on the default random-weight model with real photos; the gate is the
+    judgement parity makes of FP16 (parity then passes the file), and parity's flags tighten or loosen it."""
+    from eca_deploy.runtime.parity import ParityConfig, run_parity
+
+    onnx_path, weights = random_r50
+    half = tmp_path / "r50.fp16.onnx"
+    assert main(["quantize", "--onnx", str(onnx_path), "--precision", "fp16", "--calib-data", str(photos),
+                 "--output", str(half)]) == 0
+    assert read_manifest(half)["parity"]["tolerance"]["atol"] == 0.1
+    comparison = run_parity(ParityConfig(reference=f"torch:eca_resnet50:{weights}", candidates=[str(half)],
+                                         data=str(photos), device="cpu", threads=1))
+    assert comparison.candidates[0].verdict.passed
+    capsys.readouterr()
+    strict = tmp_path / "strict.fp16.onnx"
+    code = main(["quantize", "--onnx", str(onnx_path), "--precision", "fp16", "--calib-data", str(photos),
+                 "--atol", "fp16=1e-6", "--rtol", "fp16=1e-6", "--output", str(strict)])
+    err = capsys.readouterr().err
+    assert code == 1 and "not written" in err and "atol 1e-06" in err and not strict.exists()
+
+
+def test_int8_checks_on_images_it_did_not_calibrate_on_and_says_which(random_r50, photos, tmp_path, capsys):
+    onnx_path, _ = random_r50
+    base = ["quantize", "--onnx", str(onnx_path), "--calib-data", str(photos), "--no-calib-cache",
+            "--target", "cpu", "--calib-method", "minmax"]
+    assert main([*base, "--calib-count", "5", "--output", str(tmp_path / "a.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "vs FP32 on 3 images from" in out and "(held out from calibration)" in out
+    assert read_manifest(tmp_path / "a.onnx")["parity"]["data"].endswith("(held out from calibration)")
+    assert main([*base, "--calib-count", "all", "--output", str(tmp_path / "b.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "vs FP32 on 8 images from" in out and "the calibration images themselves" in out

@@ -16,7 +16,7 @@ import onnx
 from onnx import TensorProto
 
 from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
-from ..errors import ParityError, QuantizationError
+from ..errors import DataError, ParityError, QuantizationError
 from ..export.fp16 import convert_to_fp16
 from ..export.graph import load_onnx, summarize
 from ..models import photo_like_batch
@@ -128,10 +128,24 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     return _int8(cfg, source, model, imgsz, output, t0)
 
 
-def _check_data(cfg: QuantizeConfig, imgsz: int) -> Dataset | None:
-    """Images for the parity figures: --val-data, else a subset of the calibration images, else None."""
-    source = cfg.val_data if cfg.val_data is not None else cfg.calib_data
-    return load_dataset(source, imgsz, cfg.check_count, cfg.seed) if source is not None else None
+def _check_data(cfg: QuantizeConfig, imgsz: int) -> tuple[Dataset | None, str]:
+    """Images for the parity figures and how they relate to calibration: --val-data; else for INT8 the
+    --calib-data images calibration did not draw, where there are any, else the calibration images
+    themselves (said so); for FP16 --calib-data (nothing was calibrated on them); else None."""
+    if cfg.val_data is not None:
+        return load_dataset(cfg.val_data, imgsz, cfg.check_count, cfg.seed), "--val-data"
+    if cfg.calib_data is None:
+        return None, ""
+    if cfg.precision == "fp16":
+        return load_dataset(cfg.calib_data, imgsz, cfg.check_count, cfg.seed), ""
+    if cfg.calib_count is not None:
+        try:
+            return (load_dataset(cfg.calib_data, imgsz, cfg.check_count, cfg.seed, held_out_from=cfg.calib_count),
+                    "held out from calibration")
+        except DataError:
+            pass  # every image was calibrated on
+    return (load_dataset(cfg.calib_data, imgsz, cfg.check_count, cfg.seed),
+            "the calibration images themselves: pass --val-data for held-out figures")
 
 
 def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, imgsz: int,
@@ -164,10 +178,10 @@ def _parity(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Datase
     return compare_outputs(ref, cand).as_dict(), _accuracy(ref, cand, labels)
 
 
-def _describe(data: Dataset | None) -> str:
+def _describe(data: Dataset | None, relation: str = "") -> str:
     if data is None:
         return "seeded random photo-like inputs"
-    return f"{len(data) - len(data.skipped)} images from {data.description}"
+    return f"{len(data) - len(data.skipped)} images from {data.description}" + (f" ({relation})" if relation else "")
 
 
 def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int, output: Path,
@@ -179,7 +193,7 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     before, after = summarize(model), summarize(half)
     if sum(b.plain for b in after.eca_blocks) != sum(b.plain for b in before.eca_blocks):
         raise QuantizationError("FP16 conversion changed the shape of the ECA blocks")
-    data = _check_data(cfg, imgsz)
+    data, _ = _check_data(cfg, imgsz)
     t = time.perf_counter()
     ref, cand, labels = _logits(model, half, data, imgsz, cfg.batch_size, cfg.seed)
     parity, accuracy = compare_outputs(ref, cand).as_dict(), _accuracy(ref, cand, labels)
@@ -248,7 +262,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         raise QuantizationError(f"the Q/DQ model fails onnx.checker: {str(exc).splitlines()[0]}") from exc
     timings["insert_qdq"] = time.perf_counter() - t
 
-    check = _check_data(cfg, imgsz)
+    check, relation = _check_data(cfg, imgsz)
     t = time.perf_counter()
     parity, accuracy = _parity(model, quantized, check, imgsz, cfg)
     timings["check"] = time.perf_counter() - t
@@ -266,8 +280,8 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         calibration={**calibration, "method": cfg.calib_method, "percentile": cfg.percentile
                      if cfg.calib_method == "percentile" else None, "count": cfg.calib_count, "seed": cfg.seed,
                      "source": str(cfg.calib_data)},
-        qdq=qdq, parity={**parity, "data": _describe(check)}, accuracy=accuracy,
+        qdq=qdq, parity={**parity, "data": _describe(check, relation)}, accuracy=accuracy,
         versions=package_versions("onnx", "onnxruntime"))
     timings["total"] = time.perf_counter() - t0
-    return QuantizeResult(output, manifest, "int8", cfg.target, parity, accuracy, _describe(check), qdq=qdq,
+    return QuantizeResult(output, manifest, "int8", cfg.target, parity, accuracy, _describe(check, relation), qdq=qdq,
                           calibration=calibration, timings=timings)

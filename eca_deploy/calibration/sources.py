@@ -136,19 +136,23 @@ class ArrayDataset(Dataset):
         return np.asarray(self.array[self.indices[index]], dtype=np.float32)
 
 
-def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None = None, seed: int = 0) -> Dataset:
+def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None = None, seed: int = 0,
+                 held_out_from: int | None = None) -> Dataset:
     """Open ``source`` (image folder, ImageFolder root, `path label` list, or .npy) as a :class:`Dataset`.
 
     ``count`` picks that many samples at random with ``seed`` (kept in file order); None takes all.
+    ``held_out_from=n`` first leaves out the n samples that ``count=n`` with the same seed picks (the
+    calibration images), so checks run on images calibration did not see; DataError if none are left.
     """
     source = Path(source)
     if count is not None and count < 1:
         raise DataError(f"image count must be a positive integer, got {count}")
     if not source.exists():
         raise DataError(f"calibration data not found: {source}")
-    settings = f"{PREPROCESS_VERSION}|imgsz={imgsz}|count={count}|seed={seed}"
+    settings = f"{PREPROCESS_VERSION}|imgsz={imgsz}|count={count}|seed={seed}" + \
+        (f"|held_out_from={held_out_from}" if held_out_from is not None else "")
     if source.is_file() and source.suffix.lower() == ".npy":
-        return _load_npy(source, imgsz, count, seed, settings)
+        return _load_npy(source, imgsz, count, seed, settings, held_out_from)
     if source.is_file():
         if source.suffix.lower() in IMAGE_SUFFIXES:
             files, labels, classes = [source], None, None
@@ -159,7 +163,7 @@ def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None 
         files, labels, classes = _scan_folder(source)
     if not files:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {source}")
-    chosen = _choose(len(files), count, seed)
+    chosen = _pick(len(files), count, seed, held_out_from, source)
     files = [files[i] for i in chosen]
     labels = labels[chosen] if labels is not None else None
     return ImageDataset(files, labels, classes, imgsz, str(source), settings)
@@ -214,7 +218,8 @@ def _read_list(path: Path) -> tuple[list[Path], np.ndarray | None]:
     return files, (np.asarray(labels, dtype=np.int64) if labels else None)
 
 
-def _load_npy(path: Path, imgsz: int, count: int | None, seed: int, settings: str) -> ArrayDataset:
+def _load_npy(path: Path, imgsz: int, count: int | None, seed: int, settings: str,
+              held_out_from: int | None) -> ArrayDataset:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -226,7 +231,16 @@ def _load_npy(path: Path, imgsz: int, count: int | None, seed: int, settings: st
         raise DataError(f"{path} holds {array.dtype} values; expected preprocessed float32 tensors")
     if array.shape[0] == 0:
         raise DataError(f"{path} holds no samples")
-    return ArrayDataset(path, array, _choose(array.shape[0], count, seed), imgsz, settings)
+    return ArrayDataset(path, array, _pick(array.shape[0], count, seed, held_out_from, path), imgsz, settings)
+
+
+def _pick(total: int, count: int | None, seed: int, held_out_from: int | None, source: Path) -> np.ndarray:
+    pool = np.arange(total)
+    if held_out_from is not None:
+        pool = np.setdiff1d(pool, _choose(total, held_out_from, seed))
+        if not len(pool):
+            raise DataError(f"{source} has no samples beside the {min(held_out_from, total)} used for calibration")
+    return pool[_choose(len(pool), count, seed)]
 
 
 def _choose(total: int, count: int | None, seed: int) -> np.ndarray:
