@@ -200,3 +200,40 @@ def test_int8_checks_on_images_it_did_not_calibrate_on_and_says_which(random_r50
     assert main([*base, "--calib-count", "all", "--output", str(tmp_path / "b.onnx")]) == 0
     out = capsys.readouterr().out
     assert "vs FP32 on 8 images from" in out and "the calibration images themselves" in out
+
+
+def test_inspect_reads_through_qdq_and_judges_each_layout(random_r50, photos, tmp_path, capsys):
+    """Our own INT8 files (both layouts) and FP16 file are plain ECA for their layout; a Q/DQ pair that no
+    layout places (on the Conv1d output of a TensorRT-layout file) is called out."""
+    onnx_path, _ = random_r50
+    files = {"int8 tensorrt": tmp_path / "m.int8.onnx", "int8 cpu": tmp_path / "m.int8.cpu.onnx",
+             "fp16": tmp_path / "m.fp16.onnx"}
+    for layout, path in files.items():
+        precision = "fp16" if layout == "fp16" else "int8"
+        target = ["--target", layout.split()[1], "--calib-data", str(photos), "--calib-count", "4",
+                  "--calib-method", "minmax", "--no-calib-cache"] if precision == "int8" else []
+        assert main(["quantize", "--onnx", str(onnx_path), "--precision", precision, *target,
+                     "--output", str(path)]) == 0
+    capsys.readouterr()
+    for layout, path in {"fp32": onnx_path, **files}.items():
+        assert main(["inspect", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[0].endswith(f", {layout}"), out
+        assert "NOT plain" not in out and "every ECA block has the plain shape" in out, out
+        assert f"judged for {layout}" in out
+
+    model = onnx.load(str(files["int8 tensorrt"]))
+    conv1d = next(n for n in model.graph.node if n.op_type == "Conv"
+                  and any(a.name == "kernel_shape" and len(a.ints) == 1 for a in n.attribute))
+    out_name = conv1d.output[0]
+    for node in model.graph.node:
+        node.input[:] = [f"{out_name}_dq" if i == out_name else i for i in node.input]
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(0.01, np.float32), "s"),
+                                    numpy_helper.from_array(np.array(0, np.int8), "z")])
+    model.graph.node.extend([helper.make_node("QuantizeLinear", [out_name, "s", "z"], [f"{out_name}_q"]),
+                             helper.make_node("DequantizeLinear", [f"{out_name}_q", "s", "z"], [f"{out_name}_dq"])])
+    onnx.save(model, str(tmp_path / "odd.onnx"))
+    assert main(["inspect", str(tmp_path / "odd.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "NOT plain: Q/DQ or Cast inside the ECA path at Conv -> Reshape" in out
+    assert "some ECA blocks are not plain" in out

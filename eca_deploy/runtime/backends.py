@@ -83,13 +83,9 @@ def onnx_precision(path: Path) -> str:
     """int8 where the graph quantizes, fp16 where its weights are half floats, else fp32."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    ops = {node.op_type for node in model.graph.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"}:
-        return "int8"
-    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer):
-        return "fp16"
-    return "fp32"
+    from ..export.graph import precision_layout
+
+    return precision_layout(onnx.load(str(path), load_external_data=False)).split()[0]
 
 
 def parse_spec(spec: str) -> Artifact:
