@@ -2,7 +2,7 @@
 
 import pytest
 
-from digits import Digits, build_digits
+from eca_deploy.testing.digits import Digits, build_digits
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +17,7 @@ def digits(tmp_path_factory) -> Digits:
 @pytest.fixture(scope="session")
 def photos(tmp_path_factory):
     """A folder of 8 real photos (crops of scikit-learn's sample images, JPEG and PNG); read-only."""
-    from photos import write_photos
+    from eca_deploy.testing.photos import write_photos
 
     folder = tmp_path_factory.mktemp("photos")
     write_photos(folder)

@@ -23,11 +23,12 @@ import onnx
 import torch
 
 from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, write_manifest)
-from ..errors import ExportError
-from ..models import LoadedModel, k_per_stage, load_model, photo_like_batch
-from ..runtime.compare import compare_outputs
-from ..runtime.ort import run_once
-from .graph import summarize
+from ..errors import ExportError, first_line
+from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model, photo_like_batch
+from ..graph.compare import compare_outputs
+from ..graph.session import run_once
+from ..graph.graph import summarize
+from ..data.preprocess import DataConfig
 from .simplify import simplify
 
 INPUT_NAME = "input"
@@ -59,13 +60,13 @@ class ExportResult:
 
 
 def safe_name(model: str) -> str:
-    return model.replace("timm:", "timm_").replace("/", "_")
+    return model.replace(TIMM_PREFIX, TIMM_PREFIX[:-1] + "_").replace("/", "_")
 
 
-def verification_batch(batch: int | None, imgsz: int, seed: int) -> np.ndarray:
+def verification_batch(batch: int | None, imgsz: int, seed: int, config: DataConfig) -> np.ndarray:
     """Seeded photo-like images (what the model will see, not noise it never will); batch 2 for a dynamic
     model so the batch axis is really exercised."""
-    return photo_like_batch(batch or 2, imgsz, seed).numpy()
+    return photo_like_batch(batch or 2, imgsz, seed, config).numpy()
 
 
 def torch_logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
@@ -108,12 +109,12 @@ def to_onnx(loaded: LoadedModel, opset: int, batch: int | None, imgsz: int) -> o
                               do_constant_folding=True, dynamo=False)
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed for {loaded.name} at opset {opset}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+                          f"{first_line(exc)}") from exc
     model = onnx.load_from_string(buffer.getvalue())
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+        raise ExportError(f"exported graph fails onnx.checker: {first_line(exc)}") from exc
     return model
 
 
@@ -137,7 +138,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
     graph = to_onnx(loaded, cfg.opset, cfg.batch, cfg.imgsz)
     timings["export"] = time.perf_counter() - t
 
-    batch = verification_batch(cfg.batch, cfg.imgsz, cfg.seed)
+    batch = verification_batch(cfg.batch, cfg.imgsz, cfg.seed, loaded.data_config)
     reference = torch_logits(loaded.model, batch)
     rounding_limit = functools.cache(lambda: max(FP32_ATOL, 2 * float64_gap(loaded.model, batch, reference)))
     t = time.perf_counter()
@@ -167,6 +168,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
         weights=loaded.weights,
         weights_sha256=loaded.weights_sha256,
         num_classes=loaded.num_classes,
+        data_config=loaded.data_config.as_dict(),
         eca_k_per_stage=k_per_stage(loaded.model),
         eca_blocks=[{"module": n, "channels": c, "k": k} for n, c, k in loaded.eca_blocks],
         opset=cfg.opset,
