@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import torch
 
-from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, write_manifest)
+from ..artifacts import atomic_write, ensure_not_input, output_dir, package_versions, write_manifest
 from ..errors import ExportError, first_line
 from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model, photo_like_batch
 from ..graph.compare import compare_outputs
@@ -130,7 +130,12 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
         loaded = load_model(cfg.model, cfg.weights, cfg.num_classes, seed=cfg.seed)
     timings["load"] = time.perf_counter() - t0
 
-    out_dir = ensure_output_dir(cfg.out_dir or Path("artifacts") / safe_name(cfg.model))
+    with output_dir(cfg.out_dir or Path("artifacts") / safe_name(cfg.model)) as out_dir:
+        return _export_into(out_dir, cfg, loaded, timings, t0)
+
+
+def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings: dict[str, float],
+                 t0: float) -> ExportResult:
     onnx_path = out_dir / f"{safe_name(cfg.model)}.onnx"
     ensure_not_input(onnx_path, [cfg.weights])
 

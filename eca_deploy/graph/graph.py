@@ -60,6 +60,8 @@ class GraphSummary:
 
 def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
     path = Path(path)
+    if path.is_dir():
+        raise OnnxFileError(f"{path} is a folder; give the .onnx file inside it")
     if not path.is_file():
         raise OnnxFileError(f"ONNX file not found: {path}")
     try:

@@ -100,3 +100,29 @@ def test_unknown_model_suggests_close_names():
 def test_wrong_number_of_stage_kernels_is_refused():
     with pytest.raises(ModelNotFoundError, match="4 kernel sizes"):
         create_model("eca_resnet50", k_size=(3, 5))
+
+
+def test_models_command_runs_no_real_tensor_and_its_figures_match_a_real_count(capsys):
+    """`eca-deploy models` counts on the meta device (shapes only): not one module sees a real tensor, and
+    its figures equal a count on a real model."""
+    import json
+
+    from eca_deploy.cli.main import main
+
+    devices = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, inputs: devices.extend(t.device.type for t in inputs if isinstance(t, torch.Tensor)))
+    try:
+        assert main(["models", "--json"]) == 0
+    finally:
+        hook.remove()
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(list_models()) and devices and set(devices) == {"meta"}
+    real = create_model("eca_resnet50")
+    assert rows["eca_resnet50"]["params"] == count_parameters(real)
+    assert rows["eca_resnet50"]["gflops"] == round(count_gmacs(real, 224), 3)
+
+
+def test_unknown_name_suggests_the_case_blind_match_first():
+    with pytest.raises(ModelNotFoundError, match="did you mean eca_resnet50,"):
+        get_spec("ECA_ResNet50")

@@ -92,6 +92,8 @@ def parse_spec(spec: str) -> Artifact:
         return Artifact(spec, "torch", model=prefix + model, weights=weights or None)
     path = Path(spec)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise OnnxFileError(f"{spec} is a folder; give the model file inside it ({SPEC_HELP})")
     if suffix in ONNX_SUFFIXES:
         if not path.is_file():
             raise OnnxFileError(f"ONNX file not found: {path}")

@@ -231,7 +231,9 @@ def run_parity(cfg: ParityConfig) -> Comparison:
         for artifact in artifacts:
             opened.append((artifact, open_backend(artifact, provider=cfg.provider, device=cfg.device,
                                                   threads=cfg.threads)))
-        imgsz = resolve_imgsz(cfg.imgsz, [(a.label, b) for a, b in opened])
+        labels = [a.label for a, _ in opened]  # full paths where two candidates share a file name
+        imgsz = resolve_imgsz(cfg.imgsz, [(str(a.path) if labels.count(a.label) > 1 else a.label, b)
+                                          for a, b in opened])
         reference = open_backend(ref_artifact, provider=cfg.provider, device=cfg.device, imgsz=imgsz,
                                  threads=cfg.threads)
         opened.insert(0, (ref_artifact, reference))
