@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
+
 from ...artifacts import read_manifest
 from ...errors import EngineError, MissingDependencyError, OnnxFileError, UsageError
 from ...models.base import TIMM_PREFIX
-from ...precisions import PRECISIONS, onnx_precision
+from ...precisions import PRECISIONS, graph_layout, onnx_precision
 from ..base import Backend
 
 TORCH_PREFIX = "torch:"
@@ -51,10 +53,20 @@ class Artifact:
         """What tells two artifacts apart in a report: the resolved file path, or the torch spec."""
         return str(self.path.resolve()) if self.path else self.spec
 
+    def layout(self, precision: str) -> str | None:
+        """An INT8 file's layout (tensorrt or cpu): its manifest's target, else what its graph holds."""
+        if precision != "int8" or self.kind == "torch":
+            return None
+        if self.kind == "tensorrt":
+            return "tensorrt"
+        target = (self.manifest or {}).get("target")
+        return target if target else graph_layout(onnx.load(str(self.path), load_external_data=False)).split()[-1]
+
     def describe(self, precision: str, backend: str) -> dict:
         """The fields every report row starts with."""
         return {"artifact": self.label, "spec": self.spec, "identity": self.identity, "format": self.format,
-                "precision": precision, "backend": backend, "size_mb": self.size_mb}
+                "precision": precision, "layout": self.layout(precision), "backend": backend,
+                "size_mb": self.size_mb}
 
     def precision(self, override: str | None = None) -> tuple[str, str]:
         """(precision, where it came from): the flag, the manifest, the ONNX graph, or fp32 assumed."""
