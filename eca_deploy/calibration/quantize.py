@@ -24,7 +24,7 @@ from ..graph.session import make_session
 from ..models import photo_like_batch
 from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
 from .fp16 import convert_to_fp16
-from .cache import cache_key, load_ranges, store_ranges
+from .cache import cache_key, histogram_key, load_histograms, load_ranges, store_histograms, store_ranges
 from .calibrators import DEFAULT_PERCENTILE, METHODS, TensorRange
 from .collect import collect_stats
 from .placement import TARGETS, make_plan, name_nodes
@@ -216,22 +216,32 @@ def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, dat
               cache: Path | None) -> tuple[dict[str, TensorRange], dict]:
     """Ranges for ``cfg.calib_method`` from the cache, or from a pass over ``data`` (which fills the cache).
 
-    A histogram pass yields all three methods at no extra cost, so all of them go into the cache.
+    A histogram pass yields all three methods at no extra cost, so all of them go into the cache, and
+    so do the histograms themselves: any other --percentile is then answered from them, without a pass.
     """
     key = cache_key(model_sha256, data.data_hash, cfg.calib_method, cfg.percentile)
+    hist_key = histogram_key(model_sha256, data.data_hash)
     info = {"method": cfg.calib_method, "data_hash": data.data_hash, "tensors": len(tensors),
             "cache": str(cache) if cache else None}
+    histograms = cfg.calib_method != "minmax"
     if cache is not None and cache.exists():
         cached = load_ranges(cache, key, tensors)
         if cached is not None:
             return cached[0], {**info, "cached": True, "images": cached[1], "skipped": []}
-    histograms = cfg.calib_method != "minmax"
+        kept = load_histograms(cache, hist_key, tensors) if histograms else None
+        if kept is not None:
+            stats, used = kept
+            ranges = {name: s.range(cfg.calib_method, cfg.percentile) for name, s in stats.items()}
+            store_ranges(cache, {key: ranges}, used)
+            return ranges, {**info, "cached": True, "images": used, "skipped": [], "from_histograms": True}
     stats, used = collect_stats(model, tensors, data, cfg.batch_size, histograms=histograms)
     methods = METHODS if histograms else ("minmax",)
     entries = {cache_key(model_sha256, data.data_hash, m, cfg.percentile):
                {name: s.range(m, cfg.percentile) for name, s in stats.items()} for m in methods}
     if cache is not None:
         store_ranges(cache, entries, used)
+        if histograms:
+            store_histograms(cache, hist_key, stats, used)
     skipped = [{"path": p, "reason": r} for p, r in data.skipped]
     return entries[key], {**info, "cached": False, "images": used, "skipped": skipped}
 
