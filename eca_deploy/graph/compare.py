@@ -89,10 +89,11 @@ def check_elements(reference: np.ndarray, candidate: np.ndarray, atol: float, rt
 
 
 def tolerance_for(precision: str, overrides: dict[str, dict[str, float | None]] | None = None,
-                  tensorrt: bool = False) -> Tolerance:
-    """The default for ``precision`` (TF32's for a TensorRT FP32 engine) with overrides applied:
+                  fp32_math: str = "fp32") -> Tolerance:
+    """The default for ``precision`` (TF32's where the backend runs FP32 in TF32) with overrides applied:
     {'atol': {'*': 1e-3, 'fp16': None}, ...}; overrides are keyed by the artifact's precision."""
-    tol = TF32_TOLERANCE if tensorrt and precision == "fp32" else PRECISIONS[precision].tolerance
+    tf32 = precision == "fp32" and fp32_math == "tf32"
+    tol = TF32_TOLERANCE if tf32 else PRECISIONS[precision].tolerance
     for name, per_precision in (overrides or {}).items():
         for key in ("*", precision):  # a precision-specific value wins over one for all
             if key in per_precision:
