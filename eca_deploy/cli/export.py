@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classifier size when no weights are given (default 1000; with weights, read from them)")
     parser.add_argument("--no-simplify", dest="simplify", action="store_false",
                         help="skip onnxsim (the export is still verified against PyTorch)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random init (without --weights) and of the verification batch")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random init (without --weights) and of the verification batch")
 
 
 def run(args: argparse.Namespace) -> int:
