@@ -162,4 +162,4 @@ def test_writes_beside_its_input_by_default(digits, tmp_path):
         assert result.manifest_path == result.path.with_name(result.path.name + ".json")
         assert read_manifest(result.path)["sha256"]
     assert (tmp_path / "eca_resnet18.calib.json").exists()
-    assert fp16.check_data == "seeded random inputs"
+    assert fp16.check_data == "seeded random photo-like inputs"
