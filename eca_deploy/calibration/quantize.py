@@ -16,8 +16,8 @@ import onnx
 from onnx import TensorProto
 
 from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
-from ..data.sources import Dataset, load_dataset
-from ..errors import DataError, ParityError, QuantizationError, first_line
+from ..data.sources import Dataset, label_problem, load_dataset
+from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs, judge, tolerance_for
 from ..graph.graph import load_onnx, summarize
 from ..graph.session import make_session
@@ -125,7 +125,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     return _int8(cfg, source, model, imgsz, output, t0)
 
 
-def _check_data(cfg: QuantizeConfig, imgsz: int) -> tuple[Dataset | None, str]:
+def _check_images(cfg: QuantizeConfig, imgsz: int) -> tuple[Dataset | None, str]:
     """Images for the parity figures and how they relate to calibration: --val-data; else for INT8 the
     --calib-data images calibration did not draw, where there are any, else the calibration images
     themselves (said so); for FP16 --calib-data (nothing was calibrated on them); else None."""
@@ -145,10 +145,28 @@ def _check_data(cfg: QuantizeConfig, imgsz: int) -> tuple[Dataset | None, str]:
             "the calibration images themselves: pass --val-data for held-out figures")
 
 
+def _check_data(cfg: QuantizeConfig, model: onnx.ModelProto, imgsz: int) -> tuple[Dataset | None, bool, str]:
+    """Images for the parity figures (:func:`_check_images`), whether their labels are the model's classes, and
+    how they relate to calibration. Labels beyond the model's classes are refused, as parity does; ImageFolder
+    ranks of a class subset (calibration images often are one) only lose the accuracy figure."""
+    data, relation = _check_images(cfg, imgsz)
+    if data is None:
+        return None, False, relation
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    classes = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
+    problem = label_problem(data.labels, data, classes, data.description) if classes else None
+    if problem and data.class_names is None:
+        raise DataError(problem)
+    if problem:
+        warn(f"{problem}; no accuracy figure")
+    return data, data.labels is not None and not problem, relation
+
+
 def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, imgsz: int,
-            batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            batch_size: int, seed: int, use_labels: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Logits of both models on the same inputs (images, or one seeded random batch), and labels if any."""
-    sessions = [make_session(reference), make_session(candidate)]
+    sessions = [make_session(reference, label="the input model"),
+                make_session(candidate, label="the converted model")]
     name = sessions[0].get_inputs()[0].name
     if data is None:
         batch = photo_like_batch(FP16_CHECK_BATCH, imgsz, seed).numpy()
@@ -157,7 +175,7 @@ def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Datase
     for batch, batch_labels in data.batches(batch_size, desc="checking"):
         ref.append(sessions[0].run(None, {name: batch})[0])
         cand.append(sessions[1].run(None, {name: batch})[0])
-        if batch_labels is not None:
+        if batch_labels is not None and use_labels:
             labels.append(batch_labels)
     return np.concatenate(ref), np.concatenate(cand), (np.concatenate(labels) if labels else None)
 
@@ -169,11 +187,10 @@ def _accuracy(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None) -> d
             "images": int(len(labels))}
 
 
-def _parity(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, imgsz: int,
-            cfg: QuantizeConfig) -> tuple[dict, dict | None]:
-    ref, cand, labels = _logits(reference, candidate, data, imgsz, cfg.batch_size, cfg.seed)
+def _parity(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, use_labels: bool,
+            imgsz: int, cfg: QuantizeConfig) -> tuple[dict, dict | None]:
+    ref, cand, labels = _logits(reference, candidate, data, imgsz, cfg.batch_size, cfg.seed, use_labels)
     return compare_outputs(ref, cand).as_dict(), _accuracy(ref, cand, labels)
-
 
 def _describe(data: Dataset | None, relation: str = "") -> str:
     if data is None:
@@ -190,9 +207,9 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     before, after = summarize(model), summarize(half)
     if sum(b.plain for b in after.eca_blocks) != sum(b.plain for b in before.eca_blocks):
         raise QuantizationError("FP16 conversion changed the shape of the ECA blocks")
-    data, _ = _check_data(cfg, imgsz)
+    data, use_labels, _ = _check_data(cfg, model, imgsz)
     t = time.perf_counter()
-    ref, cand, labels = _logits(model, half, data, imgsz, cfg.batch_size, cfg.seed)
+    ref, cand, labels = _logits(model, half, data, imgsz, cfg.batch_size, cfg.seed, use_labels)
     parity, accuracy = compare_outputs(ref, cand).as_dict(), _accuracy(ref, cand, labels)
     timings["check"] = time.perf_counter() - t
     # The judgement parity makes of an FP16 candidate, with the same overrides (--atol fp16=... etc.).
@@ -251,6 +268,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     timings = {}
     name_nodes(model)
     data = load_dataset(cfg.calib_data, imgsz, cfg.calib_count, cfg.seed)
+    check, use_labels, relation = _check_data(cfg, model, imgsz)  # bad labels refused before calibration
     cache = None
     if cfg.use_cache:
         cache = Path(cfg.calib_cache) if cfg.calib_cache else output.with_name(f"{source.stem}.calib.json")
@@ -269,9 +287,8 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         raise QuantizationError(f"the Q/DQ model fails onnx.checker: {first_line(exc)}") from exc
     timings["insert_qdq"] = time.perf_counter() - t
 
-    check, relation = _check_data(cfg, imgsz)
     t = time.perf_counter()
-    parity, accuracy = _parity(model, quantized, check, imgsz, cfg)
+    parity, accuracy = _parity(model, quantized, check, use_labels, imgsz, cfg)
     timings["check"] = time.perf_counter() - t
     if not np.isfinite(parity["max_abs"]):
         raise ParityError("the INT8 model outputs NaN or infinity on the check images; not written")
@@ -290,5 +307,5 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         qdq=qdq, parity={**parity, "data": _describe(check, relation)}, accuracy=accuracy,
         versions=package_versions("onnx", "onnxruntime"))
     timings["total"] = time.perf_counter() - t0
-    return QuantizeResult(output, manifest, "int8", cfg.target, parity, accuracy, _describe(check, relation), qdq=qdq,
-                          calibration=calibration, timings=timings)
+    return QuantizeResult(output, manifest, "int8", cfg.target, parity, accuracy, _describe(check, relation),
+                          qdq=qdq, calibration=calibration, timings=timings)
