@@ -168,7 +168,7 @@ def test_a_folder_given_as_a_model_says_it_is_a_folder(capsys, tmp_path):
     assert code == 2 and "images is a directory, not a file" in err.splitlines()[-1]
     code, _, err = run_cli(capsys, "parity", "--reference", "torch:eca_resnet18:w.pth", "--candidate",
                            str(tmp_path / "images"))
-    assert_one_line_error(code, err, "is a directory, not a model file")
+    assert_one_line_error(code, err, "images is a directory, not a file")
 
 
 def test_ctrl_c_during_export_leaves_no_folder_it_created(capsys, tmp_path, monkeypatch):

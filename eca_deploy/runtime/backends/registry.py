@@ -184,12 +184,12 @@ def parse_spec(spec: str) -> Artifact:
             raise UsageError(f"'{spec}' names no model; expected {SPEC_HELP}")
         return Artifact(spec, "torch", model=prefix + model, weights=weights or None)
     path = Path(spec)
-    if path.is_dir():
-        raise OnnxFileError(f"{spec} is a directory, not a model file (expected {SPEC_HELP})")
     kind = next((k for k in ARTIFACT_KINDS.values() if path.suffix.lower() in k.suffixes), None)
     if kind is not None:
         require_file(path, kind.noun, kind.not_found)
         return Artifact(spec, kind.name, path=path, manifest=kind.manifest(path))
+    if path.is_dir():
+        raise OnnxFileError(f"{spec} is a directory, not a file (expected {SPEC_HELP})")
     if not path.exists():
         raise OnnxFileError(f"model not found: {spec} (expected {SPEC_HELP})")
     raise UsageError(f"cannot tell how to run {spec}: expected {SPEC_HELP}")
