@@ -62,6 +62,24 @@ def ensure_output_dir(directory: str | os.PathLike) -> Path:
     return directory
 
 
+@contextlib.contextmanager
+def output_dir(directory: str | os.PathLike) -> Iterator[Path]:
+    """:func:`ensure_output_dir`, undone when the work inside fails or is interrupted (Ctrl-C): the folders
+    it created are removed again while they are still empty."""
+    directory = Path(directory)
+    created = [p for p in (directory, *directory.parents) if not p.exists()]  # deepest first
+    path = ensure_output_dir(directory)
+    try:
+        yield path
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # something was written there after all
+        raise
+
+
 def ensure_not_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
     """Refuse to write over a file the user gave us, or to an output that is a directory (called before any
     work, so nothing, not even a calibration cache, is written first)."""

@@ -17,6 +17,7 @@ from .artifacts import ensure_output_dir
 from .errors import EcaDeployError, OutputError
 from .precisions import LOW_PRECISIONS
 from .export.onnx_export import ExportConfig, export_model, safe_name
+from .graph.compare import given_overrides
 from .models import k_per_stage, load_model
 from .calibration.quantize import QuantizeConfig, quantize
 from .data.sources import load_dataset
@@ -97,21 +98,11 @@ def _stderr(line: str) -> None:
 
 def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig):
     """quantize() writes beside the FP32 ONNX, named by precision and target, with its manifest."""
-    budget = int8_budget(cfg.parity.overrides) if precision == "int8" else {}
-    return quantize(replace(cfg.quantize, onnx=str(onnx_path), precision=precision, target=target, **budget))
+    budget = given_overrides(cfg.parity.overrides, "int8", ("max_top1_drop", "min_agreement")) \
+        if precision == "int8" else {}
+    return quantize(replace(cfg.quantize, onnx=str(onnx_path), precision=precision, target=target,
+                            overrides=cfg.parity.overrides, **budget))
 
-
-def int8_budget(overrides: dict) -> dict:
-    """The INT8 budget the user gave parity's flags (--max-top1-drop / --min-agreement): quantize meets it too.
-
-    Only values given on the command line count (an int8-specific one over one for every precision); the
-    default INT8 tolerance judges parity but does not make quantize leave layers in float.
-    """
-    budget = {}
-    for name in ("max_top1_drop", "min_agreement"):
-        given = overrides.get(name, {})
-        budget[name] = given["int8"] if "int8" in given else given.get("*")
-    return budget
 
 
 def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str, cfg: PipelineConfig,
@@ -247,7 +238,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     report = new_report(
         "pipeline", describe_device(parity.threads), rows,
         model={"name": loaded.name, "weights": weights, "num_classes": loaded.num_classes, "imgsz": imgsz,
-               "eca_k_per_stage": k_per_stage(loaded.eca_blocks)},
+               "eca_k_per_stage": k_per_stage(loaded.model)},
         data=ref_run.data,
         reference=ref_artifact.spec,
         skipped=[{"step": s.name, "reason": s.detail} for s in log.steps if s.status == "skipped"],

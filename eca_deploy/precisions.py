@@ -55,13 +55,22 @@ QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantiz
                            "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul"})
 
 
-def graph_precision(model: onnx.ModelProto) -> str:
-    """int8 where the graph quantizes, fp16 where its weights are half floats, else fp32."""
+def graph_layout(model: onnx.ModelProto) -> str:
+    """fp32, fp16 (half-float weights), int8 tensorrt (Q/DQ with int8 zero points: symmetric activations)
+    or int8 cpu (uint8 activation zero points: onnxruntime's x86 layout)."""
     if any(node.op_type in QUANTIZED_OPS for node in model.graph.node):
-        return "int8"
+        types = {i.name: i.data_type for i in model.graph.initializer}
+        zero_points = {types.get(n.input[2]) for n in model.graph.node
+                       if n.op_type == "QuantizeLinear" and len(n.input) > 2}
+        return "int8 cpu" if onnx.TensorProto.UINT8 in zero_points else "int8 tensorrt"
     if any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer):
         return "fp16"
     return "fp32"
+
+
+def graph_precision(model: onnx.ModelProto) -> str:
+    """int8 where the graph quantizes, fp16 where its weights are half floats, else fp32."""
+    return graph_layout(model).split()[0]
 
 
 def onnx_precision(path: str | Path) -> str:

@@ -23,3 +23,13 @@ def outliers(digits, tmp_path_factory) -> OutlierModel:
     images = next(load_dataset(digits.calib_dir, digits.imgsz, 64, 0).batches(64))[0]
     return build_outlier_model(digits.model, digits.checkpoint, digits.imgsz, torch.from_numpy(images),
                                tmp_path_factory.mktemp("outliers"))
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """A folder of 8 real photos (crops of scikit-learn's sample images, JPEG and PNG); read-only."""
+    from eca_deploy.testing.photos import write_photos
+
+    folder = tmp_path_factory.mktemp("photos")
+    write_photos(folder)
+    return folder

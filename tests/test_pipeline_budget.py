@@ -6,15 +6,19 @@ import pytest
 
 from eca_deploy.artifacts import read_manifest
 from eca_deploy.cli.main import main
-from eca_deploy.pipeline import int8_budget
+from eca_deploy.graph.compare import given_overrides
+
+
+def budget(overrides):
+    return given_overrides(overrides, "int8", ("max_top1_drop", "min_agreement"))
 
 
 def test_only_a_budget_given_for_int8_reaches_quantize():
-    assert int8_budget({}) == {"max_top1_drop": None, "min_agreement": None}
-    assert int8_budget({"max_top1_drop": {"*": 2.0}}) == {"max_top1_drop": 2.0, "min_agreement": None}
+    assert budget({}) == {"max_top1_drop": None, "min_agreement": None}
+    assert budget({"max_top1_drop": {"*": 2.0}}) == {"max_top1_drop": 2.0, "min_agreement": None}
     both = {"max_top1_drop": {"*": 2.0, "int8": 0.5}, "min_agreement": {"int8": 0.99}, "atol": {"*": 1e-3}}
-    assert int8_budget(both) == {"max_top1_drop": 0.5, "min_agreement": 0.99}
-    assert int8_budget({"max_top1_drop": {"*": 2.0, "int8": None}}) == {"max_top1_drop": None, "min_agreement": None}
+    assert budget(both) == {"max_top1_drop": 0.5, "min_agreement": 0.99}
+    assert budget({"max_top1_drop": {"*": 2.0, "int8": None}}) == {"max_top1_drop": None, "min_agreement": None}
 
 
 @pytest.mark.slow

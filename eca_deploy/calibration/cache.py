@@ -3,6 +3,8 @@
 A re-run with the same model, the same images (same bytes, count, seed and
 preprocessing) and the same method reads its ranges here instead of running the
 model again. Entries for other models or methods live side by side in the file.
+The histogram pass also leaves its per-tensor histograms (key ``...|histograms``),
+so another --percentile, or entropy after percentile, is answered without a pass.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Iterator
 
 from ..artifacts import ensure_output_dir, write_json
 from ..errors import DataError
-from .calibrators import TensorRange
+from .calibrators import TensorRange, TensorStats
 
 CACHE_FORMAT = "eca-deploy-calibration-cache/1"
 
@@ -28,6 +30,10 @@ def method_key(method: str, percentile: float) -> str:
 
 def cache_key(model_sha256: str, data_hash: str, method: str, percentile: float) -> str:
     return f"{model_sha256}|{data_hash}|{method_key(method, percentile)}"
+
+
+def histogram_key(model_sha256: str, data_hash: str) -> str:
+    return f"{model_sha256}|{data_hash}|histograms"
 
 
 def _read(path: Path) -> dict:
@@ -94,4 +100,30 @@ def _merge(path: Path, entries: dict[str, dict[str, TensorRange]], images: int) 
         merged.update({name: r.as_dict() for name, r in ranges.items()})
         payload["entries"][key] = {"model_sha256": model_sha256, "data_hash": data_hash, "method": method,
                                    "images": images, "created": created, "ranges": dict(sorted(merged.items()))}
+    return write_json(path, payload)
+
+
+def load_histograms(path: str | Path, key: str, tensors: list[str]) -> tuple[dict[str, TensorStats], int] | None:
+    """(statistics, image count) cached under ``key`` if they cover every tensor in ``tensors``, else None."""
+    entry = _read(Path(path))["entries"].get(key)
+    if not isinstance(entry, dict) or not isinstance(entry.get("stats"), dict):
+        return None
+    try:
+        stats = {name: TensorStats.from_dict(entry["stats"][name]) for name in tensors}
+    except (KeyError, TypeError, ValueError):
+        return None
+    return stats, int(entry.get("images") or 0)
+
+
+def store_histograms(path: str | Path, key: str, stats: dict[str, TensorStats], images: int) -> Path:
+    """Keep a histogram pass's statistics (merged per tensor, like ranges), written atomically."""
+    path = Path(path)
+    payload = _read(path)
+    previous = payload["entries"].get(key)
+    merged = dict(previous["stats"]) if isinstance(previous, dict) and isinstance(previous.get("stats"), dict) else {}
+    merged.update({name: s.as_dict() for name, s in stats.items()})
+    model_sha256, data_hash, _ = key.split("|", 2)
+    payload["entries"][key] = {"model_sha256": model_sha256, "data_hash": data_hash, "method": "histograms",
+                               "images": images, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(
+                                   timespec="seconds"), "stats": dict(sorted(merged.items()))}
     return write_json(path, payload)

@@ -85,6 +85,23 @@ class TensorStats:
             np.copyto(index[:n], scaled[:n], casting="unsafe")  # truncation: the bin number
             self.counts += np.bincount(index[:n], minlength=NUM_BINS)
 
+    def as_dict(self) -> dict:
+        """What any method at any percentile needs: min, max and the histogram (trailing empty bins cut)."""
+        used = int(np.flatnonzero(self.counts)[-1]) + 1 if self.counts is not None and self.counts.any() else 0
+        return {"min": self.min, "max": self.max, "width": self.width,
+                "counts": self.counts[:used].tolist() if self.counts is not None else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TensorStats:
+        stats = cls(histogram=data["counts"] is not None)
+        stats.min, stats.max, stats.width = float(data["min"]), float(data["max"]), float(data["width"])
+        if stats.counts is not None:
+            counts = np.asarray(data["counts"], dtype=np.int64)
+            if counts.ndim != 1 or counts.size > NUM_BINS:
+                raise ValueError("histogram of the wrong shape")
+            stats.counts[:counts.size] = counts
+        return stats
+
     def _merge_pairs(self) -> None:
         merged = self.counts.reshape(-1, 2).sum(axis=1)
         self.counts = np.concatenate([merged, np.zeros(NUM_BINS - merged.size, dtype=np.int64)])

@@ -12,7 +12,7 @@ and keeps the one closest to FP32 on held-out images; with a budget (--max-top1-
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,27 +21,27 @@ from onnx import TensorProto
 
 from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, sha256_file,
                          write_manifest)
+from ..data.sources import Dataset, label_problem, load_dataset
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
-from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
-from .fp16 import convert_to_fp16
+from ..graph.compare import compare_outputs, judge, tolerance_for
 from ..graph.graph import load_onnx, summarize
-from ..graph.compare import compare_outputs
 from ..graph.session import make_session
-from .cache import cache_key, load_ranges, store_ranges
+from ..models import photo_like_batch
+from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
+from .cache import cache_key, histogram_key, load_histograms, load_ranges, store_histograms, store_ranges
 from .calibrators import DEFAULT_PERCENTILE, METHODS, TensorRange
 from .collect import collect_stats
 from .evaluate import Budget, Reference, rank_key, reference_run, run_model, score
 from .fallback import keep_in_float
 from .placement import TARGETS, QdqPlan, make_plan, name_nodes, qdq_groups
 from .qdq import QdqSummary, insert_qdq
+from .fp16 import convert_to_fp16
 from .sensitivity import MEASURE, measure_sensitivity, write_plot
-from ..data.sources import Dataset, label_problem, load_dataset
 
 CALIB_METHODS = ("auto", *METHODS)  # auto: every method from one histogram pass, the best on held-out images
-FP16_MIN_COSINE = 0.9999
 LOW_PRECISION_TYPES = {TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16", TensorProto.INT8: "INT8",
                        TensorProto.UINT8: "UINT8"}
-FP16_CHECK_BATCH = 8  # random inputs for the FP16 check when no images are given
+FP16_CHECK_BATCH = 8  # photo-like random inputs for the FP16 check when no images are given
 
 
 @dataclass
@@ -64,6 +64,7 @@ class QuantizeConfig:
     min_agreement: float | None = None  # budget as top-1 agreement with FP32, where there are no labels
     max_float_layers: int | None = None  # most layers the fallback may leave in float (None: any number)
     sensitivity: bool = False  # measure per-layer sensitivity even without a budget
+    overrides: dict = field(default_factory=dict)  # parity's tolerance overrides: {"atol": {"fp16": 0.2}}
 
 
 @dataclass
@@ -175,7 +176,7 @@ def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Datase
                 make_session(candidate, label="the converted model")]
     name = sessions[0].get_inputs()[0].name
     if data is None:
-        batch = np.random.default_rng(seed).standard_normal((FP16_CHECK_BATCH, 3, imgsz, imgsz), dtype=np.float32)
+        batch = photo_like_batch(FP16_CHECK_BATCH, imgsz, seed).numpy()
         return sessions[0].run(None, {name: batch})[0], sessions[1].run(None, {name: batch})[0], None
     ref, cand, labels = [], [], []
     for batch, batch_labels in data.batches(batch_size, desc="checking"):
@@ -184,12 +185,6 @@ def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Datase
         if batch_labels is not None and use_labels:
             labels.append(batch_labels)
     return np.concatenate(ref), np.concatenate(cand), (np.concatenate(labels) if labels else None)
-
-
-def _parity(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, use_labels: bool,
-            imgsz: int, cfg: QuantizeConfig) -> tuple[dict, dict | None]:
-    ref, cand, labels = _logits(reference, candidate, data, imgsz, cfg.batch_size, cfg.seed, use_labels)
-    return compare_outputs(ref, cand).as_dict(), _accuracy(ref, cand, labels)
 
 
 def _accuracy(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None) -> dict | None:
@@ -201,7 +196,7 @@ def _accuracy(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None) -> d
 
 def _describe(data: Dataset | None) -> str:
     if data is None:
-        return "seeded random inputs"
+        return "seeded random photo-like inputs"
     return f"{len(data) - len(data.skipped)} images from {data.description}"
 
 
@@ -216,15 +211,20 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         raise QuantizationError("FP16 conversion changed the shape of the ECA blocks")
     data, use_labels = _check_data(cfg, model, imgsz)
     t = time.perf_counter()
-    parity, accuracy = _parity(model, half, data, use_labels, imgsz, cfg)
+    ref, cand, labels = _logits(model, half, data, imgsz, cfg.batch_size, cfg.seed, use_labels)
+    parity, accuracy = compare_outputs(ref, cand).as_dict(), _accuracy(ref, cand, labels)
     timings["check"] = time.perf_counter() - t
-    if not parity["min_cosine"] >= FP16_MIN_COSINE:  # also catches NaN
-        raise ParityError(f"FP16 output drifts from FP32: cosine {parity['min_cosine']:.6f} on the worst sample "
-                          f"(limit {FP16_MIN_COSINE}); not written")
+    # The judgement parity makes of an FP16 candidate, with the same overrides (--atol fp16=... etc.).
+    tolerance = tolerance_for("fp16", cfg.overrides)
+    verdict, _ = judge(tolerance, cand, ref, accuracy and accuracy["fp32"], accuracy and accuracy["candidate"])
+    if not verdict.passed:
+        raise ParityError(f"FP16 output drifts from FP32 on {_describe(data)}: {'; '.join(verdict.failures)}; "
+                          "not written (loosen with --atol/--rtol fp16=VALUE, as for parity)")
     atomic_write(output, half.SerializeToString())
     manifest = write_manifest(output, "quantize", precision="fp16", target=None, source=source.name,
                               source_sha256=sha256_file(source), io_dtype="float32", fp16=report.as_dict(),
-                              parity={**parity, "data": _describe(data), "min_cosine_limit": FP16_MIN_COSINE},
+                              parity={**parity, "data": _describe(data), "tolerance": asdict(tolerance),
+                                      "checks": verdict.checks},
                               accuracy=accuracy, versions=package_versions("onnx", "onnxruntime"))
     timings["total"] = time.perf_counter() - t0
     return QuantizeResult(output, manifest, "fp16", None, parity, accuracy, _describe(data),
@@ -235,22 +235,33 @@ def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, dat
               cache: Path | None, methods: tuple[str, ...]) -> tuple[dict[str, dict[str, TensorRange]], dict]:
     """Ranges per method in ``methods`` from the cache, or from one pass over ``data`` (which fills the cache).
 
-    A histogram pass yields all three methods at no extra cost, so all of them go into the cache.
+    A histogram pass yields all three methods at no extra cost, so all of them go into the cache, and
+    so do the histograms themselves: any other --percentile is then answered from them, without a pass.
     """
     keys = {m: cache_key(model_sha256, data.data_hash, m, cfg.percentile) for m in methods}
+    hist_key = histogram_key(model_sha256, data.data_hash)
     info = {"data_hash": data.data_hash, "tensors": len(tensors), "cache": str(cache) if cache else None}
+    histograms = methods != ("minmax",)
     if cache is not None and cache.exists():
         cached = {m: load_ranges(cache, key, tensors) for m, key in keys.items()}
         if all(c is not None for c in cached.values()):
             images = next(iter(cached.values()))[1]
             return {m: c[0] for m, c in cached.items()}, {**info, "cached": True, "images": images, "skipped": []}
-    histograms = methods != ("minmax",)
+        kept = load_histograms(cache, hist_key, tensors) if histograms else None
+        if kept is not None:
+            stats, used = kept
+            entries = {keys[m]: {name: s.range(m, cfg.percentile) for name, s in stats.items()} for m in methods}
+            store_ranges(cache, entries, used)
+            return ({m: entries[key] for m, key in keys.items()},
+                    {**info, "cached": True, "images": used, "skipped": [], "from_histograms": True})
     stats, used = collect_stats(model, tensors, data, cfg.batch_size, histograms=histograms)
     computed = METHODS if histograms else ("minmax",)
     entries = {cache_key(model_sha256, data.data_hash, m, cfg.percentile):
                {name: s.range(m, cfg.percentile) for name, s in stats.items()} for m in computed}
     if cache is not None:
         store_ranges(cache, entries, used)
+        if histograms:
+            store_histograms(cache, hist_key, stats, used)
     skipped = [{"path": p, "reason": r} for p, r in data.skipped]
     return {m: entries[key] for m, key in keys.items()}, {**info, "cached": False, "images": used, "skipped": skipped}
 

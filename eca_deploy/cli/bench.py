@@ -47,10 +47,12 @@ def run(args: argparse.Namespace) -> int:
     report = new_report("bench", device, [result.row()], imgsz=result.imgsz)
     write_json(out, report)
     print(f"{result.artifact.label} on {result.backend}, {device['label']}, {result.imgsz}x{result.imgsz}")
-    print(f"{'batch':>5}  {'clock':<28}{'copies':<20}{'min':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'mean':>8}"
-          f"{'FPS':>9}{'iters':>7}")
+    # Clock and copies columns as wide as what they hold ("host", "none (host memory)" on a CPU).
+    clock_w, copies_w = (max(len(name), *(len(e[name]) for e in result.entries)) + 2 for name in ("clock", "copies"))
+    print(f"{'batch':>5}  {'clock':<{clock_w}}{'copies':<{copies_w}}{'min':>8}{'p50':>8}{'p90':>8}{'p99':>8}"
+          f"{'mean':>8}{'FPS':>9}{'iters':>7}")
     for e in result.entries:
-        print(f"{e['batch']:>5}  {e['clock']:<28}{e['copies']:<20}" + "".join(
+        print(f"{e['batch']:>5}  {e['clock']:<{clock_w}}{e['copies']:<{copies_w}}" + "".join(
             f"{e[k]:>8.2f}" for k in ("min", "p50", "p90", "p99", "mean")) + f"{e['fps']:>9.1f}{e['iterations']:>7}")
     print("latency in ms per call; FPS = images per second")
     for warning in device["warnings"]:

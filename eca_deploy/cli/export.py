@@ -9,7 +9,7 @@ from . import args as shared
 NAME = "export"
 HELP = "export a model to ONNX with plain Conv1d ECA blocks, simplify it and verify it against PyTorch"
 GROUPS = (shared.ModelArgs(), shared.OutputArgs("out_dir", "output folder (default: artifacts/<model>/)"),
-          shared.SeedArgs("the verification batch"))
+          shared.SeedArgs("the random init (without --weights) and of the verification batch"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..export.onnx_export import ExportConfig, export_model
+    from ..models import TIMM_PREFIX, get_spec
 
     cfg = ExportConfig(**shared.fields(GROUPS, args), opset=args.opset, batch=args.batch, imgsz=args.imgsz,
                        simplify=args.simplify, num_classes=args.num_classes)
+    if not cfg.model.startswith(TIMM_PREFIX):
+        get_spec(cfg.model)  # an unknown name fails before anything is printed
     print(f"exporting {cfg.model}" + (f" with weights {cfg.weights}" if cfg.weights else " (random weights)")
           + " ...", flush=True)
     result = export_model(cfg)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 NAME = "inspect"
-HELP = "show an ONNX model's op histogram, inputs/outputs and every ECA block found"
+HELP = ("show an ONNX model's precision and layout (fp32 / fp16 / int8 tensorrt / int8 cpu), op histogram, "
+        "inputs/outputs and every ECA block found, judged for that layout")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,16 +17,18 @@ def run(args: argparse.Namespace) -> int:
     from ..graph.graph import load_onnx, summarize
 
     summary = summarize(load_onnx(args.onnx))
-    print(f"{args.onnx}: opset {summary.opset}, {sum(summary.ops.values())} nodes")
+    print(f"{args.onnx}: opset {summary.opset}, {sum(summary.ops.values())} nodes, {summary.layout}")
     for label, items in (("input", summary.inputs), ("output", summary.outputs)):
         for name, dims in items:
             print(f"  {label} {name} {dims}")
     print("ops: " + ", ".join(f"{op} {n}" for op, n in summary.ops.most_common()))
     print(f"ECA blocks: {len(summary.eca_blocks)}")
     for i, b in enumerate(summary.eca_blocks):
-        status = "plain" if b.plain else f"NOT plain: {b.problem}"
+        through = f" (Q/DQ at {', '.join(b.crossings)}, as {summary.layout} places them)" if b.crossings else ""
+        status = f"plain{through}" if b.plain else f"NOT plain: {b.problem}"
         print(f"  [{i:2d}] channels {b.channels if b.channels is not None else '?':>5}  k {b.k}  {status}")
     if summary.eca_blocks:
         verdict = "every ECA block has the plain shape" if summary.all_plain else "some ECA blocks are not plain"
-        print(f"verdict: {verdict} (pool -> reshape -> Conv1d -> reshape -> Sigmoid -> Mul)")
+        print(f"verdict: {verdict} (pool -> reshape -> Conv1d -> reshape -> Sigmoid -> Mul), judged for "
+              f"{summary.layout}")
     return 0

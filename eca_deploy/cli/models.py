@@ -15,15 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import create_model, get_spec, list_models
-    from ..models.complexity import count_gmacs, count_parameters
+    from ..models import get_spec, list_models
+    from ..models.complexity import model_complexity
 
     rows = []
     for name in list_models():
         spec = get_spec(name)
-        model = create_model(name)
-        rows.append({"name": name, "params": count_parameters(model),
-                     "gflops": round(count_gmacs(model, args.imgsz), 3),
+        params, gmacs = model_complexity(name, args.imgsz)
+        rows.append({"name": name, "params": params, "gflops": round(gmacs, 3),
                      "k": "".join(map(str, spec.default_k)) or "-", "description": spec.description})
     if args.json:
         print(json.dumps(rows, indent=2))

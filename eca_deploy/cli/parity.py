@@ -63,5 +63,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {out}")
     raise_on_failure(comparison)
-    print(f"all {len(comparison.candidates)} candidates passed")
+    count = len(comparison.candidates)
+    print("the candidate passed" if count == 1 else f"all {count} candidates passed")
     return 0

@@ -29,6 +29,7 @@ def groups() -> tuple[shared.Group, ...]:
             cache_help="JSON cache of calibration ranges keyed by model hash + data hash + method (default: "
                        "<model>.calib.json beside the output)"),
         shared.SeedArgs("the image subsets"),
+        shared.ToleranceArgs(),
         shared.OutputArgs("output", "output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, "
                                     "or <name>.int8.cpu.onnx for --target cpu)", old_out=False),
     )
@@ -57,17 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check-count", type=shared.count, default=128, metavar="N|all",
                         help="held-out images for the parity figures, --calib-method auto, the sensitivity and "
                              "the budget, or 'all'")
-    budget = parser.add_argument_group(
-        "accuracy budget", "with a budget, the most sensitive layers stay in float, fewest first, until the "
-                           "budget holds on the held-out images (same meaning as `parity`'s flags); the manifest "
-                           "lists each layer left in float and why; nothing is written if it cannot be met")
-    budget.add_argument("--max-top1-drop", type=shared.non_negative_float, default=None, metavar="POINTS",
-                        help="largest allowed top-1 accuracy drop vs FP32 in percentage points (labeled images)")
-    budget.add_argument("--min-agreement", type=shared.fraction, default=None, metavar="FRACTION",
-                        help="smallest allowed top-1 agreement with FP32, 0..1 (used where there are no labels)")
-    budget.add_argument("--max-float-layers", type=shared.positive_int, default=None, metavar="N",
-                        help="give up (exit 1) rather than leave more than N layers in float (default: no limit)")
-    budget.add_argument("--sensitivity", action="store_true",
+    parser.add_argument("--max-float-layers", type=shared.positive_int, default=None, metavar="N",
+                        help="with an INT8 budget (--max-top1-drop / --min-agreement, as for `parity`: the most "
+                             "sensitive layers stay in float, fewest first, until it holds on the held-out images; "
+                             "nothing is written if it cannot be met): give up (exit 1) rather than leave more than "
+                             "N layers in float (default: no limit)")
+    parser.add_argument("--sensitivity", action="store_true",
                         help="measure per-layer sensitivity without a budget (always measured with one): a ranked "
                              "table in the manifest and <output>.sensitivity.png")
     shared.add_groups(parser, groups())
@@ -126,19 +122,22 @@ def _budget_figure(step: dict, by_drop: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..calibration.quantize import QuantizeConfig, quantize
+    from ..graph.compare import given_overrides
 
+    fields = shared.fields(groups(), args)
+    budget = given_overrides(fields["overrides"], "int8", ("max_top1_drop", "min_agreement"))
     cfg = QuantizeConfig(onnx=args.onnx, precision=args.precision, target=args.target, use_cache=args.use_cache,
                          batch_size=args.batch_size, percentile=args.percentile, val_data=args.val_data,
-                         check_count=args.check_count, max_top1_drop=args.max_top1_drop,
-                         min_agreement=args.min_agreement, max_float_layers=args.max_float_layers,
-                         sensitivity=args.sensitivity, **shared.fields(groups(), args))
+                         check_count=args.check_count, max_float_layers=args.max_float_layers,
+                         sensitivity=args.sensitivity, **budget, **fields)
     what = "FP16" if cfg.precision == "fp16" else f"INT8 for {cfg.target} ({cfg.calib_method} calibration)"
     print(f"quantizing {cfg.onnx} to {what} ...", file=sys.stderr)
     result = quantize(cfg)
     print(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MB) and {result.manifest_path.name}")
     if result.calibration is not None:
         cal = result.calibration
-        origin = f"cached in {cal['cache']}" if cal["cached"] else f"from {cal['images']} images"
+        origin = (f"from the histograms cached in {cal['cache']}" if cal.get("from_histograms")
+                  else f"cached in {cal['cache']}" if cal["cached"] else f"from {cal['images']} images")
         print(f"  calibration: {cal['method']} ranges for {cal['tensors']} tensors, {origin}")
         if cal["skipped"]:
             first = cal["skipped"][0]

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     merged = combine(reports, sources=[str(p) for p in args.results])
     written = write_report(merged, out, plots=args.plots)
     devices = ", ".join(d["label"] for d in merged["devices"])
-    print(f"{len(merged['rows'])} rows from {len(reports)} files, devices: {devices}")
+    rows, files = len(merged["rows"]), len(reports)
+    print(f"{rows} row{'s' * (rows != 1)} from {files} file{'s' * (files != 1)}, devices: {devices}")
     print(summary_table(merged))
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0

@@ -24,12 +24,13 @@ import numpy as np
 import onnx
 import torch
 
-from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, write_manifest)
+from ..artifacts import atomic_write, ensure_not_input, output_dir, package_versions, write_manifest
 from ..errors import ExportError, first_line
-from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model
+from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model, photo_like_batch
 from ..graph.compare import compare_outputs
 from ..graph.session import run_once
 from ..graph.graph import summarize
+from ..data.preprocess import DataConfig
 from .simplify import simplify
 
 INPUT_NAME = "input"
@@ -51,7 +52,7 @@ class ExportConfig:
     imgsz: int = 224
     simplify: bool = True
     num_classes: int | None = None
-    seed: int = 0
+    seed: int = 0  # random init (without weights) and the verification batch
 
 
 @dataclass
@@ -67,10 +68,10 @@ def safe_name(model: str) -> str:
     return model.replace(TIMM_PREFIX, TIMM_PREFIX[:-1] + "_").replace("/", "_")
 
 
-def verification_batch(batch: int | None, imgsz: int, seed: int) -> np.ndarray:
-    """A seeded input; batch 2 for a dynamic model so the batch axis is really exercised."""
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((batch or 2, 3, imgsz, imgsz), dtype=np.float32)
+def verification_batch(batch: int | None, imgsz: int, seed: int, config: DataConfig) -> np.ndarray:
+    """Seeded photo-like images (what the model will see, not noise it never will); batch 2 for a dynamic
+    model so the batch axis is really exercised."""
+    return photo_like_batch(batch or 2, imgsz, seed, config).numpy()
 
 
 def torch_logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
@@ -157,10 +158,15 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if loaded is None:
-        loaded = load_model(cfg.model, cfg.weights, cfg.num_classes)
+        loaded = load_model(cfg.model, cfg.weights, cfg.num_classes, seed=cfg.seed)
     timings["load"] = time.perf_counter() - t0
 
-    out_dir = ensure_output_dir(cfg.out_dir or Path("artifacts") / safe_name(cfg.model))
+    with output_dir(cfg.out_dir or Path("artifacts") / safe_name(cfg.model)) as out_dir:
+        return _export_into(out_dir, cfg, loaded, timings, t0)
+
+
+def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings: dict[str, float],
+                 t0: float) -> ExportResult:
     onnx_path = out_dir / f"{safe_name(cfg.model)}.onnx"
     ensure_not_input(onnx_path, [cfg.weights])
 
@@ -168,7 +174,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
     graph = to_onnx(loaded, cfg.opset, cfg.batch, cfg.imgsz)
     timings["export"] = time.perf_counter() - t
 
-    batch = verification_batch(cfg.batch, cfg.imgsz, cfg.seed)
+    batch = verification_batch(cfg.batch, cfg.imgsz, cfg.seed, loaded.data_config)
     reference = torch_logits(loaded.model, batch)
     rounding_limit = functools.cache(lambda: max(FP32_ATOL, 2 * float64_gap(loaded.model, batch, reference)))
     t = time.perf_counter()
@@ -199,7 +205,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
         weights_sha256=loaded.weights_sha256,
         num_classes=loaded.num_classes,
         data_config=loaded.data_config.as_dict(),
-        eca_k_per_stage=k_per_stage(loaded.eca_blocks),
+        eca_k_per_stage=k_per_stage(loaded.model),
         eca_blocks=[{"module": n, "channels": c, "k": k} for n, c, k in loaded.eca_blocks],
         opset=cfg.opset,
         input={"name": INPUT_NAME, "shape": [cfg.batch or "batch", 3, cfg.imgsz, cfg.imgsz], "dtype": "float32"},

@@ -4,6 +4,12 @@ The plain ECA shape: GlobalAveragePool (or ReduceMean) -> one Reshape/Squeeze/Fl
 to [N, 1, C] -> Conv with a 1-D kernel [k] -> one Reshape/Unsqueeze back ->
 Sigmoid -> Mul (broadcast). Anything else on that path (Shape, Gather, Expand,
 Transpose, a second reshape) marks the block as not plain.
+
+The path is read through QuantizeLinear/DequantizeLinear pairs and Casts, and each block
+is judged for the graph's precision and layout (:func:`eca_deploy.precisions.graph_layout`): FP32, FP16 and
+TensorRT's INT8 layout keep the whole ECA path free of them; the CPU INT8 layout quantizes
+the pool's output (onnxruntime's QLinearGlobalAveragePool) and the Sigmoid output into the
+gating Mul (QLinearMul), so Q/DQ there is expected, and nowhere else.
 """
 
 from __future__ import annotations
@@ -16,10 +22,16 @@ import onnx
 
 from ..artifacts import require_file
 from ..errors import OnnxFileError, first_line
+from ..precisions import graph_layout
 
 POOL_OPS = {"GlobalAveragePool", "ReduceMean"}
 RESHAPE_IN_OPS = {"Reshape", "Squeeze", "Flatten"}
 RESHAPE_OUT_OPS = {"Reshape", "Unsqueeze"}
+TRANSPARENT_OPS = {"QuantizeLinear", "DequantizeLinear", "Cast"}  # change the number format, not the values' path
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+# Edges of the ECA path (named by the op types around them) where each layout may hold Q/DQ or Cast nodes.
+ALLOWED_CROSSINGS = {"fp32": set(), "fp16": set(), "int8 tensorrt": set(),
+                     "int8 cpu": {"Sigmoid -> Mul"} | {f"{p} -> {r}" for p in POOL_OPS for r in RESHAPE_IN_OPS}}
 
 
 @dataclass
@@ -30,6 +42,7 @@ class EcaBlock:
     plain: bool
     path: list[str] = field(default_factory=list)  # op types from the pool to the Mul
     problem: str = ""
+    crossings: list[str] = field(default_factory=list)  # path edges read through Q/DQ or Cast ("Sigmoid -> Mul")
 
 
 @dataclass
@@ -39,6 +52,7 @@ class GraphSummary:
     outputs: list[tuple[str, list]]
     opset: int
     eca_blocks: list[EcaBlock]
+    layout: str = "fp32"  # fp32 | fp16 | int8 tensorrt | int8 cpu (see precisions.graph_layout)
 
     @property
     def all_plain(self) -> bool:
@@ -95,7 +109,8 @@ def summarize(model: onnx.ModelProto) -> GraphSummary:
     except Exception:  # shape inference is a nicety here; the pattern check does not depend on it
         pass
 
-    blocks = [_eca_block(n, initializers, producers, consumers, shapes)
+    layout = graph_layout(model)
+    blocks = [_eca_block(n, initializers, producers, consumers, shapes, ALLOWED_CROSSINGS[layout])
               for n in graph.node if n.op_type == "Conv" and _is_conv1d_weight(n, initializers)]
     graph_inputs = [i for i in graph.input if i.name not in initializers]
     return GraphSummary(
@@ -104,6 +119,7 @@ def summarize(model: onnx.ModelProto) -> GraphSummary:
         outputs=[(o.name, _dims(o)) for o in graph.output],
         opset=opset_of(model),
         eca_blocks=blocks,
+        layout=layout,
     )
 
 
@@ -112,24 +128,47 @@ def _is_conv1d_weight(node: onnx.NodeProto, initializers) -> bool:
     return weight is not None and len(weight.dims) == 3 and weight.dims[0] == 1 and weight.dims[1] == 1
 
 
-def _single_consumer(name: str, consumers) -> onnx.NodeProto | None:
-    users = consumers.get(name, [])
-    return users[0] if len(users) == 1 else None
+def _source(name: str, producers) -> tuple[str, bool]:
+    """The tensor ``name`` carries before any Q/DQ or Cast, and whether one was crossed."""
+    crossed = False
+    while (node := producers.get(name)) is not None and node.op_type in TRANSPARENT_OPS:
+        name, crossed = node.input[0], True
+    return name, crossed
 
 
-def _eca_block(conv: onnx.NodeProto, initializers, producers, consumers, shapes) -> EcaBlock:
+def _next_node(name: str, consumers) -> tuple[onnx.NodeProto | None, bool]:
+    """The single consumer of ``name`` past any Q/DQ or Cast (None where it fans out), and whether one was crossed."""
+    crossed = False
+    while True:
+        users = consumers.get(name, [])
+        node = users[0] if len(users) == 1 else None
+        if node is None or node.op_type not in TRANSPARENT_OPS:
+            return node, crossed
+        name, crossed = node.output[0], True
+
+
+def _eca_block(conv: onnx.NodeProto, initializers, producers, consumers, shapes, allowed: set[str]) -> EcaBlock:
     k = int(initializers[conv.input[1]].dims[2])
     path: list[str] = []
     problem = ""
+    crossings: list[str] = []
 
-    pre = producers.get(conv.input[0])
-    pool = producers.get(pre.input[0]) if pre is not None else None
+    def cross(crossed: bool, before: str, after: str) -> None:
+        if crossed:
+            crossings.append(f"{before} -> {after}")
+
+    pre_input, crossed_pre = _source(conv.input[0], producers)
+    pre = producers.get(pre_input)
+    pool_input, crossed_pool = _source(pre.input[0], producers) if pre is not None else ("", False)
+    pool = producers.get(pool_input) if pre is not None else None
     if pre is None or pre.op_type not in RESHAPE_IN_OPS:
         problem = f"input comes from {pre.op_type if pre else 'a graph input'}, not one reshape"
     elif pool is None or pool.op_type not in POOL_OPS:
         problem = f"reshape input comes from {pool.op_type if pool else 'a graph input'}, not a global pool"
     else:
         path += [pool.op_type, pre.op_type]
+        cross(crossed_pool, pool.op_type, pre.op_type)
+        cross(crossed_pre, pre.op_type, "Conv")
     path.append("Conv")
 
     channels = None
@@ -138,20 +177,27 @@ def _eca_block(conv: onnx.NodeProto, initializers, producers, consumers, shapes)
         channels = conv_shape[2]
 
     if not problem:
-        post = _single_consumer(conv.output[0], consumers)
-        gate = _single_consumer(post.output[0], consumers) if post is not None else None
-        mul = _single_consumer(gate.output[0], consumers) if gate is not None else None
+        post, crossed_post = _next_node(conv.output[0], consumers)
+        gate, crossed_gate = _next_node(post.output[0], consumers) if post is not None else (None, False)
+        mul, crossed_mul = _next_node(gate.output[0], consumers) if gate is not None else (None, False)
         if post is None or post.op_type not in RESHAPE_OUT_OPS:
             problem = f"Conv output goes to {post.op_type if post else 'several nodes'}, not one reshape"
         elif gate is None or gate.op_type != "Sigmoid":
             problem = f"reshape feeds {gate.op_type if gate else 'several nodes'}, not Sigmoid"
         elif mul is None or mul.op_type != "Mul":
             problem = f"Sigmoid feeds {mul.op_type if mul else 'several nodes'}, not Mul"
-        elif pool.input[0] not in mul.input:
+        elif _source(pool.input[0], producers)[0] not in {_source(i, producers)[0] for i in mul.input}:
             problem = "the gating Mul does not scale the pooled tensor directly (Expand or copy between)"
         else:
             path += [post.op_type, gate.op_type, mul.op_type]
-    return EcaBlock(conv=conv.name, k=k, channels=channels, plain=not problem, path=path, problem=problem)
+            cross(crossed_post, "Conv", post.op_type)
+            cross(crossed_gate, post.op_type, gate.op_type)
+            cross(crossed_mul, gate.op_type, mul.op_type)
+    unexpected = [c for c in crossings if c not in allowed]
+    if not problem and unexpected:
+        problem = f"Q/DQ or Cast inside the ECA path at {', '.join(unexpected)}"
+    return EcaBlock(conv=conv.name, k=k, channels=channels, plain=not problem, path=path, problem=problem,
+                    crossings=crossings)
 
 
 def conv1d_weight_names(model: onnx.ModelProto) -> set[str]:

@@ -67,10 +67,12 @@ class ECAMobileNetV2(nn.Module):
         input_channel = int(32 * width_mult)
         self.last_channel = int(1280 * max(1.0, width_mult))
         features: list[nn.Module] = [ConvBNReLU(3, input_channel, stride=2)]
-        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+        self.stage_of_feature: dict[str, str] = {}  # features.<i> -> the inverted-residual group (stage) it is in
+        for stage, (t, c, n, s) in enumerate(INVERTED_RESIDUAL_SETTING):
             output_channel = int(c * width_mult)
             k = k_small if c < LARGE_CHANNELS else k_large
             for i in range(n):
+                self.stage_of_feature[f"features.{len(features)}"] = f"stage{stage + 1}"
                 features.append(InvertedResidual(input_channel, output_channel, s if i == 0 else 1, t, k))
                 input_channel = output_channel
         features.append(ConvBNReLU(input_channel, self.last_channel, kernel_size=1))
@@ -87,6 +89,10 @@ class ECAMobileNetV2(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
+
+    def eca_stage(self, module_name: str) -> str:
+        """The stage of an ECA layer: its inverted-residual group (features.<i> names no stage itself)."""
+        return self.stage_of_feature[".".join(module_name.split(".")[:2])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))

@@ -35,7 +35,9 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        # Case-blind, and a case-only difference first: ECA_ResNet50 means eca_resnet50, not resnet50.
+        lowered = {known.lower(): known for known in _REGISTRY}
+        close = [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)]
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(_REGISTRY))}"
         raise ModelNotFoundError(f"unknown model '{name}'{hint} (timm models: {TIMM_PREFIX}<name>)") from None
 

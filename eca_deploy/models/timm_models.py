@@ -20,6 +20,7 @@ from ..errors import MissingDependencyError, ModelNotFoundError, first_line, mis
 from .checkpoint import load_strict, read_state_dict
 from .eca import EcaLayer
 from .base import TIMM_PREFIX, LoadedModel, replace_module
+from .random_init import seeded_init
 
 
 def _import_timm():
@@ -56,18 +57,19 @@ def swap_eca_modules(model: nn.Module, image_size: int = 224) -> None:
         replace_module(model, name, new)
 
 
-def load_timm_model(name: str, weights: str | Path | None = None, num_classes: int | None = None):
+def load_timm_model(name: str, weights: str | Path | None = None, num_classes: int | None = None, seed: int = 0):
     timm = _import_timm()
     if not timm.is_model(name):
         close = [m for m in timm.list_models("*eca*") if name in m or m in name][:3]
         raise ModelNotFoundError(f"unknown timm model '{name}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
     state, meta = (read_state_dict(weights) if weights else ({}, {}))
-    probe = timm.create_model(name, pretrained=False)
-    classifier = probe.pretrained_cfg.get("classifier", "fc")
-    if state and num_classes is None and f"{classifier}.weight" in state:
-        num_classes = int(state[f"{classifier}.weight"].shape[0])
-    model = probe if not num_classes or num_classes == probe.num_classes else \
-        timm.create_model(name, pretrained=False, num_classes=num_classes)
+    with seeded_init(seed):
+        probe = timm.create_model(name, pretrained=False)
+        classifier = probe.pretrained_cfg.get("classifier", "fc")
+        if state and num_classes is None and f"{classifier}.weight" in state:
+            num_classes = int(state[f"{classifier}.weight"].shape[0])
+        model = probe if not num_classes or num_classes == probe.num_classes else \
+            timm.create_model(name, pretrained=False, num_classes=num_classes)
     if weights:
         load_strict(model, state, f"{TIMM_PREFIX}{name}", weights, meta)
     model.eval()

@@ -146,7 +146,7 @@ def test_calibration_cache_is_keyed_and_reused(digits, tmp_path):
     first = quantize(QuantizeConfig(output=tmp_path / "a.onnx", **cfg))
     assert first.calibration["cached"] is False and cache.exists()
     keys = json.loads(cache.read_text())["entries"]
-    assert {k.split("|")[2] for k in keys} == {"minmax", "entropy", "percentile:99.99"}
+    assert {k.split("|")[2] for k in keys} == {"minmax", "entropy", "percentile:99.99", "histograms"}
     assert {k.split("|")[1] for k in keys} == {first.calibration["data_hash"]}
 
     again = quantize(QuantizeConfig(output=tmp_path / "b.onnx", **cfg))
@@ -169,7 +169,20 @@ def test_calibration_cache_is_keyed_and_reused(digits, tmp_path):
     onnx.save(model, str(model_copy))
     other = quantize(QuantizeConfig(output=tmp_path / "e.onnx", **{**cfg, "onnx": model_copy}))
     assert other.calibration["cached"] is False
-    assert len(json.loads(cache.read_text())["entries"]) == 9
+    assert len(json.loads(cache.read_text())["entries"]) == 12  # 3 methods + histograms, for 3 model/data pairs
+
+
+def test_another_percentile_is_answered_from_the_cached_histograms(digits, tmp_path):
+    """Switching --percentile reuses the histogram pass, and gives exactly what a fresh pass gives."""
+    cache = tmp_path / "ranges.json"
+    cfg = dict(onnx=digits.onnx, calib_data=digits.calib_dir, calib_method="percentile", check_count=8,
+               calib_count=64)
+    quantize(QuantizeConfig(output=tmp_path / "a.onnx", calib_cache=cache, **cfg))
+    switched = quantize(QuantizeConfig(output=tmp_path / "b.onnx", calib_cache=cache, percentile=99.0, **cfg))
+    assert switched.calibration["cached"] is True and switched.calibration["from_histograms"] is True
+    fresh = quantize(QuantizeConfig(output=tmp_path / "c.onnx", use_cache=False, percentile=99.0, **cfg))
+    assert fresh.calibration["cached"] is False
+    assert _q_scales(switched.path) == _q_scales(fresh.path) != _q_scales(tmp_path / "a.onnx")
 
 
 def test_writes_beside_its_input_by_default(digits, tmp_path):
@@ -186,4 +199,4 @@ def test_writes_beside_its_input_by_default(digits, tmp_path):
         assert result.manifest_path == result.path.with_name(result.path.name + ".json")
         assert read_manifest(result.path)["sha256"]
     assert (tmp_path / "eca_resnet18.calib.json").exists()
-    assert fp16.check_data == "seeded random inputs"
+    assert fp16.check_data == "seeded random photo-like inputs"

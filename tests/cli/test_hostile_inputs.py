@@ -135,6 +135,7 @@ def assert_disk_full(code, err, folder, name):
 def test_full_disk_in_export(tmp_path, capsys, disk_full):
     disk_full("eca_resnet18.onnx")
     out = tmp_path / "o"
+    out.mkdir()  # a folder export did not create: it stays (one it creates is removed again on failure)
     code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--num-classes", "10", "--imgsz", "32",
                            "--output", str(out))
     assert_disk_full(code, err, out, "eca_resnet18.onnx")

@@ -151,3 +151,92 @@ def test_refuses_to_overwrite_its_input(digits, tmp_path, capsys):
            tmp_path / "nothing", "refusing to overwrite")
     assert source.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.fixture(scope="module")
+def random_r50(tmp_path_factory):
+    """The README's default model with random weights, exported at 64x64, with its weights file."""
+    import torch
+
+    from eca_deploy.export.onnx_export import ExportConfig, export_model
+    from eca_deploy.models import load_model
+
+    folder = tmp_path_factory.mktemp("r50")
+    loaded = load_model("eca_resnet50")
+    torch.save(loaded.model.state_dict(), folder / "r50_random.pth")
+    result = export_model(ExportConfig(model="eca_resnet50", out_dir=str(folder), imgsz=64), loaded=loaded)
+    return result.onnx_path, folder / "r50_random.pth"
+
+
+def test_fp16_gate_is_parity_fp16_verdict_and_takes_its_flags(random_r50, photos, tmp_path, capsys):
+    """The README's FP16 command writes on the default random-weight model with real photos; the gate is the
+    judgement parity makes of FP16 (parity then passes the file), and parity's flags tighten or loosen it."""
+    from eca_deploy.runtime.harness.parity import ParityConfig, run_parity
+
+    onnx_path, weights = random_r50
+    half = tmp_path / "r50.fp16.onnx"
+    assert main(["quantize", "--onnx", str(onnx_path), "--precision", "fp16", "--calib-data", str(photos),
+                 "--output", str(half)]) == 0
+    assert read_manifest(half)["parity"]["tolerance"]["atol"] == 0.1
+    comparison = run_parity(ParityConfig(reference=f"torch:eca_resnet50:{weights}", candidates=[str(half)],
+                                         data=str(photos), device="cpu", threads=1))
+    assert comparison.candidates[0].verdict.passed
+    capsys.readouterr()
+    strict = tmp_path / "strict.fp16.onnx"
+    code = main(["quantize", "--onnx", str(onnx_path), "--precision", "fp16", "--calib-data", str(photos),
+                 "--atol", "fp16=1e-6", "--rtol", "fp16=1e-6", "--output", str(strict)])
+    err = capsys.readouterr().err
+    assert code == 1 and "not written" in err and "atol 1e-06" in err and not strict.exists()
+
+
+def test_int8_checks_on_images_it_did_not_calibrate_on_and_says_which(random_r50, photos, tmp_path, capsys):
+    onnx_path, _ = random_r50
+    base = ["quantize", "--onnx", str(onnx_path), "--calib-data", str(photos), "--no-calib-cache",
+            "--target", "cpu", "--calib-method", "minmax"]
+    assert main([*base, "--calib-count", "5", "--output", str(tmp_path / "a.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "3 images of" in out and "not used for calibration" in out
+    evaluation = read_manifest(tmp_path / "a.onnx")["evaluation"]
+    assert evaluation["held_out"] is True and evaluation["images"] == 3
+    assert main([*base, "--calib-count", "all", "--output", str(tmp_path / "b.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "NOT held out" in out
+    evaluation = read_manifest(tmp_path / "b.onnx")["evaluation"]
+    assert evaluation["held_out"] is False and evaluation["images"] == 8
+
+
+def test_inspect_reads_through_qdq_and_judges_each_layout(random_r50, photos, tmp_path, capsys):
+    """Our own INT8 files (both layouts) and FP16 file are plain ECA for their layout; a Q/DQ pair that no
+    layout places (on the Conv1d output of a TensorRT-layout file) is called out."""
+    onnx_path, _ = random_r50
+    files = {"int8 tensorrt": tmp_path / "m.int8.onnx", "int8 cpu": tmp_path / "m.int8.cpu.onnx",
+             "fp16": tmp_path / "m.fp16.onnx"}
+    for layout, path in files.items():
+        precision = "fp16" if layout == "fp16" else "int8"
+        target = ["--target", layout.split()[1], "--calib-data", str(photos), "--calib-count", "4",
+                  "--calib-method", "minmax", "--no-calib-cache"] if precision == "int8" else []
+        assert main(["quantize", "--onnx", str(onnx_path), "--precision", precision, *target,
+                     "--output", str(path)]) == 0
+    capsys.readouterr()
+    for layout, path in {"fp32": onnx_path, **files}.items():
+        assert main(["inspect", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[0].endswith(f", {layout}"), out
+        assert "NOT plain" not in out and "every ECA block has the plain shape" in out, out
+        assert f"judged for {layout}" in out
+
+    model = onnx.load(str(files["int8 tensorrt"]))
+    conv1d = next(n for n in model.graph.node if n.op_type == "Conv"
+                  and any(a.name == "kernel_shape" and len(a.ints) == 1 for a in n.attribute))
+    out_name = conv1d.output[0]
+    for node in model.graph.node:
+        node.input[:] = [f"{out_name}_dq" if i == out_name else i for i in node.input]
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(0.01, np.float32), "s"),
+                                    numpy_helper.from_array(np.array(0, np.int8), "z")])
+    model.graph.node.extend([helper.make_node("QuantizeLinear", [out_name, "s", "z"], [f"{out_name}_q"]),
+                             helper.make_node("DequantizeLinear", [f"{out_name}_q", "s", "z"], [f"{out_name}_dq"])])
+    onnx.save(model, str(tmp_path / "odd.onnx"))
+    assert main(["inspect", str(tmp_path / "odd.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "NOT plain: Q/DQ or Cast inside the ECA path at Conv -> Reshape" in out
+    assert "some ECA blocks are not plain" in out

@@ -164,3 +164,13 @@ def test_only_unreadable_images_fail_when_read(tmp_path):
     with pytest.raises(DataError, match="no usable image.*all 3 files"):
         _all(data)
     assert len(data.skipped) == 3
+
+
+def test_held_out_leaves_out_exactly_the_calibration_subset(tmp_path):
+    from eca_deploy.testing.photos import write_photos
+
+    write_photos(tmp_path / "p", count=6, size=40)
+    calib = load_dataset(tmp_path / "p", imgsz=32, count=4, seed=3)
+    rest = load_dataset(tmp_path / "p", imgsz=32, count=None, seed=3, exclude=4)
+    assert len(rest) == 2 and not set(rest.files) & set(calib.files)
+    assert len(load_dataset(tmp_path / "p", imgsz=32, seed=3, exclude=10)) == 0  # every image calibrated on

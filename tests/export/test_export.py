@@ -83,8 +83,9 @@ def test_manifest_records_provenance(exported):
     loaded, result = exported["eca_resnet50"]
     manifest = json.loads(manifest_path(result.onnx_path).read_text())
     assert manifest["model"] == "eca_resnet50"
-    assert manifest["eca_k_per_stage"] == [3, 5, 7]  # k3557 collapses to its distinct runs
+    assert manifest["eca_k_per_stage"] == [3, 5, 5, 7]  # k3557: every stage, repeats kept
     assert len(manifest["eca_blocks"]) == 16
+    assert [b["k"] for b in manifest["eca_blocks"]] == [3] * 3 + [5] * 4 + [5] * 6 + [7] * 3
     assert manifest["opset"] == 17 and manifest["input"]["shape"] == ["batch", 3, IMGSZ, IMGSZ]
     assert manifest["dynamic_axes"]["input"] == {"0": "batch"}
     assert set(manifest["versions"]) >= {"torch", "onnx", "onnxsim", "onnxruntime"}
@@ -110,3 +111,70 @@ def test_static_batch_and_other_sizes(tmp_path):
     assert summary.opset == 13
     assert summary.all_plain
     assert "simplify" not in result.parity
+
+
+def test_random_init_export_is_byte_identical(tmp_path):
+    """Same command, same bytes: random init is seeded, so a calibration cache keyed by model hash hits."""
+    first, second = (export_model(ExportConfig(model="eca_resnet18", out_dir=str(tmp_path / d), imgsz=IMGSZ))
+                     for d in ("a", "b"))
+    assert first.onnx_path.read_bytes() == second.onnx_path.read_bytes()
+    other = export_model(ExportConfig(model="eca_resnet18", out_dir=str(tmp_path / "c"), imgsz=IMGSZ, seed=1))
+    assert other.onnx_path.read_bytes() != first.onnx_path.read_bytes()  # --seed picks the init
+
+
+def test_mobilenetv2_records_k_of_every_stage(exported):
+    loaded, result = exported["eca_mobilenetv2"]
+    manifest = json.loads(manifest_path(result.onnx_path).read_text())
+    # k13: k=1 for the four inverted-residual groups below 96 channels, k=3 for the three above
+    assert manifest["eca_k_per_stage"] == [1, 1, 1, 1, 3, 3, 3]
+    assert len(manifest["eca_blocks"]) == 17
+
+
+def test_random_init_has_a_trained_models_logit_scale_on_real_photos(photos):
+    """BN settled on photo-like inputs: on real ImageNet-normalised photos the random-init logits stay at
+    the unit scale of a trained model (settled on N(0,1) noise, ECA-ResNet-101 reached a std of 1000)."""
+    from eca_deploy.data.sources import load_dataset
+
+    images = np.concatenate([b for b, _ in load_dataset(str(photos), imgsz=IMGSZ, count=None, seed=0).batches(8)])
+    for name in ("eca_resnet101", "eca_resnet50", "eca_mobilenetv2"):
+        with torch.no_grad():
+            logits = load_model(name).model(torch.from_numpy(images)).numpy()
+        assert 0.05 < logits.std() < 10.0, (name, logits.std())  # a trained ImageNet model: ~2-4
+
+
+def _weights_of(loaded, path):
+    torch.save(loaded.model.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_fp32_export_passes_parity_on_real_photos(exported, photos, tmp_path, name):
+    """A faithful FP32 export passes parity against its own random-weight PyTorch model on real photos."""
+    from eca_deploy.runtime.harness.parity import ParityConfig, run_parity
+
+    loaded, result = exported[name]
+    weights = _weights_of(loaded, tmp_path / f"{name}.pth")
+    comparison = run_parity(ParityConfig(reference=f"torch:{name}:{weights}", candidates=[str(result.onnx_path)],
+                                         data=str(photos), device="cpu", threads=1))
+    [candidate] = comparison.candidates
+    assert candidate.verdict.passed, candidate.verdict.failures
+
+
+def test_corrupted_fp32_export_fails_parity_on_real_photos(exported, photos, tmp_path):
+    """The control: the same export with its first ECA Conv1d weight scaled by 1.2 fails."""
+    from onnx import numpy_helper
+
+    from eca_deploy.runtime.harness.parity import ParityConfig, run_parity
+
+    loaded, result = exported["eca_resnet18"]
+    model = onnx.load(str(result.onnx_path))
+    conv1d = next(n for n in model.graph.node if n.op_type == "Conv"
+                  and any(a.name == "kernel_shape" and len(a.ints) == 1 for a in n.attribute))
+    weight = next(i for i in model.graph.initializer if i.name == conv1d.input[1])
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.2, weight.name))
+    corrupted = tmp_path / "corrupted.onnx"
+    onnx.save(model, str(corrupted))
+    weights = _weights_of(loaded, tmp_path / "eca_resnet18.pth")
+    comparison = run_parity(ParityConfig(reference=f"torch:eca_resnet18:{weights}", candidates=[str(corrupted)],
+                                         data=str(photos), device="cpu", threads=1))
+    assert not comparison.candidates[0].verdict.passed

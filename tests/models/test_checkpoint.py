@@ -35,7 +35,7 @@ def test_official_checkpoint_round_trip_infers_k_and_classes(tmp_path):
     save_official(source, path, arch="resnet50")  # `arch` in released files is not to be trusted
     loaded = load_model("eca_resnet50", path)
     assert loaded.num_classes == 37
-    assert k_per_stage(loaded.eca_blocks) == [5, 7, 3, 9]
+    assert k_per_stage(loaded.model) == [5, 7, 3, 9]
     assert torch.equal(outputs(loaded.model), outputs(source))
     assert loaded.checkpoint_meta["epoch"] == 100
     assert len(loaded.weights_sha256) == 64

@@ -100,3 +100,41 @@ def test_unknown_model_suggests_close_names():
 def test_wrong_number_of_stage_kernels_is_refused():
     with pytest.raises(ModelNotFoundError, match="4 kernel sizes"):
         create_model("eca_resnet50", k_size=(3, 5))
+
+
+def test_models_command_runs_no_real_tensor_and_its_figures_match_a_real_count(capsys):
+    """`eca-deploy models` prints stored figures at 224 (no forward at all) and counts other sizes on the meta
+    device (shapes only): not one module sees a real tensor; the figures equal a count on a real model."""
+    import json
+
+    from eca_deploy.cli.main import main
+
+    devices = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, inputs: devices.extend(t.device.type for t in inputs if isinstance(t, torch.Tensor)))
+    try:
+        assert main(["models", "--json"]) == 0
+        at_224 = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+        assert devices == []
+        assert main(["models", "--json", "--imgsz", "64"]) == 0
+        at_64 = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    finally:
+        hook.remove()
+    assert set(at_224) == set(at_64) == set(list_models()) and devices and set(devices) == {"meta"}
+    real = create_model("eca_resnet18")
+    assert at_64["eca_resnet18"]["params"] == at_224["eca_resnet18"]["params"] == count_parameters(real)
+    assert at_64["eca_resnet18"]["gflops"] == round(count_gmacs(real, 64), 3)
+    assert at_224["eca_resnet50"]["gflops"] == round(count_gmacs(create_model("eca_resnet50"), 224), 3)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_stored_figures_equal_a_count(name):
+    from eca_deploy.models.complexity import STORED_224, counted_complexity
+
+    params, gmacs = counted_complexity(name, 224)
+    assert STORED_224[name] == (params, round(gmacs * 1e9))
+
+
+def test_unknown_name_suggests_the_case_blind_match_first():
+    with pytest.raises(ModelNotFoundError, match="did you mean eca_resnet50,"):
+        get_spec("ECA_ResNet50")

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import onnx
+
 from ...artifacts import manifest_path, read_manifest, require_file
 from ...errors import EcaDeployError, EngineError, ManifestError, MissingDependencyError, OnnxFileError, UsageError, warn
 from ...models.base import TIMM_PREFIX
-from ...precisions import PRECISIONS, onnx_precision
+from ...precisions import PRECISIONS, graph_layout, onnx_precision
 from ..base import Backend
 from ..tensorrt.env import tensorrt_unavailable_reason
 from ..tensorrt.plan import ENGINE_SUFFIXES
@@ -147,6 +149,15 @@ class Artifact:
         """What tells two artifacts apart in a report: the resolved file path, or the torch spec."""
         return str(self.path.resolve()) if self.path else self.spec
 
+    def layout(self, precision: str) -> str | None:
+        """An INT8 file's layout (tensorrt or cpu): its manifest's target, else what its graph holds."""
+        if precision != "int8" or self.kind == "torch":
+            return None
+        if self.kind == "tensorrt":
+            return "tensorrt"
+        target = (self.manifest or {}).get("target")
+        return target if target else graph_layout(onnx.load(str(self.path), load_external_data=False)).split()[-1]
+
     def precision(self, override: str | None = None) -> tuple[str, str]:
         """(precision, where it came from): the flag, the manifest, the ONNX graph, or fp32 assumed."""
         if override:
@@ -177,6 +188,8 @@ def parse_spec(spec: str) -> Artifact:
     if kind is not None:
         require_file(path, kind.noun, kind.not_found)
         return Artifact(spec, kind.name, path=path, manifest=kind.manifest(path))
+    if path.is_dir():
+        raise OnnxFileError(f"{spec} is a directory, not a file (expected {SPEC_HELP})")
     if not path.exists():
         raise OnnxFileError(f"model not found: {spec} (expected {SPEC_HELP})")
     raise UsageError(f"cannot tell how to run {spec}: expected {SPEC_HELP}")

@@ -9,15 +9,15 @@ top-1 agreement with the reference.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 import numpy as np
 
 from ...data.sources import label_problem, load_dataset
 from ...errors import DataError, EcaDeployError, ParityError
-from ...graph.compare import check_elements, compare_outputs, topk_accuracy
-from ...precisions import PRECISIONS, TF32_TOLERANCE, Tolerance
+from ...graph.compare import Verdict, compare_outputs, judge, tolerance_for, topk_accuracy
+from ...precisions import PRECISIONS, Tolerance
 from ...progress import progress
 from ..backends.registry import Artifact, open_backend, parse_spec
 from ..base import Backend
@@ -41,52 +41,6 @@ def parse_override(text: str) -> tuple[str, float | None]:
     if not math.isfinite(number) or number < 0:
         raise EcaDeployError(f"tolerance '{text}' must be a finite number >= 0")
     return precision, number
-
-
-def tolerance_for(precision: str, overrides: dict[str, dict[str, float | None]] | None = None,
-                  fp32_math: str = "fp32") -> Tolerance:
-    """The default for ``precision`` (TF32's where the backend runs FP32 in TF32) with overrides applied:
-    {'atol': {'*': 1e-3, 'fp16': None}, ...}; overrides are keyed by the artifact's precision."""
-    tf32 = precision == "fp32" and fp32_math == "tf32"
-    tol = TF32_TOLERANCE if tf32 else PRECISIONS[precision].tolerance
-    for name, per_precision in (overrides or {}).items():
-        for key in ("*", precision):  # a precision-specific value wins over one for all
-            if key in per_precision:
-                tol = replace(tol, **{name: per_precision[key]})
-    return tol
-
-
-@dataclass
-class Verdict:
-    passed: bool
-    checks: list[dict] = field(default_factory=list)  # {"check", "value", "limit", "passed"}
-
-    @property
-    def failures(self) -> list[str]:
-        return [f"{c['check']}: {c['value']:.4g} (limit {c['limit']:.4g})" for c in self.checks if not c["passed"]]
-
-
-def judge(tol: Tolerance, candidate: np.ndarray, reference: np.ndarray, reference_top1: float | None,
-          candidate_top1: float | None) -> tuple[Verdict, dict | None]:
-    """Apply ``tol``; returns the verdict and the element check (None when atol/rtol are off)."""
-    checks = [{"check": "non-finite outputs", "value": float(np.count_nonzero(~np.isfinite(candidate))),
-               "limit": 0.0}]
-    elements = None
-    if tol.atol is not None and tol.rtol is not None:
-        result = check_elements(reference, candidate, tol.atol, tol.rtol)
-        elements = result.as_dict()
-        checks.append({"check": f"elements over atol {tol.atol:g} and rtol {tol.rtol:g}",
-                       "value": float(result.mismatched), "limit": 0.0})
-    if tol.max_top1_drop is not None and reference_top1 is not None and candidate_top1 is not None:
-        checks.append({"check": "top-1 drop (points)", "value": 100.0 * (reference_top1 - candidate_top1),
-                       "limit": tol.max_top1_drop})
-    elif tol.min_agreement is not None:
-        agreement = float(np.mean(np.argmax(candidate, 1) == np.argmax(reference, 1)))
-        checks.append({"check": "top-1 agreement", "value": agreement, "limit": tol.min_agreement, "min": True})
-    for check in checks:
-        check["passed"] = bool(check["value"] >= check["limit"] if check.pop("min", False)
-                               else check["value"] <= check["limit"])
-    return Verdict(all(c["passed"] for c in checks), checks), elements
 
 
 class SyntheticInputs:
@@ -283,7 +237,9 @@ def run_parity(cfg: ParityConfig) -> Comparison:
     try:
         for artifact in artifacts:
             opened.append((artifact, open_backend(artifact, **options)))
-        imgsz = resolve_imgsz(cfg.imgsz, [(a.label, b) for a, b in opened])
+        labels = [a.label for a, _ in opened]  # full paths where two candidates share a file name
+        imgsz = resolve_imgsz(cfg.imgsz, [(str(a.path) if labels.count(a.label) > 1 else a.label, b)
+                                          for a, b in opened])
         reference = open_backend(ref_artifact, imgsz=imgsz, **options)
         opened.insert(0, (ref_artifact, reference))
         check_input_size(f"reference {ref_artifact.label}", reference, imgsz)

@@ -62,6 +62,8 @@ def merge_rows(rows: list[dict]) -> list[dict]:
             merged[key] = dict(row)
             continue
         into = merged[key]
+        if row.get("source") and row["source"] not in (into.get("source") or "").split(" + "):
+            into["source"] = f"{into['source']} + {row['source']}" if into.get("source") else row["source"]
         for section in ("parity", "bench"):
             if row.get(section) is not None:
                 into[section] = row[section]
@@ -146,11 +148,14 @@ def combine(reports: list[dict], sources: list[str] | None = None) -> dict:
     for report in reports:
         for device in report["devices"]:
             devices.setdefault(device["label"], device)
-    rows = merge_rows([row for report in reports for row in report["rows"]])
+    # Each row remembers the file it came from (an earlier merged report keeps its rows' own sources).
+    sources = sources or []
+    rows = merge_rows([{**row, "source": row.get("source") or (sources[i] if i < len(sources) else None)}
+                       for i, report in enumerate(reports) for row in report["rows"]])
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "comparison",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "devices": list(devices.values()), "rows": rows,
-            "skipped": [s for report in reports for s in report["skipped"]], "sources": sources or []}
+            "skipped": [s for report in reports for s in report["skipped"]], "sources": sources}
 
 
 def headline(row: dict) -> tuple[dict | None, dict | None]:
@@ -175,18 +180,24 @@ def _status(row: dict) -> str:
     return row["status"]
 
 
+def _with_sources(report: dict) -> bool:
+    """A Source column where the rows came from more than one file."""
+    return len({row.get("source") for row in report["rows"]}) > 1
+
+
 def table_rows(report: dict) -> list[list[str]]:
     multi = len(report["devices"]) > 1
+    sources = _with_sources(report)
     lines = []
     for row in report["rows"]:
         parity = row.get("parity") or {}
         latency, best = headline(row)
         agreement = "—" if row["status"] == "reference" else _pct(parity.get("top1_agreement"))
-        cells = [row["artifact"], row["format"], row["precision"], _status(row), _num(row.get("size_mb"), ".1f"),
+        cells = [row["artifact"], row["format"], _precision(row), _status(row), _num(row.get("size_mb"), ".1f"),
                  _pct(parity.get("top1")), agreement, _num(parity.get("max_abs"), ".2e"),
                  _num(latency and latency["p50"], ".2f"), _num(latency and latency["p99"], ".2f"),
                  _num(best and best["fps"], ".1f")]
-        lines.append(([row["device"]] if multi else []) + cells)
+        lines.append(([row["device"]] if multi else []) + cells + ([row.get("source") or "—"] if sources else []))
     return lines
 
 
@@ -213,7 +224,8 @@ def _device_line(device: dict) -> str:
 
 def summary_table(report: dict) -> str:
     """The one table a person reads first (Markdown)."""
-    header = (["Device"] if len(report["devices"]) > 1 else []) + list(COLUMNS)
+    header = (["Device"] if len(report["devices"]) > 1 else []) + list(COLUMNS) + \
+        (["Source"] if _with_sources(report) else [])
     return _md_table(header, table_rows(report))
 
 
@@ -249,8 +261,13 @@ def markdown(report: dict, plots: dict[str, str] | None = None) -> str:
     return "\n".join(parts)
 
 
+def _precision(row: dict) -> str:
+    """Precision and, for INT8, its layout: 'int8 tensorrt' and 'int8 cpu' are different files and numbers."""
+    return f"{row['precision']} {row['layout']}" if row.get("layout") else row["precision"]
+
+
 def _series_label(row: dict, multi: bool) -> str:
-    label = f"{row['format']} {row['precision']} ({row['backend']})"
+    label = f"{row['format']} {_precision(row)} ({row['backend']})"
     return f"{row['device']}: {label}" if multi else label
 
 
@@ -287,31 +304,45 @@ def plot_latency(report: dict, path: Path) -> bool:
     return True
 
 
-def plot_accuracy(report: dict, path: Path) -> bool:
-    """Top-1 accuracy per artifact where labels exist, else top-1 agreement with the reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def accuracy_bars(report: dict) -> tuple[str, list[tuple[str, float, str]]]:
+    """(what is measured, [(label, percent, status)]): top-1 accuracy per artifact where labels exist, else
+    top-1 agreement with the reference; rows that ended in an error get an empty slot, status "error"."""
     multi = len(report["devices"]) > 1
     rows = [r for r in report["rows"] if r.get("parity")]
     labeled = any(r["parity"].get("top1") is not None for r in rows)
     key, name = ("top1", "top-1 accuracy") if labeled else ("top1_agreement", "top-1 agreement with the reference")
     bars = [(_series_label(r, multi), 100 * r["parity"][key], r["status"]) for r in rows
-            if r["parity"].get(key) is not None]
+            if r["parity"].get(key) is not None and r["status"] != "error"]
+    return name, bars + [(_series_label(r, multi), 0.0, "error") for r in report["rows"] if r["status"] == "error"]
+
+
+def plot_accuracy(report: dict, path: Path) -> bool:
+    """Bars of :func:`accuracy_bars`, coloured by parity status, on an axis from 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name, bars = accuracy_bars(report)
     if not bars:
         return False
-    colors = {"fail": "tab:red", "reference": "tab:gray"}
+    colors = {"pass": "tab:blue", "fail": "tab:red", "reference": "tab:gray", "error": "white"}
+    names = {"pass": "passed parity", "fail": "failed parity", "reference": "reference", "error": "error (no result)"}
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(bars)), 4.5))
-    ax.bar(range(len(bars)), [v for _, v, _ in bars], color=[colors.get(s, "tab:blue") for _, _, s in bars])
-    for i, (_, value, _) in enumerate(bars):
-        ax.text(i, value, f"{value:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.bar(range(len(bars)), [v for _, v, _ in bars], color=[colors.get(s, "tab:blue") for _, _, s in bars],
+           edgecolor="black", linewidth=0.5)
+    for i, (_, value, status) in enumerate(bars):
+        ax.text(i, value + 1, "error" if status == "error" else f"{value:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=20, ha="right", fontsize=7)
-    low = min(v for _, v, _ in bars)
-    ax.set_ylim(max(0.0, low - 10), 101)
+    ax.set_ylim(0, 112)  # from zero, with room above 100 for the value labels
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel(f"{name}, %")
-    ax.set_title("Accuracy per precision (red: failed parity)")
+    ax.set_title("Accuracy per precision and layout")
+    from matplotlib.patches import Patch
+
+    shown = dict.fromkeys(status if status in colors else "pass" for _, _, status in bars)
+    ax.legend(handles=[Patch(facecolor=colors[s], edgecolor="black", label=names[s]) for s in shown],
+              fontsize=7, loc="lower right")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -25,6 +25,7 @@ class ReportRow:
     spec: str | None = None  # what the user typed
     size_mb: float | None = None
     precision_source: str | None = None  # flag / manifest / graph / pytorch
+    layout: str | None = None  # an INT8 file's layout (tensorrt / cpu): two INT8 files are told apart by it
     parity: dict | None = None
     bench: dict | None = None
 
@@ -32,7 +33,7 @@ class ReportRow:
     def of(cls, artifact: Artifact, precision: str | None, backend: str, status: str, reason: str = "",
            **sections) -> "ReportRow":
         return cls(artifact.label, artifact.identity, artifact.format, precision, backend, status, reason,
-                   artifact.spec, artifact.size_mb, **sections)
+                   artifact.spec, artifact.size_mb, layout=artifact.layout(precision), **sections)
 
     def as_dict(self) -> dict:
         """The JSON form; sections a row does not have are left out."""

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from eca_deploy.graph.compare import check_elements, compare_outputs, topk_accuracy
+from eca_deploy.graph.compare import check_elements, compare_outputs, logit_scale, topk_accuracy
 
 
 def _rows(array):
@@ -46,8 +46,9 @@ def test_compare_outputs_matches_plain_python(logits):
 
 
 def test_element_check_fails_only_when_over_both_tolerances():
-    atol, rtol = 0.1, 0.01
     ref = np.array([[100.0, 0.001, 5.0, -2.0, 0.0]])
+    # atol is in units of the sample's logit scale (RMS 44.8 here): 0.1 absolute below
+    atol, rtol = 0.1 / logit_scale(ref)[0], 0.01
     # 100 -> 100.5: abs 0.5 > atol, rel 0.005 < rtol: passes (large logit, small relative error)
     # 0.001 -> 0.05: rel 49 > rtol, abs 0.049 < atol: passes (near-zero logit)
     # 5 -> 5.5: abs 0.5 > atol and rel 0.1 > rtol: fails
@@ -59,7 +60,7 @@ def test_element_check_fails_only_when_over_both_tolerances():
     assert result.elements == 5
     assert not result.passed
     over_atol = [abs(c - r) / max(abs(r), np.finfo(np.float32).tiny)
-                 for r, c in zip(ref[0], cand[0]) if abs(c - r) > atol]
+                 for r, c in zip(ref[0], cand[0]) if abs(c - r) > 0.1]
     assert result.required_rtol == pytest.approx(max(over_atol))
     # the required rtol really is the smallest that passes at this atol
     assert check_elements(ref, cand, atol, result.required_rtol).passed
@@ -69,8 +70,9 @@ def test_element_check_fails_only_when_over_both_tolerances():
 def test_element_check_counts_random_mismatches_like_a_loop(logits):
     ref, cand = logits
     atol, rtol = 0.3, 0.1
-    expected = sum(1 for ra, ca in zip(_rows(ref), _rows(cand)) for a, b in zip(ra, ca)
-                   if abs(a - b) > atol and abs(a - b) / abs(a) > rtol)
+    scales = [max(1.0, math.sqrt(sum(a * a for a in row) / len(row))) for row in _rows(ref)]  # each sample's RMS
+    expected = sum(1 for ra, ca, scale in zip(_rows(ref), _rows(cand), scales) for a, b in zip(ra, ca)
+                   if abs(a - b) > atol * scale and abs(a - b) / abs(a) > rtol)
     assert 0 < expected < ref.size
     assert check_elements(ref, cand, atol, rtol).mismatched == expected
 

@@ -65,8 +65,26 @@ def test_large_logits_pass_on_relative_error_alone():
     ref = np.full((2, 3), 1000.0)
     verdict, elements = judge(PRECISIONS["fp32"].tolerance, ref + 0.01, ref, None, None)
     assert verdict.passed and elements["mismatched"] == 0
-    strict = Tolerance(atol=1e-3, rtol=1e-6)
+    strict = Tolerance(atol=1e-6, rtol=1e-6)  # atol is x the logit scale (1000 here): 1e-3
     assert not judge(strict, ref + 0.01, ref, None, None)[0].passed
+
+
+def test_fp32_atol_follows_the_logit_scale():
+    """Random-init logits on real photos reach a std of 40: float32's own reordering error there (a few 1e-3,
+    1e-5 relative to the logits) passes, while a corrupted logit of the same model still fails."""
+    rng = np.random.default_rng(1)
+    ref = rng.normal(0, 40, size=(8, 1000))
+    ref[0, :3] = [1e-2, -3e-3, 5e-4]  # near-zero logits: float32 rounding moves them far in relative terms
+    faithful = ref + rng.normal(0, 1e-5, size=ref.shape) * np.abs(ref).max(axis=1, keepdims=True)
+    faithful[0, :3] = ref[0, :3] + [2.4e-3, -2.4e-3, 2.4e-3]
+    verdict, elements = judge(PRECISIONS["fp32"].tolerance, faithful, ref, None, None)
+    assert verdict.passed and elements["max_scale"] == pytest.approx(40, rel=0.1)
+    corrupted = faithful.copy()
+    corrupted[2, 7] += 1.0
+    verdict, elements = judge(PRECISIONS["fp32"].tolerance, corrupted, ref, None, None)
+    assert not verdict.passed and elements["mismatched"] == 1
+    unit = rng.normal(0, 1, size=(8, 10))  # unit-scale logits keep atol as given
+    assert not judge(PRECISIONS["fp32"].tolerance, unit + 2e-3, unit, None, None)[0].passed
 
 
 def test_int8_with_labels_is_judged_by_accuracy_drop(reference):

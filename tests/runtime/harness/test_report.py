@@ -125,3 +125,28 @@ def test_report_command_refuses_a_foreign_file(tmp_path, capsys):
 def test_combine_then_write_without_plots(tmp_path, report):
     written = write_report(combine([report]), tmp_path, plots=False)
     assert set(written) == {"json", "markdown"}
+
+
+def test_merged_rows_name_their_source_and_both_int8_layouts_and_errors_are_plotted(tmp_path):
+    from eca_deploy.runtime.harness.report import accuracy_bars
+
+    from dataclasses import replace
+
+    trt = replace(parity_row("m.int8.onnx", "int8", "pass", 0.99, None), layout="tensorrt")
+    cpu = replace(parity_row("m.int8.cpu.onnx", "int8", "pass", 0.95, None), layout="cpu")
+    fp32 = parity_row("m.onnx", "fp32", "fail", 1.0, None)
+    error = ReportRow("m.fp16.onnx", "m.fp16.onnx", "ONNX", "fp16", "-", "error", "FP16 output drifts")
+    first = new_report("parity", device(tmp_path / "a", "CPU A"), [fp32, trt])
+    second = new_report("pipeline", device(tmp_path / "a", "CPU A"), [cpu, error, bench_row("m.onnx", "fp32", 4.0)])
+    merged = combine([first, second], sources=["runs/parity.json", "runs/pipeline.json"])
+    table = summary_table(merged)
+    assert table.splitlines()[0].endswith("| Source |")
+    assert "| runs/parity.json + runs/pipeline.json |" in next(l for l in table.splitlines() if "| m.onnx |" in l)
+    assert "| int8 tensorrt |" in table and "| int8 cpu |" in table
+    _, bars = accuracy_bars(merged)
+    labels = [label for label, _, _ in bars]
+    assert "ONNX int8 tensorrt (onnxruntime-cpu)" in labels and "ONNX int8 cpu (onnxruntime-cpu)" in labels
+    assert ("ONNX fp16 (-)", 0.0, "error") in bars and ("ONNX fp32 (onnxruntime-cpu)", 100.0, "fail") in bars
+    assert write_report(merged, tmp_path / "out")["accuracy"].is_file()
+    single = combine([first], sources=["runs/parity.json"])
+    assert "Source" not in summary_table(single)  # one file: nothing to tell apart
