@@ -1,5 +1,7 @@
 """One command from a checkpoint to a report: export -> FP16 / INT8 -> engines -> parity -> bench -> report.
 
+Where OpenVINO is installed and the CPU is x86 (or with ``openvino=True``), the FP32 model is also
+converted to OpenVINO IR, and the IR and every ONNX variant are run on OpenVINO too: extra rows.
 Every artifact, manifest and report lands in one folder. A step that cannot run here (no
 TensorRT, no calibration data) is skipped with its reason, recorded in the report and printed;
 a candidate that cannot be opened is a row with status "error", and the others still run.
@@ -7,6 +9,7 @@ a candidate that cannot be opened is a row with status "error", and the others s
 
 from __future__ import annotations
 
+import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,19 +17,22 @@ from pathlib import Path
 from typing import Callable
 
 from .artifacts import ensure_output_dir
-from .errors import EcaDeployError
+from .errors import EcaDeployError, MissingDependencyError
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .models import k_per_stage, load_model
 from .runtime.backends import Artifact, open_backend, parse_spec
 from .runtime.bench import bench_backend, check_batches
 from .runtime.device import describe_device
+from .runtime.backends import OPENVINO_PREFIX
 from .runtime.onnxruntime_backend import resolve_provider
+from .runtime.openvino_session import import_openvino
 from .runtime.parity import ReferenceRun, check_labels, data_record, judge_candidate, load_inputs, run_reference
 from .runtime.report import new_report, write_report
 from .runtime.tensorrt_env import tensorrt_unavailable_reason
 from .runtime.torch_backend import TorchBackend
 
 QUANTIZED = ("fp16", "int8")
+X86 = ("x86_64", "amd64", "i386", "i686")
 
 
 @dataclass
@@ -51,6 +57,8 @@ class PipelineConfig:
     provider: str = "auto"  # onnxruntime
     device: str = "auto"  # torch reference: cuda where available
     threads: int | None = None
+    openvino: bool | None = None  # None: where OpenVINO is installed and the CPU is x86; True: always; False: never
+    ov_hint: str = "latency"  # OpenVINO's performance hint
     overrides: dict = field(default_factory=dict)
     seed: int = 0
 
@@ -159,6 +167,36 @@ def _engine_sources(onnx_path: Path, variants: dict[str, Path], ort_target: str,
     return sources
 
 
+def openvino_skip_reason(wanted: bool | None) -> str | None:
+    """Why the OpenVINO rows are left out, or None to add them. Asked for but not installed: an error."""
+    if wanted is False:
+        return "--no-openvino"
+    try:
+        import_openvino()
+    except MissingDependencyError as exc:
+        if wanted:
+            raise
+        return str(exc)
+    machine = platform.machine()
+    if not wanted and machine.lower() not in X86:
+        return f"not an x86 CPU ({machine}); --openvino runs it anyway"
+    return None
+
+
+def make_ir(exported, loaded, export_cfg: ExportConfig, log: _Log) -> list[str]:
+    """The FP32 model as OpenVINO IR, converted from the verified ONNX and verified again."""
+    from .export.openvino_export import write_ir
+
+    started = time.perf_counter()
+    try:
+        result = write_ir(exported, loaded, export_cfg)
+    except EcaDeployError as exc:
+        log.error("OpenVINO IR", str(exc), "OpenVINO IR", "fp32")
+        return []
+    log.done("OpenVINO IR", f"{result.xml_path.name} + {result.bin_path.name}, verified against PyTorch", started)
+    return [str(result.xml_path)]
+
+
 def _measure(backend, artifact: Artifact, cfg: PipelineConfig, imgsz: int) -> dict:
     check_batches(artifact, cfg.batches, backend)
     return {"imgsz": imgsz, "batches": bench_backend(backend, cfg.batches, imgsz, cfg.warmup, cfg.iterations,
@@ -166,7 +204,7 @@ def _measure(backend, artifact: Artifact, cfg: PipelineConfig, imgsz: int) -> di
 
 
 def _check_candidate(artifact: Artifact, provider: str, data, ref_run: ReferenceRun, cfg: PipelineConfig) -> dict:
-    backend = open_backend(artifact, provider=provider, threads=cfg.threads)
+    backend = open_backend(artifact, provider=provider, threads=cfg.threads, ov_hint=cfg.ov_hint)
     try:
         result = judge_candidate(artifact, backend, data, ref_run, cfg.parity_batch, None, cfg.overrides)
         return {**result.row(), "bench": _measure(backend, artifact, cfg, cfg.imgsz)}
@@ -189,13 +227,15 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
 
         load_dataset(cfg.calib_data, imgsz=cfg.imgsz, count=cfg.calib_count, seed=cfg.seed)
     provider = resolve_provider(cfg.provider)
+    no_openvino = openvino_skip_reason(cfg.openvino)  # asked for but not installed: fails before any work
 
     started = time.perf_counter()
     loaded = load_model(cfg.model, cfg.weights)
     labels = data.labels if cfg.use_labels else None
     check_labels(labels, data, loaded.num_classes, cfg.data or "synthetic")  # before minutes of work
-    exported = export_model(ExportConfig(model=cfg.model, weights=cfg.weights, out_dir=str(out), opset=cfg.opset,
-                                         imgsz=cfg.imgsz, seed=cfg.seed), loaded=loaded)
+    export_cfg = ExportConfig(model=cfg.model, weights=cfg.weights, out_dir=str(out), opset=cfg.opset,
+                              imgsz=cfg.imgsz, seed=cfg.seed)
+    exported = export_model(export_cfg, loaded=loaded)
     log.done("export", f"{exported.onnx_path.name}, simplified and verified against PyTorch", started)
 
     ort_target = "cpu" if provider == "cpu" else "tensorrt"
@@ -206,7 +246,12 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
         log.skip("TensorRT engines", no_tensorrt)
     else:
         engines = build_engines(_engine_sources(exported.onnx_path, variants, ort_target, cfg, log), cfg, log)
-    candidates = [exported.onnx_path, *variants.values(), *engines]
+    candidates = [str(p) for p in (exported.onnx_path, *variants.values(), *engines)]
+    if no_openvino:
+        log.skip("OpenVINO", no_openvino)
+    else:
+        candidates += make_ir(exported, loaded, export_cfg, log)
+        candidates += [OPENVINO_PREFIX + str(p) for p in (exported.onnx_path, *variants.values())]
 
     started = time.perf_counter()
     reference = TorchBackend(cfg.model, cfg.weights, device=cfg.device, imgsz=cfg.imgsz, loaded=loaded,
@@ -221,9 +266,9 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
         reference.close()
     log.done("reference", f"{reference.name} on {ref_run.metrics['samples']} inputs, benchmarked", started)
 
-    for path in candidates:
+    for spec in candidates:
         started = time.perf_counter()
-        artifact = parse_spec(str(path))
+        artifact = parse_spec(spec)
         try:
             row = _check_candidate(artifact, provider, data, ref_run, cfg)
         except EcaDeployError as exc:  # one artifact that cannot run here does not stop the others

@@ -34,7 +34,8 @@ def add_timing_arguments(parser: argparse.ArgumentParser, duration: float) -> No
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL",
-                        help="a .onnx file, a TensorRT .engine/.plan, or torch:<model>[:weights]")
+                        help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
+                             "a TensorRT .engine/.plan, or torch:<model>[:weights]")
     add_timing_arguments(parser, duration=3.0)
     parser.add_argument("--imgsz", type=int, default=None, help="input size for torch:<model> (default 224)")
     parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def default_output(model: str) -> Path:
     if model.startswith("torch:"):
         return Path(f"bench-{model.split(':')[1]}.json")
+    if model.startswith("openvino:"):  # beside the ONNX file, named apart from its onnxruntime result
+        path = Path(model[len("openvino:"):])
+        return path.parent / f"bench-{path.stem}.openvino.json"
     path = Path(model)
     return path.parent / f"bench-{path.stem}.json"
 
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = BenchConfig(model=args.model, batches=parse_batches(args.batch), warmup=args.warmup,
                       iterations=args.iterations, duration=args.duration, provider=args.provider,
                       device=args.device, threads=args.threads, imgsz=args.imgsz, precision=args.precision,
-                      seed=args.seed)
+                      seed=args.seed, ov_hint=args.ov_hint)
     out = Path(args.out) if args.out else default_output(args.model)
     ensure_not_input(out, [args.model])
     result = run_bench(cfg)

@@ -44,15 +44,21 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="torch device for torch:<model>: auto (cuda where available), cpu, cuda, cuda:1")
     parser.add_argument("--threads", type=int, default=None,
-                        help="inference threads: onnxruntime's intra-op pool, and torch's while the reference "
-                             "runs (default: onnxruntime one per physical core, torch its own default)")
+                        help="inference threads: onnxruntime's intra-op pool, OpenVINO's INFERENCE_NUM_THREADS, "
+                             "and torch's while the reference runs (default: onnxruntime one per physical core, "
+                             "OpenVINO and torch their own defaults)")
+    parser.add_argument("--ov-hint", default="latency", choices=["latency", "throughput"],
+                        help="OpenVINO's PERFORMANCE_HINT for .xml and openvino:<file.onnx>: latency = one stream, "
+                             "all threads on each call (lowest ms per call); throughput = several streams, each "
+                             "batch split across them as parallel requests (more images/s at batch > 1)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, metavar="SPEC",
                         help="the reference: torch:<model>:<weights> (or a .onnx / engine)")
     parser.add_argument("--candidate", dest="candidates", action="append", required=True, metavar="FILE",
-                        help="a .onnx file or TensorRT .engine/.plan to check; repeat for several")
+                        help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
+                             "or a TensorRT .engine/.plan to check; repeat for several")
     parser.add_argument("--data", default=None,
                         help="images to compare on: an ImageFolder root (class folders give labels and "
                              "top-1/top-5 accuracy), an image folder, a `path label` list or a .npy "
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = ParityConfig(reference=args.reference, candidates=args.candidates, data=args.data, count=args.count,
                        imgsz=args.imgsz, batch=args.batch, seed=args.seed, use_labels=args.use_labels,
                        precision=args.precision, overrides=tolerance_overrides(args), provider=args.provider,
-                       device=args.device, threads=args.threads)
+                       device=args.device, threads=args.threads, ov_hint=args.ov_hint)
     out = Path(args.out) if args.out else Path(args.candidates[0]).parent / "parity.json"
     ensure_not_input(out, [args.reference, *args.candidates, args.data])
     comparison = run_parity(cfg)

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(batch="1,8")
     add_tolerance_arguments(parser)
     add_runtime_arguments(parser)
+    parser.add_argument("--openvino", action=argparse.BooleanOptionalAction, default=None,
+                        help="also convert the FP32 model to OpenVINO IR and run the IR and every ONNX variant on "
+                             "OpenVINO (extra rows); default: where OpenVINO is installed and the CPU is x86. "
+                             "--openvino without OpenVINO installed is an error%(default).0s")
     parser.add_argument("--seed", type=int, default=0, help="seed for subsets, synthetic inputs and benchmarks")
 
 
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         calib_method=args.calib_method, calib_count=args.calib_count, count=args.count,
         batches=parse_batches(args.batch), parity_batch=args.parity_batch, warmup=args.warmup,
         iterations=args.iterations, duration=args.duration, provider=args.provider, device=args.device,
-        threads=args.threads, overrides=tolerance_overrides(args), seed=args.seed)
+        threads=args.threads, openvino=args.openvino, ov_hint=args.ov_hint, overrides=tolerance_overrides(args), seed=args.seed)
     result = run_pipeline(cfg)
     report = result.report
     print(summary_table(report))

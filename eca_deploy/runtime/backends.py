@@ -55,7 +55,10 @@ class Artifact:
     @property
     def size_mb(self) -> float | None:
         target = self.path or (Path(self.weights) if self.weights else None)
-        return round(target.stat().st_size / 2**20, 2) if target and target.is_file() else None
+        if not (target and target.is_file()):
+            return None
+        files = [target, target.with_suffix(".bin")] if target.suffix.lower() in IR_SUFFIXES else [target]
+        return round(sum(f.stat().st_size for f in files if f.is_file()) / 2**20, 2)
 
     @property
     def identity(self) -> str:

@@ -179,7 +179,7 @@ def describe_device(threads: int | None = None, probe: Probe | None = None) -> d
         "gpus": gpus,
         "cuda": _cuda(probe),
         "jetson": jetson,
-        "versions": {**package_versions("onnxruntime", "torch", "onnx", "numpy"), "tensorrt": _tensorrt_version()},
+        "versions": {**package_versions("onnxruntime", "openvino", "torch", "onnx", "numpy"), "tensorrt": _tensorrt_version()},
         "onnxruntime_providers": _providers(),
         "warnings": warnings,
     }
