@@ -114,7 +114,10 @@ def ir_precision(path: Path) -> str:
     """int8 where the IR quantizes (FakeQuantize), fp16 where its weights are half floats, else fp32."""
     from xml.etree import ElementTree
 
-    layers = ElementTree.parse(path).getroot().iter("layer")
+    try:
+        layers = ElementTree.parse(path).getroot().iter("layer")
+    except ElementTree.ParseError as exc:
+        raise OnnxFileError(f"{path} is not an OpenVINO IR: {exc}") from exc
     types = [(layer.get("type"), (layer.find("data").get("element_type") if layer.find("data") is not None
                                   else None)) for layer in layers]
     if any(kind == "FakeQuantize" for kind, _ in types):
