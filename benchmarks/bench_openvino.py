@@ -8,7 +8,11 @@
    precision set from the artifact, latency hint) at batch 1 and 8 through the harness's backends,
    --threads each; interleaved round by round, one session alive at a time (interleave.side_by_side),
    medians over rounds of each turn's p50.
-3. ECA overhead = eca_resnet50 / resnet50, per runtime, precision and batch.
+3. ECA overhead = eca_resnet50 / resnet50, per runtime, precision and batch; plus an experiment,
+   "eca_resnet50 pooled early" (FP32): each gate computed from conv3's input instead of its output.
+   conv3 is a 1x1 convolution (BN folded) with nothing between it and the pooling, so
+   mean(W y + b) = W mean(y) + b: the same gate, pooled over C/4 channels instead of C, and known
+   before conv3 runs (which a runtime could use to apply it as conv3's post-op).
 4. Layout: OpenVINO's execution graph (compiled_model.get_runtime_model()): layer types, Reorders on
    full feature maps, the layout and precision of each gating Multiply and what it was fused with,
    where each residual Add went, and the share of time (PERF_COUNT) in the ECA nodes; onnxruntime's
@@ -49,7 +53,41 @@ def build_models(work: Path, imgsz: int, calib_count: int) -> dict[tuple[str, st
                                                          calib_data=str(images), calib_count=calib_count,
                                                          check_count=8)).path
         print(f"built {model}: {onnx_path.name}, {paths[(model, 'int8')].name}", flush=True)
+    paths[("eca_resnet50 pooled early", "fp32")] = pool_early(paths[("eca_resnet50", "fp32")], work, imgsz)
     return paths
+
+
+def pool_early(path: Path, work: Path, imgsz: int) -> Path:
+    """Each ECA GlobalAveragePool moved in front of the 1x1 conv3 that feeds it (plus that conv on the pooled
+    [N, C/4, 1, 1] tensor); checked against the original on onnxruntime."""
+    import onnx
+    from onnx import helper
+
+    from eca_deploy.runtime.ort import run_once
+
+    model = onnx.load(str(path))
+    producers = {out: node for node in model.graph.node for out in node.output}
+    nodes = []
+    for node in model.graph.node:
+        conv = producers.get(node.input[0]) if node.op_type == "GlobalAveragePool" and "/eca/" in node.name else None
+        if conv is None:
+            nodes.append(node)
+            continue
+        kernel = [list(a.ints) for a in conv.attribute if a.name == "kernel_shape"]
+        assert conv.op_type == "Conv" and kernel == [[1, 1]], f"{node.name} does not pool a 1x1 convolution"
+        pooled = node.output[0] + "_early"
+        nodes += [helper.make_node("GlobalAveragePool", [conv.input[0]], [pooled], name=node.name + "_early"),
+                  helper.make_node("Conv", [pooled, *conv.input[1:]], [node.output[0]], name=conv.name + "_pooled",
+                                   kernel_shape=[1, 1])]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    out = work / "eca_resnet50.pooled_early.onnx"
+    onnx.save(model, str(out))
+    x = np.random.default_rng(1).standard_normal((2, 3, imgsz, imgsz), dtype=np.float32)
+    gap = float(np.abs(run_once(out, x) - run_once(path, x)).max())
+    assert gap < 1e-4, f"pooled-early graph differs by {gap}"
+    return out
 
 
 def _rt(op, key: str) -> str:
@@ -91,6 +129,11 @@ def openvino_layout(path: Path, precision: str, threads: int, imgsz: int) -> dic
     eca = sum(t for name, t in times.items()
               if "/eca/" in name or any("/eca/" in n for n in names[name]))
     total = sum(times.values())
+    by_type = Counter()
+    for op in ops:
+        name = op.get_friendly_name()
+        if name in times and ("/eca/" in name or any("/eca/" in n for n in names[name])):
+            by_type[_rt(op, "layerType")] += times[name] / total
     return {
         "layer_types": dict(Counter(_rt(op, "layerType") for op in ops).most_common()),
         "full_map_reorders": sum(1 for op in ops if _rt(op, "layerType") == "Reorder" and _full_map(op)),
@@ -102,6 +145,7 @@ def openvino_layout(path: Path, precision: str, threads: int, imgsz: int) -> dic
             f"layout {_rt(op, 'outputLayouts')} {_rt(op, 'runtimePrecision')}" for op in gates)),
         "residual_adds_fused_into": dict(adds),
         "eca_time_share_batch1": eca / total if total else None,
+        "eca_time_share_by_layer_type": {k: round(v, 4) for k, v in by_type.most_common()},
     }
 
 
@@ -132,23 +176,31 @@ def factories(paths: dict, threads: int) -> dict:
     return made
 
 
+def latency_keys(latency: dict) -> list[tuple[str, str]]:
+    """(model, precision) pairs in the order measured: 'eca_resnet50 pooled early fp32 openvino' -> its pair."""
+    return list(dict.fromkeys(tuple(name.rsplit(" ", 2)[:2]) for name in latency))
+
+
 def print_tables(latency: dict, batches: tuple[int, ...]) -> dict:
-    overhead = {}
-    print(f"\n| {'model':<13}| precision | batch | onnxruntime ms | OpenVINO ms | OpenVINO speed-up |")
+    def ms(model: str, precision: str, runtime: str, batch: int) -> float:
+        return latency[f"{model} {precision} {runtime}"][str(batch)]["p50_ms"]
+
+    print(f"\n| model | precision | batch | onnxruntime ms | OpenVINO ms | OpenVINO speed-up |")
     print("|---|---|---:|---:|---:|---:|")
-    for model in MODELS:
-        for precision in ("fp32", "int8"):
-            for b in batches:
-                ort_ms, ov_ms = (latency[f"{model} {precision} {rt}"][str(b)]["p50_ms"] for rt in RUNTIMES)
-                print(f"| {model:<13}| {precision} | {b} | {ort_ms:.1f} | {ov_ms:.1f} | {ort_ms / ov_ms:.2f}x |")
-    print("\n| ECA overhead (eca_resnet50 / resnet50) | onnxruntime | OpenVINO |")
-    print("|---|---:|---:|")
-    for precision in ("fp32", "int8"):
+    for model, precision in latency_keys(latency):
         for b in batches:
-            ratios = {rt: latency[f"eca_resnet50 {precision} {rt}"][str(b)]["p50_ms"]
-                      / latency[f"resnet50 {precision} {rt}"][str(b)]["p50_ms"] for rt in RUNTIMES}
-            overhead[f"{precision} b{b}"] = ratios
-            print(f"| {precision}, batch {b} | {ratios['onnxruntime']:.3f} | {ratios['openvino']:.3f} |")
+            ort_ms, ov_ms = (ms(model, precision, rt, b) for rt in RUNTIMES)
+            print(f"| {model} | {precision} | {b} | {ort_ms:.1f} | {ov_ms:.1f} | {ort_ms / ov_ms:.2f}x |")
+    overhead = {}
+    print("\n| ECA overhead (vs resnet50, same runtime and precision) | onnxruntime | OpenVINO |")
+    print("|---|---:|---:|")
+    for model, precision in latency_keys(latency):
+        for b in batches:
+            if model == "resnet50":
+                continue
+            ratios = {rt: ms(model, precision, rt, b) / ms("resnet50", precision, rt, b) for rt in RUNTIMES}
+            overhead[f"{model} {precision} b{b}"] = ratios
+            print(f"| {model} {precision}, batch {b} | {ratios['onnxruntime']:.3f} | {ratios['openvino']:.3f} |")
     return overhead
 
 
