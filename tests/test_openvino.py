@@ -156,3 +156,14 @@ def test_bad_openvino_specs(ov, tmp_path, capsys):
     (tmp_path / "model.bin").write_bytes(b"\0" * 8)
     code, _, err = run(capsys, "bench", str(xml), "--out", str(tmp_path / "b.json"))
     assert code == 2 and "OpenVINO cannot load" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_command_writes_the_ir(ov, tmp_path, capsys):
+    code, stdout, _ = run(capsys, "export", "--model", "eca_resnet18", "--imgsz", "32", "--format", "openvino",
+                          "--fp16-weights", "--out", str(tmp_path))
+    assert code == 0, stdout
+    assert "eca_resnet18.fp16.xml + eca_resnet18.fp16.bin" in stdout and "worst cosine" in stdout
+    assert read_manifest(tmp_path / "eca_resnet18.fp16.xml")["precision"] == "fp16"
+    assert read_manifest(tmp_path / "eca_resnet18.onnx")["stage"] == "export"  # the ONNX it came from
+    code, _, err = run(capsys, "export", "--model", "eca_resnet18", "--fp16-weights", "--out", str(tmp_path))
+    assert code == 2 and "--fp16-weights applies to --format openvino" in err
