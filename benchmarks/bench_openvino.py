@@ -63,7 +63,7 @@ def pool_early(path: Path, work: Path, imgsz: int) -> Path:
     import onnx
     from onnx import helper
 
-    from eca_deploy.runtime.ort import run_once
+    from eca_deploy.graph.session import run_once
 
     model = onnx.load(str(path))
     producers = {out: node for node in model.graph.node for out in node.output}
@@ -109,7 +109,7 @@ def openvino_layout(path: Path, precision: str, threads: int, imgsz: int) -> dic
     """What OpenVINO's CPU plugin made of the graph, with per-node times after a few batch-1 runs."""
     import openvino as ov
 
-    from eca_deploy.runtime.openvino_session import DEVICE, inference_precision
+    from eca_deploy.graph.openvino_session import DEVICE, inference_precision
 
     core = ov.Core()
     model = core.read_model(str(path))
@@ -166,7 +166,7 @@ def onnxruntime_layout(path: Path, threads: int, work: Path) -> dict:
 
 
 def factories(paths: dict, threads: int) -> dict:
-    from eca_deploy.runtime.backends import open_backend
+    from eca_deploy.runtime.backends.registry import open_backend
 
     made = {}
     for (model, precision), path in paths.items():
@@ -206,7 +206,7 @@ def print_tables(latency: dict, batches: tuple[int, ...]) -> dict:
 
 def main() -> int:
     from eca_deploy.artifacts import package_versions, write_json
-    from eca_deploy.runtime.device import describe_device
+    from eca_deploy.runtime.harness.device import describe_device
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")

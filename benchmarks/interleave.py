@@ -19,7 +19,7 @@ import numpy as np
 def interleaved_latency(paths: dict[str, Path], batch: int, imgsz: int, rounds: int, iters: int,
                         threads: int | None = None) -> dict[str, float]:
     """Median milliseconds per call, per model name."""
-    from eca_deploy.runtime.ort import make_session
+    from eca_deploy.graph.session import make_session
 
     sessions = {name: make_session(path, threads=threads, spinning=False) for name, path in paths.items()}
     x = np.random.default_rng(0).standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
@@ -42,7 +42,7 @@ def side_by_side(factories: dict, batches: tuple[int, ...], rounds: int, iterati
     A backend is open only for its own block: an idle onnxruntime session's spinning threads would
     otherwise slow the one being timed (quantize's benchmark saw 15 -> 25 ms), as in the pipeline.
     """
-    from eca_deploy.runtime.bench import latency_stats, time_loop
+    from eca_deploy.runtime.harness.bench import latency_stats, time_loop
 
     rng = np.random.default_rng(0)
     inputs = {b: rng.standard_normal((b, 3, imgsz, imgsz), dtype=np.float32) for b in batches}

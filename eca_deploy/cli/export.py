@@ -34,11 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import EcaDeployError
+    from ..errors import UsageError
     from ..export.onnx_export import ExportConfig, export_model
 
     if args.fp16_weights and args.format != "openvino":
-        raise EcaDeployError("--fp16-weights applies to --format openvino (for an FP16 ONNX use `eca-deploy "
+        raise UsageError("--fp16-weights applies to --format openvino (for an FP16 ONNX use `eca-deploy "
                              "quantize --precision fp16`)")
     cfg = ExportConfig(model=args.model, weights=args.weights, out_dir=args.out, opset=args.opset,
                        batch=args.batch, imgsz=args.imgsz, simplify=args.simplify,

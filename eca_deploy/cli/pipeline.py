@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ParityError
     from ..pipeline import PipelineConfig, run_pipeline
-    from ..runtime.report import summary_table
+    from ..runtime.harness.report import summary_table
 
     cfg = PipelineConfig(
         model=args.model, weights=args.weights, calib_data=args.calib_data, data=args.data,
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         calib_method=args.calib_method, calib_count=args.calib_count, count=args.count,
         batches=parse_batches(args.batch), parity_batch=args.parity_batch, warmup=args.warmup,
         iterations=args.iterations, duration=args.duration, provider=args.provider, device=args.device,
-        threads=args.threads, openvino=args.openvino, ov_hint=args.ov_hint, overrides=tolerance_overrides(args), seed=args.seed)
+        threads=args.threads, openvino=args.openvino, ov_hint=args.ov_hint, overrides=tolerance_overrides(args),
+        seed=args.seed)
     result = run_pipeline(cfg)
     report = result.report
     print(summary_table(report))

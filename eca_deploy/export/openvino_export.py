@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..artifacts import atomic_write, ensure_not_input, package_versions, read_manifest, sha256_file, write_manifest
-from ..errors import ExportError
+from ..errors import ExportError, first_line
+from ..graph.compare import compare_outputs
+from ..graph.openvino_session import import_openvino, run_once
 from ..models import LoadedModel, load_model
-from ..runtime.compare import compare_outputs
-from ..runtime.openvino_session import import_openvino, run_once
 from .onnx_export import (ExportConfig, ExportResult, export_model, judge_fp32, rounding_limit, torch_logits,
                           verification_batch)
 
@@ -88,8 +88,8 @@ def write_ir(onnx_result: ExportResult, loaded: LoadedModel, cfg: ExportConfig, 
             model = ov.convert_model(str(onnx_result.onnx_path))
             ov.save_model(model, str(staged), compress_to_fp16=fp16_weights)
         except Exception as exc:  # OpenVINO raises plain RuntimeError with multi-line text
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"OpenVINO could not convert {onnx_result.onnx_path.name}: {first[:200]}") from exc
+            raise ExportError(f"OpenVINO could not convert {onnx_result.onnx_path.name}: "
+                              f"{first_line(exc)[:200]}") from exc
         timings["convert"] = time.perf_counter() - t
         t = time.perf_counter()
         parity = verify_ir(staged, loaded, cfg, fp16_weights)

@@ -1,0 +1,186 @@
+"""Open a backend from what the user typed: ``torch:<model>[:weights]``, a ``.onnx`` file, a TensorRT engine,
+an OpenVINO IR ``.xml``, or ``openvino:<file.onnx>`` (the ONNX file on OpenVINO instead of onnxruntime).
+
+The artifact's format, precision, size and manifest are read here too, so parity, bench and the
+reports describe every artifact the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ...artifacts import read_manifest
+from ...errors import EcaDeployError, EngineError, MissingDependencyError, OnnxFileError, UsageError
+from ...models.base import TIMM_PREFIX
+from ...precisions import PRECISIONS, ir_precision, onnx_precision
+from ..base import Backend
+from ..tensorrt.env import tensorrt_unavailable_reason
+from ..tensorrt.plan import ENGINE_SUFFIXES
+
+TORCH_PREFIX = "torch:"
+OPENVINO_PREFIX = "openvino:"
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """How to open a backend: onnxruntime provider, torch device and input size, threads."""
+
+    provider: str = "auto"  # onnxruntime execution provider: auto / cpu / cuda / tensorrt
+    device: str = "auto"  # torch device for torch: references
+    imgsz: int = 224  # torch only: the input size the model is traced at
+    threads: int | None = None  # onnxruntime intra-op / OpenVINO threads, or torch's while the backend is open
+    ov_hint: str = "latency"  # OpenVINO's performance hint: latency or throughput
+
+
+def _open_torch(artifact: "Artifact", options: OpenOptions) -> Backend:
+    from .torch_backend import TorchBackend
+
+    return TorchBackend(artifact.model, artifact.weights, device=options.device, imgsz=options.imgsz,
+                        threads=options.threads)
+
+
+def _open_onnx(artifact: "Artifact", options: OpenOptions) -> Backend:
+    from .onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(artifact.path, provider=options.provider, threads=options.threads)
+
+
+def _open_engine(artifact: "Artifact", options: OpenOptions) -> Backend:
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        raise MissingDependencyError(f"cannot run the engine {artifact.path.name}: {reason}")
+    from ..tensorrt.backend import TensorRTBackend
+
+    return TensorRTBackend(artifact.path)
+
+
+def _open_openvino(artifact: "Artifact", options: OpenOptions) -> Backend:
+    from .openvino_backend import OpenVinoBackend
+
+    return OpenVinoBackend(artifact.path, precision=artifact.precision()[0], threads=options.threads,
+                           hint=options.ov_hint)
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    """One row of the artifact-kinds table: how a user names it, how it is labelled, how it is opened."""
+
+    name: str
+    label: str  # the report's "format" column
+    noun: str  # how messages name one ("ONNX file")
+    suffixes: tuple[str, ...]  # file suffixes that select it
+    opener: Callable[["Artifact", OpenOptions], Backend]
+    not_found: type[EcaDeployError] = OnnxFileError  # the error for a named file that is missing
+
+
+ARTIFACT_KINDS: dict[str, ArtifactKind] = {kind.name: kind for kind in (
+    ArtifactKind("torch", "PyTorch", "PyTorch model", (), _open_torch),  # named by TORCH_PREFIX
+    ArtifactKind("onnx", "ONNX", "ONNX file", (".onnx",), _open_onnx),
+    ArtifactKind("tensorrt", "TensorRT", "TensorRT engine", ENGINE_SUFFIXES, _open_engine, not_found=EngineError),
+    # an IR .xml, or a .onnx named with OPENVINO_PREFIX
+    ArtifactKind("openvino", "OpenVINO IR", "OpenVINO IR", (".xml",), _open_openvino),
+)}
+SPEC_HELP = ("torch:<model>[:weights], a .onnx file, a TensorRT .engine/.plan file, an OpenVINO IR .xml, "
+             "or openvino:<file.onnx>")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One thing to run: a PyTorch model, an ONNX file or an engine, with what its manifest says."""
+
+    spec: str
+    kind: str  # "torch" | "onnx" | "tensorrt" | "openvino" (an IR, or an ONNX file run by OpenVINO)
+    path: Path | None = None
+    model: str | None = None  # torch only
+    weights: str | None = None  # torch only
+    manifest: dict | None = None
+
+    @property
+    def onnx_on_openvino(self) -> bool:
+        return self.kind == "openvino" and self.path.suffix.lower() in ARTIFACT_KINDS["onnx"].suffixes
+
+    @property
+    def format(self) -> str:
+        return ARTIFACT_KINDS["onnx" if self.onnx_on_openvino else self.kind].label
+
+    @property
+    def label(self) -> str:
+        """The file name; an ONNX file run by OpenVINO keeps its prefix, to tell it from the onnxruntime row."""
+        if not self.path:
+            return f"{self.model} (PyTorch)"
+        return OPENVINO_PREFIX + self.path.name if self.onnx_on_openvino else self.path.name
+
+    @property
+    def size_mb(self) -> float | None:
+        """The file's size; an IR's counts its .bin too."""
+        target = self.path or (Path(self.weights) if self.weights else None)
+        if not (target and target.is_file()):
+            return None
+        files = [target, target.with_suffix(".bin")] if self.kind == "openvino" and not self.onnx_on_openvino \
+            else [target]
+        return round(sum(f.stat().st_size for f in files if f.is_file()) / 2**20, 2)
+
+    @property
+    def identity(self) -> str:
+        """What tells two artifacts apart in a report: the resolved file path (with the OpenVINO prefix where an
+        ONNX file runs on OpenVINO), or the torch spec."""
+        if not self.path:
+            return self.spec
+        return (OPENVINO_PREFIX if self.onnx_on_openvino else "") + str(self.path.resolve())
+
+    def precision(self, override: str | None = None) -> tuple[str, str]:
+        """(precision, where it came from): the flag, the manifest, the ONNX graph, or fp32 assumed."""
+        if override:
+            return override, "flag"
+        if self.kind == "torch":
+            return "fp32", "pytorch"
+        recorded = (self.manifest or {}).get("precision")
+        if recorded in PRECISIONS:
+            return recorded, "manifest"
+        if self.kind == "onnx" or self.onnx_on_openvino:
+            return onnx_precision(self.path), "graph"
+        if self.kind == "openvino":
+            return ir_precision(self.path), "graph"
+        return "fp32", "assumed (no manifest; pass --precision)"
+
+
+
+def parse_spec(spec: str) -> Artifact:
+    """Validate a backend spec without loading anything heavy; missing files fail here, in one line."""
+    if spec.startswith(TORCH_PREFIX):
+        rest = spec[len(TORCH_PREFIX):]
+        prefix = ""
+        if rest.startswith(TIMM_PREFIX):  # torch:timm:<name>[:weights]
+            prefix, rest = TIMM_PREFIX, rest[len(TIMM_PREFIX):]
+        model, _, weights = rest.partition(":")
+        if not model:
+            raise UsageError(f"'{spec}' names no model; expected {SPEC_HELP}")
+        return Artifact(spec, "torch", model=prefix + model, weights=weights or None)
+    if spec.startswith(OPENVINO_PREFIX):
+        path = Path(spec[len(OPENVINO_PREFIX):])
+        if path.suffix.lower() not in (*ARTIFACT_KINDS["onnx"].suffixes, *ARTIFACT_KINDS["openvino"].suffixes):
+            raise UsageError(f"'{spec}': OpenVINO runs a .onnx file or an IR .xml here")
+        if not path.is_file():
+            raise OnnxFileError(f"model not found: {path}")
+        return Artifact(spec, "openvino", path=path, manifest=read_manifest(path))
+    path = Path(spec)
+    kind = next((k for k in ARTIFACT_KINDS.values() if path.suffix.lower() in k.suffixes), None)
+    if kind is not None:
+        if not path.is_file():
+            raise kind.not_found(f"{kind.noun} not found: {path}")
+        if kind.name == "openvino" and not path.with_suffix(".bin").is_file():
+            raise OnnxFileError(f"OpenVINO IR {path.name} has no weights file {path.with_suffix('.bin').name} "
+                                "beside it")
+        return Artifact(spec, kind.name, path=path, manifest=read_manifest(path))
+    if not path.exists():
+        raise OnnxFileError(f"model not found: {spec} (expected {SPEC_HELP})")
+    raise UsageError(f"cannot tell how to run {spec}: expected {SPEC_HELP}")
+
+
+def open_backend(artifact: Artifact | str, **options) -> Backend:
+    """Open ``artifact`` with the opener its kind's row names; ``options`` are :class:`OpenOptions` fields."""
+    if isinstance(artifact, str):
+        artifact = parse_spec(artifact)
+    return ARTIFACT_KINDS[artifact.kind].opener(artifact, OpenOptions(**options))
