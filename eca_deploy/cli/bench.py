@@ -54,7 +54,8 @@ def default_output(model: str) -> Path:
         path = Path(model[len("openvino:"):])
         return path.parent / f"bench-{path.stem}.openvino.json"
     path = Path(model)
-    return path.parent / f"bench-{path.stem}.json"
+    # an IR sits beside the ONNX it came from, under the same stem
+    return path.parent / f"bench-{path.stem}{'.ir' if path.suffix.lower() == '.xml' else ''}.json"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -119,6 +119,13 @@ def test_bench_takes_ir_and_onnx_with_either_hint(digits, irs, tmp_path, capsys)
         assert [e["batch"] for e in row["bench"]["batches"]] == [1, 4]
 
 
+def test_bench_results_of_one_file_on_two_runtimes_do_not_collide():
+    from eca_deploy.cli.bench import default_output
+
+    outputs = {default_output(spec) for spec in ("m/a.onnx", "openvino:m/a.onnx", "m/a.xml")}
+    assert {p.name for p in outputs} == {"bench-a.json", "bench-a.openvino.json", "bench-a.ir.json"}
+
+
 def test_throughput_hint_splits_a_batch_into_parallel_requests_with_the_same_logits(ov, digits):
     images, _ = val_images(digits, 9)
     latency = open_backend(f"openvino:{digits.onnx}", threads=2)
