@@ -62,6 +62,49 @@ class QdqPlan:
     def calibrated_tensors(self) -> list[str]:
         return sorted({a.range_of for a in self.activations if a.fixed_range is None})
 
+    def only(self, groups: list[QdqGroup]) -> QdqPlan:
+        """The same placement with only ``groups`` quantized; everything else stays float."""
+        tensors = {g.tensor for g in groups}
+        nodes = {n for g in groups for n in g.weights}
+        return QdqPlan(self.target, [a for a in self.activations if a.tensor in tensors],
+                       [w for w in self.weights if w.node in nodes], self.quantize_bias, self.eca_nodes)
+
+    def without(self, groups: list[QdqGroup]) -> QdqPlan:
+        """The same placement with ``groups`` left in float."""
+        tensors = {g.tensor for g in groups}
+        nodes = {n for g in groups for n in g.weights}
+        return QdqPlan(self.target, [a for a in self.activations if a.tensor not in tensors],
+                       [w for w in self.weights if w.node not in nodes], self.quantize_bias, self.eca_nodes)
+
+
+@dataclass(frozen=True)
+class QdqGroup:
+    """One quantized activation and the weights of the layers that read it: the unit kept in float or not.
+
+    Leaving a group in float removes its Q/DQ pair and the weight quantization of those layers, so
+    they compute in float (a float input with int8 weights would still lose the weights' precision).
+    """
+
+    tensor: str
+    nodes: tuple[str, ...]  # nodes reading the quantized tensor
+    weights: tuple[str, ...]  # the weighted ones among them
+    position: int  # index in network order (the order of plan.activations)
+    fixed_range: bool  # a bounded activation (Sigmoid gate) quantized with its own range
+
+
+def qdq_groups(model: onnx.ModelProto, plan: QdqPlan) -> list[QdqGroup]:
+    """The plan's activations as groups, in network order; each weight joins the group of its input."""
+    index = GraphIndex(model)
+    weighted = {w.node for w in plan.weights}
+    groups = []
+    for position, act in enumerate(plan.activations):
+        readers = act.consumers if act.consumers is not None else \
+            tuple((n.name, i) for n, i in index.consumers.get(act.tensor, []))
+        nodes = tuple(dict.fromkeys(name for name, _ in readers))
+        weights = tuple(name for name, i in readers if i == 0 and name in weighted)
+        groups.append(QdqGroup(act.tensor, nodes, weights, position, act.fixed_range is not None))
+    return groups
+
 
 class GraphIndex:
     """Producers, consumers and constants of a graph whose nodes all have unique names."""

@@ -3,6 +3,10 @@
 Precision lives in the ONNX because TensorRT 11 dropped the FP16/INT8 builder
 flags and calibrators. Each result is checked against the FP32 model on
 onnxruntime CPU before it is written, then written atomically with a manifest.
+
+INT8 is accuracy-first: ``auto`` calibration builds a candidate per method from one histogram pass
+and keeps the one closest to FP32 on held-out images; with a budget (--max-top1-drop /
+--min-agreement) the most sensitive layers stay in float until the budget holds.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
+from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, sha256_file,
+                         write_manifest)
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
 from .fp16 import convert_to_fp16
@@ -25,10 +30,14 @@ from ..graph.session import make_session
 from .cache import cache_key, load_ranges, store_ranges
 from .calibrators import DEFAULT_PERCENTILE, METHODS, TensorRange
 from .collect import collect_stats
-from .placement import TARGETS, make_plan, name_nodes
-from .qdq import insert_qdq
+from .evaluate import Budget, Reference, rank_key, reference_run, run_model, score
+from .fallback import keep_in_float
+from .placement import TARGETS, QdqPlan, make_plan, name_nodes, qdq_groups
+from .qdq import QdqSummary, insert_qdq
+from .sensitivity import MEASURE, measure_sensitivity, write_plot
 from ..data.sources import Dataset, label_problem, load_dataset
 
+CALIB_METHODS = ("auto", *METHODS)  # auto: every method from one histogram pass, the best on held-out images
 FP16_MIN_COSINE = 0.9999
 LOW_PRECISION_TYPES = {TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16", TensorProto.INT8: "INT8",
                        TensorProto.UINT8: "UINT8"}
@@ -41,7 +50,7 @@ class QuantizeConfig:
     precision: str = "int8"
     calib_data: str | Path | None = None  # images for calibration (int8, required) or for the FP16 check
     target: str = "tensorrt"
-    calib_method: str = "entropy"
+    calib_method: str = "auto"
     calib_count: int | None = 512
     seed: int = 0
     calib_cache: str | Path | None = None  # default: <model stem>.calib.json beside the output
@@ -49,8 +58,12 @@ class QuantizeConfig:
     output: str | Path | None = None  # default: beside the input, <stem>.fp16.onnx / .int8.onnx / .int8.cpu.onnx
     batch_size: int = 8
     percentile: float = DEFAULT_PERCENTILE
-    val_data: str | Path | None = None  # held-out images for the parity figures (default: the calibration images)
-    check_count: int | None = 128  # images for the parity figures (None: all of them)
+    val_data: str | Path | None = None  # held-out images (default: calibration images not used for calibration)
+    check_count: int | None = 128  # held-out images for the parity figures and the choices (None: all of them)
+    max_top1_drop: float | None = None  # budget in points (labeled held-out images): float fallback until it holds
+    min_agreement: float | None = None  # budget as top-1 agreement with FP32, where there are no labels
+    max_float_layers: int | None = None  # most layers the fallback may leave in float (None: any number)
+    sensitivity: bool = False  # measure per-layer sensitivity even without a budget
 
 
 @dataclass
@@ -64,6 +77,9 @@ class QuantizeResult:
     check_data: str  # what the parity figures were computed on
     qdq: dict | None = None  # Q/DQ counts and nodes left in float (int8)
     calibration: dict | None = None  # images, data hash, method, cache use, skipped files (int8)
+    method_selection: dict | None = None  # auto: each method's held-out figures and why one won
+    sensitivity: dict | None = None  # ranked per-layer table and its plot (int8, with a budget or on request)
+    fallback: dict | None = None  # budget, layers left in float and why, the steps tried (int8 with a budget)
     fp16: dict | None = None  # clamped/flushed weight counts (fp16)
     timings: dict = field(default_factory=dict)
 
@@ -101,8 +117,12 @@ def _validate(cfg: QuantizeConfig) -> None:
         raise QuantizationError(f"unknown precision {cfg.precision!r}; choose from {', '.join(LOW_PRECISIONS)}")
     if cfg.target not in TARGETS:
         raise QuantizationError(f"unknown target {cfg.target!r}; choose from {', '.join(TARGETS)}")
-    if cfg.calib_method not in METHODS:
-        raise QuantizationError(f"unknown calibration method {cfg.calib_method!r}; choose from {', '.join(METHODS)}")
+    if cfg.calib_method not in CALIB_METHODS:
+        raise QuantizationError(f"unknown calibration method {cfg.calib_method!r}; "
+                                f"choose from {', '.join(CALIB_METHODS)}")
+    if cfg.max_float_layers is not None and cfg.max_float_layers < 0:
+        raise QuantizationError(f"--max-float-layers must be >= 0, got {cfg.max_float_layers}")
+    Budget(cfg.max_top1_drop, cfg.min_agreement)  # range checks
     if not 0 < cfg.percentile <= 100:
         raise QuantizationError(f"--percentile must be in (0, 100], got {cfg.percentile}")
     if cfg.batch_size < 1:
@@ -119,6 +139,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     imgsz = check_input_model(model, source)
     output = Path(cfg.output) if cfg.output else default_output(source, cfg.precision, cfg.target)
     ensure_not_input(output, [source, cfg.calib_data, cfg.val_data])
+    ensure_output_dir(output.parent)  # an unwritable folder fails before calibration, not after it
     if cfg.precision == "fp16":
         return _fp16(cfg, source, model, imgsz, output, t0)
     return _int8(cfg, source, model, imgsz, output, t0)
@@ -132,14 +153,19 @@ def _check_data(cfg: QuantizeConfig, model: onnx.ModelProto, imgsz: int) -> tupl
     if source is None:
         return None, False
     data = load_dataset(source, imgsz, cfg.check_count, cfg.seed)
+    return data, _labels_usable(data, model, str(source))
+
+
+def _labels_usable(data: Dataset, model: onnx.ModelProto, source: str) -> bool:
+    """Whether ``data``'s labels are the model's classes (refused when they cannot be; see _check_data)."""
     dims = model.graph.output[0].type.tensor_type.shape.dim
     classes = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
-    problem = label_problem(data.labels, data, classes, str(source)) if classes else None
+    problem = label_problem(data.labels, data, classes, source) if classes else None
     if problem and data.class_names is None:
         raise DataError(problem)
     if problem:
         warn(f"{problem}; no accuracy figure")
-    return data, data.labels is not None and not problem
+    return data.labels is not None and not problem
 
 
 def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, imgsz: int,
@@ -163,12 +189,14 @@ def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Datase
 def _parity(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, use_labels: bool,
             imgsz: int, cfg: QuantizeConfig) -> tuple[dict, dict | None]:
     ref, cand, labels = _logits(reference, candidate, data, imgsz, cfg.batch_size, cfg.seed, use_labels)
-    parity = compare_outputs(ref, cand).as_dict()
-    accuracy = None
-    if labels is not None and len(labels) == len(ref):
-        accuracy = {"fp32": float(np.mean(ref.argmax(1) == labels)),
-                    "candidate": float(np.mean(cand.argmax(1) == labels)), "images": int(len(labels))}
-    return parity, accuracy
+    return compare_outputs(ref, cand).as_dict(), _accuracy(ref, cand, labels)
+
+
+def _accuracy(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None) -> dict | None:
+    if labels is None or len(labels) != len(ref):
+        return None
+    return {"fp32": float(np.mean(ref.argmax(1) == labels)), "candidate": float(np.mean(cand.argmax(1) == labels)),
+            "images": int(len(labels))}
 
 
 def _describe(data: Dataset | None) -> str:
@@ -204,72 +232,167 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
 
 
 def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, data: Dataset, cfg: QuantizeConfig,
-              cache: Path | None) -> tuple[dict[str, TensorRange], dict]:
-    """Ranges for ``cfg.calib_method`` from the cache, or from a pass over ``data`` (which fills the cache).
+              cache: Path | None, methods: tuple[str, ...]) -> tuple[dict[str, dict[str, TensorRange]], dict]:
+    """Ranges per method in ``methods`` from the cache, or from one pass over ``data`` (which fills the cache).
 
     A histogram pass yields all three methods at no extra cost, so all of them go into the cache.
     """
-    key = cache_key(model_sha256, data.data_hash, cfg.calib_method, cfg.percentile)
-    info = {"method": cfg.calib_method, "data_hash": data.data_hash, "tensors": len(tensors),
-            "cache": str(cache) if cache else None}
+    keys = {m: cache_key(model_sha256, data.data_hash, m, cfg.percentile) for m in methods}
+    info = {"data_hash": data.data_hash, "tensors": len(tensors), "cache": str(cache) if cache else None}
     if cache is not None and cache.exists():
-        cached = load_ranges(cache, key, tensors)
-        if cached is not None:
-            return cached[0], {**info, "cached": True, "images": cached[1], "skipped": []}
-    histograms = cfg.calib_method != "minmax"
+        cached = {m: load_ranges(cache, key, tensors) for m, key in keys.items()}
+        if all(c is not None for c in cached.values()):
+            images = next(iter(cached.values()))[1]
+            return {m: c[0] for m, c in cached.items()}, {**info, "cached": True, "images": images, "skipped": []}
+    histograms = methods != ("minmax",)
     stats, used = collect_stats(model, tensors, data, cfg.batch_size, histograms=histograms)
-    methods = METHODS if histograms else ("minmax",)
+    computed = METHODS if histograms else ("minmax",)
     entries = {cache_key(model_sha256, data.data_hash, m, cfg.percentile):
-               {name: s.range(m, cfg.percentile) for name, s in stats.items()} for m in methods}
+               {name: s.range(m, cfg.percentile) for name, s in stats.items()} for m in computed}
     if cache is not None:
         store_ranges(cache, entries, used)
     skipped = [{"path": p, "reason": r} for p, r in data.skipped]
-    return entries[key], {**info, "cached": False, "images": used, "skipped": skipped}
+    return {m: entries[key] for m, key in keys.items()}, {**info, "cached": False, "images": used, "skipped": skipped}
+
+
+def held_out(cfg: QuantizeConfig, imgsz: int) -> tuple[Dataset, str, bool]:
+    """Images to judge on: --val-data, else calibration images not used for calibration, else (said so) those used.
+
+    Returns (data, what the images are, held out or not).
+    """
+    if cfg.val_data is not None:
+        data = load_dataset(cfg.val_data, imgsz, cfg.check_count, cfg.seed)
+        return data, f"held-out images from {cfg.val_data}", True
+    if cfg.calib_count is not None:
+        rest = load_dataset(cfg.calib_data, imgsz, cfg.check_count, cfg.seed, exclude=cfg.calib_count)
+        if len(rest):
+            return rest, f"images of {cfg.calib_data} not used for calibration", True
+    data = load_dataset(cfg.calib_data, imgsz, cfg.check_count, cfg.seed)
+    return data, (f"calibration images (NOT held out: every image of {cfg.calib_data} calibrated; "
+                  "pass --val-data or a smaller --calib-count)"), False
+
+
+@dataclass
+class _Candidate:
+    model: onnx.ModelProto
+    summary: QdqSummary
+    logits: np.ndarray
+    figures: dict
+
+
+def _candidate(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRange], ref: Reference) -> _Candidate:
+    quantized, summary = insert_qdq(model, plan, ranges)
+    logits = run_model(quantized, ref)
+    return _Candidate(quantized, summary, logits, score(ref, logits))
+
+
+def select_method(candidates: dict[str, _Candidate], labeled: bool) -> tuple[str, dict]:
+    """The best method by the parity measure, with the table and a one-line reason."""
+    order = sorted(candidates, key=lambda m: rank_key(candidates[m].figures))  # stable: METHODS order on ties
+    best, runner = order[0], order[1] if len(order) > 1 else None
+    table = [{"method": m, **candidates[m].figures} for m in candidates]
+    if runner is None:
+        return best, {"chosen": best, "candidates": table, "reason": "the only method"}
+    a, b = candidates[best].figures, candidates[runner].figures
+    fields = (["top1_drop"] if labeled else []) + ["top1_agreement", "min_cosine", "cosine"]
+    names = {"top1_drop": ("lower top-1 drop", "{:.2f} points"), "top1_agreement": ("higher top-1 agreement", "{:.2%}"),
+             "min_cosine": ("higher worst-sample cosine", "{:.6f}"), "cosine": ("higher mean cosine", "{:.6f}")}
+    decided = next((f for f in fields if a[f] != b[f]), None)
+    if decided is None:
+        reason = f"{best} and {runner} tie on every figure; {best} comes first in {', '.join(METHODS)}"
+    else:
+        tied = fields[:fields.index(decided)]
+        prefix = f"ties with {runner} on {', '.join(tied)}; " if tied else ""
+        name, fmt = names[decided]
+        reason = f"{prefix}{name} than {runner}: {fmt.format(a[decided])} vs {fmt.format(b[decided])}"
+    return best, {"chosen": best, "candidates": table, "reason": reason}
 
 
 def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int, output: Path,
           t0: float) -> QuantizeResult:
     timings = {}
+    budget = Budget(cfg.max_top1_drop, cfg.min_agreement)
     name_nodes(model)
     data = load_dataset(cfg.calib_data, imgsz, cfg.calib_count, cfg.seed)
-    check, use_labels = _check_data(cfg, model, imgsz)  # bad labels are refused before minutes of calibration
     cache = None
     if cfg.use_cache:
         cache = Path(cfg.calib_cache) if cfg.calib_cache else output.with_name(f"{source.stem}.calib.json")
         ensure_not_input(cache, [source, cfg.calib_data, cfg.val_data])
     model_sha256 = sha256_file(source)
     plan = make_plan(model, cfg.target)
+    check, description, is_held_out = held_out(cfg, imgsz)
+    use_labels = _labels_usable(check, model, str(cfg.val_data or cfg.calib_data))  # before minutes of calibration
     t = time.perf_counter()
-    ranges, calibration = calibrate(model, plan.calibrated_tensors, model_sha256, data, cfg, cache)
+    ref = reference_run(model, check, cfg.batch_size, description, is_held_out, use_labels)
+    if budget.given:
+        budget.check(ref.labeled)  # before the calibration pass: an unusable budget is bad input
+    timings["reference"] = time.perf_counter() - t
+
+    methods = METHODS if cfg.calib_method == "auto" else (cfg.calib_method,)
+    t = time.perf_counter()
+    per_method, calibration = calibrate(model, plan.calibrated_tensors, model_sha256, data, cfg, cache, methods)
     timings["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    quantized, summary = insert_qdq(model, plan, ranges)
-    try:
-        onnx.checker.check_model(quantized)
-    except onnx.checker.ValidationError as exc:
-        raise QuantizationError(f"the Q/DQ model fails onnx.checker: {first_line(exc)}") from exc
-    timings["insert_qdq"] = time.perf_counter() - t
+    candidates = {m: _candidate(model, plan, per_method[m], ref) for m in methods}
+    method, selection = select_method(candidates, ref.labeled)
+    chosen = candidates[method]
+    timings["judge_methods"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    parity, accuracy = _parity(model, quantized, check, use_labels, imgsz, cfg)
-    timings["check"] = time.perf_counter() - t
+    sensitivity = fallback = None
+    floated: set[str] = set()
+    if budget.given or cfg.sensitivity:
+        t = time.perf_counter()
+        groups = qdq_groups(model, plan)
+        ranking = measure_sensitivity(model, plan, groups, per_method[method], ref)
+        timings["sensitivity"] = time.perf_counter() - t
+        sensitivity = {"measure": MEASURE, "method": method, "data": ref.description, "groups": len(groups),
+                       "ranked": ranking}
+        if budget.given:
+            t = time.perf_counter()
+            mixed = keep_in_float(model, plan, groups, ranking, per_method[method], ref, budget, chosen.figures,
+                                  cfg.max_float_layers)
+            timings["fallback"] = time.perf_counter() - t
+            steps = [{"float_layers": 0, **chosen.figures, "holds": True}] if mixed is None else mixed.steps
+            fallback = {"budget": {**budget.as_dict(), "judged_by": budget.describe(ref.labeled)},
+                        "float_layers": [] if mixed is None else mixed.floated, "steps": steps,
+                        "data": ref.description}
+            if mixed is not None:
+                chosen = _Candidate(mixed.model, mixed.summary, mixed.logits, score(ref, mixed.logits))
+                floated = {f["tensor"] for f in mixed.floated}
+
+    parity = compare_outputs(ref.logits, chosen.logits).as_dict()
     if not np.isfinite(parity["max_abs"]):
         raise ParityError("the INT8 model outputs NaN or infinity on the check images; not written")
+    accuracy = _accuracy(ref.logits, chosen.logits, ref.labels)
+    try:
+        onnx.checker.check_model(chosen.model)
+    except onnx.checker.ValidationError as exc:
+        raise QuantizationError(f"the Q/DQ model fails onnx.checker: {first_line(exc)}") from exc
 
-    atomic_write(output, quantized.SerializeToString())
-    qdq = summary.as_dict()
+    atomic_write(output, chosen.model.SerializeToString())
+    if sensitivity is not None:
+        plot = output.with_name(f"{output.name}.sensitivity.png")
+        write_plot(plot, sensitivity["ranked"], floated,
+                   f"{source.name}, {cfg.target} target, {method} ranges: per-layer INT8 sensitivity")
+        sensitivity["plot"] = plot.name
+    qdq = chosen.summary.as_dict()
     manifest = write_manifest(
         output, "quantize", precision="int8", target=cfg.target, source=source.name, source_sha256=model_sha256,
         io_dtype="float32",
         quantization={"activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
                       "weights": "int8 symmetric per-channel", "bias": "float" if cfg.target == "tensorrt"
                       else "int32"},
-        calibration={**calibration, "method": cfg.calib_method, "percentile": cfg.percentile
-                     if cfg.calib_method == "percentile" else None, "count": cfg.calib_count, "seed": cfg.seed,
-                     "source": str(cfg.calib_data)},
-        qdq=qdq, parity={**parity, "data": _describe(check)}, accuracy=accuracy,
+        calibration={**calibration, "method": method, "requested": cfg.calib_method,
+                     "percentile": cfg.percentile if method == "percentile" else None, "count": cfg.calib_count,
+                     "seed": cfg.seed, "source": str(cfg.calib_data)},
+        evaluation={"data": ref.description, "held_out": ref.held_out, "images": ref.images, "labeled": ref.labeled},
+        method_selection=selection if cfg.calib_method == "auto" else None,
+        sensitivity=sensitivity, fallback=fallback,
+        qdq=qdq, parity={**parity, "data": ref.description}, accuracy=accuracy,
         versions=package_versions("onnx", "onnxruntime"))
     timings["total"] = time.perf_counter() - t0
-    return QuantizeResult(output, manifest, "int8", cfg.target, parity, accuracy, _describe(check), qdq=qdq,
-                          calibration=calibration, timings=timings)
+    return QuantizeResult(output, manifest, "int8", cfg.target, parity, accuracy, ref.description, qdq=qdq,
+                          calibration={**calibration, "method": method}, timings=timings,
+                          method_selection=selection if cfg.calib_method == "auto" else None,
+                          sensitivity=sensitivity, fallback=fallback)

@@ -7,52 +7,20 @@ import sys
 from pathlib import Path
 
 from ..precisions import PRECISION_NAMES
+from . import args as shared
 
 NAME = "parity"
 HELP = "check exported / quantized models and engines against a PyTorch reference (accuracy and logits)"
-TOLERANCE_FLAGS = {
-    "atol": "absolute tolerance of the element check",
-    "rtol": "relative tolerance of the element check (an element fails only when over atol AND rtol)",
-    "max_top1_drop": "largest allowed top-1 accuracy drop, in percentage points (where labels exist)",
-    "min_agreement": "smallest allowed top-1 agreement with the reference, 0..1 (used where the drop cannot be)",
-}
-
-
-def add_tolerance_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "tolerances", "defaults per precision: fp32 atol=rtol=1e-3 (a TensorRT fp32 engine, computed in TF32: "
-                      "as fp16); fp16 atol=1e-1, rtol=5e-2; int8 top-1 drop <= 1 "
-                      "point with labels, else top-1 agreement >= 0.9. Each flag takes VALUE (every precision), "
-                      "PRECISION=VALUE, or PRECISION=off; repeat it for several precisions")
-    for name, text in TOLERANCE_FLAGS.items():
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, action="append", default=[], metavar="[P=]X",
-                           help=text)
-
-
-def tolerance_overrides(args: argparse.Namespace) -> dict:
-    from ..runtime.harness.parity import parse_override
-
-    overrides: dict[str, dict] = {}
-    for name in TOLERANCE_FLAGS:
-        for text in getattr(args, name):
-            precision, value = parse_override(text)
-            overrides.setdefault(name, {})[precision] = value
-    return overrides
-
-
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"],
-                        help="onnxruntime execution provider for .onnx files (auto: cuda where installed, else cpu)")
-    parser.add_argument("--device", default="auto",
-                        help="torch device for torch:<model>: auto (cuda where available), cpu, cuda, cuda:1")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="inference threads: onnxruntime's intra-op pool, OpenVINO's INFERENCE_NUM_THREADS, "
-                             "and torch's while the reference runs (default: onnxruntime one per physical core, "
-                             "OpenVINO and torch their own defaults)")
-    parser.add_argument("--ov-hint", default="latency", choices=["latency", "throughput"],
-                        help="OpenVINO's PERFORMANCE_HINT for .xml and openvino:<file.onnx>: latency = one stream, "
-                             "all threads on each call (lowest ms per call); throughput = several streams, each "
-                             "batch split across them as parallel requests (more images/s at batch > 1)")
+GROUPS = (
+    shared.DataArgs("images to compare on: an ImageFolder root (class folders give labels and top-1/top-5 "
+                    "accuracy), an image folder, a `path label` list or a .npy (default: seeded synthetic inputs, "
+                    "no labels)"),
+    shared.SeedArgs("the image subset and synthetic inputs"),
+    shared.ToleranceArgs(),
+    shared.RuntimeArgs(),
+)
+# The JSON result is the command's, not the stage's: the output stays out of ParityConfig.
+OUTPUT = shared.OutputArgs("output", "where to write the JSON result (default: parity.json beside the first candidate)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,41 +29,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidate", dest="candidates", action="append", required=True, metavar="FILE",
                         help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
                              "or a TensorRT .engine/.plan to check; repeat for several")
-    parser.add_argument("--data", default=None,
-                        help="images to compare on: an ImageFolder root (class folders give labels and "
-                             "top-1/top-5 accuracy), an image folder, a `path label` list or a .npy "
-                             "(default: seeded synthetic inputs, no labels)")
-    parser.add_argument("--count", type=int, default=None,
-                        help="use this many images, picked with --seed (default: all; synthetic: 32)")
-    parser.add_argument("--imgsz", type=int, default=None,
+    parser.add_argument("--imgsz", type=shared.image_size, default=None,
                         help="input size (default: the candidates' input size, else 224)")
-    parser.add_argument("--batch", type=int, default=16, help="batch size for inference")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the image subset and synthetic inputs")
-    parser.add_argument("--no-labels", dest="use_labels", action="store_false",
-                        # %(default).0s prints nothing: it keeps the formatter from adding "(default: True)"
-                        help="ignore the data's labels (judge INT8 by agreement instead of accuracy drop)"
-                             "%(default).0s")
+    parser.add_argument("--batch-size", dest="batch", type=shared.positive_int, default=16, metavar="N",
+                        help="images per inference batch")
+    shared.deprecated(parser, "--batch", "--batch-size", "batch", shared.positive_int)
     parser.add_argument("--precision", default=None, choices=PRECISION_NAMES,
                         help="precision of every candidate, for the tolerances (default: each candidate's "
                              "manifest, else what its ONNX graph holds)")
-    add_tolerance_arguments(parser)
-    add_runtime_arguments(parser)
-    parser.add_argument("--out", default=None,
-                        help="where to write the JSON result (default: parity.json beside the first candidate)")
+    shared.add_groups(parser, (*GROUPS, OUTPUT))
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..artifacts import ensure_not_input, write_json
+    from ..artifacts import ensure_not_input, ensure_output_dir, write_json
     from ..runtime.harness.device import describe_device
     from ..runtime.harness.parity import ParityConfig, raise_on_failure, run_parity
     from ..runtime.harness.report import new_report, summary_table
 
-    cfg = ParityConfig(reference=args.reference, candidates=args.candidates, data=args.data, count=args.count,
-                       imgsz=args.imgsz, batch=args.batch, seed=args.seed, use_labels=args.use_labels,
-                       precision=args.precision, overrides=tolerance_overrides(args), provider=args.provider,
-                       device=args.device, threads=args.threads, ov_hint=args.ov_hint)
-    out = Path(args.out) if args.out else Path(args.candidates[0]).parent / "parity.json"
+    cfg = ParityConfig(reference=args.reference, candidates=args.candidates, imgsz=args.imgsz, batch=args.batch,
+                       precision=args.precision, **shared.fields(GROUPS, args))
+    out = Path(args.output) if args.output else Path(args.candidates[0]).parent / "parity.json"
     ensure_not_input(out, [args.reference, *args.candidates, args.data])
+    ensure_output_dir(out.parent)  # before minutes of inference, not after
     comparison = run_parity(cfg)
     device = describe_device(args.threads)
     data = comparison.reference.data

@@ -5,55 +5,72 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import args as shared
+
 NAME = "quantize"
 HELP = ("write an FP16 ONNX (FP32 inputs/outputs) or an INT8 ONNX with explicit Q/DQ calibrated on real images, "
         "checked against the FP32 model first")
 
 
-def count(text: str) -> int | None:
-    """An image count, or 'all' (argparse names this function in its error message)."""
-    return None if text == "all" else int(text)
+def groups() -> tuple[shared.Group, ...]:
+    from ..calibration.quantize import CALIB_METHODS
+
+    return (
+        shared.CalibrationArgs(
+            CALIB_METHODS, method="auto", count=512,
+            data_help="calibration images: a folder (recursive; jpg/png/bmp/webp), an ImageFolder root (one "
+                      "subfolder per class gives labels), a text file of `path label` lines, or a .npy of "
+                      "preprocessed float32 NCHW tensors. Required for int8; for fp16 they are the check images "
+                      "(default: seeded random inputs)",
+            method_help="how activation ranges are chosen: auto builds a model with each of the others from one "
+                        "histogram pass and keeps the one closest to FP32 on the held-out images (top-1 drop then "
+                        "agreement with labels; agreement then worst-sample cosine without); or max |x|, "
+                        "KL-divergence threshold (TensorRT's entropy calibration), a percentile of |x|",
+            cache_help="JSON cache of calibration ranges keyed by model hash + data hash + method (default: "
+                       "<model>.calib.json beside the output)"),
+        shared.SeedArgs("the image subsets"),
+        shared.OutputArgs("output", "output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, "
+                                    "or <name>.int8.cpu.onnx for --target cpu)", old_out=False),
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..calibration.calibrators import DEFAULT_PERCENTILE, METHODS
+    from ..calibration.calibrators import DEFAULT_PERCENTILE
     from ..calibration.placement import TARGETS
     from ..precisions import LOW_PRECISIONS
 
-    parser.add_argument("--onnx", required=True, default=argparse.SUPPRESS, help="the FP32 model from `eca-deploy export`")
+    parser.add_argument("--onnx", required=True, help="the FP32 model from `eca-deploy export`")
     parser.add_argument("--precision", choices=LOW_PRECISIONS, default="int8",
                         help="fp16: FP16 weights and math with FP32 inputs/outputs; int8: explicit Q/DQ")
-    parser.add_argument("--calib-data", default=argparse.SUPPRESS,
-                        help="calibration images: a folder (recursive; jpg/png/bmp/webp), an ImageFolder root "
-                             "(one subfolder per class gives labels), a text file of `path label` lines, or a .npy "
-                             "of preprocessed float32 NCHW tensors. Required for int8; for fp16 they are the check "
-                             "images (default: seeded random inputs)")
     parser.add_argument("--target", choices=TARGETS, default="tensorrt",
                         help="tensorrt: symmetric int8, Q/DQ where TensorRT fuses them; cpu: u8 activations + s8 "
                              "weights, what onnxruntime on x86 runs fastest")
-    parser.add_argument("--calib-method", choices=METHODS, default="entropy",
-                        help="how activation ranges are chosen: max |x|, KL-divergence threshold (TensorRT's "
-                             "entropy calibration), or a percentile of |x|")
     parser.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
                         help="the percentile of |x| for --calib-method percentile")
-    parser.add_argument("--calib-count", type=count, default=512,
-                        help="calibration images drawn at random (with --seed) from --calib-data, or 'all'")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image subsets")
-    parser.add_argument("--batch-size", type=int, default=8,
+    parser.add_argument("--batch-size", type=shared.positive_int, default=8, metavar="N",
                         help="images per calibration batch (memory grows with it: one batch's activations)")
-    parser.add_argument("--calib-cache", default=argparse.SUPPRESS,
-                        help="JSON cache of calibration ranges keyed by model hash + data hash + method "
-                             "(default: <model>.calib.json beside the output)")
-    parser.add_argument("--no-calib-cache", dest="use_cache", action="store_false", default=argparse.SUPPRESS,
+    parser.add_argument("--no-calib-cache", dest="use_cache", action="store_false",
                         help="neither read nor write the calibration cache")
-    parser.add_argument("--val-data", default=argparse.SUPPRESS,
+    parser.add_argument("--val-data", default=None,
                         help="held-out images (same forms as --calib-data) for the parity and accuracy figures "
                              "(default: a subset of the calibration images)")
-    parser.add_argument("--check-count", type=count, default=128,
-                        help="images used for the parity figures, or 'all'")
-    parser.add_argument("--output", default=argparse.SUPPRESS,
-                        help="output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, or "
-                             "<name>.int8.cpu.onnx for --target cpu)")
+    parser.add_argument("--check-count", type=shared.count, default=128, metavar="N|all",
+                        help="held-out images for the parity figures, --calib-method auto, the sensitivity and "
+                             "the budget, or 'all'")
+    budget = parser.add_argument_group(
+        "accuracy budget", "with a budget, the most sensitive layers stay in float, fewest first, until the "
+                           "budget holds on the held-out images (same meaning as `parity`'s flags); the manifest "
+                           "lists each layer left in float and why; nothing is written if it cannot be met")
+    budget.add_argument("--max-top1-drop", type=shared.non_negative_float, default=None, metavar="POINTS",
+                        help="largest allowed top-1 accuracy drop vs FP32 in percentage points (labeled images)")
+    budget.add_argument("--min-agreement", type=shared.fraction, default=None, metavar="FRACTION",
+                        help="smallest allowed top-1 agreement with FP32, 0..1 (used where there are no labels)")
+    budget.add_argument("--max-float-layers", type=shared.positive_int, default=None, metavar="N",
+                        help="give up (exit 1) rather than leave more than N layers in float (default: no limit)")
+    budget.add_argument("--sensitivity", action="store_true",
+                        help="measure per-layer sensitivity without a budget (always measured with one): a ranked "
+                             "table in the manifest and <output>.sensitivity.png")
+    shared.add_groups(parser, groups())
 
 
 def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
@@ -66,16 +83,55 @@ def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
         print(f"    {op}: {', '.join(names[:3])}{more}")
 
 
+def _figures(row: dict) -> str:
+    drop = f"{row['top1_drop']:.2f}" if row["top1_drop"] is not None else "-"
+    return f"{drop:>10} {100 * row['top1_agreement']:>10.2f}% {row['min_cosine']:>10.4f} {row['cosine']:>10.4f}"
+
+
+def _print_methods(selection: dict) -> None:
+    print("  calibration methods, judged on the held-out images:")
+    print(f"    {'method':<12} {'top-1 drop':>10} {'agreement':>11} {'worst cos':>10} {'mean cos':>10}")
+    for row in selection["candidates"]:
+        mark = "*" if row["method"] == selection["chosen"] else " "
+        print(f"  {mark} {row['method']:<12} {_figures(row)}")
+    print(f"  chose {selection['chosen']}: {selection['reason']}")
+
+
+def _print_sensitivity(sensitivity: dict, shown: int = 5) -> None:
+    print(f"  per-layer sensitivity ({sensitivity['groups']} Q/DQ groups, {sensitivity['measure']}); most sensitive:")
+    for row in sensitivity["ranked"][:shown]:
+        print(f"    {row['rank']:>3}. {row['tensor']:<50} {row['sensitivity']:.3g}")
+    if "plot" in sensitivity:
+        print(f"  plot: {sensitivity['plot']}")
+
+
+def _print_fallback(fallback: dict) -> None:
+    floated = fallback["float_layers"]
+    if not floated:
+        print(f"  budget ({fallback['budget']['judged_by']}) met with every layer in INT8")
+        return
+    print(f"  budget ({fallback['budget']['judged_by']}) met with {len(floated)} layers left in float:")
+    for layer in floated:
+        print(f"    {layer['tensor']} (read by {', '.join(layer['nodes'])})")
+    by_drop = fallback["budget"]["judged_by"].startswith("top-1 drop")
+    tried = ", ".join(f"{s['float_layers']} in float: {_budget_figure(s, by_drop)}" for s in fallback["steps"])
+    print(f"  tried: {tried}")
+
+
+def _budget_figure(step: dict, by_drop: bool) -> str:
+    if by_drop:
+        return f"drop {step['top1_drop']:.2f}"
+    return f"agreement {100 * step['top1_agreement']:.2f}%"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..calibration.quantize import QuantizeConfig, quantize
 
-    # Options whose default is described in words are SUPPRESSed so --help does not add "(default: None)".
-    cfg = QuantizeConfig(onnx=args.onnx, precision=args.precision, calib_data=getattr(args, "calib_data", None),
-                         target=args.target, calib_method=args.calib_method, calib_count=args.calib_count,
-                         seed=args.seed, calib_cache=getattr(args, "calib_cache", None),
-                         use_cache=getattr(args, "use_cache", True), output=getattr(args, "output", None),
-                         batch_size=args.batch_size, percentile=args.percentile,
-                         val_data=getattr(args, "val_data", None), check_count=args.check_count)
+    cfg = QuantizeConfig(onnx=args.onnx, precision=args.precision, target=args.target, use_cache=args.use_cache,
+                         batch_size=args.batch_size, percentile=args.percentile, val_data=args.val_data,
+                         check_count=args.check_count, max_top1_drop=args.max_top1_drop,
+                         min_agreement=args.min_agreement, max_float_layers=args.max_float_layers,
+                         sensitivity=args.sensitivity, **shared.fields(groups(), args))
     what = "FP16" if cfg.precision == "fp16" else f"INT8 for {cfg.target} ({cfg.calib_method} calibration)"
     print(f"quantizing {cfg.onnx} to {what} ...", file=sys.stderr)
     result = quantize(cfg)
@@ -87,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
         if cal["skipped"]:
             first = cal["skipped"][0]
             print(f"  skipped {len(cal['skipped'])} unreadable files (first: {first['path']}: {first['reason']})")
+    if result.method_selection is not None:
+        _print_methods(result.method_selection)
+    if result.sensitivity is not None:
+        _print_sensitivity(result.sensitivity)
+    if result.fallback is not None:
+        _print_fallback(result.fallback)
     if result.qdq is not None:
         q = result.qdq
         bias = f", {q['bias_dq']} int32 bias DQ" if q["bias_dq"] else ", bias in float"

@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..artifacts import sha256_file
 from ..errors import DataError, first_line, warn
+from ..progress import progress
 from .preprocess import DEFAULT_DATA_CONFIG, DataConfig, preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -54,17 +55,15 @@ class Dataset(ABC):
         """Full batches of usable samples (the last one may be short); unreadable files are skipped."""
         if batch_size < 1:
             raise DataError(f"batch size must be a positive integer, got {batch_size}")
-        from tqdm import tqdm
-
         self.skipped.clear()
-        progress = tqdm(total=len(self), desc=desc, unit="img", disable=desc is None, leave=False)
+        bar = progress(total=len(self), desc=desc, unit="img")
         arrays: list[np.ndarray] = []
         labels: list[int] = []
         used = 0
         try:
             for index in range(len(self)):
                 sample = self._sample(index)
-                progress.update(1)
+                bar.update(1)
                 if sample is None:
                     continue
                 arrays.append(sample)
@@ -78,7 +77,7 @@ class Dataset(ABC):
                 used += len(arrays)
                 yield self._stack(arrays, labels)
         finally:
-            progress.close()
+            bar.close()
         if used == 0:
             first = f" (first: {Path(self.skipped[0][0]).name}: {self.skipped[0][1]})" if self.skipped else ""
             raise DataError(f"no usable image in {self.description}: all {len(self)} files were unreadable{first}")
@@ -138,20 +137,22 @@ class ArrayDataset(Dataset):
 
 
 def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None = None, seed: int = 0,
-                 config: DataConfig = DEFAULT_DATA_CONFIG) -> Dataset:
+                 config: DataConfig = DEFAULT_DATA_CONFIG, exclude: int | None = None) -> Dataset:
     """Open ``source`` (image folder, ImageFolder root, `path label` list, or .npy) as a :class:`Dataset`.
 
     ``count`` picks that many samples at random with ``seed`` (kept in file order); None takes all.
     ``config`` is the model's preprocessing (mean, std, resize ratio, interpolation).
+    ``exclude`` first sets aside the samples ``load_dataset(source, count=exclude, seed=seed)`` would pick
+    (the calibration images), so the result holds only images that selection did not use (maybe none).
     """
     source = Path(source)
     if count is not None and count < 1:
         raise DataError(f"image count must be a positive integer, got {count}")
     if not source.exists():
         raise DataError(f"calibration data not found: {source}")
-    settings = f"{config.settings}|imgsz={imgsz}|count={count}|seed={seed}"
+    settings = f"{config.settings}|imgsz={imgsz}|count={count}|seed={seed}|exclude={exclude}"
     if source.is_file() and source.suffix.lower() == ".npy":
-        return _load_npy(source, imgsz, count, seed, settings)
+        return _load_npy(source, imgsz, count, seed, settings, exclude)
     if source.is_file():
         if source.suffix.lower() in IMAGE_SUFFIXES:
             files, labels, classes = [source], None, None
@@ -162,7 +163,7 @@ def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None 
         files, labels, classes = _scan_folder(source)
     if not files:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {source}")
-    chosen = _choose(len(files), count, seed)
+    chosen = _choose(len(files), count, seed, exclude)
     files = [files[i] for i in chosen]
     labels = labels[chosen] if labels is not None else None
     return ImageDataset(files, labels, classes, imgsz, str(source), settings, config)
@@ -240,7 +241,8 @@ def label_problem(labels: np.ndarray | None, data: "Dataset", num_classes: int, 
     return None
 
 
-def _load_npy(path: Path, imgsz: int, count: int | None, seed: int, settings: str) -> ArrayDataset:
+def _load_npy(path: Path, imgsz: int, count: int | None, seed: int, settings: str,
+              exclude: int | None) -> ArrayDataset:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -252,13 +254,21 @@ def _load_npy(path: Path, imgsz: int, count: int | None, seed: int, settings: st
         raise DataError(f"{path} holds {array.dtype} values; expected preprocessed float32 tensors")
     if array.shape[0] == 0:
         raise DataError(f"{path} holds no samples")
-    return ArrayDataset(path, array, _choose(array.shape[0], count, seed), imgsz, settings)
+    return ArrayDataset(path, array, _choose(array.shape[0], count, seed, exclude), imgsz, settings)
 
 
-def _choose(total: int, count: int | None, seed: int) -> np.ndarray:
+def _pick(total: int, count: int | None, seed: int) -> np.ndarray:
     if count is None or count >= total:
         return np.arange(total)
     return np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
+
+
+def _choose(total: int, count: int | None, seed: int, exclude: int | None = None) -> np.ndarray:
+    """Indices of ``count`` samples picked with ``seed``, from those left after setting ``exclude`` aside."""
+    if exclude is None:
+        return _pick(total, count, seed)
+    rest = np.setdiff1d(np.arange(total), _pick(total, exclude, seed))
+    return rest[_pick(len(rest), count, seed)]
 
 
 def _file_digest(path: Path) -> str:

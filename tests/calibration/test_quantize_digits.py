@@ -9,8 +9,12 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from eca_deploy.artifacts import read_manifest
+from eca_deploy.calibration.calibrators import METHODS
 from eca_deploy.calibration.quantize import QuantizeConfig, quantize
+from eca_deploy.data.sources import load_dataset
+from eca_deploy.graph.compare import compare_outputs
 from eca_deploy.graph.graph import summarize
+from eca_deploy.graph.session import make_session
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +70,12 @@ def test_manifests_record_the_quantization(digits, results):
         manifest = read_manifest(result.path)
         assert manifest["precision"] == "int8" and manifest["target"] == target
         calibration = manifest["calibration"]
-        assert calibration["method"] == "entropy"
+        assert calibration["requested"] == "auto" and calibration["method"] in METHODS
+        selection = manifest["method_selection"]
+        assert selection["chosen"] == calibration["method"] and selection["reason"]
+        assert [row["method"] for row in selection["candidates"]] == list(METHODS)
+        assert manifest["evaluation"]["held_out"] is True
+        assert manifest["evaluation"]["images"] == len(list(digits.val_dir.rglob("*.png")))
         assert calibration["images"] == len(list(digits.calib_dir.rglob("*.png")))
         assert len(calibration["data_hash"]) == 64
         assert manifest["qdq"]["activation_qdq_pairs"] == result.qdq["activation_qdq_pairs"] > 0
@@ -74,6 +83,34 @@ def test_manifests_record_the_quantization(digits, results):
         assert manifest["parity"]["samples"] == manifest["accuracy"]["images"]
     fp16 = read_manifest(results["fp16"].path)
     assert fp16["precision"] == "fp16" and fp16["parity"]["min_cosine"] >= 0.9999
+
+
+def _val_logits(digits, path) -> tuple[np.ndarray, np.ndarray]:
+    batches = list(load_dataset(digits.val_dir, digits.imgsz).batches(256))
+    session = make_session(str(path))
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: b})[0] for b, _ in batches]), np.concatenate([y for _, y in batches])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_auto_is_never_worse_than_the_best_single_method(digits, results, tmp_path, target):
+    """Each method quantized on its own, every model scored afresh on all held-out images by parity's measure."""
+    fp32, labels = _val_logits(digits, digits.onnx)
+
+    def key(path):
+        logits, _ = _val_logits(digits, path)
+        comparison = compare_outputs(fp32, logits)
+        drop = 100 * (np.mean(fp32.argmax(1) == labels) - np.mean(logits.argmax(1) == labels))
+        return (drop, -comparison.top1_agreement, -comparison.min_cosine)
+
+    singles = {m: key(quantize(QuantizeConfig(onnx=digits.onnx, calib_data=digits.calib_dir, val_data=digits.val_dir,
+                                              check_count=None, calib_method=m, target=target,
+                                              calib_cache=tmp_path / "cache.json",
+                                              output=tmp_path / f"{m}.onnx")).path) for m in METHODS}
+    auto = key(results[target].path)
+    assert auto <= min(singles.values()), (auto, singles)
+    assert auto == singles[read_manifest(results[target].path)["calibration"]["method"]]
 
 
 def _q_scales(path) -> dict[str, float]:

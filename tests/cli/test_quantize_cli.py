@@ -38,7 +38,7 @@ def test_help_explains_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--onnx", "--precision", "--calib-data", "--target", "--calib-method", "--calib-count", "--seed",
                  "--calib-cache", "--no-calib-cache", "--batch-size", "--val-data", "--check-count", "--output",
-                 "--percentile"):
+                 "--percentile", "--max-top1-drop", "--min-agreement", "--max-float-layers", "--sensitivity"):
         assert flag in text
 
 

@@ -77,6 +77,18 @@ def check_builder_version(version: Any) -> None:
             "print a trtexec command instead: eca-deploy build --onnx FILE --print-trtexec --trt-version 8.5")
 
 
+def check_trtexec_version(version: Any) -> str:
+    """The releases ``--print-trtexec`` writes commands for: 8.5 (JetPack 5.1), 8.6, 10.x, 11.x."""
+    try:
+        known = (8, 5) <= trt_version(version) < (9, 0) or trt_major(version) in (10, 11)
+    except EngineError:
+        known = False
+    if not known:
+        raise EngineError(f"--trt-version takes a TensorRT release trtexec commands are written for (8.5, 8.6, "
+                          f"10.x, 11.x), got '{version}'")
+    return str(version)
+
+
 def check_legacy_precision(version: Any, legacy_precision: str | None) -> None:
     if legacy_precision is None:
         return
@@ -104,14 +116,14 @@ class BatchProfile:
         if len(parts) == 1:
             parts = parts * 3
         if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-            raise EngineError(f"--batch must be MIN:OPT:MAX (e.g. 1:8:32) or one number, got '{text}'")
+            raise EngineError(f"--profile must be MIN:OPT:MAX (e.g. 1:8:32) or one number, got '{text}'")
         low, opt, high = (int(p) for p in parts)
         if low < 1:
-            raise EngineError(f"--batch {text}: MIN must be at least 1")
+            raise EngineError(f"--profile {text}: MIN must be at least 1")
         if low > opt:
-            raise EngineError(f"--batch {text}: MIN ({low}) is larger than OPT ({opt}); need MIN <= OPT <= MAX")
+            raise EngineError(f"--profile {text}: MIN ({low}) is larger than OPT ({opt}); need MIN <= OPT <= MAX")
         if opt > high:
-            raise EngineError(f"--batch {text}: OPT ({opt}) is larger than MAX ({high}); need MIN <= OPT <= MAX")
+            raise EngineError(f"--profile {text}: OPT ({opt}) is larger than MAX ({high}); need MIN <= OPT <= MAX")
         return cls(low, opt, high)
 
     def __str__(self) -> str:
