@@ -95,7 +95,7 @@ def test_parity_passes_on_openvino_artifacts(digits, irs, tmp_path, capsys):
     code, stdout, _ = run(capsys, "parity", "--reference", f"torch:{digits.model}:{digits.checkpoint}",
                           "--candidate", str(fp32.xml_path), "--candidate", str(fp16.xml_path),
                           "--candidate", f"openvino:{digits.onnx}", "--data", str(digits.val_dir), "--count", "200",
-                          "--threads", "1", "--out", str(out))
+                          "--threads", "1", "--output", str(out))
     assert code == 0, stdout
     ref, *rows = validate_report(json.loads(out.read_text()))["rows"]
     assert [(r["artifact"], r["format"], r["precision"], r["backend"], r["status"]) for r in rows] == [
@@ -110,8 +110,8 @@ def test_parity_passes_on_openvino_artifacts(digits, irs, tmp_path, capsys):
 def test_bench_takes_ir_and_onnx_with_either_hint(digits, irs, tmp_path, capsys):
     for spec, hint in ((str(irs[0].xml_path), "latency"), (f"openvino:{digits.onnx}", "throughput")):
         out = tmp_path / f"{hint}.json"
-        code, stdout, _ = run(capsys, "bench", spec, "--batch", "1,4", "--iterations", "3", "--warmup", "1",
-                              "--threads", "1", "--ov-hint", hint, "--out", str(out))
+        code, stdout, _ = run(capsys, "bench", spec, "--batch-sizes", "1,4", "--iterations", "3", "--warmup", "1",
+                              "--threads", "1", "--ov-hint", hint, "--output", str(out))
         assert code == 0, stdout
         (row,) = validate_report(json.loads(out.read_text()))["rows"]
         assert row["status"] == "measured" and row["bench"]["imgsz"] == digits.imgsz
@@ -145,10 +145,10 @@ def test_without_openvino_one_line_install_hint(digits, tmp_path, capsys, monkey
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
     with pytest.raises(MissingDependencyError, match=r"OpenVINO .* is not installed: pip install 'eca-deploy\[openvino\]'"):
         open_backend(f"openvino:{digits.onnx}")
-    code, _, err = run(capsys, "bench", f"openvino:{digits.onnx}", "--out", str(tmp_path / "b.json"))
+    code, _, err = run(capsys, "bench", f"openvino:{digits.onnx}", "--output", str(tmp_path / "b.json"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "eca-deploy[openvino]" in err
     code, _, err = run(capsys, "pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
-                       "--imgsz", str(digits.imgsz), "--openvino", "--out", str(tmp_path / "p"))
+                       "--imgsz", str(digits.imgsz), "--openvino", "--output", str(tmp_path / "p"))
     assert code == 2 and "eca-deploy[openvino]" in err and not list((tmp_path / "p").glob("*.onnx"))
     assert "is not installed" in openvino_skip_reason(None)  # the default leaves the rows out instead
     assert openvino_skip_reason(False) == "--no-openvino"
@@ -157,21 +157,21 @@ def test_without_openvino_one_line_install_hint(digits, tmp_path, capsys, monkey
 def test_bad_openvino_specs(ov, tmp_path, capsys):
     xml = tmp_path / "model.xml"
     xml.write_text("<net/>")
-    code, _, err = run(capsys, "bench", str(xml), "--out", str(tmp_path / "b.json"))
+    code, _, err = run(capsys, "bench", str(xml), "--output", str(tmp_path / "b.json"))
     assert code == 2 and "has no weights file model.bin" in err
-    code, _, err = run(capsys, "bench", f"openvino:{tmp_path / 'm.plan'}", "--out", str(tmp_path / "b.json"))
+    code, _, err = run(capsys, "bench", f"openvino:{tmp_path / 'm.plan'}", "--output", str(tmp_path / "b.json"))
     assert code == 2 and "OpenVINO runs a .onnx file or an IR .xml" in err
     (tmp_path / "model.bin").write_bytes(b"\0" * 8)
-    code, _, err = run(capsys, "bench", str(xml), "--out", str(tmp_path / "b.json"))
+    code, _, err = run(capsys, "bench", str(xml), "--output", str(tmp_path / "b.json"))
     assert code == 2 and "OpenVINO cannot load" in err and len(err.strip().splitlines()) == 1
 
 
 def test_export_command_writes_the_ir(ov, tmp_path, capsys):
     code, stdout, _ = run(capsys, "export", "--model", "eca_resnet18", "--imgsz", "32", "--format", "openvino",
-                          "--fp16-weights", "--out", str(tmp_path))
+                          "--fp16-weights", "--output", str(tmp_path))
     assert code == 0, stdout
     assert "eca_resnet18.fp16.xml + eca_resnet18.fp16.bin" in stdout and "worst cosine" in stdout
     assert read_manifest(tmp_path / "eca_resnet18.fp16.xml")["precision"] == "fp16"
     assert read_manifest(tmp_path / "eca_resnet18.onnx")["stage"] == "export"  # the ONNX it came from
-    code, _, err = run(capsys, "export", "--model", "eca_resnet18", "--fp16-weights", "--out", str(tmp_path))
+    code, _, err = run(capsys, "export", "--model", "eca_resnet18", "--fp16-weights", "--output", str(tmp_path))
     assert code == 2 and "--fp16-weights applies to --format openvino" in err
