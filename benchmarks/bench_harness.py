@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from eca_deploy.testing.digits import digit_images, train, write_image_folder
+from interleave import side_by_side
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT_DIR = ROOT / "benchmarks" / "results" / "harness_pipeline"
@@ -111,29 +112,6 @@ def run_pipeline_once(work: Path, calib_images: int, val_images: int, duration: 
         atomic_write(keep / Path(path).name, Path(path).read_bytes())
     return {"wall_s": round(wall, 1), "checkpoint_s": round(checkpoint_s, 1), "steps": result.report["steps"],
             "rows": result.report["rows"], "report": str(keep.relative_to(ROOT)), "weights": str(weights)}
-
-
-def side_by_side(factories: dict, batches: tuple[int, ...], rounds: int, iterations: int) -> dict:
-    """Median over rounds of each backend's p50 latency; every round visits every backend once.
-
-    A backend is open only for its own block: an idle onnxruntime session's spinning threads would
-    otherwise slow the one being timed (quantize's benchmark saw 15 -> 25 ms), as in the pipeline.
-    """
-    from eca_deploy.runtime.harness.bench import latency_stats, time_loop
-
-    rng = np.random.default_rng(0)
-    inputs = {b: rng.standard_normal((b, 3, 224, 224), dtype=np.float32) for b in batches}
-    p50: dict = {(name, b): [] for name in factories for b in batches}
-    for _ in range(rounds):
-        for name, factory in factories.items():
-            backend = factory()
-            for b in batches:
-                seconds = time_loop(lambda: backend.infer(inputs[b]), warmup=2, iterations=iterations, duration=0)
-                p50[(name, b)].append(latency_stats(seconds, b)["p50"])
-            backend.close()
-    return {name: {str(b): {"p50_ms": statistics.median(p50[(name, b)]),  # str keys: the same after JSON
-                            "fps": b * 1e3 / statistics.median(p50[(name, b)])} for b in batches}
-            for name in factories}
 
 
 def overhead(backend, imgsz: int, batch: int, pairs: int, seconds: float) -> dict:

@@ -1,5 +1,7 @@
 """One command from a checkpoint to a report: export -> FP16 / INT8 -> engines -> parity -> bench -> report.
 
+Where OpenVINO is installed and the CPU is x86 (or with ``openvino=True``), the FP32 model is also
+converted to OpenVINO IR, and the IR and every ONNX variant are run on OpenVINO too: extra rows.
 Every artifact, manifest and report lands in one folder. A step that cannot run here (no
 TensorRT, no calibration data) is skipped with its reason, recorded in the report and printed;
 a candidate that cannot be opened is a row with status "error", and the others still run.
@@ -7,6 +9,7 @@ a candidate that cannot be opened is a row with status "error", and the others s
 
 from __future__ import annotations
 
+import platform
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .artifacts import ensure_output_dir
-from .errors import EcaDeployError, OutputError
+from .errors import EcaDeployError, MissingDependencyError, OutputError
 from .precisions import LOW_PRECISIONS
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .graph.compare import given_overrides
@@ -22,7 +25,8 @@ from .models import k_per_stage, load_model
 from .calibration.quantize import QuantizeConfig, quantize
 from .data.sources import load_dataset
 from .runtime.backends.onnxruntime_backend import resolve_provider
-from .runtime.backends.registry import Artifact, open_backend, parse_spec
+from .graph.openvino_session import import_openvino
+from .runtime.backends.registry import OPENVINO_PREFIX, Artifact, open_backend, parse_spec
 from .runtime.backends.torch_backend import TorchBackend
 from .runtime.harness.bench import BenchConfig, bench_backend, check_batches
 from .runtime.harness.device import describe_device
@@ -31,6 +35,8 @@ from .runtime.harness.report import new_report, write_report
 from .runtime.harness.rows import ReportRow
 from .runtime.tensorrt.builder import BuildConfig, build_engine
 from .runtime.tensorrt.env import tensorrt_unavailable_reason
+
+X86 = ("x86_64", "amd64", "i386", "i686")
 
 
 @dataclass
@@ -50,6 +56,8 @@ class PipelineConfig:
     # batches, warmup, iterations, duration
     bench: BenchConfig = field(default_factory=lambda: BenchConfig(model="", batches=(1, 8)))
     precisions: tuple[str, ...] = LOW_PRECISIONS
+    openvino: bool | None = None  # OpenVINO rows: None where it is installed and the CPU is x86; True; False
+
 
 
 @dataclass
@@ -156,6 +164,36 @@ def _engine_sources(onnx_path: Path, variants: dict[str, Path], ort_target: str,
     return sources
 
 
+def openvino_skip_reason(wanted: bool | None) -> str | None:
+    """Why the OpenVINO rows are left out, or None to add them. Asked for but not installed: an error."""
+    if wanted is False:
+        return "--no-openvino"
+    try:
+        import_openvino()
+    except MissingDependencyError as exc:
+        if wanted:
+            raise
+        return str(exc)
+    machine = platform.machine()
+    if not wanted and machine.lower() not in X86:
+        return f"not an x86 CPU ({machine}); --openvino runs it anyway"
+    return None
+
+
+def make_ir(exported, loaded, export_cfg: ExportConfig, log: _Log) -> list[str]:
+    """The FP32 model as OpenVINO IR, converted from the verified ONNX and verified again."""
+    from .export.openvino_export import write_ir
+
+    started = time.perf_counter()
+    try:
+        result = write_ir(exported, loaded, export_cfg)
+    except EcaDeployError as exc:
+        log.error("OpenVINO IR", str(exc), "OpenVINO IR", "fp32")
+        return []
+    log.done("OpenVINO IR", f"{result.xml_path.name} + {result.bin_path.name}, verified against PyTorch", started)
+    return [str(result.xml_path)]
+
+
 def _measure(backend, artifact: Artifact, cfg: PipelineConfig, imgsz: int) -> dict:
     timing = cfg.bench
     check_batches(artifact, timing.batches, backend)
@@ -165,7 +203,7 @@ def _measure(backend, artifact: Artifact, cfg: PipelineConfig, imgsz: int) -> di
 
 def _check_candidate(artifact: Artifact, provider: str, data, ref_run: ReferenceRun,
                      cfg: PipelineConfig) -> ReportRow:
-    backend = open_backend(artifact, provider=provider, threads=cfg.parity.threads)
+    backend = open_backend(artifact, provider=provider, threads=cfg.parity.threads, ov_hint=cfg.parity.ov_hint)
     try:
         row = ref_run.judge(artifact, backend, data).row()
         row.bench = _measure(backend, artifact, cfg, cfg.export.imgsz)
@@ -188,12 +226,14 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     if cfg.quantize.calib_data:
         load_dataset(cfg.quantize.calib_data, imgsz=imgsz, count=cfg.quantize.calib_count, seed=cfg.quantize.seed)
     provider = resolve_provider(parity.provider)
+    no_openvino = openvino_skip_reason(cfg.openvino)  # asked for but not installed: fails before any work
 
     started = time.perf_counter()
     loaded = load_model(model, cfg.export.weights)
     labels = data.labels if parity.use_labels else None
     check_labels(labels, data, loaded.num_classes, parity.data or "synthetic")  # before minutes of work
-    exported = export_model(replace(cfg.export, out_dir=str(out)), loaded=loaded)
+    export_cfg = replace(cfg.export, out_dir=str(out))
+    exported = export_model(export_cfg, loaded=loaded)
     log.done("export", f"{exported.onnx_path.name}, simplified and verified against PyTorch", started)
 
     ort_target = "cpu" if provider == "cpu" else "tensorrt"
@@ -204,7 +244,12 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
         log.skip("TensorRT engines", no_tensorrt)
     else:
         engines = build_engines(_engine_sources(exported.onnx_path, variants, ort_target, cfg, log), cfg, log)
-    candidates = [exported.onnx_path, *variants.values(), *engines]
+    candidates = [str(p) for p in (exported.onnx_path, *variants.values(), *engines)]
+    if no_openvino:
+        log.skip("OpenVINO", no_openvino)
+    else:
+        candidates += make_ir(exported, loaded, export_cfg, log)
+        candidates += [OPENVINO_PREFIX + str(p) for p in (exported.onnx_path, *variants.values())]
 
     started = time.perf_counter()
     weights = cfg.export.weights
@@ -219,9 +264,9 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
         reference.close()
     log.done("reference", f"{reference.name} on {ref_run.metrics['samples']} inputs, benchmarked", started)
 
-    for path in candidates:
+    for spec in candidates:
         started = time.perf_counter()
-        artifact = parse_spec(str(path))
+        artifact = parse_spec(spec)
         try:
             row = _check_candidate(artifact, provider, data, ref_run, cfg)
         except EcaDeployError as exc:  # one artifact that cannot run here does not stop the others

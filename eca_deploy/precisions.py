@@ -78,6 +78,25 @@ def onnx_precision(path: str | Path) -> str:
     return graph_precision(onnx.load(str(path), load_external_data=False))
 
 
+def ir_precision(path: str | Path) -> str:
+    """The precision an OpenVINO IR .xml carries: int8 where it quantizes (FakeQuantize), fp16 where its weights
+    are half floats, else fp32."""
+    from xml.etree import ElementTree
+
+    from .errors import OnnxFileError
+
+    try:
+        layers = list(ElementTree.parse(path).getroot().iter("layer"))
+    except ElementTree.ParseError as exc:
+        raise OnnxFileError(f"{path} is not an OpenVINO IR: {exc}") from exc
+    if any(layer.get("type") == "FakeQuantize" for layer in layers):
+        return "int8"
+    if any(layer.get("type") == "Const" and layer.find("data") is not None
+           and layer.find("data").get("element_type") == "f16" for layer in layers):
+        return "fp16"
+    return "fp32"
+
+
 def variant_suffix(precision: str, layout: str | None = None) -> str:
     """'fp16' -> 'fp16'; INT8 files also name a layout other than TensorRT's ('int8.cpu')."""
     suffix = PRECISIONS[precision].suffix

@@ -1,6 +1,7 @@
 """The whole pipeline, test-sized: trained ECA-ResNet-18 on the digits images, 32x32, on this CPU."""
 
 import json
+import platform
 
 import pytest
 from PIL import Image
@@ -28,7 +29,8 @@ def test_pipeline_makes_every_artifact_and_one_report(pipeline_run, capsys):
     assert code == 0
     report = validate_report(json.loads((out / "report.json").read_text()))
     assert report["kind"] == "pipeline" and report["model"]["name"] == "eca_resnet18"
-    rows = {r["precision"] + ("-ref" if r["status"] == "reference" else ""): r for r in report["rows"]}
+    rows = {r["precision"] + ("-ref" if r["status"] == "reference" else ""): r for r in report["rows"]
+            if not r["backend"].startswith("openvino")}
     assert set(rows) == {"fp32-ref", "fp32", "fp16", "int8"}
     assert rows["fp32-ref"]["format"] == "PyTorch"
     for precision in ("fp32", "fp16", "int8"):
@@ -53,6 +55,28 @@ def test_pipeline_report_is_readable(pipeline_run):
         with Image.open(out / name) as image:
             image.load()
             assert image.format == "PNG"
+
+
+def test_pipeline_adds_openvino_rows(pipeline_run):
+    """On an x86 CPU with OpenVINO installed: the FP32 IR, and every ONNX variant run on OpenVINO as well."""
+    pytest.importorskip("openvino")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("OpenVINO rows are added by default on x86 CPUs")
+    _, out = pipeline_run
+    report = json.loads((out / "report.json").read_text())
+    rows = [r for r in report["rows"] if r["backend"] == "openvino-cpu"]
+    onnx = [(r["artifact"], r["precision"]) for r in report["rows"] if r["backend"] == "onnxruntime-cpu"]
+    assert [p for _, p in onnx] == ["fp32", "fp16", "int8"]
+    assert [(r["artifact"], r["format"], r["precision"]) for r in rows] == [
+        ("eca_resnet18.xml", "OpenVINO IR", "fp32"), *((f"openvino:{name}", "ONNX", p) for name, p in onnx)]
+    reference = report["rows"][0]["parity"]["top1"]
+    for row in rows:
+        assert row["status"] == "pass", row["reason"]
+        assert row["parity"]["top1"] >= reference - 0.02
+        assert [e["batch"] for e in row["bench"]["batches"]] == [1, 4]
+    assert read_manifest(out / "eca_resnet18.xml")["parity"]["openvino"]["max_abs"] < 1e-4
+    assert f"openvino:{onnx[2][0]}" in (out / "report.md").read_text()
+    assert report["devices"][0]["versions"]["openvino"]
 
 
 def test_pipeline_says_why_engines_were_skipped(pipeline_run):

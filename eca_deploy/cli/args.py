@@ -218,7 +218,7 @@ class DataArgs(Group):
 
 
 class RuntimeArgs(Group):
-    """--provider, --device, --threads -> provider, device, threads."""
+    """--provider, --device, --threads, --ov-hint -> provider, device, threads, ov_hint."""
 
     def add(self, parser):
         parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"],
@@ -227,11 +227,17 @@ class RuntimeArgs(Group):
         parser.add_argument("--device", default="auto",
                             help="torch device for torch:<model>: auto (cuda where available), cpu, cuda, cuda:1")
         parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                            help="inference threads: onnxruntime's intra-op pool, and torch's while the reference "
-                                 "runs (default: onnxruntime one per physical core, torch its own default)")
+                            help="inference threads: onnxruntime's intra-op pool, OpenVINO's INFERENCE_NUM_THREADS, "
+                                 "and torch's while the reference runs (default: onnxruntime one per physical core, "
+                                 "OpenVINO and torch their own defaults)")
+        parser.add_argument("--ov-hint", default="latency", choices=["latency", "throughput"],
+                            help="OpenVINO's PERFORMANCE_HINT for .xml and openvino:<file.onnx>: latency = one "
+                                 "stream, all threads on each call (lowest ms per call); throughput = several "
+                                 "streams, each batch split across them as parallel requests (more images/s at "
+                                 "batch > 1)")
 
     def fields(self, args):
-        return {"provider": args.provider, "device": args.device, "threads": args.threads}
+        return {"provider": args.provider, "device": args.device, "threads": args.threads, "ov_hint": args.ov_hint}
 
 
 TOLERANCE_FLAGS = {

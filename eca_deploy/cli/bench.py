@@ -17,7 +17,8 @@ OUTPUT = shared.OutputArgs("output", "where to write the JSON result (default: b
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL",
-                        help="a .onnx file, a TensorRT .engine/.plan, or torch:<model>[:weights]")
+                        help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
+                             "a TensorRT .engine/.plan, or torch:<model>[:weights]")
     parser.add_argument("--imgsz", type=shared.image_size, default=None,
                         help="input size for torch:<model> (default 224)")
     parser.add_argument("--precision", default=None, choices=PRECISION_NAMES,
@@ -28,8 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def default_output(model: str) -> Path:
     if model.startswith("torch:"):
         return Path(f"bench-{model.split(':')[1]}.json")
+    if model.startswith("openvino:"):  # beside the ONNX file, named apart from its onnxruntime result
+        path = Path(model[len("openvino:"):])
+        return path.parent / f"bench-{path.stem}.openvino.json"
     path = Path(model)
-    return path.parent / f"bench-{path.stem}.json"
+    # an IR sits beside the ONNX it came from, under the same stem
+    return path.parent / f"bench-{path.stem}{'.ir' if path.suffix.lower() == '.xml' else ''}.json"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``eca-deploy export``: PyTorch -> simplified, verified ONNX."""
+"""``eca-deploy export``: PyTorch -> simplified, verified ONNX (and OpenVINO IR with --format openvino)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 from . import args as shared
 
 NAME = "export"
-HELP = "export a model to ONNX with plain Conv1d ECA blocks, simplify it and verify it against PyTorch"
+HELP = ("export a model to ONNX with plain Conv1d ECA blocks, simplify it and verify it against PyTorch; "
+        "optionally on to OpenVINO IR")
 GROUPS = (shared.ModelArgs(), shared.OutputArgs("out_dir", "output folder (default: artifacts/<model>/)"),
           shared.SeedArgs("the random init (without --weights) and of the verification batch"))
 
@@ -24,18 +25,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classifier size when no weights are given (default 1000; with weights, read from them)")
     parser.add_argument("--no-simplify", dest="simplify", action="store_false",
                         help="skip onnxsim (the export is still verified against PyTorch)")
+    parser.add_argument("--format", default="onnx", choices=["onnx", "openvino"],
+                        help="onnx: <model>.onnx; openvino: that ONNX, then OpenVINO IR <model>.xml + .bin "
+                             "converted from it, verified against PyTorch too (needs eca-deploy[openvino])")
+    parser.add_argument("--fp16-weights", action="store_true",
+                        help="with --format openvino: store the IR's weights as FP16 (<model>.fp16.xml, half "
+                             "the size; computed in FP32, checked by cosine >= 0.9999 to PyTorch)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
     from ..export.onnx_export import ExportConfig, export_model
     from ..models import TIMM_PREFIX, get_spec
 
+    if args.fp16_weights and args.format != "openvino":
+        raise UsageError("--fp16-weights applies to --format openvino (for an FP16 ONNX use `eca-deploy "
+                         "quantize --precision fp16`)")
     cfg = ExportConfig(**shared.fields(GROUPS, args), opset=args.opset, batch=args.batch, imgsz=args.imgsz,
                        simplify=args.simplify, num_classes=args.num_classes)
     if not cfg.model.startswith(TIMM_PREFIX):
         get_spec(cfg.model)  # an unknown name fails before anything is printed
     print(f"exporting {cfg.model}" + (f" with weights {cfg.weights}" if cfg.weights else " (random weights)")
           + " ...", flush=True)
+    if args.format == "openvino":
+        return _run_openvino(cfg, args.fp16_weights)
     result = export_model(cfg)
     blocks = result.eca_blocks
     ks = sorted({k for _, _, k in blocks})
@@ -46,4 +59,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"  parity vs PyTorch: max abs {last['max_abs']:.2e} after "
           f"{'onnxsim' if 'simplify' in result.parity else 'export'} (limit {last['limit']:.0e})")
     print(f"  time: {result.timings['total']:.1f} s")
+    return 0
+
+
+def _run_openvino(cfg, fp16_weights: bool) -> int:
+    from ..export.openvino_export import export_openvino
+
+    result = export_openvino(cfg, fp16_weights)
+    size = (result.xml_path.stat().st_size + result.bin_path.stat().st_size) / 2**20
+    print(f"wrote {result.onnx.onnx_path} and {result.onnx.manifest_path.name}")
+    print(f"wrote {result.xml_path} + {result.bin_path.name} ({size:.1f} MB, {result.precision} weights) "
+          f"and {result.manifest_path.name}")
+    check = result.parity
+    if "limit" in check:
+        print(f"  parity vs PyTorch (OpenVINO CPU, f32): max abs {check['max_abs']:.2e} (limit {check['limit']:.0e})")
+    else:
+        print(f"  parity vs PyTorch (OpenVINO CPU, f32): worst cosine {check['min_cosine']:.6f} "
+              f"(limit {check['min_cosine_limit']}), max abs {check['max_abs']:.2e}")
+    print(f"  time: {result.onnx.timings['total'] + result.timings['total']:.1f} s")
     return 0

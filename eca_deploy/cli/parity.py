@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, metavar="SPEC",
                         help="the reference: torch:<model>:<weights> (or a .onnx / engine)")
     parser.add_argument("--candidate", dest="candidates", action="append", required=True, metavar="FILE",
-                        help="a .onnx file or TensorRT .engine/.plan to check; repeat for several")
+                        help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
+                             "or a TensorRT .engine/.plan to check; repeat for several")
     parser.add_argument("--imgsz", type=shared.image_size, default=None,
                         help="input size (default: the candidates' input size, else 224)")
     parser.add_argument("--batch-size", dest="batch", type=shared.positive_int, default=16, metavar="N",

@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", dest="batch", type=shared.positive_int, default=16, metavar="N",
                         help="images per inference batch of the accuracy runs")
     shared.deprecated(parser, "--parity-batch", "--batch-size", "batch", shared.positive_int)
+    parser.add_argument("--openvino", action=argparse.BooleanOptionalAction, default=None,
+                        help="also convert the FP32 model to OpenVINO IR and run the IR and every ONNX variant on "
+                             "OpenVINO (extra rows); default: where OpenVINO is installed and the CPU is x86. "
+                             "--openvino without OpenVINO installed is an error%(default).0s")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         parity=ParityConfig(reference=reference, candidates=[], imgsz=args.imgsz, batch=args.batch,
                             **shared.fields(PARITY, args)),
         bench=BenchConfig(model=reference, imgsz=args.imgsz, **shared.fields(BENCH, args)),
-        precisions=args.precisions)
+        precisions=args.precisions, openvino=args.openvino)
     result = run_pipeline(cfg)
     report = result.report
     print(summary_table(report))

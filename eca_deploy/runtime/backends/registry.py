@@ -1,4 +1,5 @@
-"""Open a backend from what the user typed: ``torch:<model>[:weights]``, a ``.onnx`` file, or a TensorRT engine.
+"""Open a backend from what the user typed: ``torch:<model>[:weights]``, a ``.onnx`` file, a TensorRT engine,
+an OpenVINO IR ``.xml``, or ``openvino:<file.onnx>`` (the ONNX file on OpenVINO instead of onnxruntime).
 
 The artifact's format, precision, size and manifest are read here too, so parity, bench and the
 reports describe every artifact the same way.
@@ -16,12 +17,13 @@ import onnx
 from ...artifacts import manifest_path, read_manifest, require_file
 from ...errors import EcaDeployError, EngineError, ManifestError, MissingDependencyError, OnnxFileError, UsageError, warn
 from ...models.base import TIMM_PREFIX
-from ...precisions import PRECISIONS, graph_layout, onnx_precision
+from ...precisions import PRECISIONS, graph_layout, ir_precision, onnx_precision
 from ..base import Backend
 from ..tensorrt.env import tensorrt_unavailable_reason
 from ..tensorrt.plan import ENGINE_SUFFIXES
 
 TORCH_PREFIX = "torch:"
+OPENVINO_PREFIX = "openvino:"
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class OpenOptions:
     provider: str = "auto"  # onnxruntime execution provider: auto / cpu / cuda / tensorrt
     device: str = "auto"  # torch device for torch: references
     imgsz: int = 224  # torch only: the input size the model is traced at
-    threads: int | None = None  # onnxruntime intra-op threads, or torch's while the backend is open
+    threads: int | None = None  # onnxruntime intra-op / OpenVINO threads, or torch's while the backend is open
+    ov_hint: str = "latency"  # OpenVINO's performance hint: latency or throughput
 
 
 def _open_torch(artifact: "Artifact", options: OpenOptions) -> Backend:
@@ -54,6 +57,13 @@ def _open_engine(artifact: "Artifact", options: OpenOptions) -> Backend:
     from ..tensorrt.backend import TensorRTBackend
 
     return TensorRTBackend(artifact.path)
+
+
+def _open_openvino(artifact: "Artifact", options: OpenOptions) -> Backend:
+    from .openvino_backend import OpenVinoBackend
+
+    return OpenVinoBackend(artifact.path, precision=artifact.precision()[0], threads=options.threads,
+                           hint=options.ov_hint)
 
 
 def _optional_manifest(path: Path) -> dict | None:
@@ -116,8 +126,11 @@ ARTIFACT_KINDS: dict[str, ArtifactKind] = {kind.name: kind for kind in (
     ArtifactKind("onnx", "ONNX", "ONNX file", (".onnx",), _open_onnx),
     ArtifactKind("tensorrt", "TensorRT", "TensorRT engine", ENGINE_SUFFIXES, _open_engine, not_found=EngineError,
                  manifest=lambda path: check_engine_manifest(path, read_manifest(path))),
+    # an IR .xml, or a .onnx named with OPENVINO_PREFIX
+    ArtifactKind("openvino", "OpenVINO IR", "OpenVINO IR", (".xml",), _open_openvino),
 )}
-SPEC_HELP = "torch:<model>[:weights], a .onnx file, or a TensorRT .engine/.plan file"
+SPEC_HELP = ("torch:<model>[:weights], a .onnx file, a TensorRT .engine/.plan file, an OpenVINO IR .xml, "
+             "or openvino:<file.onnx>")
 
 
 @dataclass(frozen=True)
@@ -125,29 +138,44 @@ class Artifact:
     """One thing to run: a PyTorch model, an ONNX file or an engine, with what its manifest says."""
 
     spec: str
-    kind: str  # "torch" | "onnx" | "tensorrt"
+    kind: str  # "torch" | "onnx" | "tensorrt" | "openvino" (an IR, or an ONNX file run by OpenVINO)
     path: Path | None = None
     model: str | None = None  # torch only
     weights: str | None = None  # torch only
     manifest: dict | None = None
 
     @property
+    def onnx_on_openvino(self) -> bool:
+        return self.kind == "openvino" and self.path.suffix.lower() in ARTIFACT_KINDS["onnx"].suffixes
+
+    @property
     def format(self) -> str:
-        return ARTIFACT_KINDS[self.kind].label
+        return ARTIFACT_KINDS["onnx" if self.onnx_on_openvino else self.kind].label
 
     @property
     def label(self) -> str:
-        return self.path.name if self.path else f"{self.model} (PyTorch)"
+        """The file name; an ONNX file run by OpenVINO keeps its prefix, to tell it from the onnxruntime row."""
+        if not self.path:
+            return f"{self.model} (PyTorch)"
+        return OPENVINO_PREFIX + self.path.name if self.onnx_on_openvino else self.path.name
 
     @property
     def size_mb(self) -> float | None:
+        """The file's size; an IR's counts its .bin too."""
         target = self.path or (Path(self.weights) if self.weights else None)
-        return round(target.stat().st_size / 2**20, 2) if target and target.is_file() else None
+        if not (target and target.is_file()):
+            return None
+        files = [target, target.with_suffix(".bin")] if self.kind == "openvino" and not self.onnx_on_openvino \
+            else [target]
+        return round(sum(f.stat().st_size for f in files if f.is_file()) / 2**20, 2)
 
     @property
     def identity(self) -> str:
-        """What tells two artifacts apart in a report: the resolved file path, or the torch spec."""
-        return str(self.path.resolve()) if self.path else self.spec
+        """What tells two artifacts apart in a report: the resolved file path (with the OpenVINO prefix where an
+        ONNX file runs on OpenVINO), or the torch spec."""
+        if not self.path:
+            return self.spec
+        return (OPENVINO_PREFIX if self.onnx_on_openvino else "") + str(self.path.resolve())
 
     def layout(self, precision: str) -> str | None:
         """An INT8 file's layout (tensorrt or cpu): its manifest's target, else what its graph holds."""
@@ -167,8 +195,10 @@ class Artifact:
         recorded = (self.manifest or {}).get("precision")
         if recorded in PRECISIONS:
             return recorded, "manifest"
-        if self.kind == "onnx":
+        if self.kind == "onnx" or self.onnx_on_openvino:
             return onnx_precision(self.path), "graph"
+        if self.kind == "openvino":
+            return ir_precision(self.path), "graph"
         return "fp32", "assumed (no manifest; pass --precision)"
 
 
@@ -183,10 +213,19 @@ def parse_spec(spec: str) -> Artifact:
         if not model:
             raise UsageError(f"'{spec}' names no model; expected {SPEC_HELP}")
         return Artifact(spec, "torch", model=prefix + model, weights=weights or None)
+    if spec.startswith(OPENVINO_PREFIX):
+        path = Path(spec[len(OPENVINO_PREFIX):])
+        if path.suffix.lower() not in (*ARTIFACT_KINDS["onnx"].suffixes, *ARTIFACT_KINDS["openvino"].suffixes):
+            raise UsageError(f"'{spec}': OpenVINO runs a .onnx file or an IR .xml here")
+        require_file(path, "model", OnnxFileError)
+        return Artifact(spec, "openvino", path=path, manifest=_optional_manifest(path))
     path = Path(spec)
     kind = next((k for k in ARTIFACT_KINDS.values() if path.suffix.lower() in k.suffixes), None)
     if kind is not None:
         require_file(path, kind.noun, kind.not_found)
+        if kind.name == "openvino" and not path.with_suffix(".bin").is_file():
+            raise OnnxFileError(f"OpenVINO IR {path.name} has no weights file {path.with_suffix('.bin').name} "
+                                "beside it")
         return Artifact(spec, kind.name, path=path, manifest=kind.manifest(path))
     if path.is_dir():
         raise OnnxFileError(f"{spec} is a directory, not a file (expected {SPEC_HELP})")

@@ -24,7 +24,7 @@ MIN_TIMED_ITERATIONS = 5
 
 @dataclass
 class BenchConfig:
-    model: str  # backend spec: torch:<model>[:weights], .onnx, .engine/.plan
+    model: str  # backend spec: torch:<model>[:weights], .onnx, openvino:<file.onnx>, .xml, .engine/.plan
     batches: tuple[int, ...] = (1,)
     warmup: int = 10
     iterations: int | None = None  # a fixed count; None: run for ``duration`` seconds
@@ -35,6 +35,7 @@ class BenchConfig:
     imgsz: int | None = None  # torch backend only (ONNX and engines carry their size)
     precision: str | None = None
     seed: int = 0
+    ov_hint: str = "latency"  # OpenVINO's performance hint
 
 
 def latency_stats(seconds: np.ndarray, batch: int) -> dict:
@@ -131,7 +132,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     if cfg.duration <= 0 or cfg.warmup < 0:
         raise EcaDeployError("--duration must be positive and --warmup not negative")
     backend = open_backend(artifact, provider=cfg.provider, device=cfg.device, imgsz=cfg.imgsz or 224,
-                           threads=cfg.threads)
+                           threads=cfg.threads, ov_hint=cfg.ov_hint)
     try:
         check_batches(artifact, cfg.batches, backend)
         imgsz = backend.input_spec.image_size[0] or cfg.imgsz or 224

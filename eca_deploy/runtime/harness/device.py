@@ -168,7 +168,8 @@ def describe_device(threads: int | None = None, probe: Probe | None = None) -> d
         "gpus": gpus,
         "cuda": _cuda(probe),
         "jetson": jetson,
-        "versions": {**package_versions("onnxruntime", "torch", "onnx", "numpy"), "tensorrt": tensorrt_version_or_none()},
+        "versions": {**package_versions("onnxruntime", "openvino", "torch", "onnx", "numpy"),
+                     "tensorrt": tensorrt_version_or_none()},
         "onnxruntime_providers": _providers(),
         "warnings": warnings,
     }

@@ -200,6 +200,7 @@ class ParityConfig:
     provider: str = "auto"
     device: str = "auto"  # torch reference: cuda where available
     threads: int | None = None
+    ov_hint: str = "latency"  # OpenVINO's performance hint
 
 
 SYNTHETIC_COUNT = 32
@@ -233,7 +234,7 @@ def run_parity(cfg: ParityConfig) -> Comparison:
                              f"model; use torch:{ref_artifact.model}:WEIGHTS")
     artifacts = [parse_spec(c) for c in cfg.candidates]
     opened: list[tuple[Artifact, Backend]] = []
-    options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads}
+    options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads, "ov_hint": cfg.ov_hint}
     try:
         for artifact in artifacts:
             opened.append((artifact, open_backend(artifact, **options)))
