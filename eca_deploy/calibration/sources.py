@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from abc import ABC, abstractmethod
+from collections import deque
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -103,6 +105,10 @@ class ImageDataset(Dataset):
 
     def _sample(self, index: int) -> np.ndarray | None:
         path = self.files[index]
+        other = not_regular(path)
+        if other:  # a FIFO or /dev/zero would block or never end
+            self.skipped.append((str(path), other))
+            return None
         try:
             with Image.open(path) as image:
                 image.load()
@@ -146,6 +152,8 @@ def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None 
         raise DataError(f"image count must be a positive integer, got {count}")
     if not source.exists():
         raise DataError(f"calibration data not found: {source}")
+    if not source.is_dir() and not_regular(source):
+        raise DataError(f"calibration data {source} is {not_regular(source)}; give an image folder, a list or a .npy")
     settings = f"{PREPROCESS_VERSION}|imgsz={imgsz}|count={count}|seed={seed}"
     if source.is_file() and source.suffix.lower() == ".npy":
         return _load_npy(source, imgsz, count, seed, settings)
@@ -166,24 +174,77 @@ def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None 
 
 
 def _scan_folder(root: Path) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
-    """ImageFolder (no images at the top, two or more class folders holding images) or a recursive image folder."""
+    """ImageFolder (no images at the top, two or more class folders holding images) or a recursive image folder.
+
+    Each real folder is visited once and each real file taken once, however many links lead to them:
+    a ``loop -> .`` link must neither repeat the images nor make the walk endless.
+    """
     top_images = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     class_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
     if not top_images:
-        per_class = [(d.name, _images_under(d)) for d in class_dirs]
+        seen = _Seen({_identity(root)}, set())  # a class folder linking back to the root is no class
+        per_class = [(d.name, _images_under(d, seen)) for d in class_dirs]
         per_class = [(name, files) for name, files in per_class if files]
         if len(per_class) >= 2:
             files = [f for _, fs in per_class for f in fs]
             labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, (_, fs) in enumerate(per_class)])
             return files, labels, [name for name, _ in per_class]
-    return _images_under(root), None, None
+    return _images_under(root, _Seen(set(), set())), None, None
 
 
-def _images_under(folder: Path) -> list[Path]:
-    found = [Path(dirpath) / name
-             for dirpath, dirnames, names in os.walk(folder, followlinks=True)
-             for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")]
+class _Seen(NamedTuple):
+    folders: set[tuple[int, int]]  # (device, inode) of every real folder walked
+    files: set[tuple[int, int]]  # ... and of every real file taken
+
+
+def _identity(path: Path | os.DirEntry) -> tuple[int, int] | None:
+    try:
+        info = path.stat()  # follows links: the identity of what the link leads to
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _images_under(folder: Path, seen: _Seen) -> list[Path]:
+    """Image files under ``folder``, links followed, breadth first so the shortest path to a file names it."""
+    found: list[Path] = []
+    queue = deque([folder])
+    while queue:
+        directory = queue.popleft()
+        identity = _identity(directory)
+        if identity is None or identity in seen.folders:
+            continue
+        seen.folders.add(identity)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir():
+                queue.append(Path(entry.path))
+            elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith("."):
+                file_identity = _identity(entry)
+                if file_identity is not None and file_identity in seen.files:
+                    continue
+                if file_identity is not None:
+                    seen.files.add(file_identity)
+                found.append(Path(entry.path))  # a broken link stays: decoding reports it as unreadable
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def not_regular(path: Path) -> str | None:
+    """Why ``path`` is not a regular file to read (a FIFO, a device, ...), or None (missing files included:
+    reading them reports the error)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    for test, kind in ((stat.S_ISREG, None), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind and f"not a regular file: {kind}"
+    return "not a regular file"
 
 
 def _read_list(path: Path) -> tuple[list[Path], np.ndarray | None]:
@@ -236,6 +297,9 @@ def _choose(total: int, count: int | None, seed: int) -> np.ndarray:
 
 
 def _file_digest(path: Path) -> str:
+    other = not_regular(path)
+    if other:  # never read: /dev/zero would be hashed forever
+        return f"{other}:{path.name}"
     try:
         return sha256_file(path)
     except OSError as exc:  # unreadable files still get a stable identity; decoding reports them
