@@ -196,7 +196,8 @@ def markdown(report: dict, plots: dict[str, str] | None = None, plot_notes: list
     batches = sorted({e["batch"] for r in report["rows"] for e in (r.get("bench") or {}).get("batches", [])})
     if batches:
         parts.append(f"p50/p99: latency per call at the smallest batch measured; FPS: images per second at the "
-                     f"best of batches {md_escape(', '.join(map(str, batches)))}; host clock, host<->device copies included. "
+                     f"best of batches {md_escape(', '.join(map(str, batches)))}; host clock, host<->device copies "
+                     "included. "
                      "Top-1 agreement: share of inputs whose top class matches the reference's.")
         parts += ["", "## Latency per batch", "", _md_table(
             (["Device"] if multi else []) + ["Artifact", "Backend", "Batch", "Clock", "Copies", "min ms", "p50 ms",
