@@ -14,7 +14,7 @@ import pytest
 
 from eca_deploy.calibration.sources import load_dataset
 from eca_deploy.errors import DataError
-from hostile import fifo, image, image_folder, list_file, symlink_loops
+from hostile import fifo, huge_flat_jpeg, image, image_folder, list_file, symlink_loops
 
 IMGSZ = 16
 
@@ -101,3 +101,40 @@ def test_calib_data_that_is_a_device_or_fifo_is_one_line(tmp_path, special):
     source = fifo(tmp_path / "list.txt") if special == "fifo" else Path(special)
     with pytest.raises(DataError, match="is not a regular file"):
         load_dataset(source, IMGSZ)
+
+
+def test_a_13000_pixel_image_is_decoded_small_and_quietly(tmp_path):
+    """main decoded it in full twice (peak 1001 MiB) with a DecompressionBombWarning on stderr."""
+    huge_flat_jpeg(tmp_path / "data" / "huge.jpg")
+    image(tmp_path / "data" / "small.png")
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        from eca_deploy.calibration.sources import load_dataset
+        data = load_dataset({str(tmp_path / 'data')!r}, 224)
+        batches = [x for x, _ in data.batches(4)]
+        peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))  # this process only
+        print(batches[0].shape, len(data.skipped), int(peak.split()[1]) // 1024)
+    """)], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0 and done.stderr == ""  # no warning on the user's screen
+    shape, skipped, peak_mib = done.stdout.rsplit(" ", 2)
+    assert shape == "(2, 3, 224, 224)" and skipped == "0"
+    assert int(peak_mib) < 300  # full decode: 169 MB grey + 507 MB as RGB; draft at 1/8: under 3 MB
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_reduced_decoding_gives_the_same_pixels_within_rounding(tmp_path, monkeypatch, suffix):
+    """The reduced decode (DCT scaling for JPEG, reduce() for PNG) stays next to the full decode and resize."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    from eca_deploy.calibration import preprocess as pre
+
+    path = tmp_path / f"photo{suffix}"
+    photo = Image.fromarray(load_sample_image("china.jpg"))
+    photo.resize((photo.width * 4, photo.height * 4), Image.BICUBIC).save(path)  # 2560x1708
+    full = pre.preprocess_file(path, 224)
+    monkeypatch.setattr(pre, "LARGE_IMAGE_PIXELS", 1000)  # treat the photo as large
+    with Image.open(path) as opened:
+        assert 256 <= min(pre.decode(opened, 224).size) <= 1708 // 2  # decoded at half the size or less
+    reduced = pre.preprocess_file(path, 224)
+    assert reduced.shape == full.shape
+    assert np.abs(reduced - full).mean() < 0.02  # normalised units: about one 8-bit level

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..artifacts import sha256_file
 from ..errors import DataError
-from .preprocess import PREPROCESS_VERSION, preprocess
+from .preprocess import PREPROCESS_VERSION, preprocess_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -110,9 +110,7 @@ class ImageDataset(Dataset):
             self.skipped.append((str(path), other))
             return None
         try:
-            with Image.open(path) as image:
-                image.load()
-                return preprocess(image, self.imgsz)
+            return preprocess_file(path, self.imgsz)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             # Pillow raises OSError for truncated/unknown files, SyntaxError for some broken headers.
             self.skipped.append((str(path), _reason(exc)))

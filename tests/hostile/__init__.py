@@ -59,6 +59,7 @@ def list_file(path: Path, entries: list[str | Path]) -> Path:
 
 
 def huge_flat_jpeg(path: Path, side: int = 13000) -> Path:
-    """A side x side grey JPEG: a fraction of a MB on disk, inside Pillow's decompression-warning band."""
+    """A side x side grey JPEG: 2 MB on disk, inside Pillow's decompression-warning band."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("L", (side, side), 128).save(path, quality=50)
     return path
