@@ -16,7 +16,7 @@ import onnx
 from onnx import TensorProto
 
 from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
-from ..errors import ParityError, QuantizationError
+from ..errors import DataError, ParityError, QuantizationError
 from ..export.fp16 import convert_to_fp16
 from ..export.graph import load_onnx, summarize
 from ..runtime.compare import compare_outputs
@@ -201,11 +201,13 @@ def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, dat
     """
     key = cache_key(model_sha256, data.data_hash, cfg.calib_method, cfg.percentile)
     info = {"method": cfg.calib_method, "data_hash": data.data_hash, "tensors": len(tensors),
-            "cache": str(cache) if cache else None}
+            "cache": str(cache) if cache else None, "cache_ignored": None}
     if cache is not None and cache.exists():
         cached = load_ranges(cache, key, tensors)
-        if cached is not None:
-            return cached[0], {**info, "cached": True, "images": cached[1], "skipped": []}
+        if cached.ranges is not None:
+            return cached.ranges, {**info, "cached": True, "images": cached.images, "skipped": []}
+        if cached.problem:  # a stale or poisoned entry: recalibrate (and overwrite it) rather than trust it
+            info["cache_ignored"] = f"calibration cache {cache} ignored: {cached.problem}; recalibrated"
     histograms = cfg.calib_method != "minmax"
     stats, used = collect_stats(model, tensors, data, cfg.batch_size, histograms=histograms)
     methods = METHODS if histograms else ("minmax",)
@@ -245,6 +247,9 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     parity, accuracy = _parity(model, quantized, check, imgsz, cfg)
     timings["check"] = time.perf_counter() - t
     if not np.isfinite(parity["max_abs"]):
+        if calibration["cached"]:  # the user can fix this: the ranges came from their cache file
+            raise DataError(f"the INT8 model outputs NaN or infinity with the ranges read from the calibration "
+                            f"cache {cache}; not written: delete the cache or pass --no-calib-cache")
         raise ParityError("the INT8 model outputs NaN or infinity on the check images; not written")
 
     atomic_write(output, quantized.SerializeToString())
