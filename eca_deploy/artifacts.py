@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -56,29 +57,46 @@ def ensure_not_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
 
 
 @contextlib.contextmanager
-def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``destination``; rename it into place on success.
-
-    For writers that insist on a file name (onnx.save, TensorRT, matplotlib).
-    """
-    destination = Path(destination)
+def _staged(destination: Path) -> Iterator[Path]:
+    """A temporary file beside ``destination``, removed unless the caller renamed it into place."""
     ensure_output_dir(destination.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; give the artifact the mode any other new file of the user's gets.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, destination)
-    except BaseException:
+    finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
-        raise
+
+
+def _seal(tmp_path: Path) -> None:
+    """Flush a staged file to disk and give it the mode any other new file of the user's gets (mkstemp: 0600)."""
+    with open(tmp_path, "rb+") as fh:
+        os.fsync(fh.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
+
+
+def _fill(tmp_path: Path, data: bytes | str | Callable[[Path], None]) -> None:
+    if callable(data):
+        data(tmp_path)
+    else:
+        tmp_path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; rename it into place on success.
+
+    For writers that insist on a file name (onnx.save, TensorRT, matplotlib).
+    """
+    destination = Path(destination)
+    with _staged(destination) as tmp_path:
+        yield tmp_path
+        _seal(tmp_path)
+        os.replace(tmp_path, destination)
 
 
 def atomic_write(destination: str | os.PathLike, data: bytes | str | Callable[[Path], None]) -> Path:
@@ -86,10 +104,7 @@ def atomic_write(destination: str | os.PathLike, data: bytes | str | Callable[[P
     destination = Path(destination)
     try:
         with atomic_path(destination) as tmp:
-            if callable(data):
-                data(tmp)
-            else:
-                tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+            _fill(tmp, data)
     except PermissionError as exc:
         raise OutputError(f"cannot write {destination}: permission denied") from exc
     return destination
@@ -117,20 +132,57 @@ def package_versions(*names: str) -> dict[str, str | None]:
     return versions
 
 
-def write_manifest(artifact: str | os.PathLike, stage: str, **fields: Any) -> Path:
-    """Write ``<artifact>.json`` recording what the artifact is and where it came from."""
-    artifact = Path(artifact)
-    payload = {
-        "artifact": artifact.name,
-        "stage": stage,
-        "sha256": sha256_file(artifact),
-        "size_bytes": artifact.stat().st_size,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        **fields,
-    }
-    return write_json(manifest_path(artifact), payload)
+def _manifest_payload(name: str, content: Path, stage: str, fields: dict) -> dict:
+    return {"artifact": name, "stage": stage, "sha256": sha256_file(content), "size_bytes": content.stat().st_size,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **fields}
+
+
+def write_artifact(destination: str | os.PathLike, data: bytes | Callable[[Path], None], stage: str,
+                   **fields: Any) -> Path:
+    """Write an artifact and its manifest as a pair; returns the manifest's path.
+
+    Both are written and flushed beside their names first (a full disk stops here, old pair intact);
+    then the old manifest goes, the artifact is renamed into place, and the manifest after it. A crash
+    in between leaves an artifact without a manifest, never one beside another artifact's manifest.
+    """
+    destination = Path(destination)
+    manifest = manifest_path(destination)
+    try:
+        with _staged(destination) as artifact_tmp, _staged(manifest) as manifest_tmp:
+            _fill(artifact_tmp, data)
+            _seal(artifact_tmp)
+            payload = _manifest_payload(destination.name, artifact_tmp, stage, fields)
+            manifest_tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+            _seal(manifest_tmp)
+            with contextlib.suppress(FileNotFoundError):
+                manifest.unlink()
+            os.replace(artifact_tmp, destination)
+            os.replace(manifest_tmp, manifest)
+    except PermissionError as exc:
+        raise OutputError(f"cannot write {destination}: permission denied") from exc
+    return manifest
 
 
 def read_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
     path = manifest_path(artifact)
     return read_json(path) if path.exists() else None
+
+
+def verified_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest beside ``artifact`` if it describes these very bytes (its sha256 matches), else None.
+
+    A stale manifest (the artifact was replaced, or a crash came between the two writes) is ignored
+    with a warning, never trusted: its precision or settings belong to another file.
+    """
+    manifest = read_manifest(artifact)
+    if manifest is None:
+        return None
+    if not isinstance(manifest, dict) or manifest.get("sha256") != sha256_file(artifact):
+        warnings.warn(f"{manifest_path(artifact).name} does not describe {Path(artifact).name} (sha256 differs); "
+                      "ignored", StaleManifestWarning, stacklevel=2)
+        return None
+    return manifest
+
+
+class StaleManifestWarning(UserWarning):
+    """A manifest beside an artifact that describes other bytes."""

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
+from ..artifacts import ensure_not_input, package_versions, sha256_file, write_artifact
 from ..errors import DataError, ParityError, QuantizationError
 from ..export.fp16 import convert_to_fp16
 from ..export.graph import load_onnx, summarize
@@ -183,8 +183,7 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     if not parity["min_cosine"] >= FP16_MIN_COSINE:  # also catches NaN
         raise ParityError(f"FP16 output drifts from FP32: cosine {parity['min_cosine']:.6f} on the worst sample "
                           f"(limit {FP16_MIN_COSINE}); not written")
-    atomic_write(output, half.SerializeToString())
-    manifest = write_manifest(output, "quantize", precision="fp16", target=None, source=source.name,
+    manifest = write_artifact(output, half.SerializeToString(), "quantize", precision="fp16", target=None, source=source.name,
                               source_sha256=sha256_file(source), io_dtype="float32", fp16=report.as_dict(),
                               parity={**parity, "data": _describe(data), "min_cosine_limit": FP16_MIN_COSINE},
                               accuracy=accuracy, versions=package_versions("onnx", "onnxruntime"))
@@ -252,10 +251,9 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
                             f"cache {cache}; not written: delete the cache or pass --no-calib-cache")
         raise ParityError("the INT8 model outputs NaN or infinity on the check images; not written")
 
-    atomic_write(output, quantized.SerializeToString())
     qdq = summary.as_dict()
-    manifest = write_manifest(
-        output, "quantize", precision="int8", target=cfg.target, source=source.name, source_sha256=model_sha256,
+    manifest = write_artifact(
+        output, quantized.SerializeToString(), "quantize", precision="int8", target=cfg.target, source=source.name, source_sha256=model_sha256,
         io_dtype="float32",
         quantization={"activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
                       "weights": "int8 symmetric per-channel", "bias": "float" if cfg.target == "tensorrt"

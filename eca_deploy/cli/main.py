@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from typing import Sequence
 
 from .. import __version__
@@ -33,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    return f"eca-deploy: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _one_line  # a warning is for the user: one line, not our source line
     args = build_parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
     try:

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import torch
 
-from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, write_manifest)
+from ..artifacts import ensure_not_input, ensure_output_dir, package_versions, write_artifact
 from ..errors import ExportError
 from ..models import LoadedModel, k_per_stage, load_model
 from ..runtime.compare import compare_outputs
@@ -160,9 +160,8 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
         raise ExportError(f"ECA blocks did not export as plain 1-D convolutions: {detail}")
 
     t = time.perf_counter()
-    atomic_write(onnx_path, graph.SerializeToString())
-    manifest = write_manifest(
-        onnx_path, "export",
+    manifest = write_artifact(
+        onnx_path, graph.SerializeToString(), "export",
         model=loaded.name,
         weights=loaded.weights,
         weights_sha256=loaded.weights_sha256,

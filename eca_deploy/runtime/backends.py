@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import read_manifest
+from ..artifacts import read_manifest, verified_manifest
 from ..errors import EngineError, MissingDependencyError, OnnxFileError
 from .backend import Backend
 
@@ -108,10 +108,11 @@ def parse_spec(spec: str) -> Artifact:
     if suffix in ONNX_SUFFIXES:
         if not path.is_file():
             raise OnnxFileError(f"ONNX file not found: {path}")
-        return Artifact(spec, "onnx", path=path, manifest=read_manifest(path))
+        return Artifact(spec, "onnx", path=path, manifest=verified_manifest(path))
     if suffix in ENGINE_SUFFIXES:
         if not path.is_file():
             raise EngineError(f"TensorRT engine not found: {path}")
+        # check_engine refuses an engine whose manifest is stale; here the manifest only labels the row
         return Artifact(spec, "tensorrt", path=path, manifest=read_manifest(path))
     if not path.exists():
         raise OnnxFileError(f"model not found: {spec} (expected {SPEC_HELP})")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
+from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_artifact
 from ..errors import EngineError
 from .tensorrt_compat import (LEGACY_PRECISIONS, BatchProfile, check_builder_version, check_legacy_precision,
                               precision_flags, strongly_typed, trt_major, version_text)
@@ -171,7 +171,6 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     with CudaContext(cuda, cfg.device):
         built = _build(trt, cuda, plan, dataset)
     seconds = time.perf_counter() - start
-    atomic_write(plan.engine_path, lambda tmp: tmp.write_bytes(built.plan))
     if built.timing_cache is not None:
         atomic_write(cfg.timing_cache, lambda tmp: tmp.write_bytes(built.timing_cache))
 
@@ -179,8 +178,8 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
 
     typing = "strongly typed" if strongly_typed(version, cfg.legacy_precision) else "weakly typed"
     low, opt, high = plan.shapes()
-    manifest = write_manifest(
-        plan.engine_path, "build",
+    manifest = write_artifact(
+        plan.engine_path, lambda tmp: tmp.write_bytes(built.plan), "build",
         source_onnx=str(plan.onnx_path),
         source_onnx_sha256=sha256_file(plan.onnx_path),
         tensorrt_version=version,
