@@ -48,12 +48,25 @@ def ensure_output_dir(directory: str | os.PathLike) -> Path:
     return directory
 
 
-def ensure_not_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
-    """Refuse to write over a file the user gave us."""
-    out = Path(output).resolve()
-    for item in inputs:
-        if item is not None and Path(item).exists() and Path(item).resolve() == out:
-            raise OutputError(f"refusing to overwrite the input file {item}; choose another output")
+def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None]) -> None:
+    """Refuse an output that resolves to a file the run reads, or to the same file as another output of the run.
+
+    ``inputs`` must list every file read: the model with its external data and manifest, each data and list
+    file; a file both read and rewritten (a cache) is an output only.
+    """
+    read = {Path(item).resolve(): item for item in inputs if item is not None}
+    written: dict[Path, str | os.PathLike] = {}
+    for output in outputs:
+        if output is None:
+            continue
+        resolved = Path(output).resolve()
+        if resolved in read:
+            raise OutputError(f"refusing to overwrite the input file {read[resolved]} (this run reads it); "
+                              "choose another output")
+        if resolved in written:
+            raise OutputError(f"{output} and {written[resolved]} are the same file, and this run writes both; "
+                              "choose other outputs")
+        written[resolved] = output
 
 
 @contextlib.contextmanager

@@ -13,20 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import ensure_output_dir
+from .artifacts import check_outputs, ensure_output_dir
+from .data.sources import source_files
 from .errors import EcaDeployError
+from .precisions import LOW_PRECISIONS
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .models import k_per_stage, load_model
-from .runtime.backends import Artifact, open_backend, parse_spec
-from .runtime.bench import bench_backend, check_batches
-from .runtime.device import describe_device
-from .runtime.onnxruntime_backend import resolve_provider
-from .runtime.parity import ReferenceRun, check_labels, data_record, judge_candidate, load_inputs, run_reference
-from .runtime.report import new_report, write_report
-from .runtime.tensorrt_env import tensorrt_unavailable_reason
-from .runtime.torch_backend import TorchBackend
-
-QUANTIZED = ("fp16", "int8")
+from .runtime.backends.registry import Artifact, open_backend, parse_spec
+from .runtime.harness.bench import bench_backend, check_batches
+from .runtime.harness.device import describe_device
+from .runtime.backends.onnxruntime_backend import resolve_provider
+from .runtime.harness.parity import ReferenceRun, check_labels, data_record, judge_candidate, load_inputs, run_reference
+from .runtime.harness.report import new_report, report_paths, write_report
+from .runtime.tensorrt.env import tensorrt_unavailable_reason
+from .runtime.backends.torch_backend import TorchBackend
 
 
 @dataclass
@@ -39,7 +39,7 @@ class PipelineConfig:
     out_dir: str | None = None  # default: artifacts/<model>/
     imgsz: int = 224
     opset: int = 17
-    precisions: tuple[str, ...] = QUANTIZED
+    precisions: tuple[str, ...] = LOW_PRECISIONS
     calib_method: str | None = None  # None: quantize's default
     calib_count: int | None = None
     count: int | None = None  # validation images (default: all)
@@ -134,7 +134,7 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
 
 def build_engines(sources: dict[str, Path], cfg: PipelineConfig, log: _Log) -> list[Path]:
     """One engine per precision, with a batch profile covering the benchmark and parity batches."""
-    from .runtime.tensorrt_build import BuildConfig, build_engine
+    from .runtime.tensorrt.builder import BuildConfig, build_engine
 
     largest = max((*cfg.batches, cfg.parity_batch))
     profile = f"1:{max(cfg.batches)}:{largest}"
@@ -179,15 +179,17 @@ def _check_candidate(artifact: Artifact, provider: str, data, ref_run: Reference
 def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> PipelineResult:
     if cfg.parity_batch < 1 or not cfg.batches or min(cfg.batches) < 1:
         raise EcaDeployError("batch sizes must be positive integers")
-    unknown = set(cfg.precisions) - set(QUANTIZED)
+    unknown = set(cfg.precisions) - set(LOW_PRECISIONS)
     if unknown:
-        raise EcaDeployError(f"--precisions takes {', '.join(QUANTIZED)}; got {', '.join(sorted(unknown))}")
+        raise EcaDeployError(f"--precisions takes {', '.join(LOW_PRECISIONS)}; got {', '.join(sorted(unknown))}")
     log = _Log(echo)
     total = time.perf_counter()
     out = ensure_output_dir(cfg.out_dir or Path("artifacts") / safe_name(cfg.model))
+    # each stage refuses to overwrite what it reads; the report, written last, is checked before any work
+    check_outputs(report_paths(out).values(), [cfg.weights, *source_files(cfg.calib_data), *source_files(cfg.data)])
     data = load_inputs(cfg.data, cfg.imgsz, cfg.count, cfg.seed)  # a bad data folder fails before any work
     if cfg.calib_data:
-        from .calibration.sources import load_dataset
+        from .data.sources import load_dataset
 
         load_dataset(cfg.calib_data, imgsz=cfg.imgsz, count=cfg.calib_count, seed=cfg.seed)
     provider = resolve_provider(cfg.provider)

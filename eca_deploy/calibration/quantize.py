@@ -15,23 +15,21 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ..artifacts import ensure_not_input, package_versions, sha256_file, write_artifact
-from ..errors import DataError, ParityError, QuantizationError
-from ..export.fp16 import convert_to_fp16
-from ..export.graph import load_onnx, summarize
-from ..runtime.compare import compare_outputs
-from ..runtime.ort import make_session
+from ..artifacts import check_outputs, manifest_path, package_versions, sha256_file, write_artifact
+from ..errors import DataError, ParityError, QuantizationError, first_line
+from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
+from .fp16 import convert_to_fp16
+from ..graph.graph import load_onnx, onnx_inputs, summarize
+from ..graph.compare import compare_outputs
+from ..graph.session import make_session
 from .cache import cache_key, load_ranges, store_ranges
 from .calibrators import DEFAULT_PERCENTILE, METHODS, TensorRange
 from .collect import collect_stats
 from .placement import TARGETS, make_plan, name_nodes
 from .qdq import insert_qdq
-from .sources import Dataset, load_dataset
+from ..data.sources import Dataset, load_dataset, source_files
 
-PRECISIONS = ("fp16", "int8")
 FP16_MIN_COSINE = 0.9999
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-                 "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul"}
 LOW_PRECISION_TYPES = {TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16", TensorProto.INT8: "INT8",
                        TensorProto.UINT8: "UINT8"}
 FP16_CHECK_BATCH = 8  # random inputs for the FP16 check when no images are given
@@ -71,8 +69,7 @@ class QuantizeResult:
 
 
 def default_output(onnx_path: Path, precision: str, target: str) -> Path:
-    suffix = "fp16" if precision == "fp16" else ("int8" if target == "tensorrt" else "int8.cpu")
-    return onnx_path.with_name(f"{onnx_path.stem}.{suffix}.onnx")
+    return onnx_path.with_name(f"{onnx_path.stem}.{variant_suffix(precision, target)}.onnx")
 
 
 def check_input_model(model: onnx.ModelProto, path: Path) -> int:
@@ -100,8 +97,8 @@ def check_input_model(model: onnx.ModelProto, path: Path) -> int:
 
 
 def _validate(cfg: QuantizeConfig) -> None:
-    if cfg.precision not in PRECISIONS:
-        raise QuantizationError(f"unknown precision {cfg.precision!r}; choose from {', '.join(PRECISIONS)}")
+    if cfg.precision not in LOW_PRECISIONS:
+        raise QuantizationError(f"unknown precision {cfg.precision!r}; choose from {', '.join(LOW_PRECISIONS)}")
     if cfg.target not in TARGETS:
         raise QuantizationError(f"unknown target {cfg.target!r}; choose from {', '.join(TARGETS)}")
     if cfg.calib_method not in METHODS:
@@ -121,10 +118,14 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     model = load_onnx(source)
     imgsz = check_input_model(model, source)
     output = Path(cfg.output) if cfg.output else default_output(source, cfg.precision, cfg.target)
-    ensure_not_input(output, [source, cfg.calib_data, cfg.val_data])
+    cache = None
+    if cfg.precision == "int8" and cfg.use_cache:
+        cache = Path(cfg.calib_cache) if cfg.calib_cache else output.with_name(f"{source.stem}.calib.json")
+    check_outputs([output, manifest_path(output), cache],
+                  [*onnx_inputs(source), *source_files(cfg.calib_data), *source_files(cfg.val_data)])
     if cfg.precision == "fp16":
         return _fp16(cfg, source, model, imgsz, output, t0)
-    return _int8(cfg, source, model, imgsz, output, t0)
+    return _int8(cfg, source, model, imgsz, output, cache, t0)
 
 
 def _check_data(cfg: QuantizeConfig, imgsz: int) -> Dataset | None:
@@ -183,8 +184,9 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     if not parity["min_cosine"] >= FP16_MIN_COSINE:  # also catches NaN
         raise ParityError(f"FP16 output drifts from FP32: cosine {parity['min_cosine']:.6f} on the worst sample "
                           f"(limit {FP16_MIN_COSINE}); not written")
-    manifest = write_artifact(output, half.SerializeToString(), "quantize", precision="fp16", target=None, source=source.name,
-                              source_sha256=sha256_file(source), io_dtype="float32", fp16=report.as_dict(),
+    manifest = write_artifact(output, half.SerializeToString(), "quantize", precision="fp16", target=None,
+                              source=source.name, source_sha256=sha256_file(source), io_dtype="float32",
+                              fp16=report.as_dict(),
                               parity={**parity, "data": _describe(data), "min_cosine_limit": FP16_MIN_COSINE},
                               accuracy=accuracy, versions=package_versions("onnx", "onnxruntime"))
     timings["total"] = time.perf_counter() - t0
@@ -218,15 +220,11 @@ def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, dat
     return entries[key], {**info, "cached": False, "images": used, "skipped": skipped}
 
 
-def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int, output: Path,
+def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int, output: Path, cache: Path | None,
           t0: float) -> QuantizeResult:
     timings = {}
     name_nodes(model)
     data = load_dataset(cfg.calib_data, imgsz, cfg.calib_count, cfg.seed)
-    cache = None
-    if cfg.use_cache:
-        cache = Path(cfg.calib_cache) if cfg.calib_cache else output.with_name(f"{source.stem}.calib.json")
-        ensure_not_input(cache, [source, cfg.calib_data, cfg.val_data])
     model_sha256 = sha256_file(source)
     plan = make_plan(model, cfg.target)
     t = time.perf_counter()
@@ -238,7 +236,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     try:
         onnx.checker.check_model(quantized)
     except onnx.checker.ValidationError as exc:
-        raise QuantizationError(f"the Q/DQ model fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+        raise QuantizationError(f"the Q/DQ model fails onnx.checker: {first_line(exc)}") from exc
     timings["insert_qdq"] = time.perf_counter() - t
 
     check = _check_data(cfg, imgsz)

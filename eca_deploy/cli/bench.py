@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EcaDeployError
+from ..precisions import PRECISION_NAMES
 from .parity import add_runtime_arguments
 
 NAME = "bench"
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a .onnx file, a TensorRT .engine/.plan, or torch:<model>[:weights]")
     add_timing_arguments(parser, duration=3.0)
     parser.add_argument("--imgsz", type=int, default=None, help="input size for torch:<model> (default 224)")
-    parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
+    parser.add_argument("--precision", default=None, choices=PRECISION_NAMES,
                         help="label for the report (default: the manifest, else what the ONNX graph holds)")
     add_runtime_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input batch")
@@ -53,17 +54,18 @@ def default_output(model: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..artifacts import ensure_not_input, write_json
-    from ..runtime.bench import BenchConfig, run_bench
-    from ..runtime.device import describe_device
-    from ..runtime.report import new_report
+    from ..artifacts import check_outputs, write_json
+    from ..runtime.backends.registry import parse_spec
+    from ..runtime.harness.bench import BenchConfig, run_bench
+    from ..runtime.harness.device import describe_device
+    from ..runtime.harness.report import new_report
 
     cfg = BenchConfig(model=args.model, batches=parse_batches(args.batch), warmup=args.warmup,
                       iterations=args.iterations, duration=args.duration, provider=args.provider,
                       device=args.device, threads=args.threads, imgsz=args.imgsz, precision=args.precision,
                       seed=args.seed)
     out = Path(args.out) if args.out else default_output(args.model)
-    ensure_not_input(out, [args.model])
+    check_outputs([out], parse_spec(args.model).inputs)
     result = run_bench(cfg)
     device = describe_device(args.threads)
     report = new_report("bench", device, [result.row()], imgsz=result.imgsz)

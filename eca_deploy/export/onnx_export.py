@@ -22,12 +22,12 @@ import numpy as np
 import onnx
 import torch
 
-from ..artifacts import ensure_not_input, ensure_output_dir, package_versions, write_artifact
-from ..errors import ExportError
-from ..models import LoadedModel, k_per_stage, load_model
-from ..runtime.compare import compare_outputs
-from ..runtime.ort import run_once
-from .graph import summarize
+from ..artifacts import check_outputs, ensure_output_dir, manifest_path, package_versions, write_artifact
+from ..errors import ExportError, first_line
+from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model
+from ..graph.compare import compare_outputs
+from ..graph.session import run_once
+from ..graph.graph import summarize
 from .simplify import simplify
 
 INPUT_NAME = "input"
@@ -59,7 +59,7 @@ class ExportResult:
 
 
 def safe_name(model: str) -> str:
-    return model.replace("timm:", "timm_").replace("/", "_")
+    return model.replace(TIMM_PREFIX, TIMM_PREFIX[:-1] + "_").replace("/", "_")
 
 
 def verification_batch(batch: int | None, imgsz: int, seed: int) -> np.ndarray:
@@ -108,12 +108,12 @@ def to_onnx(loaded: LoadedModel, opset: int, batch: int | None, imgsz: int) -> o
                               do_constant_folding=True, dynamo=False)
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed for {loaded.name} at opset {opset}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+                          f"{first_line(exc)}") from exc
     model = onnx.load_from_string(buffer.getvalue())
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+        raise ExportError(f"exported graph fails onnx.checker: {first_line(exc)}") from exc
     return model
 
 
@@ -131,7 +131,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
 
     out_dir = ensure_output_dir(cfg.out_dir or Path("artifacts") / safe_name(cfg.model))
     onnx_path = out_dir / f"{safe_name(cfg.model)}.onnx"
-    ensure_not_input(onnx_path, [cfg.weights])
+    check_outputs([onnx_path, manifest_path(onnx_path)], [cfg.weights])
 
     t = time.perf_counter()
     graph = to_onnx(loaded, cfg.opset, cfg.batch, cfg.imgsz)
@@ -166,6 +166,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
         weights=loaded.weights,
         weights_sha256=loaded.weights_sha256,
         num_classes=loaded.num_classes,
+        data_config=loaded.data_config.as_dict(),
         eca_k_per_stage=k_per_stage(loaded.eca_blocks),
         eca_blocks=[{"module": n, "channels": c, "k": k} for n, c, k in loaded.eca_blocks],
         opset=cfg.opset,

@@ -1,0 +1,169 @@
+"""Read an ONNX graph: op histogram, I/O, and every ECA block with whether it has the plain shape.
+
+The plain ECA shape: GlobalAveragePool (or ReduceMean) -> one Reshape/Squeeze/Flatten
+to [N, 1, C] -> Conv with a 1-D kernel [k] -> one Reshape/Unsqueeze back ->
+Sigmoid -> Mul (broadcast). Anything else on that path (Shape, Gather, Expand,
+Transpose, a second reshape) marks the block as not plain.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from ..artifacts import manifest_path
+from ..errors import OnnxFileError
+
+POOL_OPS = {"GlobalAveragePool", "ReduceMean"}
+RESHAPE_IN_OPS = {"Reshape", "Squeeze", "Flatten"}
+RESHAPE_OUT_OPS = {"Reshape", "Unsqueeze"}
+
+
+@dataclass
+class EcaBlock:
+    conv: str  # the Conv1d node's name
+    k: int
+    channels: int | None
+    plain: bool
+    path: list[str] = field(default_factory=list)  # op types from the pool to the Mul
+    problem: str = ""
+
+
+@dataclass
+class GraphSummary:
+    ops: Counter
+    inputs: list[tuple[str, list]]
+    outputs: list[tuple[str, list]]
+    opset: int
+    eca_blocks: list[EcaBlock]
+
+    @property
+    def all_plain(self) -> bool:
+        return bool(self.eca_blocks) and all(b.plain for b in self.eca_blocks)
+
+
+def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxFileError(f"ONNX file not found: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=load_weights)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError... on foreign bytes
+        raise OnnxFileError(f"{path} is not an ONNX model ({type(exc).__name__})") from exc
+    if not model.graph.node:
+        raise OnnxFileError(f"{path} is not an ONNX model (no graph nodes)")
+    return model
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list:
+    shape = value_info.type.tensor_type.shape
+    return [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?") for d in shape.dim]
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def summarize(model: onnx.ModelProto) -> GraphSummary:
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    producers = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for n in graph.node:  # Constant nodes act as initializers for our purposes
+        if n.op_type == "Constant" and n.attribute:
+            initializers.setdefault(n.output[0], n.attribute[0].t)
+
+    shapes = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+            shapes[vi.name] = _dims(vi)
+    except Exception:  # shape inference is a nicety here; the pattern check does not depend on it
+        pass
+
+    blocks = [_eca_block(n, initializers, producers, consumers, shapes)
+              for n in graph.node if n.op_type == "Conv" and _is_conv1d_weight(n, initializers)]
+    graph_inputs = [i for i in graph.input if i.name not in initializers]
+    return GraphSummary(
+        ops=Counter(n.op_type for n in graph.node),
+        inputs=[(i.name, _dims(i)) for i in graph_inputs],
+        outputs=[(o.name, _dims(o)) for o in graph.output],
+        opset=opset_of(model),
+        eca_blocks=blocks,
+    )
+
+
+def _is_conv1d_weight(node: onnx.NodeProto, initializers) -> bool:
+    weight = initializers.get(node.input[1])
+    return weight is not None and len(weight.dims) == 3 and weight.dims[0] == 1 and weight.dims[1] == 1
+
+
+def _single_consumer(name: str, consumers) -> onnx.NodeProto | None:
+    users = consumers.get(name, [])
+    return users[0] if len(users) == 1 else None
+
+
+def _eca_block(conv: onnx.NodeProto, initializers, producers, consumers, shapes) -> EcaBlock:
+    k = int(initializers[conv.input[1]].dims[2])
+    path: list[str] = []
+    problem = ""
+
+    pre = producers.get(conv.input[0])
+    pool = producers.get(pre.input[0]) if pre is not None else None
+    if pre is None or pre.op_type not in RESHAPE_IN_OPS:
+        problem = f"input comes from {pre.op_type if pre else 'a graph input'}, not one reshape"
+    elif pool is None or pool.op_type not in POOL_OPS:
+        problem = f"reshape input comes from {pool.op_type if pool else 'a graph input'}, not a global pool"
+    else:
+        path += [pool.op_type, pre.op_type]
+    path.append("Conv")
+
+    channels = None
+    conv_shape = shapes.get(conv.output[0])
+    if conv_shape and len(conv_shape) == 3 and isinstance(conv_shape[2], int):
+        channels = conv_shape[2]
+
+    if not problem:
+        post = _single_consumer(conv.output[0], consumers)
+        gate = _single_consumer(post.output[0], consumers) if post is not None else None
+        mul = _single_consumer(gate.output[0], consumers) if gate is not None else None
+        if post is None or post.op_type not in RESHAPE_OUT_OPS:
+            problem = f"Conv output goes to {post.op_type if post else 'several nodes'}, not one reshape"
+        elif gate is None or gate.op_type != "Sigmoid":
+            problem = f"reshape feeds {gate.op_type if gate else 'several nodes'}, not Sigmoid"
+        elif mul is None or mul.op_type != "Mul":
+            problem = f"Sigmoid feeds {mul.op_type if mul else 'several nodes'}, not Mul"
+        elif pool.input[0] not in mul.input:
+            problem = "the gating Mul does not scale the pooled tensor directly (Expand or copy between)"
+        else:
+            path += [post.op_type, gate.op_type, mul.op_type]
+    return EcaBlock(conv=conv.name, k=k, channels=channels, plain=not problem, path=path, problem=problem)
+
+
+def conv1d_weight_names(model: onnx.ModelProto) -> set[str]:
+    """Initializer names of ECA Conv1d weights (so later stages can keep them in float)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return {n.input[1] for n in model.graph.node if n.op_type == "Conv" and _is_conv1d_weight(n, inits)}
+
+
+def onnx_inputs(path: str | Path) -> list[Path]:
+    """Every file reading the ONNX at ``path`` touches: itself, its external data files and its manifest."""
+    path = Path(path)
+    files = [path, manifest_path(path)]
+    try:
+        model = load_onnx(path, load_weights=False)
+    except OnnxFileError:  # reading it fails later, with this error; no external data to protect
+        return files
+    tensors = [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location:
+                files.append(path.parent / location)
+    return list(dict.fromkeys(files))

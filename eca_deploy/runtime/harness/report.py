@@ -1,0 +1,382 @@
+"""Results for machines (one versioned JSON schema) and for people (a Markdown table and PNG plots).
+
+parity, bench and pipeline all write the same schema; ``eca-deploy report`` merges any number of
+them, from any number of devices, into one comparison.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+from statistics import median
+
+from ...artifacts import atomic_path, atomic_write, ensure_output_dir, read_json, write_json
+from ...errors import DataError
+
+SCHEMA = "eca-deploy/report"
+SCHEMA_VERSION = 1
+KINDS = ("parity", "bench", "pipeline", "comparison")
+STATUSES = ("reference", "pass", "fail", "measured", "skipped", "error")
+# Top-level key -> accepted types; rows are checked by ROW_FIELDS.
+REPORT_FIELDS = {"schema": str, "schema_version": int, "kind": str, "created": str, "devices": list,
+                 "rows": list, "skipped": list}
+ROW_FIELDS = {"device": str, "artifact": str, "format": str, "precision": str, "backend": str, "status": str}
+# Plots summarise: one series per (device, format, precision, backend), at most this many, at most MAX_BATCHES batches.
+MAX_SERIES = 16
+MAX_BATCHES = 8
+COLUMNS = ("Artifact", "Format", "Precision", "Status", "Size MB", "Top-1", "Top-1 agreement", "Max abs err",
+           "p50 ms", "p99 ms", "FPS")
+
+
+def new_report(kind: str, device: dict, rows: list[dict], **sections) -> dict:
+    """A report of one device; ``sections``: model, data, reference, tolerances, skipped, timings_s, ..."""
+    label = device["label"]
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": kind,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "devices": [device], "rows": merge_rows([{"device": label, **row} for row in rows]),
+            "skipped": sections.pop("skipped", []), **sections}
+
+
+def merge_rows(rows: list[dict]) -> list[dict]:
+    """One row per (device, artifact, backend): a parity row and a bench row of the same artifact join."""
+    merged: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["device"], row.get("identity") or row["artifact"], row["backend"])
+        if key not in merged:
+            merged[key] = dict(row)
+            continue
+        into = merged[key]
+        for section in ("parity", "bench"):
+            if row.get(section) is not None:
+                into[section] = row[section]
+        if into.get("status") in ("measured", None) or row.get("status") in ("fail", "error"):
+            into["status"], into["reason"] = row["status"], row.get("reason", "")
+    return list(merged.values())
+
+
+def validate_report(report, source: str = "report") -> dict:
+    """Raise DataError (one line) unless ``report`` follows this schema at a version we can read."""
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise DataError(f"{source} is not an eca-deploy report (no \"schema\": \"{SCHEMA}\")")
+    version = report.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise DataError(f"{source} has schema version {version}; this eca-deploy reads versions up to "
+                        f"{SCHEMA_VERSION} (upgrade eca-deploy)")
+    for key, kind in REPORT_FIELDS.items():
+        if not isinstance(report.get(key), kind):
+            raise DataError(f"{source}: field \"{key}\" is missing or not a {kind.__name__}")
+    if report["kind"] not in KINDS:
+        raise DataError(f"{source}: unknown kind \"{report['kind']}\"")
+    for i, row in enumerate(report["rows"]):
+        for key, kind in ROW_FIELDS.items():
+            if not isinstance(row, dict) or not isinstance(row.get(key), kind):
+                raise DataError(f"{source}: row {i} has no {kind.__name__} \"{key}\"")
+        if row["status"] not in STATUSES:
+            raise DataError(f"{source}: row {i} has unknown status \"{row['status']}\"")
+    return report
+
+
+def load_report(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"report not found: {path}")
+    try:
+        report = read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not JSON: {exc}") from exc
+    return validate_report(report, str(path))
+
+
+def combine(reports: list[dict], sources: list[str] | None = None) -> dict:
+    """Many reports (several devices, or parity + bench of one) -> one comparison report."""
+    devices: dict[str, dict] = {}
+    for report in reports:
+        for device in report["devices"]:
+            devices.setdefault(device["label"], device)
+    rows = merge_rows([row for report in reports for row in report["rows"]])
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "comparison",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "devices": list(devices.values()), "rows": rows,
+            "skipped": [s for report in reports for s in report["skipped"]], "sources": sources or []}
+
+
+def headline(row: dict) -> tuple[dict | None, dict | None]:
+    """(latency entry at the smallest batch, entry with the best throughput): host clock, as a user sees it."""
+    entries = [e for e in (row.get("bench") or {}).get("batches", []) if e.get("clock") == "host"]
+    if not entries:
+        return None, None
+    return min(entries, key=lambda e: e["batch"]), max(entries, key=lambda e: e["fps"])
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_MARKDOWN = re.compile(r"([\\`*\[\]|])")
+
+
+def md_escape(value) -> str:
+    """Any value from a report as inert Markdown text on one line.
+
+    Reports come from other machines and are rendered: control characters (newlines would start
+    headings or list items) become one space, HTML-significant characters become entities, and
+    the characters of links, images, code and table cells are backslash-escaped.
+    """
+    text = _CONTROL.sub(" ", str(value))
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def _status(row: dict) -> str:
+    if row["status"] in ("fail", "skipped", "error") and row.get("reason"):
+        return f"{row['status']}: {row['reason']}"
+    return row["status"]
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    multi = len(report["devices"]) > 1
+    lines = []
+    for row in report["rows"]:
+        parity = row.get("parity") or {}
+        latency, best = headline(row)
+        agreement = "—" if row["status"] == "reference" else _pct(parity.get("top1_agreement"))
+        cells = [row["artifact"], row["format"], row["precision"], _status(row), _num(row.get("size_mb"), ".1f"),
+                 _pct(parity.get("top1")), agreement, _num(parity.get("max_abs"), ".2e"),
+                 _num(latency and latency["p50"], ".2f"), _num(latency and latency["p99"], ".2f"),
+                 _num(best and best["fps"], ".1f")]
+        lines.append(([row["device"]] if multi else []) + cells)
+    return lines
+
+
+def _md_table(header: list[str], lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(md_escape(c) for c in line) + " |" for line in lines]
+    return "\n".join(out)
+
+
+def _device_line(device: dict) -> str:
+    versions = device.get("versions", {})
+    parts = [device["label"], f"CPU {device.get('cpu', {}).get('model')}",
+             f"onnxruntime {versions.get('onnxruntime')}", f"torch {versions.get('torch')}"]
+    if versions.get("tensorrt"):
+        parts.append(f"TensorRT {versions['tensorrt']}")
+    for gpu in device.get("gpus", []):
+        parts.append(f"GPU {gpu['name']} (driver {gpu['driver']})")
+    jetson = device.get("jetson")
+    if jetson:
+        parts.append(f"L4T {jetson.get('l4t')} / JetPack {jetson.get('jetpack')}, clocks pinned: "
+                     f"{jetson.get('clocks_pinned')}")
+    return "; ".join(md_escape(p) for p in parts)
+
+
+def summary_table(report: dict) -> str:
+    """The one table a person reads first (Markdown)."""
+    header = (["Device"] if len(report["devices"]) > 1 else []) + list(COLUMNS)
+    return _md_table(header, table_rows(report))
+
+
+def markdown(report: dict, plots: dict[str, str] | None = None, plot_notes: list[str] | None = None) -> str:
+    multi = len(report["devices"]) > 1
+    parts = [f"# eca-deploy {report['kind']} report", ""]
+    for key in ("model", "data", "reference"):
+        if report.get(key):
+            value = report[key]
+            parts.append(f"- **{key}**: " + md_escape(", ".join(f"{k} {v}" for k, v in value.items() if v is not None)
+                                                       if isinstance(value, dict) else value))
+    parts += [f"- **device**: {_device_line(d)}" for d in report["devices"]]
+    parts += ["", summary_table(report), ""]
+    batches = sorted({e["batch"] for r in report["rows"] for e in (r.get("bench") or {}).get("batches", [])})
+    if batches:
+        parts.append(f"p50/p99: latency per call at the smallest batch measured; FPS: images per second at the "
+                     f"best of batches {md_escape(', '.join(map(str, batches)))}; host clock, host<->device copies "
+                     "included. "
+                     "Top-1 agreement: share of inputs whose top class matches the reference's.")
+        parts += ["", "## Latency per batch", "", _md_table(
+            (["Device"] if multi else []) + ["Artifact", "Backend", "Batch", "Clock", "Copies", "min ms", "p50 ms",
+                                              "p90 ms", "p99 ms", "mean ms", "FPS", "Iterations"],
+            [([r["device"]] if multi else []) + [r["artifact"], r["backend"], str(e["batch"]), e["clock"], e["copies"],
+                                                 *(f"{e[k]:.2f}" for k in ("min", "p50", "p90", "p99", "mean")),
+                                                 f"{e['fps']:.1f}", str(e["iterations"])]
+             for r in report["rows"] for e in (r.get("bench") or {}).get("batches", [])]), ""]
+    if report["skipped"]:
+        parts += ["## Skipped", ""] + [f"- {md_escape(s['step'])}: {md_escape(s['reason'])}"
+                                       for s in report["skipped"]] + [""]
+    warnings = [w for d in report["devices"] for w in d.get("warnings", [])]
+    if warnings:
+        parts += ["## Warnings", ""] + [f"- {md_escape(w)}" for w in warnings] + [""]
+    if plots:
+        parts += ["## Plots", ""] + [f"![{md_escape(name)}]({path})" for name, path in plots.items()] + [""]
+        parts += [f"- {md_escape(note)}" for note in plot_notes or []] + ([""] if plot_notes else [])
+    return "\n".join(parts)
+
+
+def _series_label(row: dict, multi: bool) -> str:
+    label = f"{row['format']} {row['precision']} ({row['backend']})"
+    return f"{row['device']}: {label}" if multi else label
+
+
+def _group(rows: list[dict], multi: bool) -> dict[str, list[dict]]:
+    """Rows by series label: a plot shows one summary per (device, format, precision, backend), never one per row."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[_series_label(row, multi)].append(row)
+    return groups
+
+
+def _named(label: str, rows: int) -> str:
+    return label if rows == 1 else f"{label}, median of {rows}"
+
+
+def _left_out(what: str, shown: int, total: int, rule: str) -> str | None:
+    return None if shown >= total else f"{what}: {shown} of {total} {rule}; the tables list them all"
+
+
+def latency_series(report: dict) -> tuple[list[tuple[str, dict[int, tuple[float, float]]]], list[int], list[str]]:
+    """([(label, {batch: (median p50, median p99)})], batches, notes on what was left out), bounded in size.
+
+    At most MAX_SERIES series (the fastest at the smallest batch) and MAX_BATCHES batch sizes (the smallest).
+    """
+    multi = len(report["devices"]) > 1
+    per_label: dict[str, dict[int, list[tuple[float, float]]]] = {}
+    counts: dict[str, int] = {}
+    for label, rows in _group([r for r in report["rows"] if r.get("bench")], multi).items():
+        entries: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        for row in rows:
+            for e in row["bench"]["batches"]:
+                if e["clock"] == "host":
+                    entries[e["batch"]].append((e["p50"], e["p99"]))
+        if entries:
+            per_label[label], counts[label] = entries, len(rows)
+    all_batches = sorted({b for entries in per_label.values() for b in entries})
+    batches = all_batches[:MAX_BATCHES]
+    series = []
+    for label, entries in per_label.items():
+        summary = {b: (median(p[0] for p in entries[b]), median(p[1] for p in entries[b])) for b in batches
+                   if b in entries}
+        if summary:
+            series.append((_named(label, counts[label]), summary))
+    total = len(series)
+    series.sort(key=lambda s: next(iter(s[1].values()))[0])  # fastest first, at its smallest batch
+    series = series[:MAX_SERIES]
+    notes = [n for n in (_left_out("latency plot", len(series), total, "series shown, the fastest"),
+                         _left_out("latency plot", len(batches), len(all_batches), "batch sizes shown, the smallest"))
+             if n]
+    return series, batches, notes
+
+
+def accuracy_bars(report: dict) -> tuple[list[tuple[str, float, str]], str, list[str]]:
+    """([(label, percent, status)], metric name, notes): median per series; at most MAX_SERIES, the lowest first."""
+    multi = len(report["devices"]) > 1
+    rows = [r for r in report["rows"] if r.get("parity")]
+    labeled = any(r["parity"].get("top1") is not None for r in rows)
+    key, name = ("top1", "top-1 accuracy") if labeled else ("top1_agreement", "top-1 agreement with the reference")
+    bars = []
+    for label, group in _group([r for r in rows if r["parity"].get(key) is not None], multi).items():
+        statuses = {r["status"] for r in group}
+        status = "fail" if statuses & {"fail", "error"} else ("reference" if statuses == {"reference"} else "pass")
+        bars.append((_named(label, len(group)), 100 * median(r["parity"][key] for r in group), status))
+    total = len(bars)
+    if total > MAX_SERIES:  # keep the worst: a reader looks for what lost accuracy
+        bars = sorted(bars, key=lambda b: b[1])[:MAX_SERIES]
+    notes = [n for n in (_left_out("accuracy plot", len(bars), total, "series shown, the lowest"),) if n]
+    return bars, name, notes
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def plot_latency(report: dict, path: Path) -> list[str] | None:
+    """Grouped bars: p50 latency per batch size, one bar per series, whiskers up to p99.
+
+    Returns the notes on what was left out ([] when nothing was), or None when there was nothing to plot.
+    """
+    series, batches, notes = latency_series(report)
+    if not series:
+        return None
+    plt = _pyplot()
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(batches) + 0.4 * len(series)), 4.5))
+    try:
+        for i, (label, entries) in enumerate(series):
+            xs = [j + i * width for j, b in enumerate(batches) if b in entries]
+            p50 = [entries[b][0] for b in batches if b in entries]
+            p99 = [max(entries[b][1] - entries[b][0], 0.0) for b in batches if b in entries]
+            ax.bar(xs, p50, width, label=label, yerr=[[0] * len(p99), p99], capsize=3)
+        ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(batches))], [str(b) for b in batches])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("latency per call, ms (bar p50, whisker p99)")
+        ax.set_title("Latency per precision and batch")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return notes
+
+
+def plot_accuracy(report: dict, path: Path) -> list[str] | None:
+    """Top-1 accuracy per series where labels exist, else top-1 agreement with the reference (as plot_latency)."""
+    bars, name, notes = accuracy_bars(report)
+    if not bars:
+        return None
+    plt = _pyplot()
+    colors = {"fail": "tab:red", "reference": "tab:gray"}
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(bars)), 4.5))
+    try:
+        ax.bar(range(len(bars)), [v for _, v, _ in bars], color=[colors.get(s, "tab:blue") for _, _, s in bars])
+        for i, (_, value, _) in enumerate(bars):
+            ax.text(i, value, f"{value:.1f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=20, ha="right", fontsize=7)
+        low = min(v for _, v, _ in bars)
+        ax.set_ylim(max(0.0, low - 10), 101)
+        ax.set_ylabel(f"{name}, %")
+        ax.set_title("Accuracy per precision (red: failed parity)")
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return notes
+
+
+def report_paths(out_dir: str | os.PathLike, stem: str = "report") -> dict[str, Path]:
+    """Every file write_report may write, by name."""
+    out = Path(out_dir)
+    return {"json": out / f"{stem}.json", "latency": out / f"{stem}_latency.png",
+            "accuracy": out / f"{stem}_accuracy.png", "markdown": out / f"{stem}.md"}
+
+
+def write_report(report: dict, out_dir: str | os.PathLike, stem: str = "report", plots: bool = True) -> dict:
+    """Write <stem>.json, <stem>.md and the plots; returns {name: path}."""
+    validate_report(report)
+    ensure_output_dir(out_dir)
+    paths = report_paths(out_dir, stem)
+    written: dict[str, Path] = {"json": write_json(paths["json"], report)}
+    images, notes = {}, []
+    if plots:
+        for name, plot in (("latency", plot_latency), ("accuracy", plot_accuracy)):
+            target = paths[name]
+            left_out = plot(report, target)
+            if left_out is not None:
+                written[name], images[name] = target, target.name
+                notes += left_out
+    written["markdown"] = atomic_write(paths["markdown"], markdown(report, images, notes))
+    return written
