@@ -117,9 +117,10 @@ def parse_spec(spec: str) -> Artifact:
 
 
 def open_backend(artifact: Artifact | str, *, provider: str = "auto", device: str = "auto",
-                 imgsz: int = 224, threads: int | None = None) -> Backend:
+                 imgsz: int = 224, threads: int | None = None, allow_host_code: bool = False) -> Backend:
     """provider: onnxruntime execution provider (auto/cpu/cuda/tensorrt); device: torch device; imgsz: torch only;
-    threads: onnxruntime intra-op threads, or torch's threads while the backend is open."""
+    threads: onnxruntime intra-op threads, or torch's threads while the backend is open; allow_host_code: engines
+    only, let TensorRT run code stored in the engine (the user's --allow-host-code)."""
     if isinstance(artifact, str):
         artifact = parse_spec(artifact)
     if artifact.kind == "torch":
@@ -137,4 +138,4 @@ def open_backend(artifact: Artifact | str, *, provider: str = "auto", device: st
         raise MissingDependencyError(f"cannot run the engine {artifact.path.name}: {reason}")
     from ..tensorrt.backend import TensorRTBackend
 
-    return TensorRTBackend(artifact.path)
+    return TensorRTBackend(artifact.path, allow_host_code=allow_host_code)
