@@ -190,7 +190,10 @@ def source_files(source: str | os.PathLike | None) -> list[Path]:
         return [source]  # load_dataset says what is wrong with it
     if source.is_file() and source.suffix.lower() == ".npy":
         return [source]
-    return [source, *_discover(source)[0]]
+    try:
+        return [source, *_discover(source)[0]]
+    except DataError:  # an empty folder or a bad list: load_dataset says so when the data is read
+        return [source]
 
 
 def _scan_folder(root: Path) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
