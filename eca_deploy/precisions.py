@@ -36,7 +36,7 @@ class Precision:
 
 # FP32: different kernels and summation orders (onnxruntime, TensorRT without TF32) stay within 1e-3.
 # FP16: 10 mantissa bits; after ~50 layers every logit, near-zero ones included, moves by several 1e-2
-# (ECA-ResNet50: up to 0.064). A broken conversion (overflow, NaN, a wrong graph) moves them by ~1.
+# (README, FP16 and INT8). A broken conversion (overflow, NaN, a wrong graph) moves them by ~1.
 # INT8: an accuracy drop of at most 1 point, the usual bar for post-training quantization.
 PRECISIONS: dict[str, Precision] = {p.name: p for p in (
     Precision("fp32", "", Tolerance(atol=1e-3, rtol=1e-3), None, "float32, as exported"),

@@ -103,12 +103,12 @@ def run(args: argparse.Namespace) -> int:
                           *source_files(args.data)])
     comparison = run_parity(cfg)
     device = describe_device(args.threads)
-    rows = [comparison.reference_row()] + [c.row() for c in comparison.candidates]
-    report = new_report("parity", device, rows, data=comparison.data, reference=args.reference,
+    data = comparison.reference.data
+    report = new_report("parity", device, comparison.rows(), data=data, reference=args.reference,
                         imgsz=comparison.imgsz)
     write_json(out, report)
-    print(f"{comparison.data['samples']} inputs from {comparison.data['source']} at "
-          f"{comparison.imgsz}x{comparison.imgsz}" + (", labeled" if comparison.data["labeled"] else ""))
+    print(f"{data['samples']} inputs from {data['source']} at "
+          f"{comparison.imgsz}x{comparison.imgsz}" + (", labeled" if data["labeled"] else ""))
     print(summary_table(report))
     for warning in device["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)

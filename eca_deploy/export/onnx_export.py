@@ -1,10 +1,9 @@
 """torch -> ONNX -> onnxsim, verified against PyTorch after every step.
 
-We use the TorchScript exporter (``dynamo=False``). Measured with torch 2.13 on
-our 2-core CI machine: it writes opset 17 for ECA-ResNet50 in about 2.3 s, while
-``dynamo=True`` took 11.5 s, failed on a batch-1 example with a dynamic batch
-axis, forced opset 18 and wrote weights to a separate ``.onnx.data`` file. Opset
-17 is what TensorRT 8.6 (JetPack 6.0) parses fully.
+We use the TorchScript exporter (``dynamo=False``): the dynamo exporter was several
+times slower, failed on a batch-1 example with a dynamic batch axis, forced opset 18
+and wrote weights to a separate ``.onnx.data`` file (figures: README, Performance).
+Opset 17 is what TensorRT 8.6 (JetPack 6.0) parses fully.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import EcaDeployError, OnnxFileError, first_line, missing_dependency
-from ..base import InputSpec
+from ..base import Backend, InputSpec
 from ...graph.session import make_session
 
 PROVIDERS = {
@@ -40,7 +40,7 @@ def _dim(value) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     def __init__(self, path: str | os.PathLike, provider: str = "auto", threads: int | None = None):
         path = Path(path)
         if not path.is_file():

@@ -8,18 +8,70 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ...artifacts import manifest_path, read_manifest, verified_manifest
-from ...errors import EngineError, MissingDependencyError, OnnxFileError, UsageError
+from ...errors import EcaDeployError, EngineError, MissingDependencyError, OnnxFileError, UsageError
 from ...graph.graph import onnx_inputs
 from ...models.base import TIMM_PREFIX
 from ...precisions import PRECISIONS, onnx_precision
 from ..base import Backend
+from ..tensorrt.env import tensorrt_unavailable_reason
+from ..tensorrt.plan import ENGINE_SUFFIXES
 
 TORCH_PREFIX = "torch:"
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan")
-FORMATS = {"torch": "PyTorch", "onnx": "ONNX", "tensorrt": "TensorRT"}
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """How to open a backend: onnxruntime provider, torch device and input size, threads."""
+
+    provider: str = "auto"  # onnxruntime execution provider: auto / cpu / cuda / tensorrt
+    device: str = "auto"  # torch device for torch: references
+    imgsz: int = 224  # torch only: the input size the model is traced at
+    threads: int | None = None  # onnxruntime intra-op threads, or torch's while the backend is open
+    allow_host_code: bool = False  # engines: let TensorRT run code stored in them (the user's --allow-host-code)
+
+
+def _open_torch(artifact: "Artifact", options: OpenOptions) -> Backend:
+    from .torch_backend import TorchBackend
+
+    return TorchBackend(artifact.model, artifact.weights, device=options.device, imgsz=options.imgsz,
+                        threads=options.threads)
+
+
+def _open_onnx(artifact: "Artifact", options: OpenOptions) -> Backend:
+    from .onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(artifact.path, provider=options.provider, threads=options.threads)
+
+
+def _open_engine(artifact: "Artifact", options: OpenOptions) -> Backend:
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        raise MissingDependencyError(f"cannot run the engine {artifact.path.name}: {reason}")
+    from ..tensorrt.backend import TensorRTBackend
+
+    return TensorRTBackend(artifact.path, allow_host_code=options.allow_host_code)
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    """One row of the artifact-kinds table: how a user names it, how it is labelled, how it is opened."""
+
+    name: str
+    label: str  # the report's "format" column
+    noun: str  # how messages name one ("ONNX file")
+    suffixes: tuple[str, ...]  # file suffixes that select it
+    opener: Callable[["Artifact", OpenOptions], Backend]
+    not_found: type[EcaDeployError] = OnnxFileError  # the error for a named file that is missing
+
+
+ARTIFACT_KINDS: dict[str, ArtifactKind] = {kind.name: kind for kind in (
+    ArtifactKind("torch", "PyTorch", "PyTorch model", (), _open_torch),  # named by TORCH_PREFIX
+    ArtifactKind("onnx", "ONNX", "ONNX file", (".onnx",), _open_onnx),
+    ArtifactKind("tensorrt", "TensorRT", "TensorRT engine", ENGINE_SUFFIXES, _open_engine, not_found=EngineError),
+)}
 SPEC_HELP = "torch:<model>[:weights], a .onnx file, or a TensorRT .engine/.plan file"
 
 
@@ -36,7 +88,7 @@ class Artifact:
 
     @property
     def format(self) -> str:
-        return FORMATS[self.kind]
+        return ARTIFACT_KINDS[self.kind].label
 
     @property
     def label(self) -> str:
@@ -61,11 +113,6 @@ class Artifact:
         """What tells two artifacts apart in a report: the resolved file path, or the torch spec."""
         return str(self.path.resolve()) if self.path else self.spec
 
-    def describe(self, precision: str, backend: str) -> dict:
-        """The fields every report row starts with."""
-        return {"artifact": self.label, "spec": self.spec, "identity": self.identity, "format": self.format,
-                "precision": precision, "backend": backend, "size_mb": self.size_mb}
-
     def precision(self, override: str | None = None) -> tuple[str, str]:
         """(precision, where it came from): the flag, the manifest, the ONNX graph, or fp32 assumed."""
         if override:
@@ -80,14 +127,6 @@ class Artifact:
         return "fp32", "assumed (no manifest; pass --precision)"
 
 
-def batch_limits(backend: Backend) -> tuple[int, int | None]:
-    """(smallest, largest) batch the backend takes: a static batch axis, an engine's profile, or (1, None)."""
-    fixed = backend.input_spec.shape[0]
-    if isinstance(fixed, int):
-        return fixed, fixed
-    low, high = getattr(backend, "batch_range", (1, None))
-    return int(low), (int(high) if high else None)
-
 
 def parse_spec(spec: str) -> Artifact:
     """Validate a backend spec without loading anything heavy; missing files fail here, in one line."""
@@ -101,41 +140,20 @@ def parse_spec(spec: str) -> Artifact:
             raise UsageError(f"'{spec}' names no model; expected {SPEC_HELP}")
         return Artifact(spec, "torch", model=prefix + model, weights=weights or None)
     path = Path(spec)
-    suffix = path.suffix.lower()
-    if suffix in ONNX_SUFFIXES:
+    kind = next((k for k in ARTIFACT_KINDS.values() if path.suffix.lower() in k.suffixes), None)
+    if kind is not None:
         if not path.is_file():
-            raise OnnxFileError(f"ONNX file not found: {path}")
-        return Artifact(spec, "onnx", path=path, manifest=verified_manifest(path))
-    if suffix in ENGINE_SUFFIXES:
-        if not path.is_file():
-            raise EngineError(f"TensorRT engine not found: {path}")
-        # check_engine refuses an engine whose manifest is stale; here the manifest only labels the row
-        return Artifact(spec, "tensorrt", path=path, manifest=read_manifest(path))
+            raise kind.not_found(f"{kind.noun} not found: {path}")
+        # an ONNX manifest must describe these bytes; check_engine refuses an engine whose manifest is stale
+        manifest = verified_manifest(path) if kind.name == "onnx" else read_manifest(path)
+        return Artifact(spec, kind.name, path=path, manifest=manifest)
     if not path.exists():
         raise OnnxFileError(f"model not found: {spec} (expected {SPEC_HELP})")
     raise UsageError(f"cannot tell how to run {spec}: expected {SPEC_HELP}")
 
 
-def open_backend(artifact: Artifact | str, *, provider: str = "auto", device: str = "auto",
-                 imgsz: int = 224, threads: int | None = None, allow_host_code: bool = False) -> Backend:
-    """provider: onnxruntime execution provider (auto/cpu/cuda/tensorrt); device: torch device; imgsz: torch only;
-    threads: onnxruntime intra-op threads, or torch's threads while the backend is open; allow_host_code: engines
-    only, let TensorRT run code stored in the engine (the user's --allow-host-code)."""
+def open_backend(artifact: Artifact | str, **options) -> Backend:
+    """Open ``artifact`` with the opener its kind's row names; ``options`` are :class:`OpenOptions` fields."""
     if isinstance(artifact, str):
         artifact = parse_spec(artifact)
-    if artifact.kind == "torch":
-        from .torch_backend import TorchBackend
-
-        return TorchBackend(artifact.model, artifact.weights, device=device, imgsz=imgsz, threads=threads)
-    if artifact.kind == "onnx":
-        from .onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(artifact.path, provider=provider, threads=threads)
-    from ..tensorrt.env import tensorrt_unavailable_reason
-
-    reason = tensorrt_unavailable_reason()
-    if reason:
-        raise MissingDependencyError(f"cannot run the engine {artifact.path.name}: {reason}")
-    from ..tensorrt.backend import TensorRTBackend
-
-    return TensorRTBackend(artifact.path, allow_host_code=allow_host_code)
+    return ARTIFACT_KINDS[artifact.kind].opener(artifact, OpenOptions(**options))

@@ -6,10 +6,10 @@ import numpy as np
 
 from ...errors import missing_dependency
 from ...models import LoadedModel, load_model
-from ..base import InputSpec
+from ..base import Backend, InputSpec
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     def __init__(self, model: str, weights: str | None = None, device: str = "cpu", imgsz: int = 224,
                  loaded: LoadedModel | None = None, threads: int | None = None):
         import torch

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from ...errors import EcaDeployError, EngineError
 from ..base import Backend
-from ..backends.registry import Artifact, batch_limits, open_backend, parse_spec
+from ..backends.registry import Artifact, open_backend, parse_spec
+from .rows import ReportRow
 
 MIN_TIMED_ITERATIONS = 5
 
@@ -66,8 +67,8 @@ def time_loop(step, warmup: int, iterations: int | None, duration: float, own_cl
     return np.asarray(times)
 
 
-def engine_batch_limit(artifact: Artifact) -> int | None:
-    """The largest batch of an engine's optimization profile: its manifest's max shape [N, C, H, W]."""
+def manifest_batch_limit(artifact: Artifact) -> int | None:
+    """The largest batch an artifact's manifest records for its profile (an engine's max shape [N, C, H, W])."""
     shape = ((artifact.manifest or {}).get("profile") or {}).get("max")
     return int(shape[0]) if shape else None
 
@@ -77,13 +78,13 @@ def check_batches(artifact: Artifact, batches: tuple[int, ...], backend: Backend
     then from the opened backend (a static batch axis, or the engine's own profile)."""
     if not batches or min(batches) < 1:
         raise EcaDeployError(f"batch sizes must be positive integers, got {','.join(map(str, batches))}")
-    high = engine_batch_limit(artifact) if artifact.kind == "tensorrt" else None
+    high = manifest_batch_limit(artifact)
     if high is not None and max(batches) > high:
         raise EngineError(f"batch {max(batches)} is above the engine's optimization profile (max batch {high}); "
                           f"rebuild the engine with a larger --batch MIN:OPT:MAX or bench batches <= {high}")
     if backend is None:
         return
-    low, high = batch_limits(backend)
+    low, high = backend.batch_limits()
     if low == high and set(batches) != {low}:
         raise EcaDeployError(f"{artifact.label} has a static batch of {low}; bench --batch {low} or export with "
                              "a dynamic batch axis")
@@ -99,8 +100,7 @@ def bench_backend(backend: Backend, batches: tuple[int, ...], imgsz: int, warmup
     entries = []
     for batch in tqdm(batches, desc=f"bench {label or backend.name}", unit="batch size", leave=False):
         images = rng.standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
-        runner = getattr(backend, "device_runner", None)
-        device = runner(images) if runner else None
+        device = backend.device_runner(images)
         copies = "included" if device else "none (host memory)"
         seconds = time_loop(lambda: backend.infer(images), warmup, iterations, duration)
         entries.append({"batch": batch, "clock": "host", "copies": copies, **latency_stats(seconds, batch)})
@@ -119,9 +119,9 @@ class BenchResult:
     imgsz: int
     entries: list[dict] = field(default_factory=list)
 
-    def row(self) -> dict:
-        return {**self.artifact.describe(self.precision, self.backend), "status": "measured", "reason": "",
-                "bench": {"imgsz": self.imgsz, "batches": self.entries}}
+    def row(self) -> ReportRow:
+        return ReportRow.of(self.artifact, self.precision, self.backend, "measured",
+                            bench={"imgsz": self.imgsz, "batches": self.entries})
 
 
 def run_bench(cfg: BenchConfig) -> BenchResult:

@@ -15,11 +15,13 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
+from ...data.sources import load_dataset
 from ...errors import DataError, EcaDeployError, ParityError
-from ..base import Backend
-from ...precisions import PRECISIONS, TF32_TOLERANCE, Tolerance
-from ..backends.registry import Artifact, batch_limits, open_backend, parse_spec
 from ...graph.compare import check_elements, compare_outputs, topk_accuracy
+from ...precisions import PRECISIONS, TF32_TOLERANCE, Tolerance
+from ..backends.registry import Artifact, open_backend, parse_spec
+from ..base import Backend
+from .rows import ReportRow
 
 
 
@@ -42,10 +44,11 @@ def parse_override(text: str) -> tuple[str, float | None]:
 
 
 def tolerance_for(precision: str, overrides: dict[str, dict[str, float | None]] | None = None,
-                  tensorrt: bool = False) -> Tolerance:
-    """The default for ``precision`` (TF32's for a TensorRT FP32 engine) with overrides applied:
+                  fp32_math: str = "fp32") -> Tolerance:
+    """The default for ``precision`` (TF32's where the backend runs FP32 in TF32) with overrides applied:
     {'atol': {'*': 1e-3, 'fp16': None}, ...}; overrides are keyed by the artifact's precision."""
-    tol = TF32_TOLERANCE if tensorrt and precision == "fp32" else PRECISIONS[precision].tolerance
+    tf32 = precision == "fp32" and fp32_math == "tf32"
+    tol = TF32_TOLERANCE if tf32 else PRECISIONS[precision].tolerance
     for name, per_precision in (overrides or {}).items():
         for key in ("*", precision):  # a precision-specific value wins over one for all
             if key in per_precision:
@@ -109,7 +112,7 @@ class SyntheticInputs:
 def collect_logits(backend: Backend, data, batch: int, desc: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Run every batch of ``data`` at a batch size the backend takes (a static axis or an engine's profile
     decide); a short last batch is zero-padded up to the smallest batch the backend accepts."""
-    low, high = batch_limits(backend)
+    low, high = backend.batch_limits()
     batch = max(low, min(batch, high or batch))
     outputs, labels = [], []
     for images, targets in data.batches(batch, desc=desc):
@@ -162,32 +165,11 @@ class CandidateResult:
     verdict: Verdict
     metrics: dict  # compare_outputs + top1/top5 + elements
 
-    def row(self) -> dict:
-        return {**self.artifact.describe(self.precision, self.backend), "precision_source": self.precision_source,
-                "status": "pass" if self.verdict.passed else "fail",
-                "reason": "; ".join(self.verdict.failures),
-                "parity": {**self.metrics, "tolerance": asdict(self.tolerance), "checks": self.verdict.checks}}
-
-
-@dataclass
-class Comparison:
-    """Everything parity learned: the reference's own scores, and one result per candidate."""
-
-    reference: Artifact
-    reference_backend: str
-    reference_metrics: dict
-    candidates: list[CandidateResult]
-    data: dict
-    imgsz: int
-
-    @property
-    def failed(self) -> list[CandidateResult]:
-        return [c for c in self.candidates if not c.verdict.passed]
-
-    def reference_row(self) -> dict:
-        return {**self.reference.describe(self.reference.precision()[0], self.reference_backend),
-                "status": "reference", "reason": "",
-                "parity": self.reference_metrics}
+    def row(self) -> ReportRow:
+        return ReportRow.of(self.artifact, self.precision, self.backend, "pass" if self.verdict.passed else "fail",
+                            "; ".join(self.verdict.failures), precision_source=self.precision_source,
+                            parity={**self.metrics, "tolerance": asdict(self.tolerance),
+                                    "checks": self.verdict.checks})
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> dict:
@@ -198,31 +180,63 @@ def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> dict:
 
 @dataclass
 class ReferenceRun:
+    """The reference's outputs on one data set; every candidate is judged against them.
+
+    The parity command and the pipeline both make one with :meth:`measure` and call :meth:`judge`
+    per candidate, so there is one definition of a parity check.
+    """
+
+    artifact: Artifact
+    backend: str
     logits: np.ndarray
     labels: np.ndarray | None
     metrics: dict  # top1, top5, samples
+    data: dict  # what the comparison ran on (data_record)
+    batch: int = 16
+    overrides: dict = field(default_factory=dict)  # {"atol": {"*": 1e-3}, "max_top1_drop": {"int8": 2.0}}
+
+    @classmethod
+    def measure(cls, artifact: Artifact, backend: Backend, data, source: str | None, batch: int = 16,
+                use_labels: bool = True, overrides: dict | None = None) -> "ReferenceRun":
+        logits, labels = collect_logits(backend, data, batch, f"reference {backend.name}")
+        labels = labels if use_labels else None
+        check_labels(labels, data, logits.shape[1], source or "synthetic")
+        metrics = {**accuracy(logits, labels), "samples": int(len(logits))}
+        return cls(artifact, backend.name, logits, labels, metrics, data_record(data, source, len(logits), use_labels),
+                   batch, dict(overrides or {}))
+
+    def judge(self, artifact: Artifact, backend: Backend, data, precision: str | None = None) -> CandidateResult:
+        """Run ``data`` through the candidate and apply the tolerances of its precision."""
+        logits, _ = collect_logits(backend, data, self.batch, f"{artifact.label} {backend.name}")
+        if logits.shape != self.logits.shape:
+            raise DataError(f"{artifact.label} outputs {logits.shape[1]} classes, the reference "
+                            f"{self.logits.shape[1]}: they are not the same model")
+        prec, prec_source = artifact.precision(precision)
+        tol = tolerance_for(prec, self.overrides, fp32_math=backend.fp32_math)
+        acc = accuracy(logits, self.labels)
+        verdict, elements = judge(tol, logits, self.logits, self.metrics["top1"], acc["top1"])
+        metrics = {**acc, **compare_outputs(self.logits, logits).as_dict(), "elements": elements}
+        return CandidateResult(artifact, backend.name, prec, prec_source, tol, verdict, metrics)
+
+    def row(self, **sections) -> ReportRow:
+        return ReportRow.of(self.artifact, self.artifact.precision()[0], self.backend, "reference",
+                            parity=self.metrics, **sections)
 
 
-def run_reference(backend: Backend, data, batch: int = 16, use_labels: bool = True,
-                  source: str = "synthetic") -> ReferenceRun:
-    logits, labels = collect_logits(backend, data, batch, f"reference {backend.name}")
-    labels = labels if use_labels else None
-    check_labels(labels, data, logits.shape[1], source)
-    return ReferenceRun(logits, labels, {**accuracy(logits, labels), "samples": int(len(logits))})
+@dataclass
+class Comparison:
+    """Everything parity learned: the reference run, and one result per candidate."""
 
+    reference: ReferenceRun
+    candidates: list[CandidateResult]
+    imgsz: int
 
-def judge_candidate(artifact: Artifact, backend: Backend, data, reference: ReferenceRun, batch: int = 16,
-                    precision: str | None = None, overrides: dict | None = None) -> CandidateResult:
-    logits, _ = collect_logits(backend, data, batch, f"{artifact.label} {backend.name}")
-    if logits.shape != reference.logits.shape:
-        raise DataError(f"{artifact.label} outputs {logits.shape[1]} classes, the reference "
-                        f"{reference.logits.shape[1]}: they are not the same model")
-    prec, prec_source = artifact.precision(precision)
-    tol = tolerance_for(prec, overrides, tensorrt=artifact.kind == "tensorrt")
-    acc = accuracy(logits, reference.labels)
-    verdict, elements = judge(tol, logits, reference.logits, reference.metrics["top1"], acc["top1"])
-    metrics = {**acc, **compare_outputs(reference.logits, logits).as_dict(), "elements": elements}
-    return CandidateResult(artifact, backend.name, prec, prec_source, tol, verdict, metrics)
+    @property
+    def failed(self) -> list[CandidateResult]:
+        return [c for c in self.candidates if not c.verdict.passed]
+
+    def rows(self) -> list[ReportRow]:
+        return [self.reference.row()] + [c.row() for c in self.candidates]
 
 
 @dataclass
@@ -246,18 +260,17 @@ class ParityConfig:
 SYNTHETIC_COUNT = 32
 
 
-def load_inputs(data: str | None, imgsz: int, count: int | None, seed: int):
+def open_inputs(data: str | None, imgsz: int, count: int | None, seed: int):
+    """The images a comparison runs on: a data source, or seeded synthetic inputs without one."""
     if count is not None and count < 1:
         raise DataError(f"--count must be a positive integer, got {count}")
     if data is None:
         return SyntheticInputs(count or SYNTHETIC_COUNT, imgsz, seed)
-    from ...data.sources import load_dataset
-
     return load_dataset(data, imgsz=imgsz, count=count, seed=seed)
 
 
 def data_record(data, source: str | None, samples: int, use_labels: bool) -> dict:
-    """What the comparison ran on (a Dataset from calibration.sources, or SyntheticInputs)."""
+    """What the comparison ran on (a Dataset from data.sources, or SyntheticInputs)."""
     return {"source": source or "synthetic", "samples": samples,
             "labeled": bool(use_labels and data.labels is not None), "num_classes": data.num_classes,
             "skipped": len(data.skipped), "hash": data.data_hash}
@@ -275,24 +288,23 @@ def run_parity(cfg: ParityConfig) -> Comparison:
                              f"model; use torch:{ref_artifact.model}:WEIGHTS")
     artifacts = [parse_spec(c) for c in cfg.candidates]
     opened: list[tuple[Artifact, Backend]] = []
+    options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads,
+               "allow_host_code": cfg.allow_host_code}
     try:
         for artifact in artifacts:
-            opened.append((artifact, open_backend(artifact, provider=cfg.provider, device=cfg.device,
-                                                  threads=cfg.threads, allow_host_code=cfg.allow_host_code)))
+            opened.append((artifact, open_backend(artifact, **options)))
         imgsz = resolve_imgsz(cfg.imgsz, [(a.label, b) for a, b in opened])
-        reference = open_backend(ref_artifact, provider=cfg.provider, device=cfg.device, imgsz=imgsz,
-                                 threads=cfg.threads, allow_host_code=cfg.allow_host_code)
+        reference = open_backend(ref_artifact, imgsz=imgsz, **options)
         opened.insert(0, (ref_artifact, reference))
         check_input_size(f"reference {ref_artifact.label}", reference, imgsz)
-        data = load_inputs(cfg.data, imgsz, cfg.count, cfg.seed)
-        ref_run = run_reference(reference, data, cfg.batch, cfg.use_labels, cfg.data or "synthetic")
-        results = [judge_candidate(artifact, backend, data, ref_run, cfg.batch, cfg.precision, cfg.overrides)
-                   for artifact, backend in opened[1:]]
+        data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)
+        ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.batch, cfg.use_labels,
+                                       cfg.overrides)
+        results = [ref_run.judge(artifact, backend, data, cfg.precision) for artifact, backend in opened[1:]]
     finally:
         for _, backend in opened:
             backend.close()
-    return Comparison(ref_artifact, reference.name, ref_run.metrics, results,
-                      data_record(data, cfg.data, len(ref_run.logits), cfg.use_labels), imgsz)
+    return Comparison(ref_run, results, imgsz)
 
 
 def raise_on_failure(comparison: Comparison) -> None:

@@ -15,11 +15,11 @@ from statistics import median
 
 from ...artifacts import atomic_path, atomic_write, ensure_output_dir, read_json, write_json
 from ...errors import DataError
+from .rows import STATUSES, ReportRow
 
 SCHEMA = "eca-deploy/report"
 SCHEMA_VERSION = 1
 KINDS = ("parity", "bench", "pipeline", "comparison")
-STATUSES = ("reference", "pass", "fail", "measured", "skipped", "error")
 # Top-level key -> accepted types; rows are checked by ROW_FIELDS.
 REPORT_FIELDS = {"schema": str, "schema_version": int, "kind": str, "created": str, "devices": list,
                  "rows": list, "skipped": list}
@@ -31,12 +31,12 @@ COLUMNS = ("Artifact", "Format", "Precision", "Status", "Size MB", "Top-1", "Top
            "p50 ms", "p99 ms", "FPS")
 
 
-def new_report(kind: str, device: dict, rows: list[dict], **sections) -> dict:
+def new_report(kind: str, device: dict, rows: list[ReportRow], **sections) -> dict:
     """A report of one device; ``sections``: model, data, reference, tolerances, skipped, timings_s, ..."""
     label = device["label"]
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": kind,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "devices": [device], "rows": merge_rows([{"device": label, **row} for row in rows]),
+            "devices": [device], "rows": merge_rows([{"device": label, **row.as_dict()} for row in rows]),
             "skipped": sections.pop("skipped", []), **sections}
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...artifacts import manifest_path, read_manifest, sha256_file
 from ...errors import EngineError
-from ..base import InputSpec
+from ..base import Backend, InputSpec
 from .compat import engine_mismatch
 from .env import CudaContext, GpuInfo, gpu_info, import_cuda, import_tensorrt
 
@@ -52,8 +52,9 @@ def check_engine(path: Path, tensorrt_version: Any, gpu: GpuInfo) -> dict | None
     return manifest
 
 
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     name = "tensorrt"
+    fp32_math = "tf32"  # TensorRT keeps TF32 on unless a build clears it
 
     def __init__(self, engine_path: str | os.PathLike, device: int = 0, allow_host_code: bool = False):
         """allow_host_code: let TensorRT run host code embedded in the engine (a version-compatible engine's
@@ -183,9 +184,3 @@ class TensorRTBackend:
         if self._context_guard is not None:
             self._context_guard.close()
             self._context_guard = None
-
-    def __enter__(self) -> "TensorRTBackend":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -42,10 +42,10 @@ def test_overrides_apply_per_precision_and_specific_wins():
 
 
 def test_tensorrt_fp32_engines_get_the_tf32_tolerance():
-    assert tolerance_for("fp32", tensorrt=True) == TF32_TOLERANCE
+    assert tolerance_for("fp32", fp32_math="tf32") == TF32_TOLERANCE
     assert TF32_TOLERANCE.atol > PRECISIONS["fp32"].tolerance.atol
-    assert tolerance_for("fp32", {"atol": {"fp32": 0.2}}, tensorrt=True).atol == 0.2  # flags still say fp32
-    assert tolerance_for("fp16", tensorrt=True) == PRECISIONS["fp16"].tolerance
+    assert tolerance_for("fp32", {"atol": {"fp32": 0.2}}, fp32_math="tf32").atol == 0.2  # flags still say fp32
+    assert tolerance_for("fp16", fp32_math="tf32") == PRECISIONS["fp16"].tolerance
 
 
 def test_fp32_noise_passes_and_one_bad_element_fails(reference):

@@ -11,7 +11,8 @@ from eca_deploy.errors import DataError
 from eca_deploy.runtime.harness.bench import latency_stats
 from eca_deploy.runtime.harness.device import Probe, describe_device
 from eca_deploy.runtime.harness.report import (COLUMNS, SCHEMA_VERSION, combine, load_report, merge_rows, new_report,
-                                       summary_table, validate_report, write_report)
+                                               summary_table, validate_report, write_report)
+from eca_deploy.runtime.harness.rows import ReportRow
 
 
 def device(tmp_path, name):
@@ -24,14 +25,14 @@ def bench_row(artifact, precision, scale):
     rng = np.random.default_rng(int(scale * 10))
     entries = [{"batch": b, "clock": "host", "copies": "none (host memory)",
                 **latency_stats(rng.uniform(0.9, 1.3, 50) * scale * b ** 0.7 / 1e3, b)} for b in (1, 8)]
-    return {"artifact": artifact, "format": "ONNX", "precision": precision, "backend": "onnxruntime-cpu",
-            "size_mb": 10.0, "status": "measured", "reason": "", "bench": {"imgsz": 32, "batches": entries}}
+    return ReportRow(artifact, artifact, "ONNX", precision, "onnxruntime-cpu", "measured", size_mb=10.0,
+                     bench={"imgsz": 32, "batches": entries})
 
 
 def parity_row(artifact, precision, status, agreement, top1):
-    return {"artifact": artifact, "format": "ONNX", "precision": precision, "backend": "onnxruntime-cpu",
-            "size_mb": 10.0, "status": status, "reason": "" if status == "pass" else "top-1 drop 3 (limit 1)",
-            "parity": {"top1": top1, "top5": 1.0, "top1_agreement": agreement, "max_abs": 0.02}}
+    return ReportRow(artifact, artifact, "ONNX", precision, "onnxruntime-cpu", status,
+                     "" if status == "pass" else "top-1 drop 3 (limit 1)", size_mb=10.0,
+                     parity={"top1": top1, "top5": 1.0, "top1_agreement": agreement, "max_abs": 0.02})
 
 
 @pytest.fixture
@@ -90,8 +91,8 @@ def test_load_report_rejects_non_json(tmp_path):
 
 
 def test_merge_keeps_a_failure_over_a_measurement():
-    rows = merge_rows([{**bench_row("a", "fp16", 1.0), "device": "d"},
-                       {**parity_row("a", "fp16", "fail", 0.5, None), "device": "d"}])
+    rows = merge_rows([{**bench_row("a", "fp16", 1.0).as_dict(), "device": "d"},
+                       {**parity_row("a", "fp16", "fail", 0.5, None).as_dict(), "device": "d"}])
     assert len(rows) == 1 and rows[0]["status"] == "fail" and rows[0]["bench"] and rows[0]["parity"]
 
 

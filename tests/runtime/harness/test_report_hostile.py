@@ -2,12 +2,14 @@
 
 import json
 import re
+from dataclasses import replace
 
 from PIL import Image
 
 from eca_deploy.cli.main import main
 from eca_deploy.runtime.harness.report import (MAX_BATCHES, MAX_SERIES, accuracy_bars, latency_series, md_escape,
                                        new_report, write_report)
+from eca_deploy.runtime.harness.rows import ReportRow
 from hostile import INJECTIONS
 from test_report import bench_row, device, parity_row
 
@@ -17,7 +19,7 @@ def _hostile_report(tmp_path):
     dev["label"] = INJECTIONS[1]
     dev["warnings"] = [INJECTIONS[3]]
     rows = [parity_row(INJECTIONS[0], "fp32", "pass", 1.0, 0.9), bench_row(INJECTIONS[0], "fp32", 4.0),
-            {**parity_row(INJECTIONS[2], "int8", "fail", 0.5, 0.4), "reason": INJECTIONS[3]}]
+            replace(parity_row(INJECTIONS[2], "int8", "fail", 0.5, 0.4), reason=INJECTIONS[3])]
     return new_report("pipeline", dev, rows, model={"name": INJECTIONS[0], "weights": INJECTIONS[1]},
                       data=INJECTIONS[2], reference=INJECTIONS[3],
                       skipped=[{"step": INJECTIONS[1], "reason": INJECTIONS[0]}])
@@ -64,10 +66,10 @@ def test_report_command_merging_hostile_files_writes_inert_markdown(tmp_path):
 
 def _many_rows(n, series):
     """n rows over ``series`` distinct (format, precision, backend) series, sharing their bench entries."""
-    bench = bench_row("x", "fp32", 3.0)["bench"]
-    parity = parity_row("x", "int8", "pass", 0.95, 0.9)["parity"]
-    return [{"artifact": f"m{i}.onnx", "format": "ONNX", "precision": "int8", "backend": f"b{i % series}",
-             "status": "pass", "reason": "", "size_mb": 1.0, "bench": bench, "parity": parity} for i in range(n)]
+    bench = bench_row("x", "fp32", 3.0).bench
+    parity = parity_row("x", "int8", "pass", 0.95, 0.9).parity
+    return [ReportRow(f"m{i}.onnx", f"m{i}.onnx", "ONNX", "int8", f"b{i % series}", "pass", size_mb=1.0,
+                      bench=bench, parity=parity) for i in range(n)]
 
 
 def test_plots_of_200000_rows_are_summarised_and_say_what_was_left_out(tmp_path):
