@@ -251,7 +251,8 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
 
     qdq = summary.as_dict()
     manifest = write_artifact(
-        output, quantized.SerializeToString(), "quantize", precision="int8", target=cfg.target, source=source.name, source_sha256=model_sha256,
+        output, quantized.SerializeToString(), "quantize", precision="int8", target=cfg.target, source=source.name,
+        source_sha256=model_sha256,
         io_dtype="float32",
         quantization={"activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
                       "weights": "int8 symmetric per-channel", "bias": "float" if cfg.target == "tensorrt"
