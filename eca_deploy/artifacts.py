@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
-import warnings
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from . import __version__
-from .errors import OutputError
+from .errors import EcaDeployError, ManifestError, OutputError, first_line, warn
 
 MANIFEST_SUFFIX = ".json"
 
@@ -29,6 +33,16 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def require_file(path: str | os.PathLike, what: str, error: type[EcaDeployError]) -> Path:
+    """``path`` if it is a file; else ``error`` saying whether it is missing or a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory, not a file")
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    return path
 
 
 def manifest_path(artifact: str | os.PathLike) -> Path:
@@ -59,6 +73,8 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[
     for output in outputs:
         if output is None:
             continue
+        if Path(output).is_dir():
+            raise OutputError(f"output {output} is an existing directory; give a file name inside it")
         resolved = Path(output).resolve()
         if resolved in read:
             raise OutputError(f"refusing to overwrite the input file {read[resolved]} (this run reads it); "
@@ -69,18 +85,80 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[
         written[resolved] = output
 
 
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
+def disk_full_error(destination: Path, needed: int | None) -> OutputError:
+    """The one wording for a full disk or quota: the folder, what the file needed, what is free."""
+    try:
+        free = f", {_mb(shutil.disk_usage(destination.parent).free)} free"
+    except OSError:
+        free = ""
+    need = f" (needs {_mb(needed)}{free})" if needed is not None else f" ({free[2:]})" if free else ""
+    return OutputError(f"no space left in {destination.parent} to write {destination.name}{need}; free some "
+                       "space or choose another output folder")
+
+
+# mkstemp's names: "." + the destination's name + "." + 8 random characters + ".tmp".
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+STALE_TEMP_S = 600  # a temporary file untouched this long, and not locked by its writer, is a dead run's
+
+
+def sweep_stale_temps(folder: Path) -> list[str]:
+    """Delete temporary files a killed run (kill -9, power loss) left in ``folder``: only our own naming,
+    only when stale, and never one a live writer holds (each holds an flock on its file while writing)."""
+    removed, candidates = [], []
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        candidates = [e for e in entries if TEMP_NAME.match(e.name) and e.is_file(follow_symlinks=False)]
+    for entry in candidates:
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < STALE_TEMP_S:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its writer is alive
+            os.unlink(entry.path)
+            removed.append(entry.name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
-def _staged(destination: Path) -> Iterator[Path]:
-    """A temporary file beside ``destination``, removed unless the caller renamed it into place."""
+def _staged(destination: Path, size: int | None = None) -> Iterator[Path]:
+    """A temporary file beside ``destination``, locked while it lives, removed unless the caller renamed it
+    into place; a full disk becomes one line naming the folder and what was needed."""
     ensure_output_dir(destination.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    os.close(fd)
+    sweep_stale_temps(destination.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(destination, size) from exc
+        raise
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held until the rename: tells sweep_stale_temps this file is live
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(destination, size) from exc
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        os.close(fd)
 
 
 def _seal(tmp_path: Path) -> None:
@@ -92,21 +170,15 @@ def _seal(tmp_path: Path) -> None:
     os.chmod(tmp_path, 0o666 & ~umask)
 
 
-def _fill(tmp_path: Path, data: bytes | str | Callable[[Path], None]) -> None:
-    if callable(data):
-        data(tmp_path)
-    else:
-        tmp_path.write_bytes(data.encode() if isinstance(data, str) else data)
-
-
 @contextlib.contextmanager
-def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(destination: str | os.PathLike, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``destination``; rename it into place on success.
 
-    For writers that insist on a file name (onnx.save, TensorRT, matplotlib).
+    For writers that insist on a file name (onnx.save, TensorRT, matplotlib). ``size``: the bytes the
+    file will take, where known, for the message if the disk is full.
     """
     destination = Path(destination)
-    with _staged(destination) as tmp_path:
+    with _staged(destination, size) as tmp_path:
         yield tmp_path
         _seal(tmp_path)
         os.replace(tmp_path, destination)
@@ -115,9 +187,14 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
 def atomic_write(destination: str | os.PathLike, data: bytes | str | Callable[[Path], None]) -> Path:
     """Write bytes, text, or call ``data(tmp_path)``, then rename into place."""
     destination = Path(destination)
+    if isinstance(data, str):
+        data = data.encode("utf-8", "backslashreplace")  # a non-UTF-8 file name in a report stays readable
     try:
-        with atomic_path(destination) as tmp:
-            _fill(tmp, data)
+        with atomic_path(destination, None if callable(data) else len(data)) as tmp:
+            if callable(data):
+                data(tmp)
+            else:
+                tmp.write_bytes(data)
     except PermissionError as exc:
         raise OutputError(f"cannot write {destination}: permission denied") from exc
     return destination
@@ -160,25 +237,40 @@ def write_artifact(destination: str | os.PathLike, data: bytes | Callable[[Path]
     """
     destination = Path(destination)
     manifest = manifest_path(destination)
+    size = None if callable(data) else len(data)
     try:
-        with _staged(destination) as artifact_tmp, _staged(manifest) as manifest_tmp:
-            _fill(artifact_tmp, data)
+        with _staged(destination, size) as artifact_tmp:  # a full disk here is named for the artifact
+            if callable(data):
+                data(artifact_tmp)
+            else:
+                artifact_tmp.write_bytes(data)
             _seal(artifact_tmp)
-            payload = _manifest_payload(destination.name, artifact_tmp, stage, fields)
-            manifest_tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-            _seal(manifest_tmp)
-            with contextlib.suppress(FileNotFoundError):
-                manifest.unlink()
-            os.replace(artifact_tmp, destination)
-            os.replace(manifest_tmp, manifest)
+            text = json.dumps(_manifest_payload(destination.name, artifact_tmp, stage, fields), indent=2,
+                              default=str) + "\n"
+            with _staged(manifest, len(text)) as manifest_tmp:
+                manifest_tmp.write_text(text)
+                _seal(manifest_tmp)
+                with contextlib.suppress(FileNotFoundError):
+                    manifest.unlink()
+                os.replace(artifact_tmp, destination)
+                os.replace(manifest_tmp, manifest)
     except PermissionError as exc:
         raise OutputError(f"cannot write {destination}: permission denied") from exc
     return manifest
 
 
 def read_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest beside ``artifact``; None where there is none; ManifestError where it is not a JSON object."""
     path = manifest_path(artifact)
-    return read_json(path) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        payload = read_json(path)
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError covers JSONDecodeError and bad UTF-8
+        raise ManifestError(f"manifest {path} is not readable JSON ({first_line(exc)})") from exc
+    if not isinstance(payload, dict):
+        raise ManifestError(f"manifest {path} holds a JSON {type(payload).__name__}, not an object")
+    return payload
 
 
 def verified_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
@@ -190,12 +282,7 @@ def verified_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
     manifest = read_manifest(artifact)
     if manifest is None:
         return None
-    if not isinstance(manifest, dict) or manifest.get("sha256") != sha256_file(artifact):
-        warnings.warn(f"{manifest_path(artifact).name} does not describe {Path(artifact).name} (sha256 differs); "
-                      "ignored", StaleManifestWarning, stacklevel=2)
+    if manifest.get("sha256") != sha256_file(artifact):
+        warn(f"manifest {manifest_path(artifact)} does not describe {artifact} (sha256 differs); ignored")
         return None
     return manifest
-
-
-class StaleManifestWarning(UserWarning):
-    """A manifest beside an artifact that describes other bytes."""

@@ -15,7 +15,7 @@ from typing import Callable
 
 from .artifacts import check_outputs, ensure_output_dir
 from .data.sources import source_files
-from .errors import EcaDeployError
+from .errors import EcaDeployError, OutputError
 from .precisions import LOW_PRECISIONS
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .models import k_per_stage, load_model
@@ -123,6 +123,8 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
         started = time.perf_counter()
         try:
             result = _quantize(onnx_path, precision, target, cfg)
+        except OutputError:
+            raise  # the output folder cannot take artifacts (a full disk): no later step could write either
         except EcaDeployError as exc:  # e.g. FP16 drifting from FP32: the other variants still run
             log.error(name, str(exc), "ONNX", precision)
             continue
@@ -142,6 +144,8 @@ def build_engines(sources: dict[str, Path], cfg: PipelineConfig, log: _Log) -> l
         started = time.perf_counter()
         try:
             result = build_engine(BuildConfig(onnx=str(onnx_path), batch=profile, seed=cfg.seed))
+        except OutputError:
+            raise
         except EcaDeployError as exc:
             log.error(f"{precision} TensorRT engine", str(exc), "TensorRT", precision)
             continue

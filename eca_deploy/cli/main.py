@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-import warnings
 from typing import Sequence
 
 from .. import __version__
@@ -34,12 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(message, category, filename, lineno, line=None) -> str:
-    return f"eca-deploy: warning: {message}\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    warnings.formatwarning = _one_line  # a warning is for the user: one line, not our source line
+    for stream in (sys.stdout, sys.stderr):
+        # File names need not be UTF-8 (undecodable bytes become surrogates): print them escaped, never fail.
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
     try:

@@ -57,12 +57,13 @@ def test_each_real_file_is_taken_once_under_its_shortest_name(tmp_path):
         ["img0.png", "img1.png", "img2.png", "img3.png"]
 
 
-def test_imagefolder_class_linking_back_to_the_root_is_no_class(tmp_path):
+def test_imagefolder_class_linking_back_to_the_root_adds_no_image(tmp_path, capsys):
     for name in ("ant", "bee"):
         image_folder(tmp_path / "data" / name, count=2)
     (tmp_path / "data" / "zloop").symlink_to(tmp_path / "data", target_is_directory=True)
     data = load_dataset(tmp_path / "data", IMGSZ)
-    assert data.class_names == ["ant", "bee"] and len(data) == 4
+    assert data.class_names == ["ant", "bee", "zloop"] and len(data) == 4  # an empty class, keeping its label
+    assert "zloop (label 2)" in capsys.readouterr().err
 
 
 def test_a_list_naming_dev_zero_and_a_fifo_reads_only_regular_files(tmp_path):

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...artifacts import manifest_path, read_manifest, sha256_file
+from ...artifacts import manifest_path, read_manifest, require_file, sha256_file
 from ...errors import EngineError
 from ..base import Backend, InputSpec
 from .compat import engine_mismatch
@@ -36,8 +36,7 @@ def check_engine(path: Path, tensorrt_version: Any, gpu: GpuInfo) -> dict | None
     An engine without a manifest (built by trtexec) is let through with a warning: TensorRT's own
     deserialization check is then the only one.
     """
-    if not path.is_file():
-        raise EngineError(f"TensorRT engine not found: {path}")
+    require_file(path, "TensorRT engine", EngineError)
     manifest = read_manifest(path)
     if manifest is None:
         warnings.warn(f"{path.name} has no manifest ({manifest_path(path).name}): its TensorRT version and GPU "
@@ -59,9 +58,7 @@ class TensorRTBackend(Backend):
     def __init__(self, engine_path: str | os.PathLike, device: int = 0, allow_host_code: bool = False):
         """allow_host_code: let TensorRT run host code embedded in the engine (a version-compatible engine's
         lean runtime). Only the user's explicit flag turns it on, never a manifest beside an untrusted file."""
-        path = Path(engine_path)
-        if not path.is_file():
-            raise EngineError(f"TensorRT engine not found: {path}")
+        path = require_file(engine_path, "TensorRT engine", EngineError)
         self.path = path
         self.allow_host_code = allow_host_code
         trt = import_tensorrt()
