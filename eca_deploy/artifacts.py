@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from . import __version__
-from .errors import EcaDeployError, ManifestError, OutputError, first_line
+from .errors import EcaDeployError, ManifestError, OutputError, first_line, warn
 
 MANIFEST_SUFFIX = ".json"
 
@@ -80,15 +80,29 @@ def output_dir(directory: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def ensure_not_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
-    """Refuse to write over a file the user gave us, or to an output that is a directory (called before any
-    work, so nothing, not even a calibration cache, is written first)."""
-    if Path(output).is_dir():
-        raise OutputError(f"output {output} is an existing directory; give a file name inside it")
-    out = Path(output).resolve()
-    for item in inputs:
-        if item is not None and Path(item).exists() and Path(item).resolve() == out:
-            raise OutputError(f"refusing to overwrite the input file {item}; choose another output")
+def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None]) -> None:
+    """Refuse an output that resolves to a file the run reads, or to the same file as another output of the run.
+
+    ``inputs`` must list every file read: the model with its external data and manifest, each data and list
+    file; a file both read and rewritten (a cache) is an output only.
+    """
+    read = {Path(item).resolve(): item for item in inputs if item is not None}
+    written: dict[Path, str | os.PathLike] = {}
+    for output in outputs:
+        if output is None:
+            continue
+        if Path(output).is_dir():
+            raise OutputError(f"output {output} is an existing directory; give a file name inside it")
+        resolved = Path(output).resolve()
+        if resolved in read:
+            raise OutputError(f"refusing to overwrite the input file {read[resolved]} (this run reads it); "
+                              "choose another output")
+        if resolved in written:
+            raise OutputError(f"{output} and {written[resolved]} are the same file, and this run writes both; "
+                              "choose other outputs")
+        written[resolved] = output
+
+
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -140,13 +154,9 @@ def sweep_stale_temps(folder: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def atomic_path(destination: str | os.PathLike, size: int | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``destination``; rename it into place on success.
-
-    For writers that insist on a file name (onnx.save, TensorRT, matplotlib). ``size``: the bytes the
-    file will take, where known, for the message if the disk is full.
-    """
-    destination = Path(destination)
+def _staged(destination: Path, size: int | None = None) -> Iterator[Path]:
+    """A temporary file beside ``destination``, locked while it lives, removed unless the caller renamed it
+    into place; a full disk becomes one line naming the folder and what was needed."""
     ensure_output_dir(destination.parent)
     sweep_stale_temps(destination.parent)
     try:
@@ -159,21 +169,37 @@ def atomic_path(destination: str | os.PathLike, size: int | None = None) -> Iter
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; give the artifact the mode any other new file of the user's gets.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, destination)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
             raise disk_full_error(destination, size) from exc
         raise
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
         os.close(fd)
+
+
+def _seal(tmp_path: Path) -> None:
+    """Flush a staged file to disk and give it the mode any other new file of the user's gets (mkstemp: 0600)."""
+    with open(tmp_path, "rb+") as fh:
+        os.fsync(fh.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | os.PathLike, size: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; rename it into place on success.
+
+    For writers that insist on a file name (onnx.save, TensorRT, matplotlib). ``size``: the bytes the
+    file will take, where known, for the message if the disk is full.
+    """
+    destination = Path(destination)
+    with _staged(destination, size) as tmp_path:
+        yield tmp_path
+        _seal(tmp_path)
+        os.replace(tmp_path, destination)
 
 
 def atomic_write(destination: str | os.PathLike, data: bytes | str | Callable[[Path], None]) -> Path:
@@ -214,18 +240,41 @@ def package_versions(*names: str) -> dict[str, str | None]:
     return versions
 
 
-def write_manifest(artifact: str | os.PathLike, stage: str, **fields: Any) -> Path:
-    """Write ``<artifact>.json`` recording what the artifact is and where it came from."""
-    artifact = Path(artifact)
-    payload = {
-        "artifact": artifact.name,
-        "stage": stage,
-        "sha256": sha256_file(artifact),
-        "size_bytes": artifact.stat().st_size,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        **fields,
-    }
-    return write_json(manifest_path(artifact), payload)
+def _manifest_payload(name: str, content: Path, stage: str, fields: dict) -> dict:
+    return {"artifact": name, "stage": stage, "sha256": sha256_file(content), "size_bytes": content.stat().st_size,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **fields}
+
+
+def write_artifact(destination: str | os.PathLike, data: bytes | Callable[[Path], None], stage: str,
+                   **fields: Any) -> Path:
+    """Write an artifact and its manifest as a pair; returns the manifest's path.
+
+    Both are written and flushed beside their names first (a full disk stops here, old pair intact);
+    then the old manifest goes, the artifact is renamed into place, and the manifest after it. A crash
+    in between leaves an artifact without a manifest, never one beside another artifact's manifest.
+    """
+    destination = Path(destination)
+    manifest = manifest_path(destination)
+    size = None if callable(data) else len(data)
+    try:
+        with _staged(destination, size) as artifact_tmp:  # a full disk here is named for the artifact
+            if callable(data):
+                data(artifact_tmp)
+            else:
+                artifact_tmp.write_bytes(data)
+            _seal(artifact_tmp)
+            text = json.dumps(_manifest_payload(destination.name, artifact_tmp, stage, fields), indent=2,
+                              default=str) + "\n"
+            with _staged(manifest, len(text)) as manifest_tmp:
+                manifest_tmp.write_text(text)
+                _seal(manifest_tmp)
+                with contextlib.suppress(FileNotFoundError):
+                    manifest.unlink()
+                os.replace(artifact_tmp, destination)
+                os.replace(manifest_tmp, manifest)
+    except PermissionError as exc:
+        raise OutputError(f"cannot write {destination}: permission denied") from exc
+    return manifest
 
 
 def read_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
@@ -240,3 +289,18 @@ def read_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
     if not isinstance(payload, dict):
         raise ManifestError(f"manifest {path} holds a JSON {type(payload).__name__}, not an object")
     return payload
+
+
+def verified_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest beside ``artifact`` if it describes these very bytes (its sha256 matches), else None.
+
+    A stale manifest (the artifact was replaced, or a crash came between the two writes) is ignored
+    with a warning, never trusted: its precision or settings belong to another file.
+    """
+    manifest = read_manifest(artifact)
+    if manifest is None:
+        return None
+    if manifest.get("sha256") != sha256_file(artifact):
+        warn(f"manifest {manifest_path(artifact)} does not describe {artifact} (sha256 differs); ignored")
+        return None
+    return manifest

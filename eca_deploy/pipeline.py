@@ -16,14 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import ensure_output_dir
+from .artifacts import check_outputs, ensure_output_dir
+from .data.sources import load_dataset, source_files
 from .errors import EcaDeployError, MissingDependencyError, OutputError
 from .precisions import LOW_PRECISIONS
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .graph.compare import given_overrides
 from .models import k_per_stage, load_model
 from .calibration.quantize import QuantizeConfig, quantize
-from .data.sources import load_dataset
 from .runtime.backends.onnxruntime_backend import resolve_provider
 from .graph.openvino_session import import_openvino
 from .runtime.backends.registry import OPENVINO_PREFIX, Artifact, open_backend, parse_spec
@@ -31,7 +31,7 @@ from .runtime.backends.torch_backend import TorchBackend
 from .runtime.harness.bench import BenchConfig, bench_backend, check_batches
 from .runtime.harness.device import describe_device
 from .runtime.harness.parity import ParityConfig, ReferenceRun, check_labels, open_inputs
-from .runtime.harness.report import new_report, write_report
+from .runtime.harness.report import new_report, report_paths, write_report
 from .runtime.harness.rows import ReportRow
 from .runtime.tensorrt.builder import BuildConfig, build_engine
 from .runtime.tensorrt.env import tensorrt_unavailable_reason
@@ -131,6 +131,8 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
             log.error(name, str(exc), "ONNX", precision)
             continue
         variants[precision] = Path(result.path)
+        if result.calibration and result.calibration["cache_ignored"]:
+            log.echo(f"[note] {result.calibration['cache_ignored']}")
         log.done(name, Path(result.path).name, started)
     return variants
 
@@ -222,6 +224,9 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     log = _Log(echo)
     total = time.perf_counter()
     out = ensure_output_dir(cfg.export.out_dir or Path("artifacts") / safe_name(model))
+    # each stage refuses to overwrite what it reads; the report, written last, is checked before any work
+    check_outputs(report_paths(out).values(),
+                  [cfg.export.weights, *source_files(cfg.quantize.calib_data), *source_files(parity.data)])
     data = open_inputs(parity.data, imgsz, parity.count, parity.seed)  # a bad data folder fails before any work
     if cfg.quantize.calib_data:
         load_dataset(cfg.quantize.calib_data, imgsz=imgsz, count=cfg.quantize.calib_count, seed=cfg.quantize.seed)

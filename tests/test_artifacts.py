@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from eca_deploy.artifacts import atomic_write, manifest_path, read_manifest, write_manifest
+from eca_deploy.artifacts import atomic_write, manifest_path, read_manifest, write_artifact
 
 
 def test_atomic_write_gives_the_umask_mode(tmp_path):
@@ -32,8 +32,8 @@ def test_a_failed_writer_leaves_nothing_and_keeps_the_old_file(tmp_path):
 
 
 def test_manifest_sits_beside_its_artifact(tmp_path):
-    artifact = atomic_write(tmp_path / "m.int8.engine", b"x" * 10)
-    write_manifest(artifact, "build", precision="int8")
+    artifact = tmp_path / "m.int8.engine"
+    write_artifact(artifact, b"x" * 10, "build", precision="int8")
     assert manifest_path(artifact).name == "m.int8.engine.json"
     manifest = read_manifest(artifact)
     assert manifest["precision"] == "int8" and manifest["size_bytes"] == 10 and len(manifest["sha256"]) == 64

@@ -15,7 +15,9 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
+
+import numpy as np
 
 from ..artifacts import ensure_output_dir, write_json
 from ..errors import DataError
@@ -50,17 +52,56 @@ def _read(path: Path) -> dict:
     return payload
 
 
-def load_ranges(path: str | Path, key: str, tensors: list[str]) -> tuple[dict[str, TensorRange], int] | None:
-    """(ranges, image count) cached for ``key`` if the entry covers every tensor in ``tensors``, else None."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class Lookup(NamedTuple):
+    """A cache entry's ranges and image count, or None with why the entry cannot be used (None: no entry)."""
+
+    ranges: dict[str, TensorRange] | None
+    images: int = 0
+    problem: str | None = None
+
+
+def range_problem(r: TensorRange) -> str | None:
+    """Why a range cannot have come from calibration: not finite in float32, amax not > 0, min > max, or
+    amax above the |min|/|max| it was clipped from. A zero or negative range becomes a dummy scale and a
+    huge one NaN in the INT8 model."""
+    values = (r.min, r.max, r.amax)
+    if not all(np.isfinite(v) and abs(v) <= FLOAT32_MAX for v in values):
+        return f"min {r.min:g}, max {r.max:g}, amax {r.amax:g} are not finite float32 values"
+    if not r.amax > 0:
+        return f"amax {r.amax:g} is not > 0"
+    if r.min > r.max:
+        return f"min {r.min:g} > max {r.max:g}"
+    if r.amax > max(-r.min, r.max) * (1 + 1e-6):
+        return f"amax {r.amax:g} exceeds the largest |x| seen ({max(-r.min, r.max):g})"
+    return None
+
+
+def load_ranges(path: str | Path, key: str, tensors: list[str]) -> Lookup:
+    """The ranges cached for ``key``, if the entry holds a valid range for every tensor in ``tensors``."""
     entry = _read(Path(path))["entries"].get(key)
+    if entry is None:
+        return Lookup(None)
     if not isinstance(entry, dict) or not isinstance(entry.get("ranges"), dict):
-        return None
-    try:
-        ranges = {name: TensorRange(float(r["min"]), float(r["max"]), float(r["amax"]))
-                  for name, r in entry["ranges"].items()}
-    except (KeyError, TypeError, ValueError):
-        return None
-    return (ranges, int(entry.get("images") or 0)) if all(t in ranges for t in tensors) else None
+        return Lookup(None, problem="the entry for this model, data and method holds no ranges")
+    ranges: dict[str, TensorRange] = {}
+    for name in tensors:
+        raw = entry["ranges"].get(name)
+        if raw is None:
+            missing = sum(t not in entry["ranges"] for t in tensors)
+            return Lookup(None, problem=f"the entry for this model, data and method lacks {missing} of the "
+                                        f"{len(tensors)} tensors (first: {name})")
+        try:
+            ranges[name] = TensorRange(float(raw["min"]), float(raw["max"]), float(raw["amax"]))
+        except (KeyError, TypeError, ValueError):
+            return Lookup(None, problem=f"tensor {name} has no numeric min, max and amax")
+        problem = range_problem(ranges[name])
+        if problem:
+            return Lookup(None, problem=f"tensor {name}: {problem}")
+    images = entry.get("images")
+    return Lookup(ranges, images if isinstance(images, int) and images >= 0 else 0)
 
 
 @contextlib.contextmanager

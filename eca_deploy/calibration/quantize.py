@@ -19,16 +19,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, sha256_file,
-                         write_manifest)
-from ..data.sources import Dataset, label_problem, load_dataset
+from ..artifacts import check_outputs, ensure_output_dir, manifest_path, package_versions, sha256_file, write_artifact
+from ..data.sources import Dataset, label_problem, load_dataset, source_files
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs, judge, tolerance_for
-from ..graph.graph import load_onnx, summarize
+from ..graph.graph import load_onnx, onnx_inputs, summarize
 from ..graph.session import make_session
 from ..models import photo_like_batch
 from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
-from .cache import cache_key, histogram_key, load_histograms, load_ranges, store_histograms, store_ranges
+from .cache import (cache_key, histogram_key, load_histograms, load_ranges, range_problem, store_histograms,
+                    store_ranges)
 from .calibrators import DEFAULT_PERCENTILE, METHODS, TensorRange
 from .collect import collect_stats
 from .evaluate import Budget, Reference, rank_key, reference_run, run_model, score
@@ -139,11 +139,26 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     model = load_onnx(source)
     imgsz = check_input_model(model, source)
     output = Path(cfg.output) if cfg.output else default_output(source, cfg.precision, cfg.target)
-    ensure_not_input(output, [source, cfg.calib_data, cfg.val_data])
+    cache = calibration_cache(cfg, source, output)
+    plot = sensitivity_plot(output) if cfg.precision == "int8" and (cfg.sensitivity or Budget(
+        cfg.max_top1_drop, cfg.min_agreement).given) else None
+    check_outputs([output, manifest_path(output), cache, plot],
+                  [*onnx_inputs(source), *source_files(cfg.calib_data), *source_files(cfg.val_data)])
     ensure_output_dir(output.parent)  # an unwritable folder fails before calibration, not after it
     if cfg.precision == "fp16":
         return _fp16(cfg, source, model, imgsz, output, t0)
-    return _int8(cfg, source, model, imgsz, output, t0)
+    return _int8(cfg, source, model, imgsz, output, cache, t0)
+
+
+def calibration_cache(cfg: QuantizeConfig, source: Path, output: Path) -> Path | None:
+    """The INT8 range cache this run reads and rewrites (None for FP16 or --no-calib-cache)."""
+    if cfg.precision != "int8" or not cfg.use_cache:
+        return None
+    return Path(cfg.calib_cache) if cfg.calib_cache else output.with_name(f"{source.stem}.calib.json")
+
+
+def sensitivity_plot(output: Path) -> Path:
+    return output.with_name(f"{output.name}.sensitivity.png")
 
 
 def _check_data(cfg: QuantizeConfig, model: onnx.ModelProto, imgsz: int) -> tuple[Dataset | None, bool]:
@@ -220,9 +235,9 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     if not verdict.passed:
         raise ParityError(f"FP16 output drifts from FP32 on {_describe(data)}: {'; '.join(verdict.failures)}; "
                           "not written (loosen with --atol/--rtol fp16=VALUE, as for parity)")
-    atomic_write(output, half.SerializeToString())
-    manifest = write_manifest(output, "quantize", precision="fp16", target=None, source=source.name,
-                              source_sha256=sha256_file(source), io_dtype="float32", fp16=report.as_dict(),
+    manifest = write_artifact(output, half.SerializeToString(), "quantize", precision="fp16", target=None,
+                              source=source.name, source_sha256=sha256_file(source), io_dtype="float32",
+                              fp16=report.as_dict(),
                               parity={**parity, "data": _describe(data), "tolerance": asdict(tolerance),
                                       "checks": verdict.checks},
                               accuracy=accuracy, versions=package_versions("onnx", "onnxruntime"))
@@ -240,20 +255,27 @@ def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, dat
     """
     keys = {m: cache_key(model_sha256, data.data_hash, m, cfg.percentile) for m in methods}
     hist_key = histogram_key(model_sha256, data.data_hash)
-    info = {"data_hash": data.data_hash, "tensors": len(tensors), "cache": str(cache) if cache else None}
+    info = {"data_hash": data.data_hash, "tensors": len(tensors), "cache": str(cache) if cache else None,
+            "cache_ignored": None}
     histograms = methods != ("minmax",)
     if cache is not None and cache.exists():
         cached = {m: load_ranges(cache, key, tensors) for m, key in keys.items()}
-        if all(c is not None for c in cached.values()):
-            images = next(iter(cached.values()))[1]
-            return {m: c[0] for m, c in cached.items()}, {**info, "cached": True, "images": images, "skipped": []}
-        kept = load_histograms(cache, hist_key, tensors) if histograms else None
+        if all(c.ranges is not None for c in cached.values()):
+            images = next(iter(cached.values())).images
+            return {m: c.ranges for m, c in cached.items()}, {**info, "cached": True, "images": images, "skipped": []}
+        problems = [c.problem for c in cached.values() if c.problem]
+        kept = load_histograms(cache, hist_key, tensors) if histograms and not problems else None
         if kept is not None:
             stats, used = kept
             entries = {keys[m]: {name: s.range(m, cfg.percentile) for name, s in stats.items()} for m in methods}
-            store_ranges(cache, entries, used)
-            return ({m: entries[key] for m, key in keys.items()},
-                    {**info, "cached": True, "images": used, "skipped": [], "from_histograms": True})
+            problems = [f"{name}: {problem}" for ranges in entries.values() for name, r in ranges.items()
+                        if (problem := range_problem(r))][:1]
+            if not problems:
+                store_ranges(cache, entries, used)
+                return ({m: entries[key] for m, key in keys.items()},
+                        {**info, "cached": True, "images": used, "skipped": [], "from_histograms": True})
+        if problems:  # a stale or poisoned entry: recalibrate (and overwrite it) rather than trust it
+            info["cache_ignored"] = f"calibration cache {cache} ignored: {problems[0]}; recalibrated"
     stats, used = collect_stats(model, tensors, data, cfg.batch_size, histograms=histograms)
     computed = METHODS if histograms else ("minmax",)
     entries = {cache_key(model_sha256, data.data_hash, m, cfg.percentile):
@@ -319,16 +341,12 @@ def select_method(candidates: dict[str, _Candidate], labeled: bool) -> tuple[str
     return best, {"chosen": best, "candidates": table, "reason": reason}
 
 
-def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int, output: Path,
+def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int, output: Path, cache: Path | None,
           t0: float) -> QuantizeResult:
     timings = {}
     budget = Budget(cfg.max_top1_drop, cfg.min_agreement)
     name_nodes(model)
     data = load_dataset(cfg.calib_data, imgsz, cfg.calib_count, cfg.seed)
-    cache = None
-    if cfg.use_cache:
-        cache = Path(cfg.calib_cache) if cfg.calib_cache else output.with_name(f"{source.stem}.calib.json")
-        ensure_not_input(cache, [source, cfg.calib_data, cfg.val_data])
     model_sha256 = sha256_file(source)
     plan = make_plan(model, cfg.target)
     check, description, is_held_out = held_out(cfg, imgsz)
@@ -374,6 +392,9 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
 
     parity = compare_outputs(ref.logits, chosen.logits).as_dict()
     if not np.isfinite(parity["max_abs"]):
+        if calibration["cached"]:  # the user can fix this: the ranges came from their cache file
+            raise DataError(f"the INT8 model outputs NaN or infinity with the ranges read from the calibration "
+                            f"cache {cache}; not written: delete the cache or pass --no-calib-cache")
         raise ParityError("the INT8 model outputs NaN or infinity on the check images; not written")
     accuracy = _accuracy(ref.logits, chosen.logits, ref.labels)
     try:
@@ -381,15 +402,15 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     except onnx.checker.ValidationError as exc:
         raise QuantizationError(f"the Q/DQ model fails onnx.checker: {first_line(exc)}") from exc
 
-    atomic_write(output, chosen.model.SerializeToString())
     if sensitivity is not None:
-        plot = output.with_name(f"{output.name}.sensitivity.png")
+        plot = sensitivity_plot(output)
         write_plot(plot, sensitivity["ranked"], floated,
                    f"{source.name}, {cfg.target} target, {method} ranges: per-layer INT8 sensitivity")
         sensitivity["plot"] = plot.name
     qdq = chosen.summary.as_dict()
-    manifest = write_manifest(
-        output, "quantize", precision="int8", target=cfg.target, source=source.name, source_sha256=model_sha256,
+    manifest = write_artifact(
+        output, chosen.model.SerializeToString(), "quantize", precision="int8", target=cfg.target,
+        source=source.name, source_sha256=model_sha256,
         io_dtype="float32",
         quantization={"activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
                       "weights": "int8 symmetric per-channel", "bias": "float" if cfg.target == "tensorrt"

@@ -216,6 +216,19 @@ class RuntimeArgs(Group):
         return {"provider": args.provider, "device": args.device, "threads": args.threads, "ov_hint": args.ov_hint}
 
 
+class HostCodeArgs(Group):
+    """--allow-host-code -> allow_host_code (TensorRT engines)."""
+
+    def add(self, parser):
+        parser.add_argument("--allow-host-code", action="store_true",
+                            help="let TensorRT run host code stored in an engine (the lean runtime of a "
+                                 "--versionCompatible plan, e.g. one trtexec built): only for engines you trust; "
+                                 "never switched on by a manifest, which is as untrusted as the engine beside it")
+
+    def fields(self, args):
+        return {"allow_host_code": args.allow_host_code}
+
+
 TOLERANCE_FLAGS = {
     "atol": "absolute tolerance of the element check",
     "rtol": "relative tolerance of the element check (an element fails only when over atol AND rtol)",

@@ -11,7 +11,8 @@ from . import args as shared
 
 NAME = "bench"
 HELP = "measure latency (min/p50/p90/p99/mean) and throughput of a model per batch size on this device"
-GROUPS = (shared.TimingArgs(sizes="1"), shared.RuntimeArgs(), shared.SeedArgs("the random input batch"))
+GROUPS = (shared.TimingArgs(sizes="1"), shared.RuntimeArgs(), shared.HostCodeArgs(),
+          shared.SeedArgs("the random input batch"))
 OUTPUT = shared.OutputArgs("output", "where to write the JSON result (default: bench-<name>.json beside the model)")
 
 
@@ -38,14 +39,15 @@ def default_output(model: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..artifacts import ensure_not_input, ensure_output_dir, write_json
+    from ..artifacts import check_outputs, ensure_output_dir, write_json
+    from ..runtime.backends.registry import parse_spec
     from ..runtime.harness.bench import BenchConfig, run_bench
     from ..runtime.harness.device import describe_device
     from ..runtime.harness.report import new_report
 
     cfg = BenchConfig(model=args.model, imgsz=args.imgsz, precision=args.precision, **shared.fields(GROUPS, args))
     out = Path(args.output) if args.output else default_output(args.model)
-    ensure_not_input(out, [args.model])
+    check_outputs([out], parse_spec(args.model).inputs)
     ensure_output_dir(out.parent)  # before the timing runs, not after
     result = run_bench(cfg)
     device = describe_device(args.threads)

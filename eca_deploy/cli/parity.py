@@ -18,9 +18,17 @@ GROUPS = (
     shared.SeedArgs("the image subset and synthetic inputs"),
     shared.ToleranceArgs(),
     shared.RuntimeArgs(),
+    shared.HostCodeArgs(),
 )
 # The JSON result is the command's, not the stage's: the output stays out of ParityConfig.
 OUTPUT = shared.OutputArgs("output", "where to write the JSON result (default: parity.json beside the first candidate)")
+
+
+def add_host_code_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-host-code", action="store_true",
+                        help="let TensorRT run host code stored in an engine (what a version-compatible engine "
+                             "needs to load); only for engines you trust: a manifest saying version_compatible "
+                             "is not enough")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..artifacts import ensure_not_input, ensure_output_dir, write_json
+    from ..artifacts import check_outputs, ensure_output_dir, write_json
+    from ..data.sources import source_files
+    from ..runtime.backends.registry import parse_spec
     from ..runtime.harness.device import describe_device
     from ..runtime.harness.parity import ParityConfig, raise_on_failure, run_parity
     from ..runtime.harness.report import new_report, summary_table
@@ -49,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = ParityConfig(reference=args.reference, candidates=args.candidates, imgsz=args.imgsz, batch=args.batch,
                        precision=args.precision, **shared.fields(GROUPS, args))
     out = Path(args.output) if args.output else Path(args.candidates[0]).parent / "parity.json"
-    ensure_not_input(out, [args.reference, *args.candidates, args.data])
+    check_outputs([out], [*(f for spec in (args.reference, *args.candidates) for f in parse_spec(spec).inputs),
+                          *source_files(args.data)])
     ensure_output_dir(out.parent)  # before minutes of inference, not after
     comparison = run_parity(cfg)
     device = describe_device(args.threads)

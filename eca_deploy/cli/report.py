@@ -21,13 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..artifacts import ensure_not_input
-    from ..runtime.harness.report import combine, load_report, summary_table, write_report
+    from ..artifacts import check_outputs
+    from ..runtime.harness.report import combine, load_report, report_paths, summary_table, write_report
 
     reports = [load_report(path) for path in args.results]
     out = Path(args.output)
-    for name in ("report.json", "report.md"):
-        ensure_not_input(out / name, args.results)
+    check_outputs(report_paths(out).values(), args.results)
     merged = combine(reports, sources=[str(p) for p in args.results])
     written = write_report(merged, out, plots=args.plots)
     devices = ", ".join(d["label"] for d in merged["devices"])

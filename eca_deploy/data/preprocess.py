@@ -6,10 +6,16 @@ round(imgsz * 256 / 224) with Pillow's antialiased bilinear filter (what
 torchvision itself calls for PIL input), the long side to int(short * long / short)
 as torchvision computes it, and the crop offsets are rounded as in
 ``torchvision.transforms.functional.center_crop``.
+
+Images above LARGE_IMAGE_PIXELS are decoded at reduced size (JPEG DCT scaling, else ``reduce``),
+never below the size of that resize: a 13000x13000 image is not held in full, twice, for a
+256-pixel result.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +25,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 # Part of every data hash: bump when the numbers this module produces change.
-PREPROCESS_VERSION = "imagenet-eval-pil-1"
+PREPROCESS_VERSION = "imagenet-eval-pil-2"  # 2: large images decoded at reduced size
+LARGE_IMAGE_PIXELS = 1 << 24  # 16.7 MP: above this, decode at reduced size
+# reduce() (a box filter) leaves the image this many times the resize's size, for the antialiased resize to finish
+# (Pillow's own reducing_gap idea): a cheaper box filter all the way down moved pixels by about 3 levels of 255.
+REDUCING_GAP = 3
 
 
 @dataclass(frozen=True)
@@ -87,3 +97,31 @@ def preprocess(image: Image.Image, imgsz: int, config: DataConfig = DEFAULT_DATA
     array = np.asarray(center_crop(resized, imgsz), dtype=np.float32) / 255.0
     array = (array - np.asarray(config.mean, dtype=np.float32)) / np.asarray(config.std, dtype=np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def decode(image: Image.Image, imgsz: int, config: DataConfig = DEFAULT_DATA_CONFIG) -> Image.Image:
+    """Load an opened image; a large one at reduced size, its shorter side still >= resize_size(imgsz)."""
+    target = resize_size(imgsz, config)
+    if image.width * image.height <= LARGE_IMAGE_PIXELS:
+        image.load()
+        return image
+    image.draft("RGB", (target, target))  # JPEG: decode at 1/2, 1/4 or 1/8 scale; other formats: no-op
+    image.load()
+    factor = min(image.size) // (target * REDUCING_GAP)
+    if factor < 2:
+        return image
+    if image.mode in ("1", "P", "I;16"):  # modes reduce() refuses
+        image = to_rgb(image)
+    return image.reduce(factor)
+
+
+def preprocess_file(path: str | os.PathLike, imgsz: int, config: DataConfig = DEFAULT_DATA_CONFIG) -> np.ndarray:
+    """Decode and preprocess one image file.
+
+    Pillow's decompression-bomb warning is kept off the user's screen: size is handled by ``decode``,
+    and images past Pillow's error limit still raise (the data sources skip them, with the reason).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            return preprocess(decode(image, imgsz, config), imgsz, config)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from abc import ABC, abstractmethod
+from collections import deque
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -21,7 +23,7 @@ from PIL import Image
 from ..artifacts import sha256_file
 from ..errors import DataError, first_line, warn
 from ..progress import progress
-from .preprocess import DEFAULT_DATA_CONFIG, DataConfig, preprocess
+from .preprocess import DEFAULT_DATA_CONFIG, DataConfig, preprocess_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -103,10 +105,12 @@ class ImageDataset(Dataset):
 
     def _sample(self, index: int) -> np.ndarray | None:
         path = self.files[index]
+        other = not_regular(path)
+        if other:  # a FIFO or /dev/zero would block or never end
+            self.skipped.append((str(path), other))
+            return None
         try:
-            with Image.open(path) as image:
-                image.load()
-                return preprocess(image, self.imgsz, self.config)
+            return preprocess_file(path, self.imgsz, self.config)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             # Pillow raises OSError for truncated/unknown files, SyntaxError for some broken headers.
             self.skipped.append((str(path), first_line(exc)))
@@ -150,9 +154,20 @@ def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None 
         raise DataError(f"image count must be a positive integer, got {count}")
     if not source.exists():
         raise DataError(f"calibration data not found: {source}")
+    if not source.is_dir() and not_regular(source):
+        raise DataError(f"calibration data {source} is {not_regular(source)}; give an image folder, a list or a .npy")
     settings = f"{config.settings}|imgsz={imgsz}|count={count}|seed={seed}|exclude={exclude}"
     if source.is_file() and source.suffix.lower() == ".npy":
         return _load_npy(source, imgsz, count, seed, settings, exclude)
+    files, labels, classes = _discover(source)
+    chosen = _choose(len(files), count, seed, exclude)
+    files = [files[i] for i in chosen]
+    labels = labels[chosen] if labels is not None else None
+    return ImageDataset(files, labels, classes, imgsz, str(source), settings, config)
+
+
+def _discover(source: Path) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
+    """(image files, labels, class names) of an image file, a list or a folder."""
     if source.is_file():
         if source.suffix.lower() in IMAGE_SUFFIXES:
             files, labels, classes = [source], None, None
@@ -163,10 +178,23 @@ def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None 
         files, labels, classes = _scan_folder(source)
     if not files:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {source}")
-    chosen = _choose(len(files), count, seed, exclude)
-    files = [files[i] for i in chosen]
-    labels = labels[chosen] if labels is not None else None
-    return ImageDataset(files, labels, classes, imgsz, str(source), settings, config)
+    return files, labels, classes
+
+
+def source_files(source: str | os.PathLike | None) -> list[Path]:
+    """Every file reading ``source`` may touch (the list file and each image, or the .npy): what no output may
+    overwrite. Nothing is decoded or hashed."""
+    if source is None:
+        return []
+    source = Path(source)
+    if not source.exists() or (not source.is_dir() and not_regular(source)):
+        return [source]  # load_dataset says what is wrong with it
+    if source.is_file() and source.suffix.lower() == ".npy":
+        return [source]
+    try:
+        return [source, *_discover(source)[0]]
+    except DataError:  # an empty folder or a bad list: load_dataset says so when the data is read
+        return [source]
 
 
 def _scan_folder(root: Path) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
@@ -174,11 +202,15 @@ def _scan_folder(root: Path) -> tuple[list[Path], np.ndarray | None, list[str] |
 
     Labels are the class folders' sorted ranks, torchvision's numbering: an empty class folder keeps its
     rank (dropping it would shift every later label), and is named in a warning.
+
+    Each real folder is visited once and each real file taken once, however many links lead to them:
+    a ``loop -> .`` link must neither repeat the images nor make the walk endless.
     """
     top_images = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     class_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
     if not top_images:
-        per_class = [(d.name, _images_under(d)) for d in class_dirs]
+        seen = _Seen({_identity(root)}, set())  # a class folder linking back to the root holds no new image
+        per_class = [(d.name, _images_under(d, seen)) for d in class_dirs]
         if sum(1 for _, files in per_class if files) >= 2:
             empty = [f"{name} (label {i})" for i, (name, files) in enumerate(per_class) if not files]
             if empty:
@@ -187,14 +219,62 @@ def _scan_folder(root: Path) -> tuple[list[Path], np.ndarray | None, list[str] |
             files = [f for _, fs in per_class for f in fs]
             labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, (_, fs) in enumerate(per_class)])
             return files, labels, [name for name, _ in per_class]
-    return _images_under(root), None, None
+    return _images_under(root, _Seen(set(), set())), None, None
 
 
-def _images_under(folder: Path) -> list[Path]:
-    found = [Path(dirpath) / name
-             for dirpath, dirnames, names in os.walk(folder, followlinks=True)
-             for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")]
+class _Seen(NamedTuple):
+    folders: set[tuple[int, int]]  # (device, inode) of every real folder walked
+    files: set[tuple[int, int]]  # ... and of every real file taken
+
+
+def _identity(path: Path | os.DirEntry) -> tuple[int, int] | None:
+    try:
+        info = path.stat()  # follows links: the identity of what the link leads to
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _images_under(folder: Path, seen: _Seen) -> list[Path]:
+    """Image files under ``folder``, links followed, breadth first so the shortest path to a file names it."""
+    found: list[Path] = []
+    queue = deque([folder])
+    while queue:
+        directory = queue.popleft()
+        identity = _identity(directory)
+        if identity is None or identity in seen.folders:
+            continue
+        seen.folders.add(identity)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir():
+                queue.append(Path(entry.path))
+            elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith("."):
+                file_identity = _identity(entry)
+                if file_identity is not None and file_identity in seen.files:
+                    continue
+                if file_identity is not None:
+                    seen.files.add(file_identity)
+                found.append(Path(entry.path))  # a broken link stays: decoding reports it as unreadable
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def not_regular(path: Path) -> str | None:
+    """Why ``path`` is not a regular file to read (a FIFO, a device, ...), or None (missing files included:
+    reading them reports the error)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    for test, kind in ((stat.S_ISREG, None), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind and f"not a regular file: {kind}"
+    return "not a regular file"
 
 
 def _read_list(path: Path) -> tuple[list[Path], np.ndarray | None]:
@@ -272,6 +352,9 @@ def _choose(total: int, count: int | None, seed: int, exclude: int | None = None
 
 
 def _file_digest(path: Path) -> str:
+    other = not_regular(path)
+    if other:  # never read: /dev/zero would be hashed forever
+        return f"{other}:{path.name}"
     try:
         return sha256_file(path)
     except OSError as exc:  # unreadable files still get a stable identity; decoding reports them

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import torch
 
-from ..artifacts import atomic_write, ensure_not_input, output_dir, package_versions, write_manifest
+from ..artifacts import check_outputs, manifest_path, output_dir, package_versions, write_artifact
 from ..errors import ExportError, first_line
 from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model, photo_like_batch
 from ..graph.compare import compare_outputs
@@ -177,7 +177,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
 def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings: dict[str, float],
                  t0: float) -> ExportResult:
     onnx_path = out_dir / f"{safe_name(cfg.model)}.onnx"
-    ensure_not_input(onnx_path, [cfg.weights])
+    check_outputs([onnx_path, manifest_path(onnx_path)], [cfg.weights])
 
     t = time.perf_counter()
     graph = to_onnx(loaded, cfg.opset, cfg.batch, cfg.imgsz)
@@ -206,9 +206,8 @@ def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings:
         raise ExportError(f"ECA blocks did not export as plain 1-D convolutions: {detail}")
 
     t = time.perf_counter()
-    atomic_write(onnx_path, graph.SerializeToString())
-    manifest = write_manifest(
-        onnx_path, "export",
+    manifest = write_artifact(
+        onnx_path, graph.SerializeToString(), "export",
         model=loaded.name,
         weights=loaded.weights,
         weights_sha256=loaded.weights_sha256,

@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..artifacts import atomic_write, ensure_not_input, package_versions, read_manifest, sha256_file, write_manifest
+from ..artifacts import (atomic_write, check_outputs, manifest_path, package_versions, read_manifest, sha256_file,
+                         write_artifact)
 from ..errors import ExportError, first_line
 from ..graph.compare import compare_outputs
 from ..graph.openvino_session import import_openvino, run_once
@@ -77,8 +78,7 @@ def write_ir(onnx_result: ExportResult, loaded: LoadedModel, cfg: ExportConfig, 
     precision = "fp16" if fp16_weights else "fp32"
     xml = onnx_result.onnx_path.with_name(onnx_result.onnx_path.stem + (".fp16" if fp16_weights else "") + ".xml")
     bin_path = xml.with_suffix(".bin")
-    ensure_not_input(xml, [cfg.weights])
-    ensure_not_input(bin_path, [cfg.weights])
+    check_outputs([xml, bin_path, manifest_path(xml)], [cfg.weights, onnx_result.onnx_path])
 
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=xml.parent, prefix=".openvino-") as tmp:
@@ -95,21 +95,19 @@ def write_ir(onnx_result: ExportResult, loaded: LoadedModel, cfg: ExportConfig, 
         parity = verify_ir(staged, loaded, cfg, fp16_weights)
         timings["verify"] = time.perf_counter() - t
         atomic_write(bin_path, _move(staged.with_suffix(".bin")))
-        atomic_write(xml, _move(staged))
-
-    source = read_manifest(onnx_result.onnx_path) or {}
-    manifest = write_manifest(
-        xml, "export",
-        format="openvino",
-        precision=precision,
-        weights_compression="fp16" if fp16_weights else None,
-        inference_precision="f32",  # what it was verified in, and what the backend compiles it in
-        bin={"artifact": bin_path.name, "sha256": sha256_file(bin_path), "size_bytes": bin_path.stat().st_size},
-        source_onnx={"artifact": onnx_result.onnx_path.name, "sha256": source.get("sha256")},
-        **{key: source.get(key) for key in ("model", "weights", "weights_sha256", "num_classes", "eca_k_per_stage",
-                                            "eca_blocks", "input", "output", "dynamic_axes")},
-        parity={"openvino": parity},
-        versions=package_versions("torch", "onnx", "openvino"),
-    )
+        source = read_manifest(onnx_result.onnx_path) or {}
+        manifest = write_artifact(
+            xml, _move(staged), "export",
+            format="openvino",
+            precision=precision,
+            weights_compression="fp16" if fp16_weights else None,
+            inference_precision="f32",  # what it was verified in, and what the backend compiles it in
+            bin={"artifact": bin_path.name, "sha256": sha256_file(bin_path), "size_bytes": bin_path.stat().st_size},
+            source_onnx={"artifact": onnx_result.onnx_path.name, "sha256": source.get("sha256")},
+            **{key: source.get(key) for key in ("model", "weights", "weights_sha256", "num_classes", "eca_k_per_stage",
+                                                "eca_blocks", "input", "output", "dynamic_axes")},
+            parity={"openvino": parity},
+            versions=package_versions("torch", "onnx", "openvino"),
+        )
     timings["total"] = time.perf_counter() - t0
     return IrExportResult(xml, bin_path, manifest, precision, parity, onnx_result, timings)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import onnx
 
-from ..artifacts import require_file
+from ..artifacts import manifest_path, require_file
 from ..errors import OnnxFileError, first_line
 from ..precisions import graph_layout
 
@@ -205,3 +205,19 @@ def conv1d_weight_names(model: onnx.ModelProto) -> set[str]:
     inits = {i.name: i for i in model.graph.initializer}
     return {n.input[1] for n in model.graph.node if n.op_type == "Conv" and _is_conv1d_weight(n, inits)}
 
+
+def onnx_inputs(path: str | Path) -> list[Path]:
+    """Every file reading the ONNX at ``path`` touches: itself, its external data files and its manifest."""
+    path = Path(path)
+    files = [path, manifest_path(path)]
+    try:
+        model = load_onnx(path, load_weights=False)
+    except OnnxFileError:  # reading it fails later, with this error; no external data to protect
+        return files
+    tensors = [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location:
+                files.append(path.parent / location)
+    return list(dict.fromkeys(files))

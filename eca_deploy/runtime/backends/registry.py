@@ -14,8 +14,9 @@ from typing import Callable
 
 import onnx
 
-from ...artifacts import manifest_path, read_manifest, require_file
+from ...artifacts import manifest_path, read_manifest, require_file, verified_manifest
 from ...errors import EcaDeployError, EngineError, ManifestError, MissingDependencyError, OnnxFileError, UsageError, warn
+from ...graph.graph import onnx_inputs
 from ...models.base import TIMM_PREFIX
 from ...precisions import PRECISIONS, graph_layout, ir_precision, onnx_precision
 from ..base import Backend
@@ -35,6 +36,7 @@ class OpenOptions:
     imgsz: int = 224  # torch only: the input size the model is traced at
     threads: int | None = None  # onnxruntime intra-op / OpenVINO threads, or torch's while the backend is open
     ov_hint: str = "latency"  # OpenVINO's performance hint: latency or throughput
+    allow_host_code: bool = False  # engines: let TensorRT run code stored in them (the user's --allow-host-code)
 
 
 def _open_torch(artifact: "Artifact", options: OpenOptions) -> Backend:
@@ -56,7 +58,7 @@ def _open_engine(artifact: "Artifact", options: OpenOptions) -> Backend:
         raise MissingDependencyError(f"cannot run the engine {artifact.path.name}: {reason}")
     from ..tensorrt.backend import TensorRTBackend
 
-    return TensorRTBackend(artifact.path)
+    return TensorRTBackend(artifact.path, allow_host_code=options.allow_host_code)
 
 
 def _open_openvino(artifact: "Artifact", options: OpenOptions) -> Backend:
@@ -70,7 +72,7 @@ def _optional_manifest(path: Path) -> dict | None:
     """An ONNX file's manifest only adds its recorded precision (the graph tells it too): a broken one is
     ignored, said in one line."""
     try:
-        manifest = read_manifest(path)
+        manifest = verified_manifest(path)  # a stale one (sha256 of other bytes) is ignored, said once
     except ManifestError as exc:
         warn(f"{exc}; ignored (the precision is read from the graph)")
         return None
@@ -168,6 +170,15 @@ class Artifact:
         files = [target, target.with_suffix(".bin")] if self.kind == "openvino" and not self.onnx_on_openvino \
             else [target]
         return round(sum(f.stat().st_size for f in files if f.is_file()) / 2**20, 2)
+
+    @property
+    def inputs(self) -> list[Path]:
+        """Every file running this artifact reads: what no output of the run may overwrite."""
+        if self.kind == "torch":
+            return [Path(self.weights)] if self.weights else []
+        if self.kind == "onnx":
+            return onnx_inputs(self.path)
+        return [self.path, manifest_path(self.path)]
 
     @property
     def identity(self) -> str:

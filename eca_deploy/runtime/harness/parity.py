@@ -201,6 +201,7 @@ class ParityConfig:
     device: str = "auto"  # torch reference: cuda where available
     threads: int | None = None
     ov_hint: str = "latency"  # OpenVINO's performance hint
+    allow_host_code: bool = False  # engines: let TensorRT run code stored in them (--allow-host-code)
 
 
 SYNTHETIC_COUNT = 32
@@ -234,7 +235,8 @@ def run_parity(cfg: ParityConfig) -> Comparison:
                              f"model; use torch:{ref_artifact.model}:WEIGHTS")
     artifacts = [parse_spec(c) for c in cfg.candidates]
     opened: list[tuple[Artifact, Backend]] = []
-    options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads, "ov_hint": cfg.ov_hint}
+    options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads, "ov_hint": cfg.ov_hint,
+               "allow_host_code": cfg.allow_host_code}
     try:
         for artifact in artifacts:
             opened.append((artifact, open_backend(artifact, **options)))

@@ -9,7 +9,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
+from collections import defaultdict
 from pathlib import Path
+from statistics import median
 
 from ...artifacts import atomic_path, atomic_write, ensure_output_dir, read_json, write_json
 from ...errors import DataError, first_line
@@ -40,6 +43,10 @@ ENTRY_FIELDS = {"batch": (int, True), "clock": (str, True), "copies": (str, True
 SKIPPED_FIELDS = {"step": (str, True), "reason": (str, True)}
 JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
               type(None): "null"}
+# Plots summarise: one series per (device, format, precision, backend), at most this many, at most MAX_BATCHES
+# batch sizes.
+MAX_SERIES = 16
+MAX_BATCHES = 8
 COLUMNS = ("Artifact", "Format", "Precision", "Status", "Size MB", "Top-1", "Top-1 agreement", "Max abs err",
            "p50 ms", "p99 ms", "FPS")
 
@@ -174,6 +181,22 @@ def _num(value, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_MARKDOWN = re.compile(r"([\\`*\[\]|])")
+
+
+def md_escape(value) -> str:
+    """Any value from a report as inert Markdown text on one line.
+
+    Reports come from other machines and are rendered: control characters (newlines would start
+    headings or list items) become one space, HTML-significant characters become entities, and
+    the characters of links, images, code and table cells are backslash-escaped.
+    """
+    text = _CONTROL.sub(" ", str(value))
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
 def _status(row: dict) -> str:
     if row["status"] in ("fail", "skipped", "error") and row.get("reason"):
         return f"{row['status']}: {row['reason']}"
@@ -203,7 +226,7 @@ def table_rows(report: dict) -> list[list[str]]:
 
 def _md_table(header: list[str], lines: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in lines]
+    out += ["| " + " | ".join(md_escape(c) for c in line) + " |" for line in lines]
     return "\n".join(out)
 
 
@@ -219,7 +242,7 @@ def _device_line(device: dict) -> str:
     if jetson:
         parts.append(f"L4T {jetson.get('l4t')} / JetPack {jetson.get('jetpack')}, clocks pinned: "
                      f"{jetson.get('clocks_pinned')}")
-    return "; ".join(str(p) for p in parts)
+    return "; ".join(md_escape(p) for p in parts)
 
 
 def summary_table(report: dict) -> str:
@@ -229,20 +252,21 @@ def summary_table(report: dict) -> str:
     return _md_table(header, table_rows(report))
 
 
-def markdown(report: dict, plots: dict[str, str] | None = None) -> str:
+def markdown(report: dict, plots: dict[str, str] | None = None, plot_notes: list[str] | None = None) -> str:
     multi = len(report["devices"]) > 1
     parts = [f"# eca-deploy {report['kind']} report", ""]
     for key in ("model", "data", "reference"):
         if report.get(key):
             value = report[key]
-            parts.append(f"- **{key}**: " + (", ".join(f"{k} {v}" for k, v in value.items() if v is not None)
-                                            if isinstance(value, dict) else str(value)))
+            parts.append(f"- **{key}**: " + md_escape(", ".join(f"{k} {v}" for k, v in value.items() if v is not None)
+                                                       if isinstance(value, dict) else value))
     parts += [f"- **device**: {_device_line(d)}" for d in report["devices"]]
     parts += ["", summary_table(report), ""]
     batches = sorted({e["batch"] for r in report["rows"] for e in (r.get("bench") or {}).get("batches", [])})
     if batches:
         parts.append(f"p50/p99: latency per call at the smallest batch measured; FPS: images per second at the "
-                     f"best of batches {', '.join(map(str, batches))}; host clock, host<->device copies included. "
+                     f"best of batches {md_escape(', '.join(map(str, batches)))}; host clock, host<->device copies "
+                     "included. "
                      "Top-1 agreement: share of inputs whose top class matches the reference's.")
         parts += ["", "## Latency per batch", "", _md_table(
             (["Device"] if multi else []) + ["Artifact", "Backend", "Batch", "Clock", "Copies", "min ms", "p50 ms",
@@ -252,12 +276,14 @@ def markdown(report: dict, plots: dict[str, str] | None = None) -> str:
                                                  f"{e['fps']:.1f}", str(e["iterations"])]
              for r in report["rows"] for e in (r.get("bench") or {}).get("batches", [])]), ""]
     if report["skipped"]:
-        parts += ["## Skipped", ""] + [f"- {s['step']}: {s['reason']}" for s in report["skipped"]] + [""]
+        parts += ["## Skipped", ""] + [f"- {md_escape(s['step'])}: {md_escape(s['reason'])}"
+                                       for s in report["skipped"]] + [""]
     warnings = [w for d in report["devices"] for w in d.get("warnings", [])]
     if warnings:
-        parts += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+        parts += ["## Warnings", ""] + [f"- {md_escape(w)}" for w in warnings] + [""]
     if plots:
-        parts += ["## Plots", ""] + [f"![{name}]({path})" for name, path in plots.items()] + [""]
+        parts += ["## Plots", ""] + [f"![{md_escape(name)}]({path})" for name, path in plots.items()] + [""]
+        parts += [f"- {md_escape(note)}" for note in plot_notes or []] + ([""] if plot_notes else [])
     return "\n".join(parts)
 
 
@@ -271,95 +297,172 @@ def _series_label(row: dict, multi: bool) -> str:
     return f"{row['device']}: {label}" if multi else label
 
 
-def plot_latency(report: dict, path: Path) -> bool:
-    """Grouped bars: p50 latency per batch size, one bar per artifact, whiskers up to p99."""
-    import matplotlib
+def _group(rows: list[dict], multi: bool) -> dict[str, list[dict]]:
+    """Rows by series label: a plot shows one summary per (device, format, precision, backend), never one per row."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[_series_label(row, multi)].append(row)
+    return groups
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _named(label: str, rows: int) -> str:
+    return label if rows == 1 else f"{label}, median of {rows}"
+
+
+def _left_out(what: str, shown: int, total: int, rule: str) -> str | None:
+    return None if shown >= total else f"{what}: {shown} of {total} {rule}; the tables list them all"
+
+
+def latency_series(report: dict) -> tuple[list[tuple[str, dict[int, tuple[float, float]]]], list[int], list[str]]:
+    """([(label, {batch: (median p50, median p99)})], batches, notes on what was left out), bounded in size.
+
+    At most MAX_SERIES series (the fastest at the smallest batch) and MAX_BATCHES batch sizes (the smallest).
+    """
     multi = len(report["devices"]) > 1
-    series = [(_series_label(r, multi), {e["batch"]: e for e in r["bench"]["batches"] if e["clock"] == "host"})
-              for r in report["rows"] if r.get("bench")]
-    series = [(label, entries) for label, entries in series if entries]
-    if not series:
-        return False
-    batches = sorted({b for _, entries in series for b in entries})
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(batches) + 0.4 * len(series)), 4.5))
-    for i, (label, entries) in enumerate(series):
-        xs = [j + i * width for j, b in enumerate(batches) if b in entries]
-        p50 = [entries[b]["p50"] for b in batches if b in entries]
-        p99 = [entries[b]["p99"] - entries[b]["p50"] for b in batches if b in entries]
-        ax.bar(xs, p50, width, label=label, yerr=[[0] * len(p99), p99], capsize=3)
-    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(batches))], [str(b) for b in batches])
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("latency per call, ms (bar p50, whisker p99)")
-    ax.set_title("Latency per precision and batch")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return True
+    per_label: dict[str, dict[int, list[tuple[float, float]]]] = {}
+    counts: dict[str, int] = {}
+    for label, rows in _group([r for r in report["rows"] if r.get("bench")], multi).items():
+        entries: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        for row in rows:
+            for e in row["bench"]["batches"]:
+                if e["clock"] == "host":
+                    entries[e["batch"]].append((e["p50"], e["p99"]))
+        if entries:
+            per_label[label], counts[label] = entries, len(rows)
+    all_batches = sorted({b for entries in per_label.values() for b in entries})
+    batches = all_batches[:MAX_BATCHES]
+    series = []
+    for label, entries in per_label.items():
+        summary = {b: (median(p[0] for p in entries[b]), median(p[1] for p in entries[b])) for b in batches
+                   if b in entries}
+        if summary:
+            series.append((_named(label, counts[label]), summary))
+    total = len(series)
+    series.sort(key=lambda s: next(iter(s[1].values()))[0])  # fastest first, at its smallest batch
+    series = series[:MAX_SERIES]
+    notes = [n for n in (_left_out("latency plot", len(series), total, "series shown, the fastest"),
+                         _left_out("latency plot", len(batches), len(all_batches), "batch sizes shown, the smallest"))
+             if n]
+    return series, batches, notes
 
 
-def accuracy_bars(report: dict) -> tuple[str, list[tuple[str, float, str]]]:
-    """(what is measured, [(label, percent, status)]): top-1 accuracy per artifact where labels exist, else
-    top-1 agreement with the reference; rows that ended in an error get an empty slot, status "error"."""
+def accuracy_bars(report: dict) -> tuple[list[tuple[str, float, str]], str, list[str]]:
+    """([(label, percent, status)], metric name, notes): top-1 accuracy where labels exist, else top-1 agreement
+    with the reference; the median per series, at most MAX_SERIES (the lowest first); series that ended only
+    in errors get an empty slot with status "error"."""
     multi = len(report["devices"]) > 1
     rows = [r for r in report["rows"] if r.get("parity")]
     labeled = any(r["parity"].get("top1") is not None for r in rows)
     key, name = ("top1", "top-1 accuracy") if labeled else ("top1_agreement", "top-1 agreement with the reference")
-    bars = [(_series_label(r, multi), 100 * r["parity"][key], r["status"]) for r in rows
-            if r["parity"].get(key) is not None and r["status"] != "error"]
-    return name, bars + [(_series_label(r, multi), 0.0, "error") for r in report["rows"] if r["status"] == "error"]
+    bars = []
+    for label, group in _group([r for r in rows if r["parity"].get(key) is not None], multi).items():
+        statuses = {r["status"] for r in group}
+        status = "fail" if statuses & {"fail", "error"} else ("reference" if statuses == {"reference"} else "pass")
+        bars.append((_named(label, len(group)), 100 * median(r["parity"][key] for r in group), status))
+    measured = {b[0] for b in bars}
+    errors = [(label, 0.0, "error") for label in _group([r for r in report["rows"] if r["status"] == "error"], multi)
+              if label not in measured]
+    total = len(bars) + len(errors)
+    bars = (sorted(bars, key=lambda b: b[1]) + errors)[:MAX_SERIES] if total > MAX_SERIES else bars + errors
+    notes = [n for n in (_left_out("accuracy plot", len(bars), total, "series shown, the lowest"),) if n]
+    return bars, name, notes
 
 
-def plot_accuracy(report: dict, path: Path) -> bool:
-    """Bars of :func:`accuracy_bars`, coloured by parity status, on an axis from 0."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    name, bars = accuracy_bars(report)
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def plot_latency(report: dict, path: Path) -> list[str] | None:
+    """Grouped bars: p50 latency per batch size, one bar per series, whiskers up to p99.
+
+    Returns the notes on what was left out ([] when nothing was), or None when there was nothing to plot.
+    """
+    series, batches, notes = latency_series(report)
+    if not series:
+        return None
+    plt = _pyplot()
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(batches) + 0.4 * len(series)), 4.5))
+    try:
+        for i, (label, entries) in enumerate(series):
+            xs = [j + i * width for j, b in enumerate(batches) if b in entries]
+            p50 = [entries[b][0] for b in batches if b in entries]
+            p99 = [max(entries[b][1] - entries[b][0], 0.0) for b in batches if b in entries]
+            ax.bar(xs, p50, width, label=label, yerr=[[0] * len(p99), p99], capsize=3)
+        ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(batches))], [str(b) for b in batches])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("latency per call, ms (bar p50, whisker p99)")
+        ax.set_title("Latency per precision and batch")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return notes
+
+
+def plot_accuracy(report: dict, path: Path) -> list[str] | None:
+    """Bars of :func:`accuracy_bars`, coloured by parity status, on an axis from 0 (as plot_latency returns)."""
+    bars, name, notes = accuracy_bars(report)
     if not bars:
-        return False
+        return None
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+
     colors = {"pass": "tab:blue", "fail": "tab:red", "reference": "tab:gray", "error": "white"}
     names = {"pass": "passed parity", "fail": "failed parity", "reference": "reference", "error": "error (no result)"}
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(bars)), 4.5))
-    ax.bar(range(len(bars)), [v for _, v, _ in bars], color=[colors.get(s, "tab:blue") for _, _, s in bars],
-           edgecolor="black", linewidth=0.5)
-    for i, (_, value, status) in enumerate(bars):
-        ax.text(i, value + 1, "error" if status == "error" else f"{value:.1f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=20, ha="right", fontsize=7)
-    ax.set_ylim(0, 112)  # from zero, with room above 100 for the value labels
-    ax.set_yticks(range(0, 101, 20))
-    ax.set_ylabel(f"{name}, %")
-    ax.set_title("Accuracy per precision and layout")
-    from matplotlib.patches import Patch
+    try:
+        ax.bar(range(len(bars)), [v for _, v, _ in bars], color=[colors.get(s, "tab:blue") for _, _, s in bars],
+               edgecolor="black", linewidth=0.5)
+        for i, (_, value, status) in enumerate(bars):
+            ax.text(i, value + 1, "error" if status == "error" else f"{value:.1f}", ha="center", va="bottom",
+                    fontsize=8)
+        ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=20, ha="right", fontsize=7)
+        ax.set_ylim(0, 112)  # from zero, with room above 100 for the value labels
+        ax.set_yticks(range(0, 101, 20))
+        ax.set_ylabel(f"{name}, %")
+        ax.set_title("Accuracy per precision and layout")
+        shown = dict.fromkeys(status if status in colors else "pass" for _, _, status in bars)
+        ax.legend(handles=[Patch(facecolor=colors[s], edgecolor="black", label=names[s]) for s in shown],
+                  fontsize=7, loc="lower right")
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return notes
 
-    shown = dict.fromkeys(status if status in colors else "pass" for _, _, status in bars)
-    ax.legend(handles=[Patch(facecolor=colors[s], edgecolor="black", label=names[s]) for s in shown],
-              fontsize=7, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return True
+
+def report_paths(out_dir: str | os.PathLike, stem: str = "report") -> dict[str, Path]:
+    """Every file write_report may write, by name."""
+    out = Path(out_dir)
+    return {"json": out / f"{stem}.json", "latency": out / f"{stem}_latency.png",
+            "accuracy": out / f"{stem}_accuracy.png", "markdown": out / f"{stem}.md"}
 
 
 def write_report(report: dict, out_dir: str | os.PathLike, stem: str = "report", plots: bool = True) -> dict:
     """Write <stem>.json, <stem>.md and the plots; returns {name: path}."""
     validate_report(report)
-    out = ensure_output_dir(out_dir)
-    written: dict[str, Path] = {"json": write_json(out / f"{stem}.json", report)}
-    images = {}
+    ensure_output_dir(out_dir)
+    paths = report_paths(out_dir, stem)
+    written: dict[str, Path] = {"json": write_json(paths["json"], report)}
+    images, notes = {}, []
     if plots:
         for name, plot in (("latency", plot_latency), ("accuracy", plot_accuracy)):
-            target = out / f"{stem}_{name}.png"
-            if plot(report, target):
+            target = paths[name]
+            left_out = plot(report, target)
+            if left_out is not None:
                 written[name], images[name] = target, target.name
-    written["markdown"] = atomic_write(out / f"{stem}.md", markdown(report, images))
+                notes += left_out
+    written["markdown"] = atomic_write(paths["markdown"], markdown(report, images, notes))
     return written

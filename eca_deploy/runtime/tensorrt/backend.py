@@ -55,9 +55,12 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     fp32_math = "tf32"  # TensorRT keeps TF32 on unless a build clears it
 
-    def __init__(self, engine_path: str | os.PathLike, device: int = 0):
+    def __init__(self, engine_path: str | os.PathLike, device: int = 0, allow_host_code: bool = False):
+        """allow_host_code: let TensorRT run host code embedded in the engine (a version-compatible engine's
+        lean runtime). Only the user's explicit flag turns it on, never a manifest beside an untrusted file."""
         path = require_file(engine_path, "TensorRT engine", EngineError)
         self.path = path
+        self.allow_host_code = allow_host_code
         trt = import_tensorrt()
         cuda = import_cuda()
         self.manifest = check_engine(path, trt.__version__, gpu_info(cuda, device))
@@ -73,12 +76,17 @@ class TensorRTBackend(Backend):
     def _load(self, trt: Any, path: Path) -> None:
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        if self.manifest and self.manifest.get("version_compatible"):
+        if self.allow_host_code:
             self._runtime.engine_host_code_allowed = True  # a version-compatible plan carries its own lean runtime
+        elif self.manifest and self.manifest.get("version_compatible"):
+            raise EngineError(f"{path.name} is version-compatible: loading it runs host code stored in the engine; "
+                              "pass --allow-host-code if you trust where it came from")
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
+            hint = "" if self.allow_host_code else " (a version-compatible engine also needs --allow-host-code)"
             raise EngineError(f"TensorRT {trt.__version__} could not load {path.name} (built by another TensorRT "
-                              "version or for another GPU?); rebuild it on this machine with `eca-deploy build`")
+                              f"version or for another GPU?{hint}); rebuild it on this machine with "
+                              "`eca-deploy build`")
         self._context = self._engine.create_execution_context()
         self._stream = self._cuda.Stream()
         self._inputs, self._outputs = [], []

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...artifacts import atomic_write, package_versions, sha256_file, write_manifest
+from ...artifacts import atomic_write, package_versions, sha256_file, write_artifact
 from ...data.sources import load_dataset
 from ...errors import EngineError
 from ...graph.graph import load_onnx
@@ -57,14 +57,13 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     with CudaContext(cuda, cfg.device):
         built = _build(trt, cuda, plan, dataset)
     seconds = time.perf_counter() - start
-    atomic_write(plan.engine_path, lambda tmp: tmp.write_bytes(built.plan))
     if built.timing_cache is not None:
         atomic_write(cfg.timing_cache, lambda tmp: tmp.write_bytes(built.timing_cache))
 
     typing = "strongly typed" if strongly_typed(version, cfg.legacy_precision) else "weakly typed"
     low, opt, high = plan.shapes()
-    manifest = write_manifest(
-        plan.engine_path, "build",
+    manifest = write_artifact(
+        plan.engine_path, lambda tmp: tmp.write_bytes(built.plan), "build",
         source_onnx=str(plan.onnx_path),
         source_onnx_sha256=sha256_file(plan.onnx_path),
         tensorrt_version=version,

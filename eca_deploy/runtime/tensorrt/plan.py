@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...artifacts import ensure_not_input
+from ...artifacts import check_outputs, manifest_path
+from ...data.sources import source_files
 from ...errors import EngineError
-from ...graph.graph import load_onnx, summarize
+from ...graph.graph import load_onnx, onnx_inputs, summarize
 from ...precisions import onnx_precision
 from .compat import LEGACY_PRECISIONS, BatchProfile
 
@@ -120,10 +121,9 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
         if not cfg.calib_data and not calib_cache.is_file():
             raise EngineError("--legacy-precision int8 needs --calib-data (images to calibrate on) or an existing "
                               f"--calib-cache (looked for {calib_cache})")
-    ensure_not_input(engine_path, [onnx_path, cfg.timing_cache, calib_cache, cfg.calib_data])
-    for written in (cfg.timing_cache, calib_cache):  # the caches are rewritten too
-        if written is not None:
-            ensure_not_input(written, [onnx_path, cfg.calib_data])
+    # the caches are read and rewritten: outputs, which no other output may be
+    check_outputs([engine_path, manifest_path(engine_path), cfg.timing_cache, calib_cache],
+                  [*onnx_inputs(onnx_path), *source_files(cfg.calib_data)])
     return BuildPlan(cfg, onnx_path, engine_path, input_name, tuple(dims[1:]), static, profile, precision,
                      calib_cache)
 

@@ -143,7 +143,7 @@ def test_merged_rows_name_their_source_and_both_int8_layouts_and_errors_are_plot
     assert table.splitlines()[0].endswith("| Source |")
     assert "| runs/parity.json + runs/pipeline.json |" in next(l for l in table.splitlines() if "| m.onnx |" in l)
     assert "| int8 tensorrt |" in table and "| int8 cpu |" in table
-    _, bars = accuracy_bars(merged)
+    bars, _, _ = accuracy_bars(merged)
     labels = [label for label, _, _ in bars]
     assert "ONNX int8 tensorrt (onnxruntime-cpu)" in labels and "ONNX int8 cpu (onnxruntime-cpu)" in labels
     assert ("ONNX fp16 (-)", 0.0, "error") in bars and ("ONNX fp32 (onnxruntime-cpu)", 100.0, "fail") in bars

@@ -17,7 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from eca_deploy.artifacts import write_manifest
+from eca_deploy.artifacts import write_artifact
 from eca_deploy.cli.main import main
 from eca_deploy.errors import EngineError, MissingDependencyError, OnnxFileError
 from eca_deploy.export.onnx_export import ExportConfig, export_model
@@ -358,8 +358,9 @@ def test_backend_without_pycuda_or_gpu(tmp_path, monkeypatch):
 
 def _engine(tmp_path, **manifest):
     engine = tmp_path / "eca_resnet18.engine"
-    engine.write_bytes(np.random.default_rng(0).bytes(256))  # the bytes are never deserialized
-    write_manifest(engine, "build", source_onnx="out/eca_resnet18.onnx", **manifest)
+    # the bytes are never deserialized
+    write_artifact(engine, np.random.default_rng(0).bytes(256), "build", source_onnx="out/eca_resnet18.onnx",
+                   **manifest)
     return engine
 
 
