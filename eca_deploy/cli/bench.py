@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EcaDeployError
-from .parity import add_runtime_arguments
+from .parity import add_host_code_argument, add_runtime_arguments
 
 NAME = "bench"
 HELP = "measure latency (min/p50/p90/p99/mean) and throughput of a model per batch size on this device"
@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
                         help="label for the report (default: the manifest, else what the ONNX graph holds)")
     add_runtime_arguments(parser)
+    add_host_code_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input batch")
     parser.add_argument("--out", default=None,
                         help="where to write the JSON result (default: bench-<name>.json beside the model)")
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig(model=args.model, batches=parse_batches(args.batch), warmup=args.warmup,
                       iterations=args.iterations, duration=args.duration, provider=args.provider,
-                      device=args.device, threads=args.threads, imgsz=args.imgsz, precision=args.precision,
+                      device=args.device, threads=args.threads, allow_host_code=args.allow_host_code, imgsz=args.imgsz, precision=args.precision,
                       seed=args.seed)
     out = Path(args.out) if args.out else default_output(args.model)
     ensure_not_input(out, [args.model])

@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
 
         plan = prepare_build(cfg)
         if args.trt_version:
+            from ..runtime.tensorrt_compat import check_known_release
+
+            check_known_release(args.trt_version)  # a typo must not print flags of a release that does not exist
             version = args.trt_version
         else:
             from ..runtime.tensorrt_env import import_tensorrt

@@ -48,6 +48,13 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                              "runs (default: onnxruntime one per physical core, torch its own default)")
 
 
+def add_host_code_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-host-code", action="store_true",
+                        help="let TensorRT run host code stored in an engine (the lean runtime of a "
+                             "--versionCompatible plan, e.g. one trtexec built): only for engines you trust; never "
+                             "switched on by a manifest, which is as untrusted as the engine beside it")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, metavar="SPEC",
                         help="the reference: torch:<model>:<weights> (or a .onnx / engine)")
@@ -72,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "manifest, else what its ONNX graph holds)")
     add_tolerance_arguments(parser)
     add_runtime_arguments(parser)
+    add_host_code_argument(parser)
     parser.add_argument("--out", default=None,
                         help="where to write the JSON result (default: parity.json beside the first candidate)")
 
@@ -85,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = ParityConfig(reference=args.reference, candidates=args.candidates, data=args.data, count=args.count,
                        imgsz=args.imgsz, batch=args.batch, seed=args.seed, use_labels=args.use_labels,
                        precision=args.precision, overrides=tolerance_overrides(args), provider=args.provider,
-                       device=args.device, threads=args.threads)
+                       device=args.device, threads=args.threads, allow_host_code=args.allow_host_code)
     out = Path(args.out) if args.out else Path(args.candidates[0]).parent / "parity.json"
     ensure_not_input(out, [args.reference, *args.candidates, args.data])
     comparison = run_parity(cfg)

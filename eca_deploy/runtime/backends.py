@@ -119,9 +119,10 @@ def parse_spec(spec: str) -> Artifact:
 
 
 def open_backend(artifact: Artifact | str, *, provider: str = "auto", device: str = "auto",
-                 imgsz: int = 224, threads: int | None = None) -> Backend:
+                 imgsz: int = 224, threads: int | None = None, allow_host_code: bool = False) -> Backend:
     """provider: onnxruntime execution provider (auto/cpu/cuda/tensorrt); device: torch device; imgsz: torch only;
-    threads: onnxruntime intra-op threads, or torch's threads while the backend is open."""
+    threads: onnxruntime intra-op threads, or torch's threads while the backend is open; allow_host_code:
+    TensorRT may run host code stored in the engine (the user's explicit choice)."""
     if isinstance(artifact, str):
         artifact = parse_spec(artifact)
     if artifact.kind == "torch":
@@ -139,4 +140,4 @@ def open_backend(artifact: Artifact | str, *, provider: str = "auto", device: st
         raise MissingDependencyError(f"cannot run the engine {artifact.path.name}: {reason}")
     from .tensorrt_backend import TensorRTBackend
 
-    return TensorRTBackend(artifact.path)
+    return TensorRTBackend(artifact.path, allow_host_code=allow_host_code)

@@ -31,6 +31,7 @@ class BenchConfig:
     provider: str = "auto"
     device: str = "auto"  # torch backend only: cuda where available
     threads: int | None = None
+    allow_host_code: bool = False  # TensorRT engines: run host code stored in the plan (explicit flag only)
     imgsz: int | None = None  # torch backend only (ONNX and engines carry their size)
     precision: str | None = None
     seed: int = 0
@@ -131,7 +132,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     if cfg.duration <= 0 or cfg.warmup < 0:
         raise EcaDeployError("--duration must be positive and --warmup not negative")
     backend = open_backend(artifact, provider=cfg.provider, device=cfg.device, imgsz=cfg.imgsz or 224,
-                           threads=cfg.threads)
+                           threads=cfg.threads, allow_host_code=cfg.allow_host_code)
     try:
         check_batches(artifact, cfg.batches, backend)
         imgsz = backend.input_spec.image_size[0] or cfg.imgsz or 224

@@ -260,6 +260,7 @@ class ParityConfig:
     provider: str = "auto"
     device: str = "auto"  # torch reference: cuda where available
     threads: int | None = None
+    allow_host_code: bool = False  # TensorRT engines: run host code stored in the plan (explicit flag only)
 
 
 SYNTHETIC_COUNT = 32
@@ -297,10 +298,10 @@ def run_parity(cfg: ParityConfig) -> Comparison:
     try:
         for artifact in artifacts:
             opened.append((artifact, open_backend(artifact, provider=cfg.provider, device=cfg.device,
-                                                  threads=cfg.threads)))
+                                                  threads=cfg.threads, allow_host_code=cfg.allow_host_code)))
         imgsz = resolve_imgsz(cfg.imgsz, [(a.label, b) for a, b in opened])
         reference = open_backend(ref_artifact, provider=cfg.provider, device=cfg.device, imgsz=imgsz,
-                                 threads=cfg.threads)
+                                 threads=cfg.threads, allow_host_code=cfg.allow_host_code)
         opened.insert(0, (ref_artifact, reference))
         check_input_size(f"reference {ref_artifact.label}", reference, imgsz)
         data = load_inputs(cfg.data, imgsz, cfg.count, cfg.seed)

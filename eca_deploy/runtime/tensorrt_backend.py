@@ -19,7 +19,7 @@ from ..artifacts import manifest_path, read_manifest, sha256_file
 from ..errors import EngineError
 from .backend import InputSpec
 from .tensorrt_compat import engine_mismatch
-from .tensorrt_env import CudaContext, GpuInfo, gpu_info, import_cuda, import_tensorrt
+from .tensorrt_env import GpuInfo, gpu_info, import_cuda, import_tensorrt, primary_context, trt_logger
 
 
 @dataclass
@@ -34,7 +34,8 @@ def check_engine(path: Path, tensorrt_version: Any, gpu: GpuInfo) -> dict | None
     """The engine's manifest, after refusing an engine that this TensorRT release or GPU cannot run.
 
     An engine without a manifest (built by trtexec) is let through with a warning: TensorRT's own
-    deserialization check is then the only one.
+    deserialization check is then the only one, as in Polygraphy, which keeps no sidecar and just
+    deserializes (tools/Polygraphy/polygraphy/backend/trt/loader.py, EngineFromBytes).
     """
     if not path.is_file():
         raise EngineError(f"TensorRT engine not found: {path}")
@@ -55,7 +56,10 @@ def check_engine(path: Path, tensorrt_version: Any, gpu: GpuInfo) -> dict | None
 class TensorRTBackend:
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | os.PathLike, device: int = 0):
+    def __init__(self, engine_path: str | os.PathLike, device: int = 0, allow_host_code: bool = False):
+        """``allow_host_code``: let TensorRT run host code stored in the plan (the lean runtime of a
+        version-compatible engine). Only the user's explicit flag sets it, never the manifest: the
+        sidecar JSON is as untrusted as the plan beside it."""
         path = Path(engine_path)
         if not path.is_file():
             raise EngineError(f"TensorRT engine not found: {path}")
@@ -65,7 +69,8 @@ class TensorRTBackend:
         self.manifest = check_engine(path, trt.__version__, gpu_info(cuda, device))
         self._cuda = cuda
         self._buffers: dict[int, _Buffers] = {}
-        self._context_guard: CudaContext | None = CudaContext(cuda, device)
+        self.allow_host_code = allow_host_code
+        primary_context(cuda, device)  # shared by every backend; popped once at exit, never by close()
         try:
             self._load(trt, path)
         except BaseException:
@@ -73,15 +78,21 @@ class TensorRTBackend:
             raise
 
     def _load(self, trt: Any, path: Path) -> None:
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        if self.manifest and self.manifest.get("version_compatible"):
-            self._runtime.engine_host_code_allowed = True  # a version-compatible plan carries its own lean runtime
+        self._runtime = trt.Runtime(trt_logger(trt))
+        dla_core = (self.manifest or {}).get("dla_core")
+        if dla_core is not None:
+            # IRuntime.DLA_core defaults to -1 and is read while deserializing; trtexec sets it first
+            # (sampleEngines.cpp), else an engine built for DLA core 1 runs on core 0.
+            self._runtime.DLA_core = int(dla_core)
+        if self.allow_host_code:
+            self._runtime.engine_host_code_allowed = True
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
-            raise EngineError(f"TensorRT {trt.__version__} could not load {path.name} (built by another TensorRT "
-                              "version or for another GPU?); rebuild it on this machine with `eca-deploy build`")
+            raise EngineError(self._load_failure(trt, path))
         self._context = self._engine.create_execution_context()
+        if self._context is None:  # TensorRT returns None when the activation memory cannot be allocated
+            raise EngineError(f"TensorRT could not create an execution context for {path.name} (out of GPU "
+                              "memory?); close other GPU programs or rebuild with a smaller --batch MAX")
         self._stream = self._cuda.Stream()
         self._inputs, self._outputs = [], []
         for i in range(self._engine.num_io_tensors):
@@ -98,6 +109,17 @@ class TensorRTBackend:
         self.batch_range = (int(low[0]), int(high[0]))
         self._spec = InputSpec(self._input, tuple(d if d > 0 else None for d in dims), self._dtypes[self._input].name)
         self._start, self._end = self._cuda.Event(), self._cuda.Event()
+
+    def _load_failure(self, trt: Any, path: Path) -> str:
+        """Why deserialization failed, as far as the manifest (or its absence) can tell."""
+        compatible = (self.manifest or {}).get("version_compatible")
+        if not self.allow_host_code and (self.manifest is None or compatible):
+            kind = "a version-compatible engine" if compatible else "an engine without a manifest"
+            return (f"TensorRT {trt.__version__} could not load {path.name}; {kind} carries its own runtime, "
+                    "which runs only with --allow-host-code (host code from the plan: use it for plans you "
+                    "trust), else rebuild it here with `eca-deploy build`")
+        return (f"TensorRT {trt.__version__} could not load {path.name} (built by another TensorRT version or for "
+                "another GPU?); rebuild it on this machine with `eca-deploy build`")
 
     @property
     def input_spec(self) -> InputSpec:
@@ -171,10 +193,7 @@ class TensorRTBackend:
                 memory.free()
         self._buffers = {}
         for attr in ("_context", "_engine", "_runtime", "_stream", "_start", "_end"):
-            self.__dict__.pop(attr, None)  # TensorRT objects must go before the CUDA context is released
-        if self._context_guard is not None:
-            self._context_guard.close()
-            self._context_guard = None
+            self.__dict__.pop(attr, None)  # TensorRT objects go now; the shared CUDA context stays for others
 
     def __enter__(self) -> "TensorRTBackend":
         return self

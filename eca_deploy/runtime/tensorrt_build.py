@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
+from ..artifacts import (atomic_write, ensure_not_input, file_lock, package_versions, sha256_file,
+                         write_manifest)
 from ..errors import EngineError
 from .tensorrt_compat import (LEGACY_PRECISIONS, BatchProfile, check_builder_version, check_legacy_precision,
                               precision_flags, strongly_typed, trt_major, version_text)
-from .tensorrt_env import CudaContext, gpu_info, import_cuda, import_tensorrt
+from .tensorrt_env import gpu_info, import_cuda, import_tensorrt, primary_context, trt_logger
 
 ENGINE_SUFFIXES = (".engine", ".plan")
 DEFAULT_DYNAMIC_BATCH = "1:8:32"
@@ -92,6 +93,7 @@ def _positive(value: float | int | None, flag: str, minimum: float = 1) -> None:
 
 def prepare_build(cfg: BuildConfig) -> BuildPlan:
     """Validate the config against the ONNX; no TensorRT needed."""
+    from ..calibration.qdq import tensorrt_incompatible_qdq
     from ..export.graph import load_onnx, summarize
     from .backends import onnx_precision
 
@@ -106,7 +108,8 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
                           f"got '{cfg.legacy_precision}'")
 
     onnx_path = Path(cfg.onnx)
-    summary = summarize(load_onnx(onnx_path, load_weights=False))
+    model = load_onnx(onnx_path, load_weights=False)
+    summary = summarize(model)
     if len(summary.inputs) != 1:
         raise EngineError(f"{onnx_path.name} has {len(summary.inputs)} inputs; an image classifier has one")
     input_name, dims = summary.inputs[0]
@@ -127,6 +130,14 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
     if cfg.legacy_precision and precision != "fp32":
         raise EngineError(f"{onnx_path.name} already carries {precision} precision; --legacy-precision needs an "
                           "FP32 ONNX (drop the flag to build this one as it is)")
+    if precision == "int8":
+        problem = tensorrt_incompatible_qdq(model)
+        if problem:
+            raise EngineError(f"TensorRT cannot build {onnx_path.name}: {problem} (TensorRT takes symmetric int8 "
+                              "Q/DQ only; this is a --target cpu model); make the TensorRT one with `eca-deploy "
+                              "quantize --precision int8 --target tensorrt`")
+    if cfg.dla_core is not None:
+        _check_dla(cfg, profile, cfg.legacy_precision or precision)
 
     if cfg.output:
         engine_path = Path(cfg.output)
@@ -152,6 +163,21 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
                      calib_cache)
 
 
+def _check_dla(cfg: BuildConfig, batch: BatchProfile, precision: str) -> None:
+    """What DLA cannot do, refused before TensorRT would silently send every layer to the GPU (GPU
+    fallback is on): DLA has no dynamic shapes and runs FP16/INT8 layers only (TensorRT developer
+    guide, "Working with DLA"); the legacy INT8 path needs the entropy calibrator there."""
+    if batch.min != batch.max:
+        raise EngineError(f"--dla needs one fixed batch (DLA has no dynamic shapes), got --batch {batch}; "
+                          f"pass e.g. --batch {batch.opt}")
+    if precision == "fp32":
+        raise EngineError("--dla needs an FP16 or INT8 network (DLA runs no FP32 layers): build an FP16/INT8 ONNX "
+                          "from `eca-deploy quantize` or add --legacy-precision fp16")
+    if cfg.legacy_precision == "int8" and cfg.calib_method != "entropy":
+        raise EngineError(f"--dla with --legacy-precision int8 needs --calib-method entropy (the calibrator DLA "
+                          f"requires), got {cfg.calib_method}")
+
+
 def build_engine(cfg: BuildConfig) -> BuildResult:
     """Build the engine, then write it, the timing cache and ``<engine>.json`` atomically."""
     plan = prepare_build(cfg)
@@ -164,16 +190,19 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         from ..calibration.sources import load_dataset
 
         dataset = load_dataset(cfg.calib_data, imgsz=plan.image_shape[-1], count=cfg.calib_count, seed=cfg.seed)
+    calib_source = None
+    if cfg.legacy_precision == "int8":
+        from ..calibration.tensorrt_calibrator import cache_source
+
+        calib_source = cache_source(plan.calib_cache, sha256_file(plan.onnx_path), dataset)
     cuda = import_cuda()
     gpu = gpu_info(cuda, cfg.device)
 
     start = time.perf_counter()
-    with CudaContext(cuda, cfg.device):
-        built = _build(trt, cuda, plan, dataset)
+    primary_context(cuda, cfg.device)
+    built = _build(trt, cuda, plan, dataset, calib_source)
     seconds = time.perf_counter() - start
     atomic_write(plan.engine_path, lambda tmp: tmp.write_bytes(built.plan))
-    if built.timing_cache is not None:
-        atomic_write(cfg.timing_cache, lambda tmp: tmp.write_bytes(built.timing_cache))
 
     from .tensorrt_trtexec import trtexec_command
 
@@ -195,6 +224,7 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         workspace_gib=cfg.workspace_gib,
         builder_optimization_level=cfg.opt_level,
         dla_core=cfg.dla_core,
+        dla=built.dla,
         version_compatible=cfg.version_compatible,
         timing_cache={"path": cfg.timing_cache, "status": built.timing_status} if cfg.timing_cache else None,
         calibration=built.calibration,
@@ -209,16 +239,16 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
 @dataclass
 class _Built:
     plan: Any  # trt.IHostMemory: the serialized engine
-    timing_cache: Any  # trt.IHostMemory, or None without --timing-cache
     timing_status: str | None
     calibration: dict | None
     notes: list[str]
+    dla: dict | None = None
 
 
-def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any) -> _Built:
+def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any, calib_source: Any) -> _Built:
     cfg = plan.config
     version = trt.__version__
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt, cfg.legacy_precision))
     parser = trt.OnnxParser(network, logger)
@@ -234,14 +264,16 @@ def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any) -> _Built:
     if cfg.opt_level is not None:
         config.builder_optimization_level = cfg.opt_level
     notes = []
+    dla = None
     if cfg.dla_core is not None:
         if cfg.dla_core >= builder.num_DLA_cores:
             raise EngineError(f"--dla {cfg.dla_core}: this device has {builder.num_DLA_cores} DLA core(s)")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = cfg.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        if plan.precision == "fp32":
-            notes.append("DLA runs only FP16/INT8 layers: with an FP32 model every layer falls back to the GPU")
+        dla = _dla_layers(config, network)
+        notes.append(f"DLA core {cfg.dla_core}: {dla['layers_dla_capable']} of {dla['network_layers']} network "
+                     "layers can run on DLA, the rest fall back to the GPU")
     if cfg.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     flags = precision_flags(version, cfg.legacy_precision, plan.onnx_precision)
@@ -257,7 +289,7 @@ def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any) -> _Built:
 
         shape = (plan.profile.opt if plan.static_batch else cfg.calib_batch, *plan.image_shape)
         calibrator = attach_implicit_calibrator(trt, cuda, builder, config, plan.input_name, shape, dataset,
-                                                plan.calib_cache, cfg.calib_method)
+                                                plan.calib_cache, calib_source, cfg.calib_method)
     timing_status = None
     if cfg.timing_cache:
         timing_status = _attach_timing_cache(config, Path(cfg.timing_cache))
@@ -274,11 +306,14 @@ def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any) -> _Built:
                           "(its log above says why)")
     calibration = None
     if calibrator is not None:
+        read = calibrator.images > 0  # the data is recorded only when its images were read
         calibration = {"method": cfg.calib_method, "cache": str(plan.calib_cache),
                        "cache_reused": calibrator.cache_reused, "images": calibrator.images,
-                       "data": cfg.calib_data, "data_hash": dataset.data_hash if dataset is not None else None}
-    timing = config.get_timing_cache().serialize() if cfg.timing_cache else None
-    return _Built(serialized, timing, timing_status, calibration, notes)
+                       "data": cfg.calib_data if read else None, "data_hash": calib_source.data_hash,
+                       "source_onnx_sha256": calib_source.onnx_sha256}
+    if cfg.timing_cache:
+        _save_timing_cache(config, Path(cfg.timing_cache))
+    return _Built(serialized, timing_status, calibration, notes, dla)
 
 
 def _network_flags(trt: Any, legacy_precision: str | None) -> int:
@@ -298,6 +333,29 @@ def _attach_timing_cache(config: Any, path: Path) -> str:
         return "reused" if data else "created"
     config.set_timing_cache(config.create_timing_cache(b""), False)
     return "replaced (it came from another TensorRT version or GPU)"
+
+
+def _save_timing_cache(config: Any, path: Path) -> None:
+    """Merge the cache on disk into this build's, under a file lock, then write it: two builds sharing
+    a cache would otherwise each write back only their own entries. As Polygraphy does
+    (tools/Polygraphy/polygraphy/backend/trt/loader.py, EngineBytesFromNetwork: LockFile, then
+    combine(prev_cache, ignore_mismatch=True), then serialize)."""
+    timing_cache = config.get_timing_cache()
+    with file_lock(path):
+        on_disk = config.create_timing_cache(path.read_bytes()) if path.is_file() else None
+        if on_disk is not None:
+            timing_cache.combine(on_disk, True)  # ignore_mismatch: entries of another GPU/TensorRT are skipped
+        data = timing_cache.serialize()
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _dla_layers(config: Any, network: Any) -> dict:
+    """How many network layers TensorRT says DLA can run (IBuilderConfig.can_run_on_DLA). The engine
+    inspector cannot count what it placed: DLA subgraphs appear as ForeignNode layers, as Myelin's
+    GPU subgraphs do (NVIDIA/TensorRT issue 3143: DLA placement is only in the verbose build log)."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    return {"network_layers": len(layers), "layers_dla_capable": sum(1 for layer in layers
+                                                                     if config.can_run_on_DLA(layer))}
 
 
 def _parser_errors(parser: Any, onnx_path: Path) -> str:

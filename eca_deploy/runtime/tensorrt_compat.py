@@ -77,6 +77,20 @@ def check_builder_version(version: Any) -> None:
             "print a trtexec command instead: eca-deploy build --onnx FILE --print-trtexec --trt-version 8.5")
 
 
+# The releases whose trtexec flags and builder API this code knows: 8.5 (JetPack 5.1, trtexec only),
+# 8.6, 10.0-10.16 and 11.0-11.1. 9.x was a preview line for LLMs only, never a JetPack or general release.
+KNOWN_RELEASES = {8: range(5, 7), 10: range(0, 17), 11: range(0, 2)}
+
+
+def check_known_release(version: Any) -> None:
+    major, minor = trt_version(version)
+    if minor not in KNOWN_RELEASES.get(major, ()):
+        known = ", ".join(f"{m}.{r.start}" + (f"-{m}.{r.stop - 1}" if len(r) > 1 else "")
+                          for m, r in KNOWN_RELEASES.items())
+        raise EngineError(f"TensorRT {version_text(version)} is not a release this builder knows ({known}); "
+                          "give the --trt-version of the machine that runs trtexec, e.g. 10.3")
+
+
 def check_legacy_precision(version: Any, legacy_precision: str | None) -> None:
     if legacy_precision is None:
         return

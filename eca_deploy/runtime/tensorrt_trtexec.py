@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from .tensorrt_build import BuildPlan
 
 FIRST_WITH_OPT_LEVEL = (8, 6)  # --builderOptimizationLevel and --versionCompatible arrived in 8.6
+# 8.6 added --skipInference and deprecated --buildOnly; 8.5's trtexec (JetPack 5.1) knows only --buildOnly
+# and rejects --skipInference as an unknown option (samples/common/sampleOptions.cpp at 8.5.3 vs 8.6.1).
+FIRST_WITH_SKIP_INFERENCE = (8, 6)
 
 
 def trtexec_command(plan: "BuildPlan", version: Any) -> list[str]:
@@ -51,5 +54,5 @@ def trtexec_command(plan: "BuildPlan", version: Any) -> list[str]:
         args += [f"--useDLACore={cfg.dla_core}", "--allowGPUFallback"]
     if cfg.version_compatible:
         args.append("--versionCompatible")
-    args.append("--skipInference")
+    args.append("--skipInference" if trt_version(version) >= FIRST_WITH_SKIP_INFERENCE else "--buildOnly")
     return args
