@@ -39,6 +39,7 @@ class FakeCuda:
     LogicError = LogicError
 
     def __init__(self, name="Orin", capability=(8, 7)):
+        self.driver_version = 12060
         self.stack: list = []
         self.memory: dict[int, np.ndarray] = {}
         self.retained = 0
@@ -79,6 +80,9 @@ class FakeCuda:
 
     def init(self):
         pass
+
+    def get_driver_version(self):
+        return self.driver_version
 
     def _need_context(self, what):
         if not self.stack:
@@ -130,8 +134,9 @@ class FakeCuda:
             raise LogicError("context stack was not empty upon module cleanup: the program will be aborted now")
 
 
-def fake_tensorrt(cuda: FakeCuda, version="10.3.0.30"):
-    """A tensorrt module whose engines run on ``cuda``'s fake memory."""
+def fake_tensorrt(cuda: FakeCuda, version="10.3.0.30", dla_cores=0, builder_error=None):
+    """A tensorrt module whose engines run on ``cuda``'s fake memory; its Builder only reports DLA cores
+    (or raises ``builder_error``, as the bindings do when libnvinfer cannot start)."""
     trt = types.SimpleNamespace(__version__=version, loggers=[], runtimes=[])
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
     trt.nptype = lambda dtype: np.float32
@@ -200,5 +205,12 @@ def fake_tensorrt(cuda: FakeCuda, version="10.3.0.30"):
             engine.oom = data.startswith(OOM_PLAN)
             return engine
 
-    trt.Logger, trt.Runtime = Logger, Runtime
+    class Builder:
+        num_DLA_cores = dla_cores
+
+        def __init__(self, logger):
+            if builder_error is not None:
+                raise builder_error
+
+    trt.Logger, trt.Runtime, trt.Builder = Logger, Runtime, Builder
     return trt

@@ -163,3 +163,34 @@ def test_backend_limits_device_timing_and_foreign_manifests(onnx_models, held_ou
     result.manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(EngineError, match="tuned for Some Other GPU"):
         TensorRTBackend(result.engine_path)
+
+
+def test_engines_open_together_close_in_every_order_and_parity_keeps_its_results(onnx_models, held_out, digits,
+                                                                                  tmp_path):
+    """Issue 9: pycuda's static Context.pop() lost parity's results with two or more engines."""
+    import itertools
+
+    from eca_deploy.runtime.tensorrt_backend import TensorRTBackend
+
+    images, _ = held_out
+    paths = [build_engine(BuildConfig(onnx=str(onnx_models[p]), output=str(tmp_path / f"{p}.engine"),
+                                      batch="1:2:4")).engine_path for p in ("fp32", "fp16", "int8")]
+    for order in itertools.permutations(range(3)):
+        backends = [TensorRTBackend(p) for p in paths]
+        for closed, index in enumerate(order):
+            backends[index].close()
+            for other in order[closed + 1:]:
+                assert np.isfinite(backends[other].infer(images[:2])).all()
+    out = tmp_path / "parity.json"
+    code = main(["parity", "--reference", str(onnx_models["fp32"]), "--candidate", str(paths[0]), "--candidate",
+                 str(paths[1]), "--data", str(digits.val_dir), "--count", "16", "--batch", "4", "--out", str(out)])
+    assert code == 0 and len(json.loads(out.read_text())["rows"]) == 3
+
+
+def test_doctor_smoke_test_passes_on_this_gpu(capsys):
+    """`eca-deploy doctor` builds the tiny ECA network's FP32 and FP16 engines and matches onnxruntime."""
+    code = main(["doctor"])
+    out = capsys.readouterr().out
+    print(out)
+    smoke = next(line for line in out.splitlines() if "smoke test" in line)
+    assert code == 0 and smoke.startswith("OK") and "FP32 + FP16 engines match onnxruntime" in smoke

@@ -160,11 +160,16 @@ def _providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+def machine_facts(probe: Probe | None = None) -> dict:
+    """CPU, GPUs, CUDA and Jetson facts from files and tools alone, importing no inference package."""
+    probe = probe or Probe()
+    return {"cpu": _cpu(probe), "gpus": _gpus(probe), "cuda": _cuda(probe), "jetson": _jetson(probe)}
+
+
 def describe_device(threads: int | None = None, probe: Probe | None = None) -> dict:
     """The device record saved with every parity, benchmark and pipeline result."""
-    probe = probe or Probe()
-    jetson = _jetson(probe)
-    gpus = _gpus(probe)
+    facts = machine_facts(probe)
+    jetson, gpus = facts["jetson"], facts["gpus"]
     warnings = []
     if jetson and jetson["clocks_pinned"] is False:
         warnings.append(UNPINNED_WARNING)
@@ -174,10 +179,10 @@ def describe_device(threads: int | None = None, probe: Probe | None = None) -> d
         "host": platform.node(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "cpu": _cpu(probe),
+        "cpu": facts["cpu"],
         "threads": _threads(threads),
         "gpus": gpus,
-        "cuda": _cuda(probe),
+        "cuda": facts["cuda"],
         "jetson": jetson,
         "versions": {**package_versions("onnxruntime", "torch", "onnx", "numpy"), "tensorrt": _tensorrt_version()},
         "onnxruntime_providers": _providers(),

@@ -128,6 +128,15 @@ def trt_logger(trt: Any) -> Any:
     return _logger[1]
 
 
+def start_builder(trt: Any) -> int:
+    """Start a TensorRT builder (where TensorRT loads its kernels and meets the GPU) and return its DLA
+    core count; raises EngineError when it cannot start."""
+    builder = trt.Builder(trt_logger(trt))
+    if builder is None:
+        raise EngineError(f"TensorRT {trt.__version__} could not create a builder (its log above says why)")
+    return int(builder.num_DLA_cores)
+
+
 def tensorrt_unavailable_reason() -> str | None:
     """None where engines can be built and run here; else the one-line reason (for skipping a stage)."""
     try:
