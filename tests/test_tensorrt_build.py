@@ -129,7 +129,7 @@ def test_a_version_that_is_not_one_is_an_error():
 
 
 @pytest.mark.parametrize("version, legacy, onnx_precision, flags", [
-    ("8.6.1", None, "fp32", ()), ("8.6.1", None, "fp16", ("FP16",)), ("8.6.1", None, "int8", ("INT8",)),
+    ("8.6.1", None, "fp32", ()), ("8.6.1", None, "fp16", ("FP16",)), ("8.6.1", None, "int8", ("INT8", "FP16")),
     ("8.6.1", "fp16", "fp32", ("FP16",)), ("8.6.1", "int8", "fp32", ("INT8", "FP16")),
     ("10.3", None, "int8", ()), ("10.3", "fp16", "fp32", ("FP16",)), ("10.13", "int8", "fp32", ("INT8", "FP16")),
     ("11.1", None, "fp16", ()), ("11.1", None, "int8", ()),

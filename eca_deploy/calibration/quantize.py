@@ -17,18 +17,19 @@ from onnx import TensorProto
 
 from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
 from ..errors import ParityError, QuantizationError
-from ..export.fp16 import convert_to_fp16
-from ..export.graph import load_onnx, summarize
+from ..export.fp16 import convert_to_fp16, qdq_glue_to_fp16
+from ..export.graph import load_onnx, opset_of, summarize
 from ..runtime.compare import compare_outputs
 from ..runtime.ort import make_session
 from .cache import cache_key, load_ranges, store_ranges
 from .calibrators import DEFAULT_PERCENTILE, METHODS, TensorRange
 from .collect import collect_stats
-from .placement import TARGETS, make_plan, name_nodes
+from .placement import QDQ_LAYOUTS, TARGETS, make_plan, name_nodes
 from .qdq import insert_qdq
 from .sources import Dataset, load_dataset
 
 PRECISIONS = ("fp16", "int8")
+HIGH_PRECISIONS = ("fp16", "fp32")  # the dtype of an INT8 model's non-quantized glue (tensorrt target)
 FP16_MIN_COSINE = 0.9999
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
                  "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul"}
@@ -43,6 +44,8 @@ class QuantizeConfig:
     precision: str = "int8"
     calib_data: str | Path | None = None  # images for calibration (int8, required) or for the FP16 check
     target: str = "tensorrt"
+    high_precision: str | None = None  # int8 tensorrt: glue dtype, fp16 (default) or fp32; cpu: fp32 only
+    qdq_layout: str = "eca-deploy"  # int8 tensorrt: eca-deploy's Q/DQ placement or Model Optimizer's
     calib_method: str = "entropy"
     calib_count: int | None = 512
     seed: int = 0
@@ -70,9 +73,24 @@ class QuantizeResult:
     timings: dict = field(default_factory=dict)
 
 
-def default_output(onnx_path: Path, precision: str, target: str) -> Path:
-    suffix = "fp16" if precision == "fp16" else ("int8" if target == "tensorrt" else "int8.cpu")
+def default_output(onnx_path: Path, precision: str, target: str, high_precision: str = "fp16",
+                   layout: str = "eca-deploy") -> Path:
+    """<stem>.fp16.onnx, <stem>.int8.onnx (tensorrt, FP16 glue, eca-deploy layout; the others add
+    .fp32-glue / .modelopt, so both engines of a comparison can sit side by side) or <stem>.int8.cpu.onnx."""
+    if precision == "fp16":
+        suffix = "fp16"
+    elif target == "cpu":
+        suffix = "int8.cpu"
+    else:
+        suffix = "int8" + (".modelopt" if layout == "modelopt" else "") + \
+            (".fp32-glue" if high_precision == "fp32" else "")
     return onnx_path.with_name(f"{onnx_path.stem}.{suffix}.onnx")
+
+
+def high_precision_of(cfg: QuantizeConfig) -> str:
+    """The INT8 glue dtype: fp16 by default on the tensorrt target (Model Optimizer's default for
+    TensorRT), fp32 on the cpu target, whose integer kernels onnxruntime fuses from FP32 Q/DQ."""
+    return cfg.high_precision or ("fp16" if cfg.target == "tensorrt" else "fp32")
 
 
 def check_input_model(model: onnx.ModelProto, path: Path) -> int:
@@ -110,6 +128,14 @@ def _validate(cfg: QuantizeConfig) -> None:
         raise QuantizationError(f"--percentile must be in (0, 100], got {cfg.percentile}")
     if cfg.batch_size < 1:
         raise QuantizationError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
+    if cfg.high_precision is not None and cfg.high_precision not in HIGH_PRECISIONS:
+        raise QuantizationError(f"--high-precision must be one of {', '.join(HIGH_PRECISIONS)}, "
+                                f"got {cfg.high_precision!r}")
+    if cfg.qdq_layout not in QDQ_LAYOUTS:
+        raise QuantizationError(f"unknown --qdq-layout {cfg.qdq_layout!r}; choose from {', '.join(QDQ_LAYOUTS)}")
+    if cfg.target == "cpu" and (cfg.high_precision == "fp16" or cfg.qdq_layout != "eca-deploy"):
+        raise QuantizationError("--high-precision fp16 and --qdq-layout modelopt are for --target tensorrt; the cpu "
+                                "target's layout and FP32 glue are what onnxruntime fuses into integer kernels")
     if cfg.precision == "int8" and cfg.calib_data is None:
         raise QuantizationError("INT8 needs calibration images: pass --calib-data (a folder, list or .npy)")
 
@@ -120,7 +146,8 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     source = Path(cfg.onnx)
     model = load_onnx(source)
     imgsz = check_input_model(model, source)
-    output = Path(cfg.output) if cfg.output else default_output(source, cfg.precision, cfg.target)
+    output = Path(cfg.output) if cfg.output else default_output(source, cfg.precision, cfg.target,
+                                                                 high_precision_of(cfg), cfg.qdq_layout)
     ensure_not_input(output, [source, cfg.calib_data, cfg.val_data])
     if cfg.precision == "fp16":
         return _fp16(cfg, source, model, imgsz, output, t0)
@@ -227,13 +254,16 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         cache = Path(cfg.calib_cache) if cfg.calib_cache else output.with_name(f"{source.stem}.calib.json")
         ensure_not_input(cache, [source, cfg.calib_data, cfg.val_data])
     model_sha256 = sha256_file(source)
-    plan = make_plan(model, cfg.target)
+    plan = make_plan(model, cfg.target, cfg.qdq_layout)
+    high_precision = high_precision_of(cfg)
     t = time.perf_counter()
     ranges, calibration = calibrate(model, plan.calibrated_tensors, model_sha256, data, cfg, cache)
     timings["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
     quantized, summary = insert_qdq(model, plan, ranges)
+    if high_precision == "fp16":
+        quantized, _ = qdq_glue_to_fp16(quantized)
     try:
         onnx.checker.check_model(quantized)
     except onnx.checker.ValidationError as exc:
@@ -254,7 +284,9 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         io_dtype="float32",
         quantization={"activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
                       "weights": "int8 symmetric per-channel", "bias": "float" if cfg.target == "tensorrt"
-                      else "int32"},
+                      else "int32", "high_precision": high_precision,
+                      "qdq_layout": plan.layout if cfg.target == "tensorrt" else None,
+                      "opset": opset_of(quantized)},
         calibration={**calibration, "method": cfg.calib_method, "percentile": cfg.percentile
                      if cfg.calib_method == "percentile" else None, "count": cfg.calib_count, "seed": cfg.seed,
                      "source": str(cfg.calib_data)},

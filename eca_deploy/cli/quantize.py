@@ -17,8 +17,8 @@ def count(text: str) -> int | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..calibration.calibrators import DEFAULT_PERCENTILE, METHODS
-    from ..calibration.placement import TARGETS
-    from ..calibration.quantize import PRECISIONS
+    from ..calibration.placement import QDQ_LAYOUTS, TARGETS
+    from ..calibration.quantize import HIGH_PRECISIONS, PRECISIONS
 
     parser.add_argument("--onnx", required=True, default=argparse.SUPPRESS, help="the FP32 model from `eca-deploy export`")
     parser.add_argument("--precision", choices=PRECISIONS, default="int8",
@@ -31,6 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=TARGETS, default="tensorrt",
                         help="tensorrt: symmetric int8, Q/DQ where TensorRT fuses them; cpu: u8 activations + s8 "
                              "weights, what onnxruntime on x86 runs fastest")
+    parser.add_argument("--high-precision", choices=HIGH_PRECISIONS, default=argparse.SUPPRESS,
+                        help="int8 --target tensorrt: dtype of the layers left unquantized (ECA path, residual "
+                             "Adds, conv outputs feeding them), with FP32 network inputs/outputs either way "
+                             "(default fp16, as NVIDIA Model Optimizer's high_precision_dtype; fp16 writes opset 19)")
+    parser.add_argument("--qdq-layout", choices=QDQ_LAYOUTS, default="eca-deploy",
+                        help="int8 --target tensorrt: where Q/DQ goes: eca-deploy's placement, or NVIDIA Model "
+                             "Optimizer's (also the ECA pool and gating Mul, both inputs of identity-block Adds, "
+                             "MaxPool and the final pool; classifier left float); build both and let `bench` decide")
     parser.add_argument("--calib-method", choices=METHODS, default="entropy",
                         help="how activation ranges are chosen: max |x|, KL-divergence threshold (TensorRT's "
                              "entropy calibration), or a percentile of |x|")
@@ -52,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check-count", type=count, default=128,
                         help="images used for the parity figures, or 'all'")
     parser.add_argument("--output", default=argparse.SUPPRESS,
-                        help="output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, or "
-                             "<name>.int8.cpu.onnx for --target cpu)")
+                        help="output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, "
+                             "<name>.int8.cpu.onnx for --target cpu; --qdq-layout modelopt adds .modelopt and "
+                             "--high-precision fp32 adds .fp32-glue)")
 
 
 def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
@@ -71,12 +80,17 @@ def run(args: argparse.Namespace) -> int:
 
     # Options whose default is described in words are SUPPRESSed so --help does not add "(default: None)".
     cfg = QuantizeConfig(onnx=args.onnx, precision=args.precision, calib_data=getattr(args, "calib_data", None),
-                         target=args.target, calib_method=args.calib_method, calib_count=args.calib_count,
+                         target=args.target, high_precision=getattr(args, "high_precision", None),
+                         qdq_layout=args.qdq_layout, calib_method=args.calib_method, calib_count=args.calib_count,
                          seed=args.seed, calib_cache=getattr(args, "calib_cache", None),
                          use_cache=getattr(args, "use_cache", True), output=getattr(args, "output", None),
                          batch_size=args.batch_size, percentile=args.percentile,
                          val_data=getattr(args, "val_data", None), check_count=args.check_count)
     what = "FP16" if cfg.precision == "fp16" else f"INT8 for {cfg.target} ({cfg.calib_method} calibration)"
+    if cfg.precision == "int8" and cfg.target == "tensorrt":
+        from ..calibration.quantize import high_precision_of
+
+        what += f", {cfg.qdq_layout} Q/DQ layout, {high_precision_of(cfg).upper()} glue"
     print(f"quantizing {cfg.onnx} to {what} ...", file=sys.stderr)
     result = quantize(cfg)
     print(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MB) and {result.manifest_path.name}")

@@ -21,7 +21,7 @@ from ..artifacts import (atomic_write, ensure_not_input, file_lock, package_vers
                          write_manifest)
 from ..errors import EngineError
 from .tensorrt_compat import (LEGACY_PRECISIONS, BatchProfile, check_builder_version, check_legacy_precision,
-                              precision_flags, strongly_typed, trt_major, version_text)
+                              check_onnx_opset, precision_flags, strongly_typed, trt_major, version_text)
 from .tensorrt_env import gpu_info, import_cuda, import_tensorrt, primary_context, trt_logger
 
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -62,6 +62,7 @@ class BuildPlan:
     profile: BatchProfile
     onnx_precision: str  # what the graph carries: fp32 | fp16 | int8
     calib_cache: Path | None
+    opset: int = 17
 
     @property
     def precision(self) -> str:
@@ -160,7 +161,7 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
         if written is not None:
             ensure_not_input(written, [onnx_path, cfg.calib_data])
     return BuildPlan(cfg, onnx_path, engine_path, input_name, tuple(dims[1:]), static, profile, precision,
-                     calib_cache)
+                     calib_cache, summary.opset)
 
 
 def _check_dla(cfg: BuildConfig, batch: BatchProfile, precision: str) -> None:
@@ -185,6 +186,7 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     version = trt.__version__
     check_builder_version(version)
     check_legacy_precision(version, cfg.legacy_precision)
+    check_onnx_opset(version, plan.opset)
     dataset = None
     if cfg.legacy_precision == "int8" and cfg.calib_data:
         from ..calibration.sources import load_dataset

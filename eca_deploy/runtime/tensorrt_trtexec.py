@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineError
-from .tensorrt_compat import (check_legacy_precision, precision_flags, strongly_typed, trt_major, trt_version,
+from .tensorrt_compat import (check_legacy_precision, check_onnx_opset, precision_flags, strongly_typed, trt_major, trt_version,
                               version_text)
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ def trtexec_command(plan: "BuildPlan", version: Any) -> list[str]:
     """argv of the trtexec run that builds what ``plan`` describes with TensorRT ``version``."""
     cfg = plan.config
     check_legacy_precision(version, cfg.legacy_precision)
+    check_onnx_opset(version, plan.opset)
     too_old = trt_version(version) < FIRST_WITH_OPT_LEVEL
     for wanted, flag in ((cfg.opt_level is not None, "--opt-level"), (cfg.version_compatible, "--version-compatible")):
         if wanted and too_old:
