@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,9 @@ class PipelineConfig:
     opset: int = 17
     precisions: tuple[str, ...] = QUANTIZED
     calib_method: str | None = None  # None: quantize's default
+    high_precision: str | None = None  # INT8 for TensorRT: glue dtype; None: fp16 (fp32 where TensorRT is 8.x)
+    qdq_layout: str = "eca-deploy"  # INT8 for TensorRT: eca-deploy's or Model Optimizer's Q/DQ placement
+    target: str | None = None  # INT8 layout of the ONNX candidates: tensorrt | cpu; None: cpu on the CPU provider
     calib_count: int | None = None
     count: int | None = None  # validation images (default: all)
     batches: tuple[int, ...] = (1, 8)
@@ -105,6 +108,8 @@ def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig)
     from .calibration.quantize import QuantizeConfig, quantize
 
     options = {"calib_method": cfg.calib_method, "calib_count": cfg.calib_count}
+    if target == "tensorrt":
+        options.update(high_precision=cfg.high_precision, qdq_layout=cfg.qdq_layout)
     return quantize(QuantizeConfig(onnx=str(onnx_path), precision=precision, calib_data=cfg.calib_data,
                                    target=target, seed=cfg.seed,
                                    **{k: v for k, v in options.items() if v is not None}))
@@ -198,9 +203,15 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
                                          imgsz=cfg.imgsz, seed=cfg.seed), loaded=loaded)
     log.done("export", f"{exported.onnx_path.name}, simplified and verified against PyTorch", started)
 
-    ort_target = "cpu" if provider == "cpu" else "tensorrt"
-    variants = make_onnx_variants(exported.onnx_path, cfg.precisions, ort_target, cfg, log)
     no_tensorrt = tensorrt_unavailable_reason()
+    if not no_tensorrt and cfg.high_precision is None:
+        from .runtime.tensorrt_compat import trt_major
+        from .runtime.tensorrt_env import import_tensorrt
+
+        if trt_major(import_tensorrt()) < 10:  # 8.x parses opset <= 17: FP32 glue, FP16 comes from its flag
+            cfg = replace(cfg, high_precision="fp32")
+    ort_target = cfg.target or ("cpu" if provider == "cpu" else "tensorrt")
+    variants = make_onnx_variants(exported.onnx_path, cfg.precisions, ort_target, cfg, log)
     engines: list[Path] = []
     if no_tensorrt:
         log.skip("TensorRT engines", no_tensorrt)

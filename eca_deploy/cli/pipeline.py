@@ -34,6 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-method", default=None,
                         help="INT8 calibration method (see `eca-deploy quantize --help`; default: its default)")
     parser.add_argument("--calib-count", type=int, default=None, help="calibration images to use (default: all)")
+    parser.add_argument("--target", choices=("tensorrt", "cpu"), default=None,
+                        help="Q/DQ layout of the INT8 ONNX checked here: tensorrt (what a Jetson builds; a CPU box "
+                             "can prepare it) or cpu (onnxruntime's integer kernels); default: cpu with the cpu "
+                             "provider, else tensorrt")
+    parser.add_argument("--high-precision", choices=("fp16", "fp32"), default=None,
+                        help="INT8 for TensorRT: dtype of the unquantized layers (default: fp16; fp32 where the "
+                             "installed TensorRT is 8.x, whose parser stops at opset 17)")
+    parser.add_argument("--qdq-layout", choices=("eca-deploy", "modelopt"), default="eca-deploy",
+                        help="INT8 for TensorRT: eca-deploy's Q/DQ placement or NVIDIA Model Optimizer's")
     parser.add_argument("--count", type=int, default=None, help="validation images to use (default: all)")
     parser.add_argument("--parity-batch", type=int, default=16, help="batch size for the accuracy runs")
     add_timing_arguments(parser, duration=3.0)
@@ -53,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         use_labels=args.use_labels, out_dir=args.out,
         imgsz=args.imgsz, opset=args.opset,
         precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
-        calib_method=args.calib_method, calib_count=args.calib_count, count=args.count,
+        calib_method=args.calib_method, calib_count=args.calib_count, count=args.count, target=args.target,
+        high_precision=args.high_precision, qdq_layout=args.qdq_layout,
         batches=parse_batches(args.batch), parity_batch=args.parity_batch, warmup=args.warmup,
         iterations=args.iterations, duration=args.duration, provider=args.provider, device=args.device,
         threads=args.threads, overrides=tolerance_overrides(args), seed=args.seed)
