@@ -24,7 +24,6 @@ from pathlib import Path
 from interleave import interleaved_latency
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # reference_models: the official ECA forward, for the naive graph
 
 
 def export_wall_times(runs: int, workdir: Path) -> list[float]:
@@ -41,7 +40,7 @@ def build_models(workdir: Path, imgsz: int) -> dict[str, Path]:
     from eca_deploy.export.onnx_export import ExportConfig, export_model, to_onnx
     from eca_deploy.export.simplify import simplify
     from eca_deploy.models import load_model
-    from reference_models import use_official_eca
+    from eca_deploy.testing.official import use_official_eca
 
     paths = {}
     for name in ("resnet50", "eca_resnet50"):

@@ -26,65 +26,30 @@ from pathlib import Path
 
 import numpy as np
 
+from eca_deploy.testing.digits import digit_images, train, write_image_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORT_DIR = ROOT / "benchmarks" / "results" / "harness_pipeline"
 TRAIN_IMAGES = 900  # trains the benchmark checkpoint at 32x32; the first 300 also refit its classifier at 224
 TRAIN_EPOCHS = 6
 
 
-def digit_images(size: int) -> tuple[list, np.ndarray]:
-    """scikit-learn's 8x8 digits upscaled to ``size``, RGB PIL images, and their labels."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    return ([Image.fromarray(p, mode="L").resize((size, size), Image.BILINEAR).convert("RGB") for p in pixels],
-            digits.target.astype(np.int64))
-
-
-def write_image_folder(folder: Path, images: list, labels: np.ndarray, indices: np.ndarray) -> Path:
-    """Real PNG files on disk, ImageFolder layout (one folder per digit)."""
-    for i in indices:
-        (folder / str(labels[i])).mkdir(parents=True, exist_ok=True)
-        images[i].save(folder / str(labels[i]) / f"digit_{int(i):04d}.png")
-    return folder
-
-
-def digits_checkpoint(path: Path, labels: np.ndarray, train: np.ndarray, fit: np.ndarray) -> Path:
+def digits_checkpoint(path: Path, labels: np.ndarray, train_idx: np.ndarray, fit: np.ndarray) -> Path:
     """An ECA-ResNet50 for the digits at 224 in a few CPU minutes instead of hours: trained at 32x32
-    (``train``), BN statistics measured again at 224, classifier refitted on the 224 features (``fit``).
+    (``train_idx``), BN statistics measured again at 224, classifier refitted on the 224 features (``fit``).
     Trained filters matter: random ones amplify FP16 rounding until quantize refuses the FP16 model."""
     import torch
 
-    from eca_deploy.calibration.preprocess import preprocess
+    from eca_deploy.data.preprocess import preprocess
     from eca_deploy.models import create_model
 
     def tensors(size: int, indices: np.ndarray) -> torch.Tensor:
-        images, _ = digit_images(size)
+        images, _ = digit_images(size, "RGB")
         return torch.from_numpy(np.stack([preprocess(images[i], size) for i in indices]))
 
     torch.manual_seed(0)
     model = create_model("eca_resnet50", num_classes=10)
-    x, y = tensors(32, train), torch.from_numpy(labels[train])
-    steps = TRAIN_EPOCHS * ((len(x) + 63) // 64)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    torch.set_flush_denormal(True)  # subnormal floats made some training steps 35x slower (tests/digits.py)
-    try:
-        for _ in range(TRAIN_EPOCHS):
-            order = torch.randperm(len(x), generator=generator)
-            for start in range(0, len(x), 64):
-                idx = order[start:start + 64]
-                loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-    finally:
-        torch.set_flush_denormal(False)  # the timings below run with torch's default
+    train(model, tensors(32, train_idx), torch.from_numpy(labels[train_idx]), epochs=TRAIN_EPOCHS, lr=2e-3, seed=0)
 
     x, y = tensors(224, fit), torch.from_numpy(labels[fit])
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -119,12 +84,12 @@ def run_pipeline_once(work: Path, calib_images: int, val_images: int, duration: 
     from eca_deploy.artifacts import atomic_write, ensure_output_dir
     from eca_deploy.pipeline import PipelineConfig, run_pipeline
 
-    images, labels = digit_images(224)
+    images, labels = digit_images(224, "RGB")
     order = np.random.default_rng(0).permutation(len(images))
-    train, calib_idx = order[:TRAIN_IMAGES], order[TRAIN_IMAGES:TRAIN_IMAGES + calib_images]
+    train_idx, calib_idx = order[:TRAIN_IMAGES], order[TRAIN_IMAGES:TRAIN_IMAGES + calib_images]
     val_idx = order[TRAIN_IMAGES + calib_images:TRAIN_IMAGES + calib_images + val_images]
     start = time.perf_counter()
-    weights = digits_checkpoint(work / "eca_resnet50_digits.pth.tar", labels, train, train[:300])
+    weights = digits_checkpoint(work / "eca_resnet50_digits.pth.tar", labels, train_idx, train_idx[:300])
     checkpoint_s = time.perf_counter() - start
     calib = write_image_folder(work / "calib", images, labels, calib_idx)
     val = write_image_folder(work / "val", images, labels, val_idx)
@@ -147,7 +112,7 @@ def side_by_side(factories: dict, batches: tuple[int, ...], rounds: int, iterati
     A backend is open only for its own block: an idle onnxruntime session's spinning threads would
     otherwise slow the one being timed (quantize's benchmark saw 15 -> 25 ms), as in the pipeline.
     """
-    from eca_deploy.runtime.bench import latency_stats, time_loop
+    from eca_deploy.runtime.harness.bench import latency_stats, time_loop
 
     rng = np.random.default_rng(0)
     inputs = {b: rng.standard_normal((b, 3, 224, 224), dtype=np.float32) for b in batches}
@@ -171,7 +136,7 @@ def overhead(backend, imgsz: int, batch: int, pairs: int, seconds: float) -> dic
     short back-to-back pairs (order alternating) and each pair gives a ratio; the median ratio, and the
     ratio of the two best blocks (the least disturbed), are reported.
     """
-    from eca_deploy.runtime.bench import bench_backend
+    from eca_deploy.runtime.harness.bench import bench_backend
 
     session, name = backend.session, backend.input_spec.name
     images = np.random.default_rng(0).standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
@@ -218,7 +183,7 @@ def tiny_model(path: Path, imgsz: int) -> Path:
 
 def per_call_overhead(backend, imgsz: int, calls: int, blocks: int) -> dict:
     """Microseconds the harness adds to each call: best block of a bare loop vs best block of bench_backend."""
-    from eca_deploy.runtime.bench import bench_backend
+    from eca_deploy.runtime.harness.bench import bench_backend
 
     session, feed = backend.session, {backend.input_spec.name: np.zeros((1, 3, imgsz, imgsz), np.float32)}
     bare, harness = [], []
@@ -237,7 +202,7 @@ def overheads(work: Path, pairs: int) -> dict:
     """Per-call cost on a one-node model, then interleaved pairs on eca_resnet50 at 224 and on a small, fast
     model (eca_resnet18 at 32x32) where per-call overhead would show first."""
     from eca_deploy.export.onnx_export import ExportConfig, export_model
-    from eca_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    from eca_deploy.runtime.backends.registry.onnxruntime_backend import OnnxRuntimeBackend
 
     tiny = OnnxRuntimeBackend(tiny_model(work / "tiny.onnx", 8), provider="cpu")
     results = {"per_call": per_call_overhead(tiny, 8, calls=20000, blocks=11)}
@@ -266,9 +231,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from eca_deploy.artifacts import read_json, write_json
-    from eca_deploy.runtime.device import describe_device
-    from eca_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend
-    from eca_deploy.runtime.torch_backend import TorchBackend
+    from eca_deploy.runtime.harness.device import describe_device
+    from eca_deploy.runtime.backends.registry.onnxruntime_backend import OnnxRuntimeBackend
+    from eca_deploy.runtime.backends.registry.torch_backend import TorchBackend
 
     results = read_json(args.out) if args.only_overhead else {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -88,7 +88,7 @@ def main() -> int:
 
     from eca_deploy.calibration.quantize import QuantizeConfig, quantize
     from eca_deploy.errors import ParityError
-    from eca_deploy.export.fp16 import convert_to_fp16
+    from eca_deploy.calibration.fp16 import convert_to_fp16
     from eca_deploy.export.onnx_export import ExportConfig, export_model
 
     load_at_start = os.getloadavg()

@@ -17,7 +17,7 @@ import numpy as np
 def interleaved_latency(paths: dict[str, Path], batch: int, imgsz: int, rounds: int, iters: int,
                         threads: int | None = None) -> dict[str, float]:
     """Median milliseconds per call, per model name."""
-    from eca_deploy.runtime.ort import make_session
+    from eca_deploy.graph.session import make_session
 
     sessions = {name: make_session(path, threads=threads, spinning=False) for name, path in paths.items()}
     x = np.random.default_rng(0).standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)

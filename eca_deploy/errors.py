@@ -11,6 +11,10 @@ class EcaDeployError(Exception):
     exit_code = 2
 
 
+class UsageError(EcaDeployError):
+    """A flag or argument whose value cannot be used (a malformed spec, a count below 1, ...)."""
+
+
 class ModelNotFoundError(EcaDeployError):
     """Unknown model name."""
 
@@ -51,6 +55,14 @@ class ParityError(EcaDeployError):
     """A candidate failed its accuracy tolerances (exit code 1, not bad input)."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name where the message is empty."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
 
 
 def missing_dependency(what: str, install: str) -> MissingDependencyError:

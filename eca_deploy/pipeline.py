@@ -15,18 +15,21 @@ from typing import Callable
 
 from .artifacts import ensure_output_dir
 from .errors import EcaDeployError
+from .precisions import LOW_PRECISIONS
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .models import k_per_stage, load_model
-from .runtime.backends import Artifact, open_backend, parse_spec
-from .runtime.bench import bench_backend, check_batches
-from .runtime.device import describe_device
-from .runtime.onnxruntime_backend import resolve_provider
-from .runtime.parity import ReferenceRun, check_labels, data_record, judge_candidate, load_inputs, run_reference
-from .runtime.report import new_report, write_report
-from .runtime.tensorrt_env import tensorrt_unavailable_reason
-from .runtime.torch_backend import TorchBackend
-
-QUANTIZED = ("fp16", "int8")
+from .calibration.quantize import QuantizeConfig, quantize
+from .data.sources import load_dataset
+from .runtime.backends.onnxruntime_backend import resolve_provider
+from .runtime.backends.registry import Artifact, open_backend, parse_spec
+from .runtime.backends.torch_backend import TorchBackend
+from .runtime.harness.bench import bench_backend, check_batches
+from .runtime.harness.device import describe_device
+from .runtime.harness.parity import ReferenceRun, check_labels, open_inputs
+from .runtime.harness.report import new_report, write_report
+from .runtime.harness.rows import ReportRow
+from .runtime.tensorrt.builder import BuildConfig, build_engine
+from .runtime.tensorrt.env import tensorrt_unavailable_reason
 
 
 @dataclass
@@ -39,7 +42,7 @@ class PipelineConfig:
     out_dir: str | None = None  # default: artifacts/<model>/
     imgsz: int = 224
     opset: int = 17
-    precisions: tuple[str, ...] = QUANTIZED
+    precisions: tuple[str, ...] = LOW_PRECISIONS
     calib_method: str | None = None  # None: quantize's default
     high_precision: str | None = None  # INT8 for TensorRT: glue dtype; None: fp16 (fp32 where TensorRT is 8.x)
     qdq_layout: str = "eca-deploy"  # INT8 for TensorRT: eca-deploy's or Model Optimizer's Q/DQ placement
@@ -80,7 +83,7 @@ class PipelineResult:
 class _Log:
     def __init__(self, echo: Callable[[str], None]):
         self.steps: list[Step] = []
-        self.rows: list[dict] = []  # report rows for artifacts a failed step never wrote
+        self.rows: list[ReportRow] = []  # report rows for artifacts a failed step never wrote
         self.echo = echo
 
     def done(self, name: str, detail: str, started: float) -> None:
@@ -95,8 +98,7 @@ class _Log:
         self.steps.append(Step(name, "error", reason))
         self.echo(f"[error] {name}: {reason}")
         if fmt:
-            self.rows.append({"artifact": name, "identity": name, "format": fmt, "precision": precision,
-                              "backend": "-", "size_mb": None, "status": "error", "reason": reason})
+            self.rows.append(ReportRow(name, name, fmt, precision, "-", "error", reason))
 
 
 def _stderr(line: str) -> None:
@@ -105,8 +107,6 @@ def _stderr(line: str) -> None:
 
 def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig):
     """quantize() writes beside the FP32 ONNX, named by precision and target, with its manifest."""
-    from .calibration.quantize import QuantizeConfig, quantize
-
     options = {"calib_method": cfg.calib_method, "calib_count": cfg.calib_count}
     if target == "tensorrt":
         options.update(high_precision=cfg.high_precision, qdq_layout=cfg.qdq_layout)
@@ -137,8 +137,6 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
 
 def build_engines(sources: dict[str, Path], cfg: PipelineConfig, log: _Log) -> list[Path]:
     """One engine per precision, with a batch profile covering the benchmark and parity batches."""
-    from .runtime.tensorrt_build import BuildConfig, build_engine
-
     largest = max((*cfg.batches, cfg.parity_batch))
     profile = f"1:{max(cfg.batches)}:{largest}"
     engines = []
@@ -170,11 +168,13 @@ def _measure(backend, artifact: Artifact, cfg: PipelineConfig, imgsz: int) -> di
                                                     cfg.duration, cfg.seed, artifact.label)}
 
 
-def _check_candidate(artifact: Artifact, provider: str, data, ref_run: ReferenceRun, cfg: PipelineConfig) -> dict:
+def _check_candidate(artifact: Artifact, provider: str, data, ref_run: ReferenceRun,
+                     cfg: PipelineConfig) -> ReportRow:
     backend = open_backend(artifact, provider=provider, threads=cfg.threads)
     try:
-        result = judge_candidate(artifact, backend, data, ref_run, cfg.parity_batch, None, cfg.overrides)
-        return {**result.row(), "bench": _measure(backend, artifact, cfg, cfg.imgsz)}
+        row = ref_run.judge(artifact, backend, data).row()
+        row.bench = _measure(backend, artifact, cfg, cfg.imgsz)
+        return row
     finally:
         backend.close()
 
@@ -182,16 +182,14 @@ def _check_candidate(artifact: Artifact, provider: str, data, ref_run: Reference
 def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> PipelineResult:
     if cfg.parity_batch < 1 or not cfg.batches or min(cfg.batches) < 1:
         raise EcaDeployError("batch sizes must be positive integers")
-    unknown = set(cfg.precisions) - set(QUANTIZED)
+    unknown = set(cfg.precisions) - set(LOW_PRECISIONS)
     if unknown:
-        raise EcaDeployError(f"--precisions takes {', '.join(QUANTIZED)}; got {', '.join(sorted(unknown))}")
+        raise EcaDeployError(f"--precisions takes {', '.join(LOW_PRECISIONS)}; got {', '.join(sorted(unknown))}")
     log = _Log(echo)
     total = time.perf_counter()
     out = ensure_output_dir(cfg.out_dir or Path("artifacts") / safe_name(cfg.model))
-    data = load_inputs(cfg.data, cfg.imgsz, cfg.count, cfg.seed)  # a bad data folder fails before any work
+    data = open_inputs(cfg.data, cfg.imgsz, cfg.count, cfg.seed)  # a bad data folder fails before any work
     if cfg.calib_data:
-        from .calibration.sources import load_dataset
-
         load_dataset(cfg.calib_data, imgsz=cfg.imgsz, count=cfg.calib_count, seed=cfg.seed)
     provider = resolve_provider(cfg.provider)
 
@@ -205,10 +203,10 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
 
     no_tensorrt = tensorrt_unavailable_reason()
     if not no_tensorrt and cfg.high_precision is None:
-        from .runtime.tensorrt_compat import trt_major
-        from .runtime.tensorrt_env import import_tensorrt
+        from .runtime.tensorrt.compat import trt_major
+        from .runtime.tensorrt.env import installed_tensorrt_version
 
-        if trt_major(import_tensorrt()) < 10:  # 8.x parses opset <= 17: FP32 glue, FP16 comes from its flag
+        if trt_major(installed_tensorrt_version()) < 10:  # 8.x parses opset <= 17: FP32 glue, FP16 comes from its flag
             cfg = replace(cfg, high_precision="fp32")
     ort_target = cfg.target or ("cpu" if provider == "cpu" else "tensorrt")
     variants = make_onnx_variants(exported.onnx_path, cfg.precisions, ort_target, cfg, log)
@@ -224,10 +222,9 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
                              threads=cfg.threads)
     ref_artifact = parse_spec(f"torch:{cfg.model}" + (f":{cfg.weights}" if cfg.weights else ""))
     try:
-        ref_run = run_reference(reference, data, cfg.parity_batch, cfg.use_labels, cfg.data or "synthetic")
-        rows = [{**ref_artifact.describe("fp32", reference.name), "status": "reference", "reason": "",
-                 "parity": ref_run.metrics,
-                 "bench": _measure(reference, ref_artifact, cfg, cfg.imgsz)}]
+        ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.parity_batch, cfg.use_labels,
+                                       cfg.overrides)
+        rows = [ref_run.row(bench=_measure(reference, ref_artifact, cfg, cfg.imgsz))]
     finally:
         reference.close()
     log.done("reference", f"{reference.name} on {ref_run.metrics['samples']} inputs, benchmarked", started)
@@ -239,11 +236,11 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
             row = _check_candidate(artifact, provider, data, ref_run, cfg)
         except EcaDeployError as exc:  # one artifact that cannot run here does not stop the others
             log.error(f"parity + bench {artifact.label}", str(exc))
-            rows.append({**artifact.describe(artifact.precision()[0], "-"), "status": "error", "reason": str(exc)})
+            rows.append(ReportRow.of(artifact, artifact.precision()[0], "-", "error", str(exc)))
             continue
         rows.append(row)
-        log.done(f"parity + bench {artifact.label}", f"{row['status']}" +
-                 (f" ({row['reason']})" if row["reason"] else ""), started)
+        log.done(f"parity + bench {artifact.label}", row.status + (f" ({row.reason})" if row.reason else ""),
+                 started)
 
     rows += log.rows
     timings = {s.name: round(s.seconds, 2) for s in log.steps if s.status == "done"}
@@ -252,7 +249,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
         "pipeline", describe_device(cfg.threads), rows,
         model={"name": loaded.name, "weights": cfg.weights, "num_classes": loaded.num_classes, "imgsz": cfg.imgsz,
                "eca_k_per_stage": k_per_stage(loaded.eca_blocks)},
-        data=data_record(data, cfg.data, ref_run.metrics["samples"], cfg.use_labels),
+        data=ref_run.data,
         reference=ref_artifact.spec,
         skipped=[{"step": s.name, "reason": s.detail} for s in log.steps if s.status == "skipped"],
         steps=[{"step": s.name, "status": s.status, "detail": s.detail, "seconds": round(s.seconds, 2)}

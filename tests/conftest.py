@@ -2,7 +2,7 @@
 
 import pytest
 
-from digits import Digits, build_digits
+from eca_deploy.testing.digits import Digits, build_digits
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,10 @@ from PIL import Image
 
 from eca_deploy.artifacts import read_manifest
 from eca_deploy.cli.main import main
-from eca_deploy.runtime.report import validate_report
-from eca_deploy.runtime.tensorrt_env import tensorrt_unavailable_reason
+from eca_deploy.runtime.harness.report import validate_report
+from eca_deploy.runtime.tensorrt.env import tensorrt_unavailable_reason
+
+pytestmark = pytest.mark.slow  # the whole pipeline, end to end
 
 
 @pytest.fixture(scope="module")

@@ -1,1 +1,1 @@
-"""Calibration data, statistics and INT8 Q/DQ placement; FP16/INT8 quantization of an exported ONNX."""
+"""The precision stage: FP16 conversion, INT8 calibration (statistics, calibrators, cache) and Q/DQ placement."""

@@ -11,9 +11,9 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..errors import DataError
-from ..runtime.ort import make_session
+from ..graph.session import make_session
 from .calibrators import TensorStats
-from .sources import Dataset
+from ..data.sources import Dataset
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

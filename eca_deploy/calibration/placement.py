@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from ..errors import QuantizationError
-from ..export.graph import conv1d_weight_names
+from ..graph.graph import conv1d_weight_names
 
 TARGETS = ("tensorrt", "cpu")
 QDQ_LAYOUTS = ("eca-deploy", "modelopt")  # placements for the tensorrt target

@@ -16,23 +16,21 @@ import onnx
 from onnx import TensorProto
 
 from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
-from ..errors import ParityError, QuantizationError
-from ..export.fp16 import convert_to_fp16, qdq_glue_to_fp16
-from ..export.graph import load_onnx, opset_of, summarize
-from ..runtime.compare import compare_outputs
-from ..runtime.ort import make_session
+from ..errors import ParityError, QuantizationError, first_line
+from ..graph.compare import compare_outputs
+from ..graph.graph import load_onnx, opset_of, summarize
+from ..graph.session import make_session
+from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
+from .fp16 import convert_to_fp16, qdq_glue_to_fp16
 from .cache import cache_key, load_ranges, store_ranges
 from .calibrators import DEFAULT_PERCENTILE, METHODS, TensorRange
 from .collect import collect_stats
 from .placement import QDQ_LAYOUTS, TARGETS, make_plan, name_nodes
 from .qdq import insert_qdq
-from .sources import Dataset, load_dataset
+from ..data.sources import Dataset, load_dataset
 
-PRECISIONS = ("fp16", "int8")
 HIGH_PRECISIONS = ("fp16", "fp32")  # the dtype of an INT8 model's non-quantized glue (tensorrt target)
 FP16_MIN_COSINE = 0.9999
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-                 "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul"}
 LOW_PRECISION_TYPES = {TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16", TensorProto.INT8: "INT8",
                        TensorProto.UINT8: "UINT8"}
 FP16_CHECK_BATCH = 8  # random inputs for the FP16 check when no images are given
@@ -75,15 +73,11 @@ class QuantizeResult:
 
 def default_output(onnx_path: Path, precision: str, target: str, high_precision: str = "fp16",
                    layout: str = "eca-deploy") -> Path:
-    """<stem>.fp16.onnx, <stem>.int8.onnx (tensorrt, FP16 glue, eca-deploy layout; the others add
-    .fp32-glue / .modelopt, so both engines of a comparison can sit side by side) or <stem>.int8.cpu.onnx."""
-    if precision == "fp16":
-        suffix = "fp16"
-    elif target == "cpu":
-        suffix = "int8.cpu"
-    else:
-        suffix = "int8" + (".modelopt" if layout == "modelopt" else "") + \
-            (".fp32-glue" if high_precision == "fp32" else "")
+    """<stem>.<variant suffix>.onnx; a tensorrt INT8 file other than the default (FP16 glue, eca-deploy
+    layout) adds .modelopt / .fp32-glue, so the engines of a comparison can sit side by side."""
+    suffix = variant_suffix(precision, target)
+    if precision == "int8" and target == "tensorrt":
+        suffix += (".modelopt" if layout == "modelopt" else "") + (".fp32-glue" if high_precision == "fp32" else "")
     return onnx_path.with_name(f"{onnx_path.stem}.{suffix}.onnx")
 
 
@@ -118,8 +112,8 @@ def check_input_model(model: onnx.ModelProto, path: Path) -> int:
 
 
 def _validate(cfg: QuantizeConfig) -> None:
-    if cfg.precision not in PRECISIONS:
-        raise QuantizationError(f"unknown precision {cfg.precision!r}; choose from {', '.join(PRECISIONS)}")
+    if cfg.precision not in LOW_PRECISIONS:
+        raise QuantizationError(f"unknown precision {cfg.precision!r}; choose from {', '.join(LOW_PRECISIONS)}")
     if cfg.target not in TARGETS:
         raise QuantizationError(f"unknown target {cfg.target!r}; choose from {', '.join(TARGETS)}")
     if cfg.calib_method not in METHODS:
@@ -267,7 +261,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     try:
         onnx.checker.check_model(quantized)
     except onnx.checker.ValidationError as exc:
-        raise QuantizationError(f"the Q/DQ model fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+        raise QuantizationError(f"the Q/DQ model fails onnx.checker: {first_line(exc)}") from exc
     timings["insert_qdq"] = time.perf_counter() - t
 
     check = _check_data(cfg, imgsz)

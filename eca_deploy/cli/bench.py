@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EcaDeployError
+from ..precisions import PRECISION_NAMES
 from .parity import add_host_code_argument, add_runtime_arguments
 
 NAME = "bench"
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a .onnx file, a TensorRT .engine/.plan, or torch:<model>[:weights]")
     add_timing_arguments(parser, duration=3.0)
     parser.add_argument("--imgsz", type=int, default=None, help="input size for torch:<model> (default 224)")
-    parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
+    parser.add_argument("--precision", default=None, choices=PRECISION_NAMES,
                         help="label for the report (default: the manifest, else what the ONNX graph holds)")
     add_runtime_arguments(parser)
     add_host_code_argument(parser)
@@ -55,9 +56,9 @@ def default_output(model: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ..artifacts import ensure_not_input, write_json
-    from ..runtime.bench import BenchConfig, run_bench
-    from ..runtime.device import describe_device
-    from ..runtime.report import new_report
+    from ..runtime.harness.bench import BenchConfig, run_bench
+    from ..runtime.harness.device import describe_device
+    from ..runtime.harness.report import new_report
 
     cfg = BenchConfig(model=args.model, batches=parse_batches(args.batch), warmup=args.warmup,
                       iterations=args.iterations, duration=args.duration, provider=args.provider,

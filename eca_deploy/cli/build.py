@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from ..precisions import LOW_PRECISIONS
+
 NAME = "build"
 HELP = "build a TensorRT engine (8.6, 10.x, 11.x) from an FP32, FP16 or Q/DQ INT8 ONNX, with a manifest"
 
@@ -30,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Jetson: run on DLA core N, layers DLA cannot run fall back to the GPU")
     parser.add_argument("--version-compatible", action="store_true",
                         help="build an engine later TensorRT releases can also run (may be slower)")
-    parser.add_argument("--legacy-precision", choices=("fp16", "int8"), default=None,
+    parser.add_argument("--legacy-precision", choices=LOW_PRECISIONS, default=None,
                         help="TensorRT 8.6/10.x only: build an FP32 ONNX with the weak-typing FP16/INT8 builder "
                              "flags (int8 calibrates implicitly); TensorRT 11 refuses it")
     parser.add_argument("--calib-data", default=None, metavar="SOURCE",
@@ -56,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import EngineError
-    from ..runtime.tensorrt_build import BuildConfig, build_engine, prepare_build
+    from ..runtime.tensorrt.builder import BuildConfig, build_engine, prepare_build
 
     cfg = BuildConfig(onnx=args.onnx, output=args.output, batch=args.batch, workspace_gib=args.workspace,
                       timing_cache=args.timing_cache, opt_level=args.opt_level, dla_core=args.dla,
@@ -65,18 +67,18 @@ def run(args: argparse.Namespace) -> int:
                       calib_cache=args.calib_cache, calib_method=args.calib_method, seed=args.seed,
                       device=args.device)
     if args.print_trtexec:
-        from ..runtime.tensorrt_trtexec import trtexec_command
+        from ..runtime.tensorrt.trtexec import trtexec_command
 
         plan = prepare_build(cfg)
         if args.trt_version:
-            from ..runtime.tensorrt_compat import check_known_release
+            from ..runtime.tensorrt.compat import check_known_release
 
             check_known_release(args.trt_version)  # a typo must not print flags of a release that does not exist
             version = args.trt_version
         else:
-            from ..runtime.tensorrt_env import import_tensorrt
+            from ..runtime.tensorrt.env import installed_tensorrt_version
 
-            version = import_tensorrt().__version__
+            version = installed_tensorrt_version()
         print(shlex.join(trtexec_command(plan, version)))
         if cfg.legacy_precision == "int8":
             print(f"note: trtexec cannot calibrate; it reads the cache {plan.calib_cache}, which an eca-deploy "

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runtime.doctor import exit_code, run_doctor
+    from ..runtime.harness.doctor import exit_code, run_doctor
 
     checks = run_doctor(smoke=args.smoke, verbose=getattr(args, "verbose", False))
     for check in checks:

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export.graph import load_onnx, summarize
+    from ..graph.graph import load_onnx, summarize
 
     summary = summarize(load_onnx(args.onnx))
     print(f"{args.onnx}: opset {summary.opset}, {sum(summary.ops.values())} nodes")

@@ -8,7 +8,7 @@ import traceback
 from typing import Sequence
 
 from .. import __version__
-from ..errors import EcaDeployError
+from ..errors import EcaDeployError, first_line
 from . import bench, build, doctor, export, inspect, models, parity, pipeline, quantize, report
 
 # Each command module provides NAME, HELP, add_arguments(parser) and run(args) -> int.
@@ -49,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours: still one line unless asked for more
         if verbose:
             traceback.print_exc()
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"eca-deploy: internal error: {type(exc).__name__}: {first} (rerun with --verbose for the "
+        print(f"eca-deploy: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --verbose for the "
               "traceback)", file=sys.stderr)
         return 1
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..precisions import PRECISION_NAMES
+
 NAME = "parity"
 HELP = "check exported / quantized models and engines against a PyTorch reference (accuracy and logits)"
 TOLERANCE_FLAGS = {
@@ -28,7 +30,7 @@ def add_tolerance_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def tolerance_overrides(args: argparse.Namespace) -> dict:
-    from ..runtime.parity import parse_override
+    from ..runtime.harness.parity import parse_override
 
     overrides: dict[str, dict] = {}
     for name in TOLERANCE_FLAGS:
@@ -74,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         # %(default).0s prints nothing: it keeps the formatter from adding "(default: True)"
                         help="ignore the data's labels (judge INT8 by agreement instead of accuracy drop)"
                              "%(default).0s")
-    parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
+    parser.add_argument("--precision", default=None, choices=PRECISION_NAMES,
                         help="precision of every candidate, for the tolerances (default: each candidate's "
                              "manifest, else what its ONNX graph holds)")
     add_tolerance_arguments(parser)
@@ -86,9 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..artifacts import ensure_not_input, write_json
-    from ..runtime.device import describe_device
-    from ..runtime.parity import ParityConfig, raise_on_failure, run_parity
-    from ..runtime.report import new_report, summary_table
+    from ..runtime.harness.device import describe_device
+    from ..runtime.harness.parity import ParityConfig, raise_on_failure, run_parity
+    from ..runtime.harness.report import new_report, summary_table
 
     cfg = ParityConfig(reference=args.reference, candidates=args.candidates, data=args.data, count=args.count,
                        imgsz=args.imgsz, batch=args.batch, seed=args.seed, use_labels=args.use_labels,
@@ -98,12 +100,12 @@ def run(args: argparse.Namespace) -> int:
     ensure_not_input(out, [args.reference, *args.candidates, args.data])
     comparison = run_parity(cfg)
     device = describe_device(args.threads)
-    rows = [comparison.reference_row()] + [c.row() for c in comparison.candidates]
-    report = new_report("parity", device, rows, data=comparison.data, reference=args.reference,
+    data = comparison.reference.data
+    report = new_report("parity", device, comparison.rows(), data=data, reference=args.reference,
                         imgsz=comparison.imgsz)
     write_json(out, report)
-    print(f"{comparison.data['samples']} inputs from {comparison.data['source']} at "
-          f"{comparison.imgsz}x{comparison.imgsz}" + (", labeled" if comparison.data["labeled"] else ""))
+    print(f"{data['samples']} inputs from {data['source']} at "
+          f"{comparison.imgsz}x{comparison.imgsz}" + (", labeled" if data["labeled"] else ""))
     print(summary_table(report))
     for warning in device["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)

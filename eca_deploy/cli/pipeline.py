@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ParityError
     from ..pipeline import PipelineConfig, run_pipeline
-    from ..runtime.report import summary_table
+    from ..runtime.harness.report import summary_table
 
     cfg = PipelineConfig(
         model=args.model, weights=args.weights, calib_data=args.calib_data, data=args.data,

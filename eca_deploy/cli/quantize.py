@@ -18,10 +18,11 @@ def count(text: str) -> int | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..calibration.calibrators import DEFAULT_PERCENTILE, METHODS
     from ..calibration.placement import QDQ_LAYOUTS, TARGETS
-    from ..calibration.quantize import HIGH_PRECISIONS, PRECISIONS
+    from ..calibration.quantize import HIGH_PRECISIONS
+    from ..precisions import LOW_PRECISIONS
 
     parser.add_argument("--onnx", required=True, default=argparse.SUPPRESS, help="the FP32 model from `eca-deploy export`")
-    parser.add_argument("--precision", choices=PRECISIONS, default="int8",
+    parser.add_argument("--precision", choices=LOW_PRECISIONS, default="int8",
                         help="fp16: FP16 weights and math with FP32 inputs/outputs; int8: explicit Q/DQ")
     parser.add_argument("--calib-data", default=argparse.SUPPRESS,
                         help="calibration images: a folder (recursive; jpg/png/bmp/webp), an ImageFolder root "

@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..artifacts import ensure_not_input
-    from ..runtime.report import combine, load_report, summary_table, write_report
+    from ..runtime.harness.report import combine, load_report, summary_table, write_report
 
     reports = [load_report(path) for path in args.results]
     out = Path(args.out)

@@ -1,1 +1,1 @@
-"""torch -> ONNX export, graph inspection and simplification."""
+"""torch -> ONNX export and simplification."""

@@ -1,10 +1,9 @@
 """torch -> ONNX -> onnxsim, verified against PyTorch after every step.
 
-We use the TorchScript exporter (``dynamo=False``). Measured with torch 2.13 on
-our 2-core CI machine: it writes opset 17 for ECA-ResNet50 in about 2.3 s, while
-``dynamo=True`` took 11.5 s, failed on a batch-1 example with a dynamic batch
-axis, forced opset 18 and wrote weights to a separate ``.onnx.data`` file. Opset
-17 is what TensorRT 8.6 (JetPack 6.0) parses fully.
+We use the TorchScript exporter (``dynamo=False``): the dynamo exporter was several
+times slower, failed on a batch-1 example with a dynamic batch axis, forced opset 18
+and wrote weights to a separate ``.onnx.data`` file (figures: README, Performance).
+Opset 17 is what TensorRT 8.6 (JetPack 6.0) parses fully.
 """
 
 from __future__ import annotations
@@ -23,11 +22,11 @@ import onnx
 import torch
 
 from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, write_manifest)
-from ..errors import ExportError
-from ..models import LoadedModel, k_per_stage, load_model
-from ..runtime.compare import compare_outputs
-from ..runtime.ort import run_once
-from .graph import summarize
+from ..errors import ExportError, first_line
+from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model
+from ..graph.compare import compare_outputs
+from ..graph.session import run_once
+from ..graph.graph import summarize
 from .simplify import simplify
 
 INPUT_NAME = "input"
@@ -59,7 +58,7 @@ class ExportResult:
 
 
 def safe_name(model: str) -> str:
-    return model.replace("timm:", "timm_").replace("/", "_")
+    return model.replace(TIMM_PREFIX, TIMM_PREFIX[:-1] + "_").replace("/", "_")
 
 
 def verification_batch(batch: int | None, imgsz: int, seed: int) -> np.ndarray:
@@ -108,12 +107,12 @@ def to_onnx(loaded: LoadedModel, opset: int, batch: int | None, imgsz: int) -> o
                               do_constant_folding=True, dynamo=False)
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed for {loaded.name} at opset {opset}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+                          f"{first_line(exc)}") from exc
     model = onnx.load_from_string(buffer.getvalue())
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+        raise ExportError(f"exported graph fails onnx.checker: {first_line(exc)}") from exc
     return model
 
 
@@ -167,6 +166,7 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
         weights=loaded.weights,
         weights_sha256=loaded.weights_sha256,
         num_classes=loaded.num_classes,
+        data_config=loaded.data_config.as_dict(),
         eca_k_per_stage=k_per_stage(loaded.eca_blocks),
         eca_blocks=[{"module": n, "channels": c, "k": k} for n, c, k in loaded.eca_blocks],
         opset=cfg.opset,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from ..errors import ExportError
+from ..errors import ExportError, first_line
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -15,7 +15,7 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         simplified, ok = onnxsim.simplify(model)
     except Exception as exc:
-        raise ExportError(f"onnxsim failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise ExportError(f"onnxsim failed: {first_line(exc)}") from exc
     if not ok:
         raise ExportError("onnxsim could not validate the simplified model (try --no-simplify)")
     return simplified

@@ -1,10 +1,16 @@
-"""ECA models: the layer, ECA-ResNet / ECA-MobileNetV2, the registry and checkpoint loading."""
+"""ECA models: the layer, ECA-ResNet / ECA-MobileNetV2, the registry and checkpoint loading.
 
+Importing the package imports the model families, whose ``@register_model`` decorators fill the
+registry (the registry itself imports no model file, as in timm).
+"""
+
+from . import mobilenetv2, resnet  # noqa: F401  (registers the families)
+from .base import TIMM_PREFIX, LoadedModel, ModelSpec, eca_blocks
 from .eca import EcaLayer, adaptive_kernel_size
-from .loader import LoadedModel, eca_blocks, k_per_stage, load_model
+from .loader import k_per_stage, load_model
 from .registry import create_model, get_spec, list_models, register_model
 
 __all__ = [
-    "EcaLayer", "adaptive_kernel_size", "LoadedModel", "eca_blocks", "k_per_stage", "load_model",
-    "create_model", "get_spec", "list_models", "register_model",
+    "TIMM_PREFIX", "EcaLayer", "adaptive_kernel_size", "LoadedModel", "ModelSpec", "eca_blocks", "k_per_stage",
+    "load_model", "create_model", "get_spec", "list_models", "register_model",
 ]

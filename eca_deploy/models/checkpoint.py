@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "net")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel, torch.compile
@@ -45,7 +45,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         try:
             return _strip_prefixes(load_file(str(path), device="cpu")), {"format": "safetensors"}
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {_first_line(exc)}") from exc
+            raise CheckpointError(f"{path} is not a readable safetensors file: {first_line(exc)}") from exc
 
     try:
         with warnings.catch_warnings():
@@ -60,7 +60,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
                               f"({detail})") from exc
     except Exception as exc:  # the unpickler fails on foreign bytes with any of a dozen exception types
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
-                              f"{_first_line(exc)}") from exc
+                              f"{first_line(exc)}") from exc
 
     meta: dict = {"format": "pytorch"}
     if isinstance(obj, Mapping):
@@ -91,12 +91,7 @@ def _unpickler_detail(exc: BaseException) -> str:
     if found:
         return found.group(0)
     found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-    return found.group(1).strip() if found else _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return found.group(1).strip() if found else first_line(exc)
 
 
 def _summary(keys: list[str], limit: int = 3) -> str:

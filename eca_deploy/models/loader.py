@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -11,30 +10,10 @@ from torch import nn
 
 from ..artifacts import sha256_file
 from .checkpoint import load_strict, read_state_dict
+from .base import TIMM_PREFIX, LoadedModel, eca_blocks, replace_module
 from .eca import EcaLayer
 from .registry import create_model, get_spec
-
-TIMM_PREFIX = "timm:"
-
-
-@dataclass
-class LoadedModel:
-    name: str
-    model: nn.Module
-    num_classes: int
-    weights: str | None = None
-    weights_sha256: str | None = None
-    checkpoint_meta: dict = field(default_factory=dict)
-
-    @property
-    def eca_blocks(self) -> list[tuple[str, int, int]]:
-        return eca_blocks(self.model)
-
-
-def eca_blocks(model: nn.Module) -> list[tuple[str, int, int]]:
-    """(module name, channels, k) of every ECA layer, in forward order."""
-    return [(name, m.channels, m.k_size) for name, m in model.named_modules() if isinstance(m, EcaLayer)]
-
+from .timm_models import load_timm_model
 
 def k_per_stage(blocks: Sequence[tuple[str, int, int]]) -> list[int]:
     """Collapse consecutive blocks with the same k: [3,3,5,5,5,7] -> [3,5,7] (a k3557 model reads 3,5,7)."""
@@ -43,12 +22,6 @@ def k_per_stage(blocks: Sequence[tuple[str, int, int]]) -> list[int]:
         if not ks or ks[-1] != k:
             ks.append(k)
     return ks
-
-
-def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def _fit_eca_kernels(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -83,8 +56,6 @@ def load_model(name: str, weights: str | Path | None = None, num_classes: int | 
                k_size: Sequence[int] | None = None) -> LoadedModel:
     """Build ``name`` in eval mode; with ``weights``, read k and class count from the file, then load strictly."""
     if name.startswith(TIMM_PREFIX):
-        from .timm_models import load_timm_model
-
         return load_timm_model(name[len(TIMM_PREFIX):], weights, num_classes)
 
     spec = get_spec(name)
@@ -102,4 +73,4 @@ def load_model(name: str, weights: str | Path | None = None, num_classes: int | 
         settle_batchnorm(model)
     model.eval()
     return LoadedModel(name, model, num_classes, str(weights) if weights else None,
-                       sha256_file(weights) if weights else None, meta)
+                       sha256_file(weights) if weights else None, meta, spec.data_config)

@@ -3,48 +3,41 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from torch import nn
 
+from ..data.preprocess import DataConfig
 from ..errors import ModelNotFoundError
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    builder: Callable[..., nn.Module]
-    default_k: tuple[int, ...]  # per stage, as in the released checkpoint names (k3557)
-    classifier: str  # state_dict prefix of the final classifier, to read the class count
-    description: str = ""
+from .base import TIMM_PREFIX, ModelSpec
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(default_k: Sequence[int], classifier: str, description: str = ""):
+def register_model(default_k: Sequence[int], classifier: str, description: str = "",
+                   data_config: DataConfig = DataConfig()):
+    """The model families' modules register their builders as eca_deploy.models imports them."""
+
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = builder.__name__
-        _REGISTRY[name] = ModelSpec(name, builder, tuple(default_k), classifier, description)
+        _REGISTRY[name] = ModelSpec(name, builder, tuple(default_k), classifier, description, data_config)
         return builder
 
     return decorator
 
 
 def list_models() -> list[str]:
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(_REGISTRY))}"
-        raise ModelNotFoundError(f"unknown model '{name}'{hint} (timm models: timm:<name>)") from None
+        raise ModelNotFoundError(f"unknown model '{name}'{hint} (timm models: {TIMM_PREFIX}<name>)") from None
 
 
 def create_model(name: str, num_classes: int = 1000, k_size: Sequence[int] | None = None) -> nn.Module:
@@ -54,7 +47,3 @@ def create_model(name: str, num_classes: int = 1000, k_size: Sequence[int] | Non
         raise ModelNotFoundError(f"{name} takes {len(spec.default_k)} kernel sizes (one per stage), got {len(k)}")
     return spec.builder(num_classes=num_classes, k_size=k)
 
-
-def _ensure_loaded() -> None:
-    # Importing the model modules runs their @register_model decorators.
-    from . import mobilenetv2, resnet  # noqa: F401

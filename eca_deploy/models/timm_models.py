@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from ..artifacts import sha256_file
-from ..errors import MissingDependencyError, ModelNotFoundError, missing_dependency
+from ..data.preprocess import INTERPOLATIONS, DataConfig
+from ..errors import MissingDependencyError, ModelNotFoundError, first_line, missing_dependency
 from .checkpoint import load_strict, read_state_dict
 from .eca import EcaLayer
-from .loader import LoadedModel, replace_module
+from .base import TIMM_PREFIX, LoadedModel, replace_module
 
 
 def _import_timm():
@@ -27,7 +28,7 @@ def _import_timm():
     except ImportError as exc:
         raise missing_dependency("timm", "pip install 'eca-deploy[timm]'") from exc
     except Exception as exc:  # timm imports torchvision, which fails beside a mismatched torch
-        raise MissingDependencyError(f"timm could not be imported ({str(exc).splitlines()[0]}); "
+        raise MissingDependencyError(f"timm could not be imported ({first_line(exc)}); "
                                      "install a torchvision that matches your torch") from exc
     return timm
 
@@ -68,8 +69,19 @@ def load_timm_model(name: str, weights: str | Path | None = None, num_classes: i
     model = probe if not num_classes or num_classes == probe.num_classes else \
         timm.create_model(name, pretrained=False, num_classes=num_classes)
     if weights:
-        load_strict(model, state, f"timm:{name}", weights, meta)
+        load_strict(model, state, f"{TIMM_PREFIX}{name}", weights, meta)
     model.eval()
     swap_eca_modules(model, int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]))
-    return LoadedModel(f"timm:{name}", model, int(model.num_classes), str(weights) if weights else None,
-                       sha256_file(weights) if weights else None, meta)
+    return LoadedModel(f"{TIMM_PREFIX}{name}", model, int(model.num_classes), str(weights) if weights else None,
+                       sha256_file(weights) if weights else None, meta, timm_data_config(model.pretrained_cfg))
+
+
+def timm_data_config(cfg: dict) -> DataConfig:
+    """timm's pretrained_cfg (input_size, mean, std, crop_pct, interpolation) as our DataConfig."""
+    default = DataConfig()
+    interpolation = cfg.get("interpolation", default.interpolation)
+    return DataConfig(
+        input_size=int(cfg.get("input_size", (3, default.input_size, default.input_size))[-1]),
+        mean=tuple(cfg.get("mean", default.mean)), std=tuple(cfg.get("std", default.std)),
+        resize_ratio=1.0 / float(cfg.get("crop_pct", 1.0 / default.resize_ratio)),
+        interpolation=interpolation if interpolation in INTERPOLATIONS else default.interpolation)

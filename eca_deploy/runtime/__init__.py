@@ -1,1 +1,1 @@
-"""Runtime: backends (torch, onnxruntime, TensorRT), comparisons, benchmarks, reports."""
+"""Runtime: the TensorRT build stage, inference backends behind one base class, and the harness above them."""

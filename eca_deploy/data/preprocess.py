@@ -1,0 +1,89 @@
+"""torchvision's ImageNet evaluation transform, done with Pillow and numpy.
+
+``Resize(256) -> CenterCrop(224) -> ToTensor() -> Normalize(mean, std)`` on a PIL
+image, scaled to the model's input size: the shorter side goes to
+round(imgsz * 256 / 224) with Pillow's antialiased bilinear filter (what
+torchvision itself calls for PIL input), the long side to int(short * long / short)
+as torchvision computes it, and the crop offsets are rounded as in
+``torchvision.transforms.functional.center_crop``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+# Part of every data hash: bump when the numbers this module produces change.
+PREPROCESS_VERSION = "imagenet-eval-pil-1"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a model expects of its input, as timm's pretrained_cfg says it: evaluation transform settings."""
+
+    input_size: int = 224  # the size the model was trained at (export's default --imgsz)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize_ratio: float = 256 / 224  # shorter side before the centre crop = round(imgsz * ratio); timm: 1 / crop_pct
+    interpolation: str = "bilinear"
+
+    @property
+    def settings(self) -> str:
+        """Part of a data hash: the same images preprocessed otherwise are other data."""
+        default = DataConfig()
+        if self == default:
+            return PREPROCESS_VERSION  # unchanged hashes (and calibration caches) for the ImageNet default
+        return (f"{PREPROCESS_VERSION}|mean={self.mean}|std={self.std}|ratio={self.resize_ratio:.6f}"
+                f"|interp={self.interpolation}")
+
+    def as_dict(self) -> dict:
+        return {"input_size": self.input_size, "mean": list(self.mean), "std": list(self.std),
+                "resize_ratio": self.resize_ratio, "interpolation": self.interpolation}
+
+
+DEFAULT_DATA_CONFIG = DataConfig()
+MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
+STD = np.array(IMAGENET_STD, dtype=np.float32)
+
+
+def resize_size(imgsz: int, config: DataConfig = DEFAULT_DATA_CONFIG) -> int:
+    return int(round(imgsz * config.resize_ratio))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Grayscale, palette, RGBA/LA and CMYK to RGB (alpha dropped, as torchvision's default loader does)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # Pillow warns when a palette with transparency goes straight to RGB
+    return image.convert("RGB")
+
+
+def resize_shorter(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    if short == size:
+        return image
+    new_long = int(size * long / short)
+    new_size = (size, new_long) if width <= height else (new_long, size)
+    return image.resize(new_size, INTERPOLATIONS[interpolation])
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def preprocess(image: Image.Image, imgsz: int, config: DataConfig = DEFAULT_DATA_CONFIG) -> np.ndarray:
+    """PIL image -> float32 [3, imgsz, imgsz], normalized with the model's mean and std (ImageNet's by default)."""
+    resized = resize_shorter(to_rgb(image), resize_size(imgsz, config), config.interpolation)
+    array = np.asarray(center_crop(resized, imgsz), dtype=np.float32) / 255.0
+    array = (array - np.asarray(config.mean, dtype=np.float32)) / np.asarray(config.std, dtype=np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))

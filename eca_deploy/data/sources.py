@@ -1,0 +1,252 @@
+"""Calibration and evaluation data: image folders, ImageFolder trees, `path label` lists and .npy tensors.
+
+Shared by calibration and by the parity harness. Every source becomes a
+:class:`Dataset` that yields preprocessed float32 NCHW batches (plus int64 labels
+where the source has them). Subsets are deterministic (``count`` files chosen by
+``seed``), and ``data_hash`` identifies the chosen files' bytes together with the
+preprocessing settings, so a calibration cache can tell whether it still applies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from ..artifacts import sha256_file
+from ..errors import DataError, first_line
+from .preprocess import DEFAULT_DATA_CONFIG, DataConfig, preprocess
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+class Dataset(ABC):
+    """A fixed, ordered selection of samples; ``batches`` decodes and preprocesses them lazily."""
+
+    labels: np.ndarray | None
+    class_names: list[str] | None
+    data_hash: str
+    imgsz: int
+    description: str
+
+    def __init__(self) -> None:
+        self.skipped: list[tuple[str, str]] = []  # (path, reason), filled while batches are read
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.class_names is not None:
+            return len(self.class_names)
+        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else None
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def _sample(self, index: int) -> np.ndarray | None:
+        """[3, imgsz, imgsz] float32, or None after recording why the sample was skipped."""
+
+    def batches(self, batch_size: int, desc: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Full batches of usable samples (the last one may be short); unreadable files are skipped."""
+        if batch_size < 1:
+            raise DataError(f"batch size must be a positive integer, got {batch_size}")
+        from tqdm import tqdm
+
+        self.skipped.clear()
+        progress = tqdm(total=len(self), desc=desc, unit="img", disable=desc is None, leave=False)
+        arrays: list[np.ndarray] = []
+        labels: list[int] = []
+        used = 0
+        try:
+            for index in range(len(self)):
+                sample = self._sample(index)
+                progress.update(1)
+                if sample is None:
+                    continue
+                arrays.append(sample)
+                if self.labels is not None:
+                    labels.append(int(self.labels[index]))
+                if len(arrays) == batch_size:
+                    used += len(arrays)
+                    yield self._stack(arrays, labels)
+                    arrays, labels = [], []
+            if arrays:
+                used += len(arrays)
+                yield self._stack(arrays, labels)
+        finally:
+            progress.close()
+        if used == 0:
+            first = f" (first: {Path(self.skipped[0][0]).name}: {self.skipped[0][1]})" if self.skipped else ""
+            raise DataError(f"no usable image in {self.description}: all {len(self)} files were unreadable{first}")
+
+    def _stack(self, arrays: list[np.ndarray], labels: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+        return np.stack(arrays), (np.asarray(labels, dtype=np.int64) if self.labels is not None else None)
+
+
+class ImageDataset(Dataset):
+    def __init__(self, files: list[Path], labels: np.ndarray | None, class_names: list[str] | None,
+                 imgsz: int, description: str, settings: str, config: DataConfig = DEFAULT_DATA_CONFIG):
+        super().__init__()
+        self.files = files
+        self.config = config
+        self.labels = labels
+        self.class_names = class_names
+        self.imgsz = imgsz
+        self.description = description
+        self.data_hash = _hash_files(files, labels, settings)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _sample(self, index: int) -> np.ndarray | None:
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return preprocess(image, self.imgsz, self.config)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            # Pillow raises OSError for truncated/unknown files, SyntaxError for some broken headers.
+            self.skipped.append((str(path), first_line(exc)))
+            return None
+
+
+class ArrayDataset(Dataset):
+    """A .npy of already-preprocessed float32 [N, 3, H, W] tensors, memory-mapped, never fully loaded."""
+
+    def __init__(self, path: Path, array: np.ndarray, indices: np.ndarray, imgsz: int, settings: str):
+        super().__init__()
+        self.array = array
+        self.indices = indices
+        self.labels = None
+        self.class_names = None
+        self.imgsz = imgsz
+        self.description = str(path)
+        digest = hashlib.sha256(settings.encode())
+        digest.update(_file_digest(path).encode())
+        digest.update(indices.astype(np.int64).tobytes())
+        self.data_hash = digest.hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _sample(self, index: int) -> np.ndarray | None:
+        return np.asarray(self.array[self.indices[index]], dtype=np.float32)
+
+
+def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None = None, seed: int = 0,
+                 config: DataConfig = DEFAULT_DATA_CONFIG) -> Dataset:
+    """Open ``source`` (image folder, ImageFolder root, `path label` list, or .npy) as a :class:`Dataset`.
+
+    ``count`` picks that many samples at random with ``seed`` (kept in file order); None takes all.
+    ``config`` is the model's preprocessing (mean, std, resize ratio, interpolation).
+    """
+    source = Path(source)
+    if count is not None and count < 1:
+        raise DataError(f"image count must be a positive integer, got {count}")
+    if not source.exists():
+        raise DataError(f"calibration data not found: {source}")
+    settings = f"{config.settings}|imgsz={imgsz}|count={count}|seed={seed}"
+    if source.is_file() and source.suffix.lower() == ".npy":
+        return _load_npy(source, imgsz, count, seed, settings)
+    if source.is_file():
+        if source.suffix.lower() in IMAGE_SUFFIXES:
+            files, labels, classes = [source], None, None
+        else:
+            files, labels = _read_list(source)
+            classes = None
+    else:
+        files, labels, classes = _scan_folder(source)
+    if not files:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {source}")
+    chosen = _choose(len(files), count, seed)
+    files = [files[i] for i in chosen]
+    labels = labels[chosen] if labels is not None else None
+    return ImageDataset(files, labels, classes, imgsz, str(source), settings, config)
+
+
+def _scan_folder(root: Path) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
+    """ImageFolder (no images at the top, two or more class folders holding images) or a recursive image folder."""
+    top_images = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    class_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    if not top_images:
+        per_class = [(d.name, _images_under(d)) for d in class_dirs]
+        per_class = [(name, files) for name, files in per_class if files]
+        if len(per_class) >= 2:
+            files = [f for _, fs in per_class for f in fs]
+            labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, (_, fs) in enumerate(per_class)])
+            return files, labels, [name for name, _ in per_class]
+    return _images_under(root), None, None
+
+
+def _images_under(folder: Path) -> list[Path]:
+    found = [Path(dirpath) / name
+             for dirpath, dirnames, names in os.walk(folder, followlinks=True)
+             for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _read_list(path: Path) -> tuple[list[Path], np.ndarray | None]:
+    """Lines of `path label` (or bare `path`), relative paths taken from the list's folder; # comments allowed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the image list {path}: {first_line(exc)}") from exc
+    files: list[Path] = []
+    labels: list[int] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        head, _, tail = line.rpartition(" ")
+        if head and tail.lstrip("-").isdigit():
+            file, label = head.strip(), int(tail)
+            if label < 0:
+                raise DataError(f"{path}:{number}: labels must be non-negative integers, got {label}")
+            labels.append(label)
+        else:
+            file = line
+        files.append(Path(file) if Path(file).is_absolute() else path.parent / file)
+        if labels and len(labels) != len(files):
+            raise DataError(f"{path}:{number}: some lines have a label and some do not")
+    if not files:
+        raise DataError(f"the image list {path} names no files")
+    return files, (np.asarray(labels, dtype=np.int64) if labels else None)
+
+
+def _load_npy(path: Path, imgsz: int, count: int | None, seed: int, settings: str) -> ArrayDataset:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable .npy array: {first_line(exc)}") from exc
+    if array.ndim != 4 or array.shape[1] != 3 or array.shape[2:] != (imgsz, imgsz):
+        raise DataError(f"{path} holds an array of shape {list(array.shape)}; expected preprocessed "
+                        f"[N, 3, {imgsz}, {imgsz}] tensors")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"{path} holds {array.dtype} values; expected preprocessed float32 tensors")
+    if array.shape[0] == 0:
+        raise DataError(f"{path} holds no samples")
+    return ArrayDataset(path, array, _choose(array.shape[0], count, seed), imgsz, settings)
+
+
+def _choose(total: int, count: int | None, seed: int) -> np.ndarray:
+    if count is None or count >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as exc:  # unreadable files still get a stable identity; decoding reports them
+        return f"unreadable:{path.name}:{exc.errno}"
+
+
+def _hash_files(files: list[Path], labels: np.ndarray | None, settings: str) -> str:
+    digest = hashlib.sha256(settings.encode())
+    for i, path in enumerate(files):
+        digest.update(f"{path.name}|{_file_digest(path)}|{labels[i] if labels is not None else ''}\n".encode())
+    return digest.hexdigest()

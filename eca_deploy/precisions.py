@@ -1,0 +1,75 @@
+"""The one table of precisions: what each is called, how its files are named, how it is judged,
+which TensorRT 8.6 builder flag it needs, and how to recognise it in an ONNX graph.
+
+The CLI choices, precision detection, parity tolerances, quantize's output names and the
+pipeline's variants all read this table; adding a precision means a row here, its converter in
+calibration/, and its tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float | None = None  # element check runs when atol and rtol are both set
+    rtol: float | None = None
+    max_top1_drop: float | None = None  # percentage points below the reference's top-1; needs labels
+    min_agreement: float | None = None  # top-1 agreement; used where the accuracy drop cannot be checked
+
+
+TOLERANCE_FIELDS = ("atol", "rtol", "max_top1_drop", "min_agreement")
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    suffix: str  # the ONNX variant's file suffix, before ".onnx" ("" for the exported FP32 model)
+    tolerance: Tolerance  # parity's default judgement of an artifact in this precision
+    trt86_flag: str | None  # the BuilderFlag a TensorRT 8.6 (weakly typed) build of such an ONNX needs
+    description: str
+
+
+# FP32: different kernels and summation orders (onnxruntime, TensorRT without TF32) stay within 1e-3.
+# FP16: 10 mantissa bits; after ~50 layers every logit, near-zero ones included, moves by several 1e-2
+# (README, FP16 and INT8). A broken conversion (overflow, NaN, a wrong graph) moves them by ~1.
+# INT8: an accuracy drop of at most 1 point, the usual bar for post-training quantization.
+PRECISIONS: dict[str, Precision] = {p.name: p for p in (
+    Precision("fp32", "", Tolerance(atol=1e-3, rtol=1e-3), None, "float32, as exported"),
+    Precision("fp16", "fp16", Tolerance(atol=1e-1, rtol=5e-2), "FP16", "float16 weights and activations, FP32 I/O"),
+    Precision("int8", "int8", Tolerance(max_top1_drop=1.0, min_agreement=0.9), "INT8",
+              "explicit Q/DQ, ranges calibrated on images"),
+)}
+PRECISION_NAMES = tuple(PRECISIONS)
+LOW_PRECISIONS = tuple(name for name in PRECISIONS if name != "fp32")  # what quantize makes from an FP32 ONNX
+
+# TensorRT runs an FP32 engine's convolutions in TF32 on Ampere and newer GPUs unless the build turns
+# it off: FP16's 10 mantissa bits with FP32's range, so FP16's tolerance.
+TF32_TOLERANCE = Tolerance(atol=1e-1, rtol=5e-2)
+
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                           "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul"})
+
+
+def graph_precision(model: onnx.ModelProto) -> str:
+    """int8 where the graph quantizes, fp16 where its weights are half floats, else fp32."""
+    if any(node.op_type in QUANTIZED_OPS for node in model.graph.node):
+        return "int8"
+    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def onnx_precision(path: str | Path) -> str:
+    """The precision an ONNX file carries, read from its graph (weights not loaded)."""
+    return graph_precision(onnx.load(str(path), load_external_data=False))
+
+
+def variant_suffix(precision: str, layout: str | None = None) -> str:
+    """'fp16' -> 'fp16'; INT8 files also name a layout other than TensorRT's ('int8.cpu')."""
+    suffix = PRECISIONS[precision].suffix
+    return f"{suffix}.{layout}" if layout and layout != "tensorrt" else suffix

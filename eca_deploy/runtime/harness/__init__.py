@@ -1,0 +1,1 @@
+"""The harness: parity against a reference, benchmarks, device description and reports."""

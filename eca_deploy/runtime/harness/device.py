@@ -1,0 +1,193 @@
+"""What machine a result was measured on: CPU, threads, GPU, driver, CUDA, TensorRT, onnxruntime, Jetson.
+
+Every file read and command goes through a :class:`Probe` (a root folder and a command runner), so
+tests feed a Jetson's files and tool outputs without owning a Jetson.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ...artifacts import package_versions
+from ..tensorrt.env import tensorrt_version_or_none
+
+# L4T release -> JetPack, from NVIDIA's JetPack archive; used only when dpkg has no nvidia-jetpack package.
+L4T_TO_JETPACK = {
+    "32.7.1": "4.6.1", "32.7.2": "4.6.2", "32.7.3": "4.6.3", "32.7.4": "4.6.4", "32.7.5": "4.6.5",
+    "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3",
+    "35.6.0": "5.1.4", "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2",
+}
+UNPINNED_WARNING = ("Jetson clocks are not pinned: timings will vary with DVFS; run `sudo jetson_clocks` "
+                    "(and pick the power mode with `sudo nvpmodel -m N`) before benchmarking")
+
+
+def run_command(argv: list[str], timeout: float = 10.0) -> str | None:
+    """stdout of a command, or None where it is missing, fails or hangs."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+@dataclass
+class Probe:
+    root: Path = Path("/")
+    run: Callable[[list[str]], str | None] = field(default=run_command)
+
+    def read(self, path: str) -> str | None:
+        try:
+            return (self.root / path.lstrip("/")).read_text(errors="replace")
+        except OSError:
+            return None
+
+
+def _cpu(probe: Probe) -> dict:
+    info = probe.read("/proc/cpuinfo") or ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.lower().startswith("model name")), None)
+    if model is None:  # ARM kernels often leave "model name" out; lscpu names the core type
+        model = next((line.split(":", 1)[1].strip() for line in (probe.run(["lscpu"]) or "").splitlines()
+                      if line.startswith("Model name")), None)
+    cores = {tuple(re.findall(r"(?:physical id|core id)\s*:\s*(\d+)", block))
+             for block in info.split("\n\n") if "core id" in block}
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    governor = probe.read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    return {"model": model or platform.processor() or platform.machine(), "arch": platform.machine(),
+            "logical_cores": os.cpu_count(), "physical_cores": len(cores) or None, "usable_cores": usable,
+            "governor": governor.strip() if governor else None}
+
+
+def _threads(threads: int | None) -> dict:
+    import torch
+
+    return {"onnxruntime_intra_op": threads or "default (one per physical core)",
+            "torch": threads or torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+
+
+def _gpus(probe: Probe) -> list[dict]:
+    out = probe.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
+    gpus = []
+    for line in (out or "").strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 3:
+            gpus.append({"name": parts[0], "driver": parts[1], "memory": parts[2]})
+    return gpus
+
+
+def _cuda(probe: Probe) -> dict:
+    smi = probe.run(["nvidia-smi"]) or ""
+    driver_cuda = re.search(r"CUDA Version:\s*([\d.]+)", smi)
+    toolkit = probe.read("/usr/local/cuda/version.json")
+    toolkit_version = re.search(r'"cuda"\s*:\s*\{[^}]*"version"\s*:\s*"([\d.]+)"', toolkit or "")
+    if toolkit_version is None:
+        toolkit_version = re.search(r"CUDA Version\s+([\d.]+)", probe.read("/usr/local/cuda/version.txt") or "")
+    return {"driver_supports": driver_cuda.group(1) if driver_cuda else None,
+            "toolkit": toolkit_version.group(1) if toolkit_version else None}
+
+
+def parse_l4t(text: str | None) -> str | None:
+    """'# R36 (release), REVISION: 3.0, ...' -> '36.3.0'."""
+    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text or "")
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def parse_nvpmodel(text: str | None) -> dict | None:
+    match = re.search(r"NV Power Mode:\s*(\S+)(?:\s*\n\s*(\d+))?", text or "")
+    if not match:
+        return None
+    return {"name": match.group(1), "id": int(match.group(2)) if match.group(2) else None}
+
+
+def parse_jetson_clocks(text: str | None) -> dict | None:
+    """Pinned when every online CPU and the GPU run with MinFreq == MaxFreq (what `jetson_clocks` sets)."""
+    if not text:
+        return None
+    domains = {}
+    for line in text.splitlines():
+        name = re.match(r"\s*(cpu\d+|GPU|EMC)\b", line)
+        fields = dict(re.findall(r"(\w+)=(\S+)", line))
+        if name and "MinFreq" in fields and "MaxFreq" in fields and fields.get("Online", "1") == "1":
+            domains[name.group(1)] = fields["MinFreq"] == fields["MaxFreq"]
+    if not domains:
+        return None
+    unpinned = sorted(d for d, pinned in domains.items() if not pinned and d != "EMC")
+    return {"pinned": not unpinned, "unpinned": unpinned}
+
+
+def _jetson(probe: Probe) -> dict | None:
+    model = probe.read("/proc/device-tree/model")
+    release = probe.read("/etc/nv_tegra_release")
+    if release is None and not (model and "jetson" in model.lower()):
+        return None
+    l4t = parse_l4t(release)
+    jetpack = (probe.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"]) or "").strip()
+    clocks = parse_jetson_clocks(probe.run(["jetson_clocks", "--show"]))
+    return {
+        "model": model.strip("\x00 \n") if model else None,
+        "l4t": l4t,
+        "jetpack": jetpack.split("+")[0].split("-")[0] if jetpack else L4T_TO_JETPACK.get(l4t or ""),
+        "power_mode": parse_nvpmodel(probe.run(["nvpmodel", "-q"])),
+        # jetson_clocks --show needs root; None means we could not tell.
+        "clocks_pinned": clocks["pinned"] if clocks else None,
+        "clocks_unpinned_domains": clocks["unpinned"] if clocks else None,
+    }
+
+
+def _providers() -> list[str]:
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def machine_facts(probe: Probe | None = None) -> dict:
+    """CPU, GPUs, CUDA and Jetson facts from files and tools alone, importing no inference package."""
+    probe = probe or Probe()
+    return {"cpu": _cpu(probe), "gpus": _gpus(probe), "cuda": _cuda(probe), "jetson": _jetson(probe)}
+
+
+def describe_device(threads: int | None = None, probe: Probe | None = None) -> dict:
+    """The device record saved with every parity, benchmark and pipeline result."""
+    facts = machine_facts(probe)
+    jetson, gpus = facts["jetson"], facts["gpus"]
+    warnings = []
+    if jetson and jetson["clocks_pinned"] is False:
+        warnings.append(UNPINNED_WARNING)
+    elif jetson and jetson["clocks_pinned"] is None:
+        warnings.append("could not read `jetson_clocks --show` (run as root) to check that clocks are pinned")
+    description = {
+        "host": platform.node(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "cpu": facts["cpu"],
+        "threads": _threads(threads),
+        "gpus": gpus,
+        "cuda": facts["cuda"],
+        "jetson": jetson,
+        "versions": {**package_versions("onnxruntime", "torch", "onnx", "numpy"), "tensorrt": tensorrt_version_or_none()},
+        "onnxruntime_providers": _providers(),
+        "warnings": warnings,
+    }
+    description["label"] = device_label(description)
+    return description
+
+
+def device_label(description: dict) -> str:
+    """A short name for tables: the Jetson board and power mode, else the GPU, else the CPU."""
+    jetson = description.get("jetson")
+    if jetson:
+        mode = (jetson.get("power_mode") or {}).get("name")
+        return f"{jetson.get('model') or 'Jetson'}" + (f" ({mode})" if mode else "")
+    if description.get("gpus"):
+        return description["gpus"][0]["name"]
+    cpu = description.get("cpu", {})
+    return f"{cpu.get('model')} ({cpu.get('usable_cores')} cores)"

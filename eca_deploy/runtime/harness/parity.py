@@ -1,0 +1,314 @@
+"""Accuracy parity: the same inputs through a reference and candidates, then a verdict per candidate.
+
+Tolerances depend on the candidate's precision. FP32 and FP16 are judged element by element the
+way Polygraphy does (an element fails only when it is over BOTH atol and rtol); INT8 changes
+logits too much for that, so it is judged by its top-1 accuracy drop where labels exist, else by
+top-1 agreement with the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from ...data.sources import load_dataset
+from ...errors import DataError, EcaDeployError, ParityError
+from ...graph.compare import check_elements, compare_outputs, topk_accuracy
+from ...precisions import PRECISIONS, TF32_TOLERANCE, Tolerance
+from ..backends.registry import Artifact, open_backend, parse_spec
+from ..base import Backend
+from .rows import ReportRow
+
+
+
+
+def parse_override(text: str) -> tuple[str, float | None]:
+    """'1e-3' -> ('*', 1e-3); 'fp16=0.05' -> ('fp16', 0.05); 'int8=off' -> ('int8', None)."""
+    precision, sep, value = text.rpartition("=")
+    precision = precision if sep else "*"
+    if precision != "*" and precision not in PRECISIONS:
+        raise EcaDeployError(f"tolerance '{text}': precision must be one of {', '.join(PRECISIONS)}")
+    if value.lower() in ("off", "none"):
+        return precision, None
+    try:
+        number = float(value)
+    except ValueError:
+        raise EcaDeployError(f"tolerance '{text}' is not a number, PRECISION=NUMBER or PRECISION=off") from None
+    if not math.isfinite(number) or number < 0:
+        raise EcaDeployError(f"tolerance '{text}' must be a finite number >= 0")
+    return precision, number
+
+
+def tolerance_for(precision: str, overrides: dict[str, dict[str, float | None]] | None = None,
+                  fp32_math: str = "fp32") -> Tolerance:
+    """The default for ``precision`` (TF32's where the backend runs FP32 in TF32) with overrides applied:
+    {'atol': {'*': 1e-3, 'fp16': None}, ...}; overrides are keyed by the artifact's precision."""
+    tf32 = precision == "fp32" and fp32_math == "tf32"
+    tol = TF32_TOLERANCE if tf32 else PRECISIONS[precision].tolerance
+    for name, per_precision in (overrides or {}).items():
+        for key in ("*", precision):  # a precision-specific value wins over one for all
+            if key in per_precision:
+                tol = replace(tol, **{name: per_precision[key]})
+    return tol
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    checks: list[dict] = field(default_factory=list)  # {"check", "value", "limit", "passed"}
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{c['check']}: {c['value']:.4g} (limit {c['limit']:.4g})" for c in self.checks if not c["passed"]]
+
+
+def judge(tol: Tolerance, candidate: np.ndarray, reference: np.ndarray, reference_top1: float | None,
+          candidate_top1: float | None) -> tuple[Verdict, dict | None]:
+    """Apply ``tol``; returns the verdict and the element check (None when atol/rtol are off)."""
+    checks = [{"check": "non-finite outputs", "value": float(np.count_nonzero(~np.isfinite(candidate))),
+               "limit": 0.0}]
+    elements = None
+    if tol.atol is not None and tol.rtol is not None:
+        result = check_elements(reference, candidate, tol.atol, tol.rtol)
+        elements = result.as_dict()
+        checks.append({"check": f"elements over atol {tol.atol:g} and rtol {tol.rtol:g}",
+                       "value": float(result.mismatched), "limit": 0.0})
+    if tol.max_top1_drop is not None and reference_top1 is not None and candidate_top1 is not None:
+        checks.append({"check": "top-1 drop (points)", "value": 100.0 * (reference_top1 - candidate_top1),
+                       "limit": tol.max_top1_drop})
+    elif tol.min_agreement is not None:
+        agreement = float(np.mean(np.argmax(candidate, 1) == np.argmax(reference, 1)))
+        checks.append({"check": "top-1 agreement", "value": agreement, "limit": tol.min_agreement, "min": True})
+    for check in checks:
+        check["passed"] = bool(check["value"] >= check["limit"] if check.pop("min", False)
+                               else check["value"] <= check["limit"])
+    return Verdict(all(c["passed"] for c in checks), checks), elements
+
+
+class SyntheticInputs:
+    """Seeded N(0, 1) images; sample i is the same whatever the batch size, so backends see equal inputs."""
+
+    labels = None
+    num_classes = None
+    class_names = None
+    skipped = ()
+
+    def __init__(self, count: int, imgsz: int, seed: int = 0):
+        self.count, self.imgsz, self.seed = count, imgsz, seed
+        self.data_hash = f"synthetic-normal-seed{seed}-n{count}-{imgsz}px"
+
+    def batches(self, batch_size: int, desc: str | None = None) -> Iterator[tuple[np.ndarray, None]]:
+        starts = range(0, self.count, batch_size)
+        for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=desc is None):
+            size = min(batch_size, self.count - start)
+            yield np.stack([np.random.default_rng([self.seed, start + i]).standard_normal(
+                (3, self.imgsz, self.imgsz), dtype=np.float32) for i in range(size)]), None
+
+
+def collect_logits(backend: Backend, data, batch: int, desc: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run every batch of ``data`` at a batch size the backend takes (a static axis or an engine's profile
+    decide); a short last batch is zero-padded up to the smallest batch the backend accepts."""
+    low, high = backend.batch_limits()
+    batch = max(low, min(batch, high or batch))
+    outputs, labels = [], []
+    for images, targets in data.batches(batch, desc=desc):
+        n = len(images)
+        if n < low:
+            images = np.concatenate([images, np.zeros((low - n, *images.shape[1:]), images.dtype)])
+        outputs.append(np.asarray(backend.infer(images), dtype=np.float32).reshape(len(images), -1)[:n])
+        if targets is not None:
+            labels.append(np.asarray(targets))
+    return np.concatenate(outputs), (np.concatenate(labels) if labels else None)
+
+
+def check_input_size(name: str, backend: Backend, imgsz: int) -> None:
+    height, width = backend.input_spec.image_size
+    if (height, width) != (None, None) and (height, width) != (imgsz, imgsz):
+        raise DataError(f"{name} takes {height}x{width} inputs but the comparison runs at {imgsz}x{imgsz} "
+                        "(set --imgsz, or compare models exported at the same size)")
+
+
+def resolve_imgsz(imgsz: int | None, backends: list[tuple[str, Backend]]) -> int:
+    """--imgsz, else the first fixed input size among the models, else 224."""
+    if imgsz is None:
+        imgsz = next((b.input_spec.image_size[0] for _, b in backends if b.input_spec.image_size[0]), 224)
+    for name, backend in backends:
+        check_input_size(name, backend, imgsz)
+    return imgsz
+
+
+def check_labels(labels: np.ndarray | None, data, num_classes: int, source: str) -> None:
+    """ImageFolder labels are folder ranks, so the folder count must be the class count; a `path label`
+    list names class indices itself, so they only have to exist in the model."""
+    if labels is None:
+        return
+    folders = getattr(data, "class_names", None)
+    if folders is not None and len(folders) != num_classes:
+        raise DataError(f"{source} has {len(folders)} classes but the model outputs {num_classes}; labels "
+                        "would not match (use one folder per model class, or --no-labels)")
+    if int(labels.max(initial=0)) >= num_classes:
+        raise DataError(f"{source} has label {int(labels.max())} but the model outputs {num_classes} classes "
+                        "(labels are class indices from 0; or use --no-labels)")
+
+
+@dataclass
+class CandidateResult:
+    artifact: Artifact
+    backend: str
+    precision: str
+    precision_source: str
+    tolerance: Tolerance
+    verdict: Verdict
+    metrics: dict  # compare_outputs + top1/top5 + elements
+
+    def row(self) -> ReportRow:
+        return ReportRow.of(self.artifact, self.precision, self.backend, "pass" if self.verdict.passed else "fail",
+                            "; ".join(self.verdict.failures), precision_source=self.precision_source,
+                            parity={**self.metrics, "tolerance": asdict(self.tolerance),
+                                    "checks": self.verdict.checks})
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> dict:
+    if labels is None:
+        return {"top1": None, "top5": None}
+    return {"top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5)}
+
+
+@dataclass
+class ReferenceRun:
+    """The reference's outputs on one data set; every candidate is judged against them.
+
+    The parity command and the pipeline both make one with :meth:`measure` and call :meth:`judge`
+    per candidate, so there is one definition of a parity check.
+    """
+
+    artifact: Artifact
+    backend: str
+    logits: np.ndarray
+    labels: np.ndarray | None
+    metrics: dict  # top1, top5, samples
+    data: dict  # what the comparison ran on (data_record)
+    batch: int = 16
+    overrides: dict = field(default_factory=dict)  # {"atol": {"*": 1e-3}, "max_top1_drop": {"int8": 2.0}}
+
+    @classmethod
+    def measure(cls, artifact: Artifact, backend: Backend, data, source: str | None, batch: int = 16,
+                use_labels: bool = True, overrides: dict | None = None) -> "ReferenceRun":
+        logits, labels = collect_logits(backend, data, batch, f"reference {backend.name}")
+        labels = labels if use_labels else None
+        check_labels(labels, data, logits.shape[1], source or "synthetic")
+        metrics = {**accuracy(logits, labels), "samples": int(len(logits))}
+        return cls(artifact, backend.name, logits, labels, metrics, data_record(data, source, len(logits), use_labels),
+                   batch, dict(overrides or {}))
+
+    def judge(self, artifact: Artifact, backend: Backend, data, precision: str | None = None) -> CandidateResult:
+        """Run ``data`` through the candidate and apply the tolerances of its precision."""
+        logits, _ = collect_logits(backend, data, self.batch, f"{artifact.label} {backend.name}")
+        if logits.shape != self.logits.shape:
+            raise DataError(f"{artifact.label} outputs {logits.shape[1]} classes, the reference "
+                            f"{self.logits.shape[1]}: they are not the same model")
+        prec, prec_source = artifact.precision(precision)
+        tol = tolerance_for(prec, self.overrides, fp32_math=backend.fp32_math)
+        acc = accuracy(logits, self.labels)
+        verdict, elements = judge(tol, logits, self.logits, self.metrics["top1"], acc["top1"])
+        metrics = {**acc, **compare_outputs(self.logits, logits).as_dict(), "elements": elements}
+        return CandidateResult(artifact, backend.name, prec, prec_source, tol, verdict, metrics)
+
+    def row(self, **sections) -> ReportRow:
+        return ReportRow.of(self.artifact, self.artifact.precision()[0], self.backend, "reference",
+                            parity=self.metrics, **sections)
+
+
+@dataclass
+class Comparison:
+    """Everything parity learned: the reference run, and one result per candidate."""
+
+    reference: ReferenceRun
+    candidates: list[CandidateResult]
+    imgsz: int
+
+    @property
+    def failed(self) -> list[CandidateResult]:
+        return [c for c in self.candidates if not c.verdict.passed]
+
+    def rows(self) -> list[ReportRow]:
+        return [self.reference.row()] + [c.row() for c in self.candidates]
+
+
+@dataclass
+class ParityConfig:
+    reference: str
+    candidates: list[str]
+    data: str | None = None  # an image folder (ImageFolder gives labels); None: seeded synthetic inputs
+    count: int | None = None  # images to use (default: all), or synthetic samples (default 32)
+    imgsz: int | None = None  # default: the candidates' input size, else 224
+    batch: int = 16
+    seed: int = 0
+    use_labels: bool = True
+    precision: str | None = None  # overrides every candidate's manifest
+    overrides: dict = field(default_factory=dict)  # {"atol": {"*": 1e-3}, "max_top1_drop": {"int8": 2.0}}
+    provider: str = "auto"
+    device: str = "auto"  # torch reference: cuda where available
+    threads: int | None = None
+    allow_host_code: bool = False  # TensorRT engines: run host code stored in the plan (explicit flag only)
+
+
+SYNTHETIC_COUNT = 32
+
+
+def open_inputs(data: str | None, imgsz: int, count: int | None, seed: int):
+    """The images a comparison runs on: a data source, or seeded synthetic inputs without one."""
+    if count is not None and count < 1:
+        raise DataError(f"--count must be a positive integer, got {count}")
+    if data is None:
+        return SyntheticInputs(count or SYNTHETIC_COUNT, imgsz, seed)
+    return load_dataset(data, imgsz=imgsz, count=count, seed=seed)
+
+
+def data_record(data, source: str | None, samples: int, use_labels: bool) -> dict:
+    """What the comparison ran on (a Dataset from data.sources, or SyntheticInputs)."""
+    return {"source": source or "synthetic", "samples": samples,
+            "labeled": bool(use_labels and data.labels is not None), "num_classes": data.num_classes,
+            "skipped": len(data.skipped), "hash": data.data_hash}
+
+
+def run_parity(cfg: ParityConfig) -> Comparison:
+    """Open everything first (so a bad candidate fails before minutes of inference), then compare."""
+    if cfg.batch < 1:
+        raise EcaDeployError(f"--batch must be a positive integer, got {cfg.batch}")
+    if not cfg.candidates:
+        raise EcaDeployError("give at least one --candidate")
+    ref_artifact = parse_spec(cfg.reference)
+    if ref_artifact.kind == "torch" and not ref_artifact.weights:
+        raise EcaDeployError(f"reference {cfg.reference} has no weights, and a random init matches no exported "
+                             f"model; use torch:{ref_artifact.model}:WEIGHTS")
+    artifacts = [parse_spec(c) for c in cfg.candidates]
+    opened: list[tuple[Artifact, Backend]] = []
+    options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads,
+               "allow_host_code": cfg.allow_host_code}
+    try:
+        for artifact in artifacts:
+            opened.append((artifact, open_backend(artifact, **options)))
+        imgsz = resolve_imgsz(cfg.imgsz, [(a.label, b) for a, b in opened])
+        reference = open_backend(ref_artifact, imgsz=imgsz, **options)
+        opened.insert(0, (ref_artifact, reference))
+        check_input_size(f"reference {ref_artifact.label}", reference, imgsz)
+        data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)
+        ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.batch, cfg.use_labels,
+                                       cfg.overrides)
+        results = [ref_run.judge(artifact, backend, data, cfg.precision) for artifact, backend in opened[1:]]
+    finally:
+        for _, backend in opened:
+            backend.close()
+    return Comparison(ref_run, results, imgsz)
+
+
+def raise_on_failure(comparison: Comparison) -> None:
+    failed = comparison.failed
+    if failed:
+        detail = "; ".join(f"{c.artifact.label}: {', '.join(c.verdict.failures)}" for c in failed)
+        raise ParityError(f"{len(failed)} of {len(comparison.candidates)} candidates failed parity: {detail}")

@@ -1,0 +1,191 @@
+"""FP16 and INT8 (both targets) of a real trained ECA-ResNet-18, scored on held-out handwritten digits."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from eca_deploy.artifacts import read_manifest
+from eca_deploy.calibration.quantize import QuantizeConfig, quantize
+from eca_deploy.graph.graph import summarize
+
+
+@pytest.fixture(scope="module")
+def results(digits, tmp_path_factory):
+    """FP16, INT8-tensorrt and INT8-cpu of the digits model, each with its accuracy on all held-out images."""
+    out = tmp_path_factory.mktemp("quantized")
+    common = dict(onnx=digits.onnx, calib_data=digits.calib_dir, val_data=digits.val_dir, check_count=None,
+                  calib_cache=out / "cache.json")
+    return {
+        "fp16": quantize(QuantizeConfig(precision="fp16", output=out / "fp16.onnx", **common)),
+        "tensorrt": quantize(QuantizeConfig(precision="int8", target="tensorrt", output=out / "trt.onnx", **common)),
+        "tensorrt-fp32": quantize(QuantizeConfig(precision="int8", target="tensorrt", high_precision="fp32",
+                                                 output=out / "trt-fp32.onnx", **common)),
+        "modelopt": quantize(QuantizeConfig(precision="int8", target="tensorrt", qdq_layout="modelopt",
+                                            output=out / "modelopt.onnx", **common)),
+        "cpu": quantize(QuantizeConfig(precision="int8", target="cpu", output=out / "cpu.onnx", **common)),
+    }
+
+
+def test_fp32_onnx_on_decoded_files_matches_training_accuracy(digits, results):
+    """The PNG decode + preprocessing path gives the model what it was trained on (ORT vs torch: one image of slack)."""
+    accuracy = results["fp16"].accuracy
+    assert accuracy["images"] == len(list(digits.val_dir.rglob("*.png")))
+    assert abs(accuracy["fp32"] - digits.val_accuracy) <= 1.0 / accuracy["images"] + 1e-9
+    assert accuracy["fp32"] > 0.9  # a really trained model, so the bounds below mean something
+
+
+def test_fp16_within_a_tenth_of_a_point(results):
+    accuracy = results["fp16"].accuracy
+    assert abs(accuracy["candidate"] - accuracy["fp32"]) <= 0.001 + 1e-9
+    assert results["fp16"].parity["min_cosine"] >= 0.9999
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "tensorrt-fp32", "modelopt", "cpu"])
+def test_int8_within_one_point(results, target):
+    """tensorrt and modelopt carry FP16 glue (the default), run unoptimized by onnxruntime (graph/session.py)."""
+    accuracy = results[target].accuracy
+    assert accuracy["candidate"] >= accuracy["fp32"] - 0.01
+    assert results[target].parity["top1_agreement"] >= 0.98
+    # No sample far off: entropy-calibrated ECA gates once sent one digit's cosine down to 0.86.
+    assert results[target].parity["min_cosine"] >= 0.99
+
+
+def test_fp16_model_has_fp32_io_and_plain_eca(results):
+    model = onnx.load(str(results["fp16"].path))
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [TensorProto.FLOAT]
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [TensorProto.FLOAT]
+    kinds = {i.data_type for i in model.graph.initializer if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)}
+    assert kinds == {TensorProto.FLOAT16}
+    summary = summarize(model)
+    assert len(summary.eca_blocks) == 8 and summary.all_plain
+    assert summary.ops["Cast"] == 2  # one in, one out: nothing inside the network
+
+
+def test_fp16_glue_int8_model_is_model_optimizers_form(results):
+    """--high-precision fp16: every float tensor but the network I/O is float16, Q/DQ scales included
+    (opset 19); the FP32-glue model keeps float32 scales at opset 17."""
+    for name, dtype, opset in (("tensorrt", TensorProto.FLOAT16, 19), ("modelopt", TensorProto.FLOAT16, 19),
+                               ("tensorrt-fp32", TensorProto.FLOAT, 17)):
+        model = onnx.load(str(results[name].path))
+        inits = {i.name: i.data_type for i in model.graph.initializer}
+        scales = {inits[n.input[1]] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+        assert scales == {dtype}, name
+        assert {inits[i] for i in inits if inits[i] in (TensorProto.FLOAT, TensorProto.FLOAT16)} == {dtype}
+        assert [i.type.tensor_type.elem_type for i in model.graph.input] == [TensorProto.FLOAT]
+        assert [o.type.tensor_type.elem_type for o in model.graph.output] == [TensorProto.FLOAT]
+        assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == opset
+        quantization = read_manifest(results[name].path)["quantization"]
+        assert quantization["high_precision"] == ("fp32" if dtype == TensorProto.FLOAT else "fp16")
+        assert quantization["opset"] == opset
+
+
+def test_onnxruntime_runs_fp16_glue_models_unoptimized(results):
+    """Graph optimizations computed Model Optimizer's FP16-glue Q/DQ ECA-ResNet-50 wrongly: such graphs run
+    node by node on every CPU path (all of them make sessions with make_session)."""
+    import onnxruntime as ort
+
+    from eca_deploy.graph.session import make_session
+
+    levels = {name: make_session(results[name].path).get_session_options().graph_optimization_level
+              for name in ("tensorrt", "modelopt", "tensorrt-fp32", "cpu")}
+    assert levels["tensorrt"] == levels["modelopt"] == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert levels["tensorrt-fp32"] == levels["cpu"] == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def test_manifests_record_the_quantization(digits, results):
+    for target in ("tensorrt", "cpu"):
+        result = results[target]
+        manifest = read_manifest(result.path)
+        assert manifest["precision"] == "int8" and manifest["target"] == target
+        calibration = manifest["calibration"]
+        assert calibration["method"] == "entropy"
+        assert calibration["images"] == len(list(digits.calib_dir.rglob("*.png")))
+        assert len(calibration["data_hash"]) == 64
+        assert manifest["qdq"]["activation_qdq_pairs"] == result.qdq["activation_qdq_pairs"] > 0
+        assert manifest["qdq"]["weight_dq"] == 21  # 20 convolutions + the classifier
+        assert manifest["parity"]["samples"] == manifest["accuracy"]["images"]
+    fp16 = read_manifest(results["fp16"].path)
+    assert fp16["precision"] == "fp16" and fp16["parity"]["min_cosine"] >= 0.9999
+
+
+def _q_scales(path) -> dict[str, float]:
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    return {n.input[0]: float(numpy_helper.to_array(inits[n.input[1]]))
+            for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def test_the_three_methods_give_different_scales(digits, tmp_path):
+    scales = {}
+    for method in ("minmax", "entropy", "percentile"):
+        result = quantize(QuantizeConfig(onnx=digits.onnx, calib_data=digits.calib_dir, calib_method=method,
+                                         check_count=16, output=tmp_path / f"{method}.onnx",
+                                         calib_cache=tmp_path / "cache.json"))
+        scales[method] = _q_scales(result.path)
+    assert scales["minmax"].keys() == scales["entropy"].keys() == scales["percentile"].keys()
+    names = sorted(scales["minmax"])
+    vectors = {m: np.array([s[n] for n in names]) for m, s in scales.items()}
+    for a, b in (("minmax", "entropy"), ("minmax", "percentile"), ("entropy", "percentile")):
+        differing = np.mean(~np.isclose(vectors[a], vectors[b], rtol=1e-6))
+        # Where a tensor's tail is too sparse to clip, entropy keeps the maximum; most tensors still differ.
+        assert differing >= 0.25, f"{a} and {b} share {100 * (1 - differing):.0f}% of their scales"
+    # Clipping methods never exceed the observed maximum.
+    assert np.all(vectors["entropy"] <= vectors["minmax"] * (1 + 1e-6))
+    assert np.all(vectors["percentile"] <= vectors["minmax"] * (1 + 1e-6))
+
+
+def test_calibration_cache_is_keyed_and_reused(digits, tmp_path):
+    cache = tmp_path / "ranges.json"
+    cfg = dict(onnx=digits.onnx, calib_data=digits.calib_dir, calib_method="percentile", check_count=16,
+               calib_cache=cache)
+    first = quantize(QuantizeConfig(output=tmp_path / "a.onnx", **cfg))
+    assert first.calibration["cached"] is False and cache.exists()
+    keys = json.loads(cache.read_text())["entries"]
+    assert {k.split("|")[2] for k in keys} == {"minmax", "entropy", "percentile:99.99"}
+    assert {k.split("|")[1] for k in keys} == {first.calibration["data_hash"]}
+
+    again = quantize(QuantizeConfig(output=tmp_path / "b.onnx", **cfg))
+    assert again.calibration["cached"] is True and again.calibration["images"] == first.calibration["images"]
+    assert _q_scales(again.path) == _q_scales(first.path)
+    # The cpu target quantizes more tensors: it calibrates them once and adds them to the same entry.
+    cpu = [quantize(QuantizeConfig(output=tmp_path / f"c{i}.onnx", target="cpu", **cfg)) for i in range(2)]
+    assert [c.calibration["cached"] for c in cpu] == [False, True]
+    assert cpu[0].calibration["tensors"] > first.calibration["tensors"]
+    assert quantize(QuantizeConfig(output=tmp_path / "b2.onnx", **cfg)).calibration["cached"] is True
+    assert _q_scales(tmp_path / "b2.onnx") == _q_scales(first.path)
+
+    subset = quantize(QuantizeConfig(output=tmp_path / "d.onnx", **{**cfg, "calib_count": 50}))
+    assert subset.calibration["cached"] is False and subset.calibration["images"] == 50
+    assert subset.calibration["data_hash"] != first.calibration["data_hash"]
+    model_copy = tmp_path / "copy" / "model.onnx"
+    model_copy.parent.mkdir()
+    model = onnx.load(str(digits.onnx))
+    model.doc_string = "another model"  # different bytes, different hash
+    onnx.save(model, str(model_copy))
+    other = quantize(QuantizeConfig(output=tmp_path / "e.onnx", **{**cfg, "onnx": model_copy}))
+    assert other.calibration["cached"] is False
+    assert len(json.loads(cache.read_text())["entries"]) == 9
+
+
+def test_writes_beside_its_input_by_default(digits, tmp_path):
+    source = tmp_path / "eca_resnet18.onnx"
+    shutil.copy(digits.onnx, source)
+    int8 = quantize(QuantizeConfig(onnx=source, calib_data=digits.calib_dir, calib_count=32, check_count=8))
+    fp16 = quantize(QuantizeConfig(onnx=source, precision="fp16"))
+    cpu = quantize(QuantizeConfig(onnx=source, calib_data=digits.calib_dir, calib_count=32, check_count=8,
+                                  target="cpu"))
+    assert int8.path == tmp_path / "eca_resnet18.int8.onnx"
+    assert fp16.path == tmp_path / "eca_resnet18.fp16.onnx"
+    assert cpu.path == tmp_path / "eca_resnet18.int8.cpu.onnx"
+    modelopt = quantize(QuantizeConfig(onnx=source, calib_data=digits.calib_dir, calib_count=32, check_count=8,
+                                       qdq_layout="modelopt", high_precision="fp32"))
+    assert modelopt.path == tmp_path / "eca_resnet18.int8.modelopt.fp32-glue.onnx"
+    for result in (int8, fp16, cpu):
+        assert result.manifest_path == result.path.with_name(result.path.name + ".json")
+        assert read_manifest(result.path)["sha256"]
+    assert (tmp_path / "eca_resnet18.calib.json").exists()
+    assert fp16.check_data == "seeded random inputs"

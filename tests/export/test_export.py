@@ -1,0 +1,112 @@
+"""ONNX export: the ECA graph shape for every model, parity after export and onnxsim, dynamic batch."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from eca_deploy.artifacts import manifest_path
+from eca_deploy.graph.graph import load_onnx, summarize
+from eca_deploy.export.onnx_export import ExportConfig, export_model, to_onnx
+from eca_deploy.models import list_models, load_model
+from eca_deploy.graph.session import make_session
+from eca_deploy.testing.official import use_official_eca
+
+IMGSZ = 64
+FORBIDDEN_AROUND_ECA = {"Shape", "Expand", "Gather", "Transpose"}
+
+
+# The deepest models take most of the export time; the default tier covers their families through the others.
+DEEP = {"eca_resnet101", "eca_resnet152"}
+ALL_MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in DEEP else name for name in list_models()]
+
+
+class _Exports(dict):
+    """Registered models exported on first use (dynamic batch, 64x64), each with its torch model."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def __missing__(self, name):
+        torch.manual_seed(0)  # the same random weights whichever test asks first
+        loaded = load_model(name)
+        self[name] = (loaded, export_model(ExportConfig(model=name, out_dir=str(self.out / name), imgsz=IMGSZ),
+                                           loaded=loaded))
+        return self[name]
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    return _Exports(tmp_path_factory.mktemp("exports"))
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_eca_blocks_are_plain_conv1d_after_simplification(exported, name):
+    loaded, result = exported[name]
+    model = onnx.load(str(result.onnx_path))
+    summary = summarize(model)
+    assert [b.k for b in summary.eca_blocks] == [k for _, _, k in loaded.eca_blocks]
+    assert [b.channels for b in summary.eca_blocks] == [c for _, c, _ in loaded.eca_blocks]
+    assert all(b.path == ["GlobalAveragePool", "Reshape", "Conv", "Reshape", "Sigmoid", "Mul"]
+               for b in summary.eca_blocks)
+    assert not FORBIDDEN_AROUND_ECA & set(summary.ops)
+    for node in model.graph.node:
+        if node.op_type == "Conv" and any(a.name == "kernel_shape" and len(a.ints) == 1 for a in node.attribute):
+            assert [a.ints for a in node.attribute if a.name == "kernel_shape"][0][0] in (1, 3, 5, 7, 9)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_parity_after_export_and_simplification(exported, name):
+    _, result = exported[name]
+    manifest = json.loads(manifest_path(result.onnx_path).read_text())
+    for step in ("export", "simplify"):
+        assert manifest["parity"][step]["max_abs"] <= manifest["parity"][step]["limit"] <= 5e-4
+        assert manifest["parity"][step]["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["eca_resnet18", "eca_mobilenetv2", "eca_resnet50"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_dynamic_batch_matches_torch(exported, name, batch):
+    loaded, result = exported[name]
+    x = np.random.default_rng(batch).standard_normal((batch, 3, IMGSZ, IMGSZ), dtype=np.float32)
+    out = make_session(result.onnx_path).run(["logits"], {"input": x})[0]
+    with torch.no_grad():
+        ref = loaded.model(torch.from_numpy(x)).numpy()
+    assert out.shape == (batch, loaded.num_classes)
+    np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+
+
+def test_manifest_records_provenance(exported):
+    loaded, result = exported["eca_resnet50"]
+    manifest = json.loads(manifest_path(result.onnx_path).read_text())
+    assert manifest["model"] == "eca_resnet50"
+    assert manifest["eca_k_per_stage"] == [3, 5, 7]  # k3557 collapses to its distinct runs
+    assert len(manifest["eca_blocks"]) == 16
+    assert manifest["opset"] == 17 and manifest["input"]["shape"] == ["batch", 3, IMGSZ, IMGSZ]
+    assert manifest["dynamic_axes"]["input"] == {"0": "batch"}
+    assert set(manifest["versions"]) >= {"torch", "onnx", "onnxsim", "onnxruntime"}
+    from eca_deploy.artifacts import sha256_file
+    assert manifest["sha256"] == sha256_file(result.onnx_path)
+
+
+def test_naive_official_forward_is_flagged_not_plain():
+    """The control: exporting the official forward leaves Shape/Expand/Transpose around every block."""
+    loaded = load_model("eca_resnet18")
+    use_official_eca(loaded.model)
+    summary = summarize(to_onnx(loaded, 17, None, IMGSZ))
+    assert len(summary.eca_blocks) == 8
+    assert not any(b.plain for b in summary.eca_blocks)
+    assert summary.ops["Transpose"] >= 16 and summary.ops["Expand"] >= 8
+
+
+def test_static_batch_and_other_sizes(tmp_path):
+    result = export_model(ExportConfig(model="eca_resnet18", out_dir=str(tmp_path), batch=3, imgsz=96,
+                                       opset=13, simplify=False))
+    summary = summarize(load_onnx(result.onnx_path))
+    assert summary.inputs == [("input", [3, 3, 96, 96])]
+    assert summary.opset == 13
+    assert summary.all_plain
+    assert "simplify" not in result.parity
