@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .artifacts import ensure_output_dir
-from .errors import EcaDeployError
+from .errors import DataError, EcaDeployError
 from .precisions import LOW_PRECISIONS
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .models import k_per_stage, load_model
@@ -47,6 +47,7 @@ class PipelineConfig:
     high_precision: str | None = None  # INT8 for TensorRT: glue dtype; None: fp16 (fp32 where TensorRT is 8.x)
     qdq_layout: str = "eca-deploy"  # INT8 for TensorRT: eca-deploy's or Model Optimizer's Q/DQ placement
     target: str | None = None  # INT8 layout of the ONNX candidates: tensorrt | cpu; None: cpu on the CPU provider
+    reference: str | None = None  # a .npz from `parity --save-reference`: judge against it instead of PyTorch
     calib_count: int | None = None
     count: int | None = None  # validation images (default: all)
     batches: tuple[int, ...] = (1, 8)
@@ -179,6 +180,21 @@ def _check_candidate(artifact: Artifact, provider: str, data, ref_run: Reference
         backend.close()
 
 
+def _saved_reference(cfg: PipelineConfig, data) -> ReferenceRun:
+    """The saved reference, refused in one line when it is of another model or weights, or other data."""
+    from .artifacts import sha256_file
+    from .runtime.harness.parity import read_saved_reference
+
+    meta, _, _ = read_saved_reference(cfg.reference)
+    name = Path(cfg.reference).name
+    if meta.get("model") and meta["model"] != cfg.model:
+        raise DataError(f"{name} is a reference of {meta['model']}, not {cfg.model}")
+    if cfg.weights and meta.get("weights_sha256") and meta["weights_sha256"] != sha256_file(cfg.weights):
+        raise DataError(f"{name} was saved from other weights than {cfg.weights} (sha256 differs)")
+    return ReferenceRun.load(cfg.reference, data, cfg.data, cfg.imgsz, cfg.use_labels, cfg.parity_batch,
+                             cfg.overrides)
+
+
 def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> PipelineResult:
     if cfg.parity_batch < 1 or not cfg.batches or min(cfg.batches) < 1:
         raise EcaDeployError("batch sizes must be positive integers")
@@ -189,6 +205,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     total = time.perf_counter()
     out = ensure_output_dir(cfg.out_dir or Path("artifacts") / safe_name(cfg.model))
     data = open_inputs(cfg.data, cfg.imgsz, cfg.count, cfg.seed)  # a bad data folder fails before any work
+    saved = _saved_reference(cfg, data) if cfg.reference else None  # wrong data or model: refused before work
     if cfg.calib_data:
         load_dataset(cfg.calib_data, imgsz=cfg.imgsz, count=cfg.calib_count, seed=cfg.seed)
     provider = resolve_provider(cfg.provider)
@@ -218,16 +235,22 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     candidates = [exported.onnx_path, *variants.values(), *engines]
 
     started = time.perf_counter()
-    reference = TorchBackend(cfg.model, cfg.weights, device=cfg.device, imgsz=cfg.imgsz, loaded=loaded,
-                             threads=cfg.threads)
-    ref_artifact = parse_spec(f"torch:{cfg.model}" + (f":{cfg.weights}" if cfg.weights else ""))
-    try:
-        ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.parity_batch, cfg.use_labels,
-                                       cfg.overrides)
-        rows = [ref_run.row(bench=_measure(reference, ref_artifact, cfg, cfg.imgsz))]
-    finally:
-        reference.close()
-    log.done("reference", f"{reference.name} on {ref_run.metrics['samples']} inputs, benchmarked", started)
+    if saved is not None:
+        ref_run, ref_artifact = saved, saved.artifact
+        rows = [ref_run.row()]
+        log.done("reference", f"saved {Path(cfg.reference).name} ({ref_run.backend}) on "
+                              f"{ref_run.metrics['samples']} inputs", started)
+    else:
+        reference = TorchBackend(cfg.model, cfg.weights, device=cfg.device, imgsz=cfg.imgsz, loaded=loaded,
+                                 threads=cfg.threads)
+        ref_artifact = parse_spec(f"torch:{cfg.model}" + (f":{cfg.weights}" if cfg.weights else ""))
+        try:
+            ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.parity_batch,
+                                           cfg.use_labels, cfg.overrides)
+            rows = [ref_run.row(bench=_measure(reference, ref_artifact, cfg, cfg.imgsz))]
+        finally:
+            reference.close()
+        log.done("reference", f"{reference.name} on {ref_run.metrics['samples']} inputs, benchmarked", started)
 
     for path in candidates:
         started = time.perf_counter()

@@ -59,9 +59,15 @@ def add_host_code_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, metavar="SPEC",
-                        help="the reference: torch:<model>:<weights> (or a .onnx / engine)")
-    parser.add_argument("--candidate", dest="candidates", action="append", required=True, metavar="FILE",
+                        help="the reference: torch:<model>:<weights> (or a .onnx / engine), or a .npz saved "
+                             "with --save-reference on another machine (then no PyTorch is needed here, and "
+                             "--data/--count/--seed must select the data it saw)")
+    parser.add_argument("--candidate", dest="candidates", action="append", default=[], metavar="FILE",
                         help="a .onnx file or TensorRT .engine/.plan to check; repeat for several")
+    parser.add_argument("--save-reference", default=None, metavar="FILE.npz",
+                        help="also write the reference's outputs and what identifies them (model and weights "
+                             "hashes, data hash, image size, count, seed) to FILE.npz, for judging candidates "
+                             "on another machine with --reference FILE.npz; candidates are then optional")
     parser.add_argument("--data", default=None,
                         help="images to compare on: an ImageFolder root (class folders give labels and "
                              "top-1/top-5 accuracy), an image folder, a `path label` list or a .npy "
@@ -88,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..artifacts import ensure_not_input, write_json
+    from ..errors import EcaDeployError
     from ..runtime.harness.device import describe_device
     from ..runtime.harness.parity import ParityConfig, raise_on_failure, run_parity
     from ..runtime.harness.report import new_report, summary_table
@@ -95,9 +102,15 @@ def run(args: argparse.Namespace) -> int:
     cfg = ParityConfig(reference=args.reference, candidates=args.candidates, data=args.data, count=args.count,
                        imgsz=args.imgsz, batch=args.batch, seed=args.seed, use_labels=args.use_labels,
                        precision=args.precision, overrides=tolerance_overrides(args), provider=args.provider,
-                       device=args.device, threads=args.threads, allow_host_code=args.allow_host_code)
-    out = Path(args.out) if args.out else Path(args.candidates[0]).parent / "parity.json"
+                       device=args.device, threads=args.threads, allow_host_code=args.allow_host_code,
+                       save_reference=args.save_reference)
+    first = args.candidates[0] if args.candidates else args.save_reference
+    out = Path(args.out) if args.out else Path(first).parent / "parity.json"
     ensure_not_input(out, [args.reference, *args.candidates, args.data])
+    if args.save_reference:
+        if not args.save_reference.lower().endswith(".npz"):
+            raise EcaDeployError(f"--save-reference must end in .npz, got {args.save_reference}")
+        ensure_not_input(args.save_reference, [args.reference, *args.candidates, args.data, out])
     comparison = run_parity(cfg)
     device = describe_device(args.threads)
     data = comparison.reference.data
@@ -109,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     print(summary_table(report))
     for warning in device["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {out}")
+    print(f"wrote {out}" + (f" and {args.save_reference}" if args.save_reference else ""))
     raise_on_failure(comparison)
-    print(f"all {len(comparison.candidates)} candidates passed")
+    if comparison.candidates:
+        print(f"all {len(comparison.candidates)} candidates passed")
     return 0

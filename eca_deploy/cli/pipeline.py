@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "installed TensorRT is 8.x, whose parser stops at opset 17)")
     parser.add_argument("--qdq-layout", choices=("eca-deploy", "modelopt"), default="eca-deploy",
                         help="INT8 for TensorRT: eca-deploy's Q/DQ placement or NVIDIA Model Optimizer's")
+    parser.add_argument("--reference", default=None, metavar="REF.npz",
+                        help="judge every artifact against this reference saved by `parity --save-reference` "
+                             "(same model, weights, --data, --count, --seed and --imgsz, else refused) instead of "
+                             "running PyTorch here")
     parser.add_argument("--count", type=int, default=None, help="validation images to use (default: all)")
     parser.add_argument("--parity-batch", type=int, default=16, help="batch size for the accuracy runs")
     add_timing_arguments(parser, duration=3.0)
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         imgsz=args.imgsz, opset=args.opset,
         precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
         calib_method=args.calib_method, calib_count=args.calib_count, count=args.count, target=args.target,
-        high_precision=args.high_precision, qdq_layout=args.qdq_layout,
+        high_precision=args.high_precision, qdq_layout=args.qdq_layout, reference=args.reference,
         batches=parse_batches(args.batch), parity_batch=args.parity_batch, warmup=args.warmup,
         iterations=args.iterations, duration=args.duration, provider=args.provider, device=args.device,
         threads=args.threads, overrides=tolerance_overrides(args), seed=args.seed)

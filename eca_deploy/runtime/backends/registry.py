@@ -12,7 +12,6 @@ from typing import Callable
 
 from ...artifacts import read_manifest
 from ...errors import EcaDeployError, EngineError, MissingDependencyError, OnnxFileError, UsageError
-from ...models.base import TIMM_PREFIX
 from ...precisions import PRECISIONS, onnx_precision
 from ..base import Backend
 from ..tensorrt.env import tensorrt_unavailable_reason
@@ -121,6 +120,10 @@ class Artifact:
 def parse_spec(spec: str) -> Artifact:
     """Validate a backend spec without loading anything heavy; missing files fail here, in one line."""
     if spec.startswith(TORCH_PREFIX):
+        # models/ imports torch: only a torch: spec may pay for it (parity judges engines against a saved
+        # reference on machines without PyTorch)
+        from ...models.base import TIMM_PREFIX
+
         rest = spec[len(TORCH_PREFIX):]
         prefix = ""
         if rest.startswith(TIMM_PREFIX):  # torch:timm:<name>[:weights]

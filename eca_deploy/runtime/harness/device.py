@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -68,10 +69,12 @@ def _cpu(probe: Probe) -> dict:
 
 
 def _threads(threads: int | None) -> dict:
-    import torch
-
+    # torch's threads only where a torch: reference loaded it: describing the machine must not import
+    # torch (parity against a saved reference runs where PyTorch is not installed)
+    torch = sys.modules.get("torch")
     return {"onnxruntime_intra_op": threads or "default (one per physical core)",
-            "torch": threads or torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+            "torch": threads or (torch.get_num_threads() if torch is not None else "not loaded"),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
 
 
 def _gpus(probe: Probe) -> list[dict]:

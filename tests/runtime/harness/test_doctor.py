@@ -6,8 +6,6 @@ with TensorRT, and a TensorRT whose builder cannot start, are in tests/runtime/t
 
 from __future__ import annotations
 
-import pytest
-
 from eca_deploy.cli.main import main
 from eca_deploy.runtime.harness import doctor
 from eca_deploy.runtime.tensorrt import env as tensorrt_env
