@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig(model=args.model, batches=parse_batches(args.batch), warmup=args.warmup,
                       iterations=args.iterations, duration=args.duration, provider=args.provider,
-                      device=args.device, threads=args.threads, allow_host_code=args.allow_host_code, imgsz=args.imgsz, precision=args.precision,
+                      device=args.device, threads=args.threads, allow_host_code=args.allow_host_code,
+                      imgsz=args.imgsz, precision=args.precision,
                       seed=args.seed)
     out = Path(args.out) if args.out else default_output(args.model)
     ensure_not_input(out, [args.model])
