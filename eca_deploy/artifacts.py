@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from . import __version__
-from .errors import OutputError
+from .errors import EcaDeployError, ManifestError, OutputError, first_line
 
 MANIFEST_SUFFIX = ".json"
 
@@ -28,6 +33,16 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def require_file(path: str | os.PathLike, what: str, error: type[EcaDeployError]) -> Path:
+    """``path`` if it is a file; else ``error`` saying whether it is missing or a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory, not a file")
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    return path
 
 
 def manifest_path(artifact: str | os.PathLike) -> Path:
@@ -48,23 +63,81 @@ def ensure_output_dir(directory: str | os.PathLike) -> Path:
 
 
 def ensure_not_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
-    """Refuse to write over a file the user gave us."""
+    """Refuse to write over a file the user gave us, or to an output that is a directory (called before any
+    work, so nothing, not even a calibration cache, is written first)."""
+    if Path(output).is_dir():
+        raise OutputError(f"output {output} is an existing directory; give a file name inside it")
     out = Path(output).resolve()
     for item in inputs:
         if item is not None and Path(item).exists() and Path(item).resolve() == out:
             raise OutputError(f"refusing to overwrite the input file {item}; choose another output")
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
+def disk_full_error(destination: Path, needed: int | None) -> OutputError:
+    """The one wording for a full disk or quota: the folder, what the file needed, what is free."""
+    try:
+        free = f", {_mb(shutil.disk_usage(destination.parent).free)} free"
+    except OSError:
+        free = ""
+    need = f" (needs {_mb(needed)}{free})" if needed is not None else f" ({free[2:]})" if free else ""
+    return OutputError(f"no space left in {destination.parent} to write {destination.name}{need}; free some "
+                       "space or choose another output folder")
+
+
+# mkstemp's names: "." + the destination's name + "." + 8 random characters + ".tmp".
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+STALE_TEMP_S = 600  # a temporary file untouched this long, and not locked by its writer, is a dead run's
+
+
+def sweep_stale_temps(folder: Path) -> list[str]:
+    """Delete temporary files a killed run (kill -9, power loss) left in ``folder``: only our own naming,
+    only when stale, and never one a live writer holds (each holds an flock on its file while writing)."""
+    removed, candidates = [], []
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        candidates = [e for e in entries if TEMP_NAME.match(e.name) and e.is_file(follow_symlinks=False)]
+    for entry in candidates:
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < STALE_TEMP_S:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its writer is alive
+            os.unlink(entry.path)
+            removed.append(entry.name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(destination: str | os.PathLike, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``destination``; rename it into place on success.
 
-    For writers that insist on a file name (onnx.save, TensorRT, matplotlib).
+    For writers that insist on a file name (onnx.save, TensorRT, matplotlib). ``size``: the bytes the
+    file will take, where known, for the message if the disk is full.
     """
     destination = Path(destination)
     ensure_output_dir(destination.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    os.close(fd)
+    sweep_stale_temps(destination.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(destination, size) from exc
+        raise
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held until the rename: tells sweep_stale_temps this file is live
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -75,21 +148,27 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, destination)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise disk_full_error(destination, size) from exc
         raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write(destination: str | os.PathLike, data: bytes | str | Callable[[Path], None]) -> Path:
     """Write bytes, text, or call ``data(tmp_path)``, then rename into place."""
     destination = Path(destination)
+    if isinstance(data, str):
+        data = data.encode("utf-8", "backslashreplace")  # a non-UTF-8 file name in a report stays readable
     try:
-        with atomic_path(destination) as tmp:
+        with atomic_path(destination, None if callable(data) else len(data)) as tmp:
             if callable(data):
                 data(tmp)
             else:
-                tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+                tmp.write_bytes(data)
     except PermissionError as exc:
         raise OutputError(f"cannot write {destination}: permission denied") from exc
     return destination
@@ -157,5 +236,14 @@ def write_manifest(artifact: str | os.PathLike, stage: str, **fields: Any) -> Pa
 
 
 def read_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest beside ``artifact``; None where there is none; ManifestError where it is not a JSON object."""
     path = manifest_path(artifact)
-    return read_json(path) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        payload = read_json(path)
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError covers JSONDecodeError and bad UTF-8
+        raise ManifestError(f"manifest {path} is not readable JSON ({first_line(exc)})") from exc
+    if not isinstance(payload, dict):
+        raise ManifestError(f"manifest {path} holds a JSON {type(payload).__name__}, not an object")
+    return payload

@@ -4,6 +4,8 @@ The CLI prints ``str(error)`` on stderr and exits 2 (bad input) or the error's
 ``exit_code``; ``--verbose`` shows the traceback.
 """
 
+import sys
+
 
 class EcaDeployError(Exception):
     """Base class: a problem the user can fix, described in one line."""
@@ -35,6 +37,10 @@ class OutputError(EcaDeployError):
     """An output location that cannot be written, or would overwrite an input."""
 
 
+class ManifestError(EcaDeployError):
+    """A manifest beside an artifact that is not JSON, or not the object of fields eca-deploy writes."""
+
+
 class DataError(EcaDeployError):
     """Calibration / evaluation data that is missing, empty or unusable."""
 
@@ -55,6 +61,17 @@ class ParityError(EcaDeployError):
     """A candidate failed its accuracy tolerances (exit code 1, not bad input)."""
 
     exit_code = 1
+
+
+_WARNED: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something the user should know that does not stop the run; said once per
+    process, though stages reopen the same data or artifact."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"eca-deploy: warning: {message}", file=sys.stderr)
 
 
 def first_line(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .artifacts import ensure_output_dir
-from .errors import DataError, EcaDeployError
+from .errors import DataError, EcaDeployError, OutputError
 from .precisions import LOW_PRECISIONS
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .models import k_per_stage, load_model
@@ -128,6 +128,8 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
         started = time.perf_counter()
         try:
             result = _quantize(onnx_path, precision, target, cfg)
+        except OutputError:
+            raise  # the output folder cannot take artifacts (a full disk): no later step could write either
         except EcaDeployError as exc:  # e.g. FP16 drifting from FP32: the other variants still run
             log.error(name, str(exc), "ONNX", precision)
             continue
@@ -145,6 +147,8 @@ def build_engines(sources: dict[str, Path], cfg: PipelineConfig, log: _Log) -> l
         started = time.perf_counter()
         try:
             result = build_engine(BuildConfig(onnx=str(onnx_path), batch=profile, seed=cfg.seed))
+        except OutputError:
+            raise
         except EcaDeployError as exc:
             log.error(f"{precision} TensorRT engine", str(exc), "TensorRT", precision)
             continue

@@ -7,11 +7,15 @@ model again. Entries for other models or methods live side by side in the file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
+import os
 from pathlib import Path
+from typing import Iterator
 
-from ..artifacts import write_json
+from ..artifacts import ensure_output_dir, write_json
 from ..errors import DataError
 from .calibrators import TensorRange
 
@@ -53,14 +57,33 @@ def load_ranges(path: str | Path, key: str, tensors: list[str]) -> tuple[dict[st
     return (ranges, int(entry.get("images") or 0)) if all(t in ranges for t in tensors) else None
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock while reading, merging and replacing the cache: runs sharing one cache wait for
+    each other instead of one writing over entries the other added since it read the file. The lock is on
+    the cache's folder (the cache itself is replaced by rename, so its inode cannot carry a lock), which
+    leaves no lock file behind."""
+    folder = os.open(ensure_output_dir(path.parent), os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # closing releases the lock
+
+
 def store_ranges(path: str | Path, entries: dict[str, dict[str, TensorRange]], images: int) -> Path:
-    """Add entries, written atomically; other entries in the file are kept.
+    """Add entries, written atomically; other entries in the file, also those another run added meanwhile, are kept.
 
     Ranges of tensors an entry already holds are replaced and the others kept: the key fixes model,
     data and method, so a tensor's range does not depend on which other tensors were collected with it
     (the two targets calibrate different tensor sets of the same model).
     """
     path = Path(path)
+    with _locked(path):
+        return _merge(path, entries, images)
+
+
+def _merge(path: Path, entries: dict[str, dict[str, TensorRange]], images: int) -> Path:
     payload = _read(path)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     for key, ranges in entries.items():

@@ -29,7 +29,7 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 def collect_stats(model: onnx.ModelProto, tensors: list[str], data: Dataset, batch_size: int,
                   histograms: bool = True, threads: int | None = None) -> tuple[dict[str, TensorStats], int]:
     """Statistics of ``tensors`` over every usable image of ``data``; returns (stats, images used)."""
-    session = make_session(with_outputs(model, tensors), threads=threads)
+    session = make_session(with_outputs(model, tensors), threads=threads, label="the input model")
     input_name = session.get_inputs()[0].name
     stats = {name: TensorStats(histogram=histograms) for name in tensors}
     used = 0

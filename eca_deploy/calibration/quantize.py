@@ -16,7 +16,7 @@ import onnx
 from onnx import TensorProto
 
 from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
-from ..errors import ParityError, QuantizationError, first_line
+from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs
 from ..graph.graph import load_onnx, opset_of, summarize
 from ..graph.session import make_session
@@ -27,7 +27,7 @@ from .calibrators import DEFAULT_PERCENTILE, METHODS, TensorRange
 from .collect import collect_stats
 from .placement import QDQ_LAYOUTS, TARGETS, make_plan, name_nodes
 from .qdq import insert_qdq
-from ..data.sources import Dataset, load_dataset
+from ..data.sources import Dataset, label_problem, load_dataset
 
 HIGH_PRECISIONS = ("fp16", "fp32")  # the dtype of an INT8 model's non-quantized glue (tensorrt target)
 FP16_MIN_COSINE = 0.9999
@@ -148,16 +148,29 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     return _int8(cfg, source, model, imgsz, output, t0)
 
 
-def _check_data(cfg: QuantizeConfig, imgsz: int) -> Dataset | None:
-    """Images for the parity figures: --val-data, else a subset of the calibration images, else None."""
+def _check_data(cfg: QuantizeConfig, model: onnx.ModelProto, imgsz: int) -> tuple[Dataset | None, bool]:
+    """Images for the parity figures (--val-data, else a subset of the calibration images, else None), and
+    whether their labels are the model's classes. Labels beyond the model's classes are refused, as parity
+    does; ImageFolder ranks of a class subset (calibration images often are one) only lose the accuracy figure."""
     source = cfg.val_data if cfg.val_data is not None else cfg.calib_data
-    return load_dataset(source, imgsz, cfg.check_count, cfg.seed) if source is not None else None
+    if source is None:
+        return None, False
+    data = load_dataset(source, imgsz, cfg.check_count, cfg.seed)
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    classes = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
+    problem = label_problem(data.labels, data, classes, str(source)) if classes else None
+    if problem and data.class_names is None:
+        raise DataError(problem)
+    if problem:
+        warn(f"{problem}; no accuracy figure")
+    return data, data.labels is not None and not problem
 
 
 def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, imgsz: int,
-            batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            batch_size: int, seed: int, use_labels: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Logits of both models on the same inputs (images, or one seeded random batch), and labels if any."""
-    sessions = [make_session(reference), make_session(candidate)]
+    sessions = [make_session(reference, label="the input model"),
+                make_session(candidate, label="the converted model")]
     name = sessions[0].get_inputs()[0].name
     if data is None:
         batch = np.random.default_rng(seed).standard_normal((FP16_CHECK_BATCH, 3, imgsz, imgsz), dtype=np.float32)
@@ -166,14 +179,14 @@ def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Datase
     for batch, batch_labels in data.batches(batch_size, desc="checking"):
         ref.append(sessions[0].run(None, {name: batch})[0])
         cand.append(sessions[1].run(None, {name: batch})[0])
-        if batch_labels is not None:
+        if batch_labels is not None and use_labels:
             labels.append(batch_labels)
     return np.concatenate(ref), np.concatenate(cand), (np.concatenate(labels) if labels else None)
 
 
-def _parity(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, imgsz: int,
-            cfg: QuantizeConfig) -> tuple[dict, dict | None]:
-    ref, cand, labels = _logits(reference, candidate, data, imgsz, cfg.batch_size, cfg.seed)
+def _parity(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset | None, use_labels: bool,
+            imgsz: int, cfg: QuantizeConfig) -> tuple[dict, dict | None]:
+    ref, cand, labels = _logits(reference, candidate, data, imgsz, cfg.batch_size, cfg.seed, use_labels)
     parity = compare_outputs(ref, cand).as_dict()
     accuracy = None
     if labels is not None and len(labels) == len(ref):
@@ -197,9 +210,9 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     before, after = summarize(model), summarize(half)
     if sum(b.plain for b in after.eca_blocks) != sum(b.plain for b in before.eca_blocks):
         raise QuantizationError("FP16 conversion changed the shape of the ECA blocks")
-    data = _check_data(cfg, imgsz)
+    data, use_labels = _check_data(cfg, model, imgsz)
     t = time.perf_counter()
-    parity, accuracy = _parity(model, half, data, imgsz, cfg)
+    parity, accuracy = _parity(model, half, data, use_labels, imgsz, cfg)
     timings["check"] = time.perf_counter() - t
     if not parity["min_cosine"] >= FP16_MIN_COSINE:  # also catches NaN
         raise ParityError(f"FP16 output drifts from FP32: cosine {parity['min_cosine']:.6f} on the worst sample "
@@ -243,6 +256,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     timings = {}
     name_nodes(model)
     data = load_dataset(cfg.calib_data, imgsz, cfg.calib_count, cfg.seed)
+    check, use_labels = _check_data(cfg, model, imgsz)  # bad labels are refused before minutes of calibration
     cache = None
     if cfg.use_cache:
         cache = Path(cfg.calib_cache) if cfg.calib_cache else output.with_name(f"{source.stem}.calib.json")
@@ -264,9 +278,8 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         raise QuantizationError(f"the Q/DQ model fails onnx.checker: {first_line(exc)}") from exc
     timings["insert_qdq"] = time.perf_counter() - t
 
-    check = _check_data(cfg, imgsz)
     t = time.perf_counter()
-    parity, accuracy = _parity(model, quantized, check, imgsz, cfg)
+    parity, accuracy = _parity(model, quantized, check, use_labels, imgsz, cfg)
     timings["check"] = time.perf_counter() - t
     if not np.isfinite(parity["max_abs"]):
         raise ParityError("the INT8 model outputs NaN or infinity on the check images; not written")

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..artifacts import sha256_file
-from ..errors import DataError, first_line
+from ..errors import DataError, first_line, warn
 from .preprocess import DEFAULT_DATA_CONFIG, DataConfig, preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -169,13 +169,20 @@ def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None 
 
 
 def _scan_folder(root: Path) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
-    """ImageFolder (no images at the top, two or more class folders holding images) or a recursive image folder."""
+    """ImageFolder (no images at the top, two or more class folders holding images) or a recursive image folder.
+
+    Labels are the class folders' sorted ranks, torchvision's numbering: an empty class folder keeps its
+    rank (dropping it would shift every later label), and is named in a warning.
+    """
     top_images = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     class_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
     if not top_images:
         per_class = [(d.name, _images_under(d)) for d in class_dirs]
-        per_class = [(name, files) for name, files in per_class if files]
-        if len(per_class) >= 2:
+        if sum(1 for _, files in per_class if files) >= 2:
+            empty = [f"{name} (label {i})" for i, (name, files) in enumerate(per_class) if not files]
+            if empty:
+                warn(f"{root}: {len(empty)} class folder{'s' if len(empty) > 1 else ''} without images: "
+                     f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}; every class keeps its label")
             files = [f for _, fs in per_class for f in fs]
             labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, (_, fs) in enumerate(per_class)])
             return files, labels, [name for name, _ in per_class]
@@ -217,6 +224,22 @@ def _read_list(path: Path) -> tuple[list[Path], np.ndarray | None]:
     return files, (np.asarray(labels, dtype=np.int64) if labels else None)
 
 
+def label_problem(labels: np.ndarray | None, data: "Dataset", num_classes: int, source: str) -> str | None:
+    """Why ``labels`` cannot be the model's class indices, or None. ImageFolder labels are folder ranks, so
+    the folder count must be the class count; a `path label` list names class indices itself, so they only
+    have to exist in the model."""
+    if labels is None:
+        return None
+    folders = data.class_names
+    if folders is not None and len(folders) != num_classes:
+        return (f"{source} has {len(folders)} classes but the model outputs {num_classes}; labels would not "
+                "match (use one folder per model class)")
+    if int(labels.max(initial=0)) >= num_classes:
+        return (f"{source} has label {int(labels.max())} but the model outputs {num_classes} classes (labels are "
+                "class indices from 0)")
+    return None
+
+
 def _load_npy(path: Path, imgsz: int, count: int | None, seed: int, settings: str) -> ArrayDataset:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -248,5 +271,7 @@ def _file_digest(path: Path) -> str:
 def _hash_files(files: list[Path], labels: np.ndarray | None, settings: str) -> str:
     digest = hashlib.sha256(settings.encode())
     for i, path in enumerate(files):
-        digest.update(f"{path.name}|{_file_digest(path)}|{labels[i] if labels is not None else ''}\n".encode())
+        # os.fsencode: a file name need not be UTF-8 (its undecodable bytes are surrogates in the str)
+        digest.update(os.fsencode(path.name))
+        digest.update(f"|{_file_digest(path)}|{labels[i] if labels is not None else ''}\n".encode())
     return digest.hexdigest()

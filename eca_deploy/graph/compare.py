@@ -31,9 +31,11 @@ def _topk(logits: np.ndarray, k: int) -> np.ndarray:
 
 
 def _abs_rel(ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Elementwise |cand - ref| and |cand - ref| / |ref|, the reference's zeros lifted to float32's tiny."""
-    diff = np.abs(ref - cand)
-    return diff, diff / np.maximum(np.abs(ref), np.finfo(np.float32).tiny)
+    """Elementwise |cand - ref| and |cand - ref| / |ref|, the reference's zeros lifted to float32's tiny.
+    NaN/Inf outputs are judged by the callers; numpy's warnings about them would only clutter the screen."""
+    with np.errstate(all="ignore"):
+        diff = np.abs(ref - cand)
+        return diff, diff / np.maximum(np.abs(ref), np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,9 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> OutputCompa
     if ref.shape != cand.shape:
         raise ValueError(f"output shapes differ: reference {ref.shape}, candidate {cand.shape}")
     diff, rel = _abs_rel(ref, cand)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-    cos = np.where(norms > 0, np.sum(ref * cand, axis=1) / np.where(norms > 0, norms, 1.0), 1.0)
+    with np.errstate(all="ignore"):
+        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+        cos = np.where(norms > 0, np.sum(ref * cand, axis=1) / np.where(norms > 0, norms, 1.0), 1.0)
     k = min(5, ref.shape[1])
     top_r, top_c = _topk(ref, k), _topk(cand, k)
     overlap = [len(set(a) & set(b)) / k for a, b in zip(top_r, top_c)]

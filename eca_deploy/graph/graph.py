@@ -14,7 +14,8 @@ from pathlib import Path
 
 import onnx
 
-from ..errors import OnnxFileError
+from ..artifacts import require_file
+from ..errors import OnnxFileError, first_line
 
 POOL_OPS = {"GlobalAveragePool", "ReduceMean"}
 RESHAPE_IN_OPS = {"Reshape", "Squeeze", "Flatten"}
@@ -45,16 +46,24 @@ class GraphSummary:
 
 
 def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
-    path = Path(path)
-    if not path.is_file():
-        raise OnnxFileError(f"ONNX file not found: {path}")
+    path = require_file(path, "ONNX file", OnnxFileError)
     try:
         model = onnx.load(str(path), load_external_data=load_weights)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError... on foreign bytes
+        if load_weights and _is_onnx(path):  # the graph reads; its external data file is missing or refused
+            raise OnnxFileError(f"cannot load the external data of {path}: {first_line(exc)}") from exc
         raise OnnxFileError(f"{path} is not an ONNX model ({type(exc).__name__})") from exc
     if not model.graph.node:
         raise OnnxFileError(f"{path} is not an ONNX model (no graph nodes)")
     return model
+
+
+def _is_onnx(path: Path) -> bool:
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return True
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,16 @@ def has_fp16_qdq(model: onnx.ModelProto) -> bool:
                and any(a.name == "value" and a.t.data_type == TensorProto.FLOAT16 for a in n.attribute)}
     return any(n.op_type in QDQ_OPS and len(n.input) > 1 and n.input[1] in halves for n in model.graph.node)
 
+from ..errors import OnnxFileError, first_line
+
 
 def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str] | None = None,
-                 threads: int | None = None, spinning: bool = True):
+                 threads: int | None = None, spinning: bool = True, label: str | None = None):
     """``spinning=False`` lets idle worker threads sleep: where several sessions are alive (benchmarks that
-    interleave models), the default spin-waiting of an idle session takes CPU from the one being timed."""
+    interleave models), the default spin-waiting of an idle session takes CPU from the one being timed.
+
+    A model onnxruntime refuses (an unknown op or domain, a bad graph) is an OnnxFileError naming ``label``
+    (default: the file, or "the model")."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -41,7 +47,16 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str
     if threads:
         options.intra_op_num_threads = threads
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(Path(model))
-    return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
+        what = label or (source if isinstance(source, str) else "the model")
+        raise OnnxFileError(f"onnxruntime cannot load {what}: {ort_message(exc)}") from exc
+
+
+def ort_message(exc: BaseException) -> str:
+    """onnxruntime's first line without its "[ONNXRuntimeError] : 1 : FAIL :" prefix, kept short."""
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first_line(exc))[:300]
 
 
 def run_once(model: str | os.PathLike | onnx.ModelProto, batch: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..artifacts import require_file
 from ..errors import CheckpointError, first_line
 
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -30,15 +31,31 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
+def _check_values(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], name: str) -> None:
+    """Floating-point model tensors need finite floating-point weights: NaN/Inf or integer weights would
+    surface later as a NaN parity failure that blames the exporter."""
+    integer = [f"{k} {state[k].dtype}".replace("torch.", "") for k in own
+               if own[k].is_floating_point() and not state[k].is_floating_point()]
+    if integer:
+        raise CheckpointError(f"weights {name} hold {len(integer)} integer tensors where the model has "
+                              f"floating-point ones ({_summary(integer, 2)}); save the trained float weights")
+    broken = [k for k in own if own[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if broken:
+        raise CheckpointError(f"weights {name} hold NaN or infinite values in {len(broken)} tensors "
+                              f"({_summary(broken)}); the checkpoint is broken (diverged training?)")
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Return (state_dict with wrapper prefixes removed, the checkpoint's other metadata)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"weights file {path} is empty")
+    path = require_file(path, "weights file", CheckpointError)
+    try:
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"weights file {path} is empty")
+        safetensors = _looks_like_safetensors(path)
+    except OSError as exc:  # e.g. PermissionError: nothing else can be tried on a file we cannot open
+        raise CheckpointError(f"cannot read weights file {path}: {exc.strerror or first_line(exc)}") from exc
 
-    if _looks_like_safetensors(path):
+    if safetensors:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -121,4 +138,5 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], model_name:
         arch = (meta or {}).get("arch")
         hint = f"; the checkpoint says arch '{arch}'" if arch else ""
         raise CheckpointError(f"weights {Path(path).name} do not fit {model_name}: {'; '.join(parts)}{hint}")
+    _check_values(state, own, Path(path).name)
     model.load_state_dict(state, strict=False)

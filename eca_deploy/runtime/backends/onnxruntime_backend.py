@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import EcaDeployError, OnnxFileError, first_line, missing_dependency
+from ...artifacts import require_file
+from ...errors import EcaDeployError, OnnxFileError, missing_dependency
 from ..base import Backend, InputSpec
 from ...graph.session import make_session
 
@@ -40,19 +41,19 @@ def _dim(value) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
+def _is_image(shape: list) -> bool:
+    """[N, 3, H, W]; any axis may be symbolic."""
+    return len(shape) == 4 and _dim(shape[1]) in (None, 3)
+
+
 class OnnxRuntimeBackend(Backend):
     def __init__(self, path: str | os.PathLike, provider: str = "auto", threads: int | None = None):
-        path = Path(path)
-        if not path.is_file():
-            raise OnnxFileError(f"ONNX file not found: {path}")
+        path = require_file(path, "ONNX file", OnnxFileError)
         provider = resolve_provider(provider)
         wanted = PROVIDERS[provider]
         if wanted[0] not in available_providers():
             raise missing_dependency(f"onnxruntime's {wanted[0]}", GPU_INSTALL)
-        try:
-            self.session = make_session(path, wanted, threads)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise OnnxFileError(f"onnxruntime cannot load {path}: {first_line(exc)[:200]}") from exc
+        self.session = make_session(path, wanted, threads)
         if wanted[0] not in self.session.get_providers():
             # onnxruntime silently drops a provider whose CUDA/TensorRT libraries fail to load.
             raise missing_dependency(f"a working {wanted[0]} (its CUDA libraries did not load)", GPU_INSTALL)
@@ -62,6 +63,10 @@ class OnnxRuntimeBackend(Backend):
         self._input, self._outputs = inp.name, [out.name]
         self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         self._spec = InputSpec(inp.name, tuple(_dim(d) for d in inp.shape), np.dtype(self._dtype).name)
+        if inp.type not in ("tensor(float)", "tensor(float16)") or not _is_image(inp.shape):
+            shape = [d if isinstance(d, int) else "?" for d in inp.shape]
+            raise OnnxFileError(f"{path.name} takes a {inp.type[7:-1]} {shape} input '{inp.name}'; eca-deploy runs "
+                                "image classifiers with one float32 or float16 [N, 3, H, W] input")
         self.num_classes = _dim(out.shape[-1]) if out.shape else None
         self._run = self.session.run
 

@@ -6,12 +6,13 @@ reports describe every artifact the same way.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ...artifacts import read_manifest
-from ...errors import EcaDeployError, EngineError, MissingDependencyError, OnnxFileError, UsageError
+from ...artifacts import manifest_path, read_manifest, require_file
+from ...errors import EcaDeployError, EngineError, ManifestError, MissingDependencyError, OnnxFileError, UsageError, warn
 from ...precisions import PRECISIONS, onnx_precision
 from ..base import Backend
 from ..tensorrt.env import tensorrt_unavailable_reason
@@ -53,6 +54,48 @@ def _open_engine(artifact: "Artifact", options: OpenOptions) -> Backend:
     return TensorRTBackend(artifact.path, allow_host_code=options.allow_host_code)
 
 
+def _optional_manifest(path: Path) -> dict | None:
+    """An ONNX file's manifest only adds its recorded precision (the graph tells it too): a broken one is
+    ignored, said in one line."""
+    try:
+        manifest = read_manifest(path)
+    except ManifestError as exc:
+        warn(f"{exc}; ignored (the precision is read from the graph)")
+        return None
+    if manifest is not None and not isinstance(manifest.get("precision", ""), str):
+        warn(f"manifest {manifest_path(path)} has a non-string \"precision\"; ignored")
+        return None
+    return manifest
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
+
+
+ENGINE_MANIFEST_TYPES = {"profile": dict, "gpu": dict, "tensorrt_version": str, "precision": str,
+                         "version_compatible": bool}
+
+
+def check_engine_manifest(path: Path, manifest: dict | None) -> dict | None:
+    """An engine's manifest decides batch limits and compatibility before TensorRT loads the engine, so
+    every field it is read for must have the type ``eca-deploy build`` writes."""
+    if manifest is None:
+        return None
+    where = f"manifest {manifest_path(path)}"
+    fix = "rebuild the engine with `eca-deploy build` or delete the manifest"
+    for key, kind in ENGINE_MANIFEST_TYPES.items():
+        if key in manifest and not isinstance(manifest[key], kind):
+            raise ManifestError(f"{where}: \"{key}\" is a {type(manifest[key]).__name__}, not a "
+                                f"{kind.__name__}; {fix}")
+    for key in ("min", "opt", "max"):
+        shape = (manifest.get("profile") or {}).get(key)
+        if shape is not None and not _is_shape(shape):
+            raise ManifestError(f"{where}: \"profile.{key}\" is not a shape of positive integers "
+                                f"({json.dumps(shape)[:40]}); {fix}")
+    return manifest
+
+
 @dataclass(frozen=True)
 class ArtifactKind:
     """One row of the artifact-kinds table: how a user names it, how it is labelled, how it is opened."""
@@ -63,12 +106,14 @@ class ArtifactKind:
     suffixes: tuple[str, ...]  # file suffixes that select it
     opener: Callable[["Artifact", OpenOptions], Backend]
     not_found: type[EcaDeployError] = OnnxFileError  # the error for a named file that is missing
+    manifest: Callable[[Path], dict | None] = _optional_manifest  # reads (and checks) the manifest beside it
 
 
 ARTIFACT_KINDS: dict[str, ArtifactKind] = {kind.name: kind for kind in (
     ArtifactKind("torch", "PyTorch", "PyTorch model", (), _open_torch),  # named by TORCH_PREFIX
     ArtifactKind("onnx", "ONNX", "ONNX file", (".onnx",), _open_onnx),
-    ArtifactKind("tensorrt", "TensorRT", "TensorRT engine", ENGINE_SUFFIXES, _open_engine, not_found=EngineError),
+    ArtifactKind("tensorrt", "TensorRT", "TensorRT engine", ENGINE_SUFFIXES, _open_engine, not_found=EngineError,
+                 manifest=lambda path: check_engine_manifest(path, read_manifest(path))),
 )}
 SPEC_HELP = "torch:<model>[:weights], a .onnx file, or a TensorRT .engine/.plan file"
 
@@ -116,7 +161,6 @@ class Artifact:
         return "fp32", "assumed (no manifest; pass --precision)"
 
 
-
 def parse_spec(spec: str) -> Artifact:
     """Validate a backend spec without loading anything heavy; missing files fail here, in one line."""
     if spec.startswith(TORCH_PREFIX):
@@ -135,9 +179,8 @@ def parse_spec(spec: str) -> Artifact:
     path = Path(spec)
     kind = next((k for k in ARTIFACT_KINDS.values() if path.suffix.lower() in k.suffixes), None)
     if kind is not None:
-        if not path.is_file():
-            raise kind.not_found(f"{kind.noun} not found: {path}")
-        return Artifact(spec, kind.name, path=path, manifest=read_manifest(path))
+        require_file(path, kind.noun, kind.not_found)
+        return Artifact(spec, kind.name, path=path, manifest=kind.manifest(path))
     if not path.exists():
         raise OnnxFileError(f"model not found: {spec} (expected {SPEC_HELP})")
     raise UsageError(f"cannot tell how to run {spec}: expected {SPEC_HELP}")

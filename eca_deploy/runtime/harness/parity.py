@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...artifacts import atomic_write, sha256_file
-from ...data.sources import load_dataset
+from ...data.sources import label_problem, load_dataset
 from ...errors import DataError, EcaDeployError, ParityError
 from ...graph.compare import check_elements, compare_outputs, topk_accuracy
 from ...precisions import PRECISIONS, TF32_TOLERANCE, Tolerance
@@ -145,17 +145,9 @@ def resolve_imgsz(imgsz: int | None, backends: list[tuple[str, Backend]]) -> int
 
 
 def check_labels(labels: np.ndarray | None, data, num_classes: int, source: str) -> None:
-    """ImageFolder labels are folder ranks, so the folder count must be the class count; a `path label`
-    list names class indices itself, so they only have to exist in the model."""
-    if labels is None:
-        return
-    folders = getattr(data, "class_names", None)
-    if folders is not None and len(folders) != num_classes:
-        raise DataError(f"{source} has {len(folders)} classes but the model outputs {num_classes}; labels "
-                        "would not match (use one folder per model class, or --no-labels)")
-    if int(labels.max(initial=0)) >= num_classes:
-        raise DataError(f"{source} has label {int(labels.max())} but the model outputs {num_classes} classes "
-                        "(labels are class indices from 0; or use --no-labels)")
+    problem = label_problem(labels, data, num_classes, source)
+    if problem:
+        raise DataError(f"{problem}; or use --no-labels")
 
 
 @dataclass

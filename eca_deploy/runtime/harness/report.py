@@ -7,20 +7,39 @@ them, from any number of devices, into one comparison.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 from pathlib import Path
 
 from ...artifacts import atomic_path, atomic_write, ensure_output_dir, read_json, write_json
-from ...errors import DataError
+from ...errors import DataError, first_line
 from .rows import STATUSES, ReportRow
 
 SCHEMA = "eca-deploy/report"
 SCHEMA_VERSION = 1
 KINDS = ("parity", "bench", "pipeline", "comparison")
-# Top-level key -> accepted types; rows are checked by ROW_FIELDS.
-REPORT_FIELDS = {"schema": str, "schema_version": int, "kind": str, "created": str, "devices": list,
-                 "rows": list, "skipped": list}
-ROW_FIELDS = {"device": str, "artifact": str, "format": str, "precision": str, "backend": str, "status": str}
+# The whole schema, checked before anything is written: key -> (accepted types, required). A report can
+# come from another machine, so every field the Markdown, the plots or a merge reads is checked.
+NUM = (int, float)
+OPT_NUM = (int, float, type(None))
+REPORT_FIELDS = {"kind": (str, True), "created": (str, True), "devices": (list, True), "rows": (list, True),
+                 "skipped": (list, True), "sources": (list, False), "model": ((dict, str, type(None)), False),
+                 "data": ((dict, str, type(None)), False), "reference": ((dict, str, type(None)), False)}
+DEVICE_FIELDS = {"label": (str, True), "cpu": ((dict, type(None)), False), "versions": ((dict, type(None)), False),
+                 "gpus": (list, False), "jetson": ((dict, type(None)), False), "warnings": (list, False)}
+GPU_FIELDS = {"name": (str, True), "driver": ((str, type(None)), True)}
+ROW_FIELDS = {"device": (str, True), "artifact": (str, True), "format": (str, True), "precision": (str, True),
+              "backend": (str, True), "status": (str, True), "reason": (str, False), "identity": (str, False),
+              "spec": (str, False), "size_mb": (OPT_NUM, False), "parity": ((dict, type(None)), False),
+              "bench": ((dict, type(None)), False)}
+PARITY_FIELDS = {key: (OPT_NUM, False) for key in ("top1", "top5", "top1_agreement", "max_abs", "cosine",
+                                                    "min_cosine")}
+BENCH_FIELDS = {"imgsz": ((int, type(None)), False), "batches": (list, True)}
+ENTRY_FIELDS = {"batch": (int, True), "clock": (str, True), "copies": (str, True), "iterations": (int, True),
+                **{key: (NUM, True) for key in ("min", "p50", "p90", "p99", "mean", "fps")}}
+SKIPPED_FIELDS = {"step": (str, True), "reason": (str, True)}
+JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+              type(None): "null"}
 COLUMNS = ("Artifact", "Format", "Precision", "Status", "Size MB", "Top-1", "Top-1 agreement", "Max abs err",
            "p50 ms", "p99 ms", "FPS")
 
@@ -51,25 +70,62 @@ def merge_rows(rows: list[dict]) -> list[dict]:
     return list(merged.values())
 
 
+def _json_type(value) -> str:
+    return JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _check(obj, fields: dict, where: str) -> None:
+    """Raise DataError unless ``obj`` is an object whose ``fields`` have their types (bool is not a number)."""
+    if not isinstance(obj, dict):
+        raise DataError(f"{where} is a JSON {_json_type(obj)}, not an object")
+    for key, (kinds, required) in fields.items():
+        if key not in obj:
+            if required:
+                raise DataError(f"{where} has no \"{key}\"")
+            continue
+        value, kinds = obj[key], kinds if isinstance(kinds, tuple) else (kinds,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            expected = " or ".join(dict.fromkeys(JSON_TYPES[k] for k in kinds))
+            raise DataError(f"{where}: \"{key}\" is a JSON {_json_type(value)}, expected {expected}")
+
+
 def validate_report(report, source: str = "report") -> dict:
-    """Raise DataError (one line) unless ``report`` follows this schema at a version we can read."""
+    """Raise DataError (one line) unless ``report`` follows this schema, all the way down, at a version we
+    can read: rendering and merging then cannot fail half-way."""
     if not isinstance(report, dict) or report.get("schema") != SCHEMA:
         raise DataError(f"{source} is not an eca-deploy report (no \"schema\": \"{SCHEMA}\")")
-    version = report.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if "schema_version" not in report:
+        raise DataError(f"{source} has no \"schema_version\"; eca-deploy writes {SCHEMA_VERSION}")
+    version = report["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DataError(f"{source} has an invalid \"schema_version\" {json.dumps(version)[:20]}; expected an "
+                        f"integer from 1 to {SCHEMA_VERSION}")
+    if version > SCHEMA_VERSION:
         raise DataError(f"{source} has schema version {version}; this eca-deploy reads versions up to "
                         f"{SCHEMA_VERSION} (upgrade eca-deploy)")
-    for key, kind in REPORT_FIELDS.items():
-        if not isinstance(report.get(key), kind):
-            raise DataError(f"{source}: field \"{key}\" is missing or not a {kind.__name__}")
+    _check(report, REPORT_FIELDS, source)
     if report["kind"] not in KINDS:
         raise DataError(f"{source}: unknown kind \"{report['kind']}\"")
+    for i, device in enumerate(report["devices"]):
+        where = f"{source}: device {i}"
+        _check(device, DEVICE_FIELDS, where)
+        for j, gpu in enumerate(device.get("gpus") or []):
+            _check(gpu, GPU_FIELDS, f"{where} gpu {j}")
+        if not all(isinstance(w, str) for w in device.get("warnings", [])):
+            raise DataError(f"{where}: \"warnings\" holds something other than strings")
     for i, row in enumerate(report["rows"]):
-        for key, kind in ROW_FIELDS.items():
-            if not isinstance(row, dict) or not isinstance(row.get(key), kind):
-                raise DataError(f"{source}: row {i} has no {kind.__name__} \"{key}\"")
+        where = f"{source}: row {i}"
+        _check(row, ROW_FIELDS, where)
         if row["status"] not in STATUSES:
-            raise DataError(f"{source}: row {i} has unknown status \"{row['status']}\"")
+            raise DataError(f"{where} has unknown status \"{row['status']}\"")
+        if row.get("parity") is not None:
+            _check(row["parity"], PARITY_FIELDS, f"{where} parity")
+        if row.get("bench") is not None:
+            _check(row["bench"], BENCH_FIELDS, f"{where} bench")
+            for j, entry in enumerate(row["bench"]["batches"]):
+                _check(entry, ENTRY_FIELDS, f"{where} bench entry {j}")
+    for i, skipped in enumerate(report["skipped"]):
+        _check(skipped, SKIPPED_FIELDS, f"{source}: skipped entry {i}")
     return report
 
 
@@ -79,8 +135,8 @@ def load_report(path: str | os.PathLike) -> dict:
         raise DataError(f"report not found: {path}")
     try:
         report = read_json(path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8; RecursionError: absurd nesting
+        raise DataError(f"{path} is not JSON: {first_line(exc)}") from exc
     return validate_report(report, str(path))
 
 

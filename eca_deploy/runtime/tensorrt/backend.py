@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...artifacts import manifest_path, read_manifest, sha256_file
+from ...artifacts import manifest_path, read_manifest, require_file, sha256_file
 from ...errors import EngineError
 from ..base import Backend, InputSpec
 from .compat import engine_mismatch
@@ -37,8 +37,7 @@ def check_engine(path: Path, tensorrt_version: Any, gpu: GpuInfo) -> dict | None
     deserialization check is then the only one, as in Polygraphy, which keeps no sidecar and just
     deserializes (tools/Polygraphy/polygraphy/backend/trt/loader.py, EngineFromBytes).
     """
-    if not path.is_file():
-        raise EngineError(f"TensorRT engine not found: {path}")
+    require_file(path, "TensorRT engine", EngineError)
     manifest = read_manifest(path)
     if manifest is None:
         warnings.warn(f"{path.name} has no manifest ({manifest_path(path).name}): its TensorRT version and GPU "
@@ -61,9 +60,7 @@ class TensorRTBackend(Backend):
         """``allow_host_code``: let TensorRT run host code stored in the plan (the lean runtime of a
         version-compatible engine). Only the user's explicit flag sets it, never the manifest: the
         sidecar JSON is as untrusted as the plan beside it."""
-        path = Path(engine_path)
-        if not path.is_file():
-            raise EngineError(f"TensorRT engine not found: {path}")
+        path = require_file(engine_path, "TensorRT engine", EngineError)
         self.path = path
         trt = import_tensorrt()
         cuda = import_cuda()

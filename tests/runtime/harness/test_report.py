@@ -71,7 +71,7 @@ def test_table_takes_latency_at_the_smallest_batch_and_the_best_fps(report):
     (lambda r: r.update(schema="other"), "not an eca-deploy report"),
     (lambda r: r.update(schema_version=SCHEMA_VERSION + 1), "upgrade eca-deploy"),
     (lambda r: r.pop("rows"), "\"rows\""),
-    (lambda r: r["rows"][0].pop("precision"), "row 0 has no str \"precision\""),
+    (lambda r: r["rows"][0].pop("precision"), "row 0 has no \"precision\""),
     (lambda r: r["rows"][0].update(status="great"), "unknown status"),
 ])
 def test_schema_violations_are_one_line_errors(report, breakage, message):
