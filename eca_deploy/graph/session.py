@@ -24,6 +24,16 @@ def has_fp16_qdq(model: onnx.ModelProto) -> bool:
 from ..errors import OnnxFileError, first_line
 
 
+def _proto(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """The graph without its weights; an empty one where the file is not ONNX (onnxruntime then says so)."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    try:
+        return onnx.load(str(model), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and friends: the session below reports the file in one line
+        return onnx.ModelProto()
+
+
 def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str] | None = None,
                  threads: int | None = None, spinning: bool = True, label: str | None = None):
     """``spinning=False`` lets idle worker threads sleep: where several sessions are alive (benchmarks that
@@ -35,12 +45,10 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # keep onnxruntime's warnings out of the user's terminal
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
-    if has_fp16_qdq(proto):
-        # onnxruntime's graph optimizations (from the BASIC level, 1.24 and 1.32) computed Model Optimizer's
-        # FP16-glue Q/DQ ECA-ResNet-50 wrongly (digits top-1 95.6% -> 45-58%, right with them off); on ours
-        # they lower the worst sample's cosine (0.9989 -> 0.9937). Such a model targets TensorRT: on the CPU
-        # it is a reference, so it runs node by node as the ONNX says.
+    if has_fp16_qdq(_proto(model)):
+        # onnxruntime's graph optimizations, from the BASIC level on, computed Model Optimizer's FP16-glue
+        # Q/DQ ECA-ResNet-50 wrongly and lose accuracy on ours (README: "onnxruntime and FP16-glue models").
+        # Such a model targets TensorRT; on the CPU it is a reference, so it runs node by node as written.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
