@@ -30,7 +30,7 @@ def export_wall_times(runs: int, workdir: Path) -> list[float]:
     times = []
     for i in range(runs):
         start = time.perf_counter()
-        subprocess.run(["eca-deploy", "export", "--model", "eca_resnet50", "--out", str(workdir / f"cli{i}")],
+        subprocess.run(["eca-deploy", "export", "--model", "eca_resnet50", "--output", str(workdir / f"cli{i}")],
                        check=True, capture_output=True)
         times.append(time.perf_counter() - start)
     return times

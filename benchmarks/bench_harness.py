@@ -82,7 +82,11 @@ def digits_checkpoint(path: Path, labels: np.ndarray, train_idx: np.ndarray, fit
 
 def run_pipeline_once(work: Path, calib_images: int, val_images: int, duration: float) -> dict:
     from eca_deploy.artifacts import atomic_write, ensure_output_dir
+    from eca_deploy.calibration.quantize import QuantizeConfig
+    from eca_deploy.export.onnx_export import ExportConfig
     from eca_deploy.pipeline import PipelineConfig, run_pipeline
+    from eca_deploy.runtime.harness.bench import BenchConfig
+    from eca_deploy.runtime.harness.parity import ParityConfig
 
     images, labels = digit_images(224, "RGB")
     order = np.random.default_rng(0).permutation(len(images))
@@ -94,10 +98,13 @@ def run_pipeline_once(work: Path, calib_images: int, val_images: int, duration: 
     calib = write_image_folder(work / "calib", images, labels, calib_idx)
     val = write_image_folder(work / "val", images, labels, val_idx)
     start = time.perf_counter()
-    result = run_pipeline(PipelineConfig(model="eca_resnet50", weights=str(weights), calib_data=str(calib),
-                                         data=str(val), out_dir=str(work / "pipeline"), imgsz=224, batches=(1, 8),
-                                         duration=duration, warmup=3, provider="cpu", device="cpu"),
-                          echo=lambda line: print(line, file=sys.stderr))
+    reference = f"torch:eca_resnet50:{weights}"
+    cfg = PipelineConfig(
+        export=ExportConfig(model="eca_resnet50", weights=str(weights), out_dir=str(work / "pipeline"), imgsz=224),
+        quantize=QuantizeConfig(onnx="", calib_data=str(calib), calib_count=None),
+        parity=ParityConfig(reference=reference, candidates=[], data=str(val), provider="cpu", device="cpu"),
+        bench=BenchConfig(model=reference, batches=(1, 8), duration=duration, warmup=3))
+    result = run_pipeline(cfg, echo=lambda line: print(line, file=sys.stderr))
     wall = time.perf_counter() - start
     keep = ensure_output_dir(REPORT_DIR)  # the report and plots outlive the temporary artifacts
     for path in result.written.values():

@@ -23,9 +23,9 @@ from .data.sources import load_dataset
 from .runtime.backends.onnxruntime_backend import resolve_provider
 from .runtime.backends.registry import Artifact, open_backend, parse_spec
 from .runtime.backends.torch_backend import TorchBackend
-from .runtime.harness.bench import bench_backend, check_batches
+from .runtime.harness.bench import BenchConfig, bench_backend, check_batches
 from .runtime.harness.device import describe_device
-from .runtime.harness.parity import ReferenceRun, check_labels, open_inputs
+from .runtime.harness.parity import ParityConfig, ReferenceRun, check_labels, open_inputs
 from .runtime.harness.report import new_report, write_report
 from .runtime.harness.rows import ReportRow
 from .runtime.tensorrt.builder import BuildConfig, build_engine
@@ -34,32 +34,23 @@ from .runtime.tensorrt.env import tensorrt_unavailable_reason
 
 @dataclass
 class PipelineConfig:
-    model: str
-    weights: str | None = None  # None: random init (timings are real, accuracy is not)
-    calib_data: str | None = None  # images for INT8 calibration; without them INT8 is skipped
-    data: str | None = None  # labeled validation images; None: seeded synthetic inputs
-    use_labels: bool = True  # False: compare on the images alone (their classes are not the model's)
-    out_dir: str | None = None  # default: artifacts/<model>/
-    imgsz: int = 224
-    opset: int = 17
+    """The pipeline's settings as the configs of the stages it runs, the same ones their own commands build.
+
+    A stage config's required fields that only the pipeline knows (the ONNX to quantize, the reference and
+    candidates, the model to time) are filled step by step; the templates' values there are never read.
+    One image size and the model come from ``export``; each stage uses its own seed.
+    """
+
+    export: ExportConfig  # model, weights (None: random init), out_dir (default: artifacts/<model>/), imgsz, opset
+    # calib_data (without it INT8 is skipped), calib_method, calib_count (None: all), ...
+    quantize: QuantizeConfig = field(default_factory=lambda: QuantizeConfig(onnx="", calib_count=None))
+    # data (None: seeded synthetic inputs), count, use_labels, batch, overrides, provider, device, threads
+    parity: ParityConfig = field(default_factory=lambda: ParityConfig(reference="", candidates=[]))
+    # batches, warmup, iterations, duration
+    bench: BenchConfig = field(default_factory=lambda: BenchConfig(model="", batches=(1, 8)))
     precisions: tuple[str, ...] = LOW_PRECISIONS
-    calib_method: str | None = None  # None: quantize's default
-    high_precision: str | None = None  # INT8 for TensorRT: glue dtype; None: fp16 (fp32 where TensorRT is 8.x)
-    qdq_layout: str = "eca-deploy"  # INT8 for TensorRT: eca-deploy's or Model Optimizer's Q/DQ placement
     target: str | None = None  # INT8 layout of the ONNX candidates: tensorrt | cpu; None: cpu on the CPU provider
     reference: str | None = None  # a .npz from `parity --save-reference`: judge against it instead of PyTorch
-    calib_count: int | None = None
-    count: int | None = None  # validation images (default: all)
-    batches: tuple[int, ...] = (1, 8)
-    parity_batch: int = 16
-    warmup: int = 10
-    iterations: int | None = None
-    duration: float = 3.0
-    provider: str = "auto"  # onnxruntime
-    device: str = "auto"  # torch reference: cuda where available
-    threads: int | None = None
-    overrides: dict = field(default_factory=dict)
-    seed: int = 0
 
 
 @dataclass
@@ -108,12 +99,9 @@ def _stderr(line: str) -> None:
 
 def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig):
     """quantize() writes beside the FP32 ONNX, named by precision and target, with its manifest."""
-    options = {"calib_method": cfg.calib_method, "calib_count": cfg.calib_count}
-    if target == "tensorrt":
-        options.update(high_precision=cfg.high_precision, qdq_layout=cfg.qdq_layout)
-    return quantize(QuantizeConfig(onnx=str(onnx_path), precision=precision, calib_data=cfg.calib_data,
-                                   target=target, seed=cfg.seed,
-                                   **{k: v for k, v in options.items() if v is not None}))
+    # --high-precision and --qdq-layout are the tensorrt target's; the cpu target takes its own layout
+    cpu_layout = {} if target == "tensorrt" else {"high_precision": None, "qdq_layout": "eca-deploy"}
+    return quantize(replace(cfg.quantize, onnx=str(onnx_path), precision=precision, target=target, **cpu_layout))
 
 
 def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str, cfg: PipelineConfig,
@@ -122,7 +110,7 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
     variants: dict[str, Path] = {}
     for precision in precisions:
         name = f"{precision} ONNX" + (f" ({target} target)" if precision == "int8" else "")
-        if precision == "int8" and not cfg.calib_data:
+        if precision == "int8" and not cfg.quantize.calib_data:
             log.skip(name, "no --calib-data to calibrate INT8 ranges on")
             continue
         started = time.perf_counter()
@@ -140,13 +128,13 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
 
 def build_engines(sources: dict[str, Path], cfg: PipelineConfig, log: _Log) -> list[Path]:
     """One engine per precision, with a batch profile covering the benchmark and parity batches."""
-    largest = max((*cfg.batches, cfg.parity_batch))
-    profile = f"1:{max(cfg.batches)}:{largest}"
+    largest = max((*cfg.bench.batches, cfg.parity.batch))
+    profile = f"1:{max(cfg.bench.batches)}:{largest}"
     engines = []
     for precision, onnx_path in sources.items():
         started = time.perf_counter()
         try:
-            result = build_engine(BuildConfig(onnx=str(onnx_path), batch=profile, seed=cfg.seed))
+            result = build_engine(BuildConfig(onnx=str(onnx_path), batch=profile, seed=cfg.quantize.seed))
         except OutputError:
             raise
         except EcaDeployError as exc:
@@ -168,17 +156,18 @@ def _engine_sources(onnx_path: Path, variants: dict[str, Path], ort_target: str,
 
 
 def _measure(backend, artifact: Artifact, cfg: PipelineConfig, imgsz: int) -> dict:
-    check_batches(artifact, cfg.batches, backend)
-    return {"imgsz": imgsz, "batches": bench_backend(backend, cfg.batches, imgsz, cfg.warmup, cfg.iterations,
-                                                    cfg.duration, cfg.seed, artifact.label)}
+    timing = cfg.bench
+    check_batches(artifact, timing.batches, backend)
+    return {"imgsz": imgsz, "batches": bench_backend(backend, timing.batches, imgsz, timing.warmup, timing.iterations,
+                                                    timing.duration, timing.seed, artifact.label)}
 
 
 def _check_candidate(artifact: Artifact, provider: str, data, ref_run: ReferenceRun,
                      cfg: PipelineConfig) -> ReportRow:
-    backend = open_backend(artifact, provider=provider, threads=cfg.threads)
+    backend = open_backend(artifact, provider=provider, threads=cfg.parity.threads)
     try:
         row = ref_run.judge(artifact, backend, data).row()
-        row.bench = _measure(backend, artifact, cfg, cfg.imgsz)
+        row.bench = _measure(backend, artifact, cfg, cfg.export.imgsz)
         return row
     finally:
         backend.close()
@@ -191,44 +180,45 @@ def _saved_reference(cfg: PipelineConfig, data) -> ReferenceRun:
 
     meta, _, _ = read_saved_reference(cfg.reference)
     name = Path(cfg.reference).name
-    if meta.get("model") and meta["model"] != cfg.model:
-        raise DataError(f"{name} is a reference of {meta['model']}, not {cfg.model}")
-    if cfg.weights and meta.get("weights_sha256") and meta["weights_sha256"] != sha256_file(cfg.weights):
-        raise DataError(f"{name} was saved from other weights than {cfg.weights} (sha256 differs)")
-    return ReferenceRun.load(cfg.reference, data, cfg.data, cfg.imgsz, cfg.use_labels, cfg.parity_batch,
-                             cfg.overrides)
+    model, weights, parity = cfg.export.model, cfg.export.weights, cfg.parity
+    if meta.get("model") and meta["model"] != model:
+        raise DataError(f"{name} is a reference of {meta['model']}, not {model}")
+    if weights and meta.get("weights_sha256") and meta["weights_sha256"] != sha256_file(weights):
+        raise DataError(f"{name} was saved from other weights than {weights} (sha256 differs)")
+    return ReferenceRun.load(cfg.reference, data, parity.data, cfg.export.imgsz, parity.use_labels, parity.batch,
+                             parity.overrides)
 
 
 def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> PipelineResult:
-    if cfg.parity_batch < 1 or not cfg.batches or min(cfg.batches) < 1:
+    model, imgsz, parity = cfg.export.model, cfg.export.imgsz, cfg.parity
+    if parity.batch < 1 or not cfg.bench.batches or min(cfg.bench.batches) < 1:
         raise EcaDeployError("batch sizes must be positive integers")
     unknown = set(cfg.precisions) - set(LOW_PRECISIONS)
     if unknown:
         raise EcaDeployError(f"--precisions takes {', '.join(LOW_PRECISIONS)}; got {', '.join(sorted(unknown))}")
     log = _Log(echo)
     total = time.perf_counter()
-    out = ensure_output_dir(cfg.out_dir or Path("artifacts") / safe_name(cfg.model))
-    data = open_inputs(cfg.data, cfg.imgsz, cfg.count, cfg.seed)  # a bad data folder fails before any work
+    out = ensure_output_dir(cfg.export.out_dir or Path("artifacts") / safe_name(model))
+    data = open_inputs(parity.data, imgsz, parity.count, parity.seed)  # a bad data folder fails before any work
     saved = _saved_reference(cfg, data) if cfg.reference else None  # wrong data or model: refused before work
-    if cfg.calib_data:
-        load_dataset(cfg.calib_data, imgsz=cfg.imgsz, count=cfg.calib_count, seed=cfg.seed)
-    provider = resolve_provider(cfg.provider)
+    if cfg.quantize.calib_data:
+        load_dataset(cfg.quantize.calib_data, imgsz=imgsz, count=cfg.quantize.calib_count, seed=cfg.quantize.seed)
+    provider = resolve_provider(parity.provider)
 
     started = time.perf_counter()
-    loaded = load_model(cfg.model, cfg.weights)
-    labels = data.labels if cfg.use_labels else None
-    check_labels(labels, data, loaded.num_classes, cfg.data or "synthetic")  # before minutes of work
-    exported = export_model(ExportConfig(model=cfg.model, weights=cfg.weights, out_dir=str(out), opset=cfg.opset,
-                                         imgsz=cfg.imgsz, seed=cfg.seed), loaded=loaded)
+    loaded = load_model(model, cfg.export.weights)
+    labels = data.labels if parity.use_labels else None
+    check_labels(labels, data, loaded.num_classes, parity.data or "synthetic")  # before minutes of work
+    exported = export_model(replace(cfg.export, out_dir=str(out)), loaded=loaded)
     log.done("export", f"{exported.onnx_path.name}, simplified and verified against PyTorch", started)
 
     no_tensorrt = tensorrt_unavailable_reason()
-    if not no_tensorrt and cfg.high_precision is None:
+    if not no_tensorrt and cfg.quantize.high_precision is None:
         from .runtime.tensorrt.compat import trt_major
         from .runtime.tensorrt.env import installed_tensorrt_version
 
         if trt_major(installed_tensorrt_version()) < 10:  # 8.x parses opset <= 17: FP32 glue, FP16 comes from its flag
-            cfg = replace(cfg, high_precision="fp32")
+            cfg = replace(cfg, quantize=replace(cfg.quantize, high_precision="fp32"))
     ort_target = cfg.target or ("cpu" if provider == "cpu" else "tensorrt")
     variants = make_onnx_variants(exported.onnx_path, cfg.precisions, ort_target, cfg, log)
     engines: list[Path] = []
@@ -245,13 +235,14 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
         log.done("reference", f"saved {Path(cfg.reference).name} ({ref_run.backend}) on "
                               f"{ref_run.metrics['samples']} inputs", started)
     else:
-        reference = TorchBackend(cfg.model, cfg.weights, device=cfg.device, imgsz=cfg.imgsz, loaded=loaded,
-                                 threads=cfg.threads)
-        ref_artifact = parse_spec(f"torch:{cfg.model}" + (f":{cfg.weights}" if cfg.weights else ""))
+        weights = cfg.export.weights
+        reference = TorchBackend(model, weights, device=parity.device, imgsz=imgsz, loaded=loaded,
+                                 threads=parity.threads)
+        ref_artifact = parse_spec(f"torch:{model}" + (f":{weights}" if weights else ""))
         try:
-            ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.parity_batch,
-                                           cfg.use_labels, cfg.overrides)
-            rows = [ref_run.row(bench=_measure(reference, ref_artifact, cfg, cfg.imgsz))]
+            ref_run = ReferenceRun.measure(ref_artifact, reference, data, parity.data, parity.batch,
+                                           parity.use_labels, parity.overrides)
+            rows = [ref_run.row(bench=_measure(reference, ref_artifact, cfg, imgsz))]
         finally:
             reference.close()
         log.done("reference", f"{reference.name} on {ref_run.metrics['samples']} inputs, benchmarked", started)
@@ -273,8 +264,8 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     timings = {s.name: round(s.seconds, 2) for s in log.steps if s.status == "done"}
     timings["total"] = round(time.perf_counter() - total, 2)
     report = new_report(
-        "pipeline", describe_device(cfg.threads), rows,
-        model={"name": loaded.name, "weights": cfg.weights, "num_classes": loaded.num_classes, "imgsz": cfg.imgsz,
+        "pipeline", describe_device(parity.threads), rows,
+        model={"name": loaded.name, "weights": weights, "num_classes": loaded.num_classes, "imgsz": imgsz,
                "eca_k_per_stage": k_per_stage(loaded.eca_blocks)},
         data=ref_run.data,
         reference=ref_artifact.spec,

@@ -18,7 +18,7 @@ def pipeline_run(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline")
     code = main(["pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
                  "--calib-data", str(digits.calib_dir), "--data", str(digits.val_dir),
-                 "--count", "120", "--imgsz", str(digits.imgsz), "--out", str(out), "--batch", "1,4",
+                 "--count", "120", "--imgsz", str(digits.imgsz), "--output", str(out), "--batch-sizes", "1,4",
                  "--iterations", "3", "--warmup", "1", "--provider", "cpu", "--device", "cpu", "--threads", "1"])
     return code, out
 
@@ -71,7 +71,7 @@ def test_pipeline_with_an_empty_data_folder_fails_before_any_work(digits, tmp_pa
     empty.mkdir()
     out = tmp_path / "out"
     code = main(["pipeline", "--model", digits.model, "--weights", str(digits.checkpoint), "--data", str(empty),
-                 "--imgsz", str(digits.imgsz), "--out", str(out)])
+                 "--imgsz", str(digits.imgsz), "--output", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "no images" in err
     assert not list(out.glob("*.onnx"))

@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ..artifacts import atomic_write, ensure_not_input, package_versions, sha256_file, write_manifest
+from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, sha256_file,
+                         write_manifest)
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs
 from ..graph.graph import load_onnx, opset_of, summarize
@@ -143,6 +144,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     output = Path(cfg.output) if cfg.output else default_output(source, cfg.precision, cfg.target,
                                                                  high_precision_of(cfg), cfg.qdq_layout)
     ensure_not_input(output, [source, cfg.calib_data, cfg.val_data])
+    ensure_output_dir(output.parent)  # an unwritable folder fails before calibration, not after it
     if cfg.precision == "fp16":
         return _fp16(cfg, source, model, imgsz, output, t0)
     return _int8(cfg, source, model, imgsz, output, t0)

@@ -7,73 +7,83 @@ import shlex
 import sys
 
 from ..precisions import LOW_PRECISIONS
+from . import args as shared
 
 NAME = "build"
 HELP = "build a TensorRT engine (8.6, 10.x, 11.x) from an FP32, FP16 or Q/DQ INT8 ONNX, with a manifest"
+
+
+GROUPS = (
+    shared.OutputArgs("output", "engine file, .engine or .plan (default: beside the ONNX, <name>.engine)",
+                      old_out=False),
+    shared.CalibrationArgs(
+        ("entropy", "minmax"), method="entropy", count=512, prefix="--legacy-precision int8: ",
+        data_help="calibration images (folder, ImageFolder, `path label` list, or .npy)",
+        method_help="TensorRT's entropy (IInt8EntropyCalibrator2) or minmax calibrator",
+        cache_help="calibration cache, reused when present (default: <engine>.calib)"),
+    shared.SeedArgs("the calibration subset"),
+)
+
+
+def profile(text: str) -> str:
+    from ..runtime.tensorrt.compat import BatchProfile
+
+    shared.stage_rule(BatchProfile.parse, text)
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", required=True,
                         help="the ONNX to build; its precision (FP32, FP16, INT8 Q/DQ) becomes the engine's on "
                              "TensorRT 10.x/11.x strongly typed networks")
-    parser.add_argument("--output", default=None,
-                        help="engine file, .engine or .plan (omitted: beside the ONNX, <name>.engine)")
-    parser.add_argument("--batch", default=None, metavar="MIN:OPT:MAX",
+    parser.add_argument("--profile", dest="batch", type=profile, default=None, metavar="MIN:OPT:MAX",
                         help="optimization profile of the batch axis, MIN <= OPT <= MAX, TensorRT tunes for OPT "
-                             "(omitted: 1:8:32, or a static-batch ONNX's own batch)")
-    parser.add_argument("--workspace", type=float, default=None, metavar="GIB",
-                        help="builder workspace limit in GiB (omitted: TensorRT's, all GPU memory)")
+                             "(default: 1:8:32, or a static-batch ONNX's own batch)")
+    shared.deprecated(parser, "--batch", "--profile", "batch", profile)
+    parser.add_argument("--workspace", type=shared.positive_float, default=None, metavar="GIB",
+                        help="builder workspace limit in GiB (default: TensorRT's, all GPU memory)")
     parser.add_argument("--timing-cache", default=None, metavar="FILE",
                         help="timing cache read before the build and written back after it, so rebuilds are "
                              "faster; one from another TensorRT or GPU is replaced")
     parser.add_argument("--opt-level", type=int, default=None, choices=range(6), metavar="0-5",
-                        help="builder optimization level (omitted: TensorRT's 3; 5 searches longest)")
-    parser.add_argument("--dla", type=int, default=None, metavar="N",
+                        help="builder optimization level (default: TensorRT's 3; 5 searches longest)")
+    parser.add_argument("--dla", type=shared.non_negative_int, default=None, metavar="N",
                         help="Jetson: run on DLA core N, layers DLA cannot run fall back to the GPU")
     parser.add_argument("--version-compatible", action="store_true",
                         help="build an engine later TensorRT releases can also run (may be slower)")
     parser.add_argument("--legacy-precision", choices=LOW_PRECISIONS, default=None,
                         help="TensorRT 8.6/10.x only: build an FP32 ONNX with the weak-typing FP16/INT8 builder "
                              "flags (int8 calibrates implicitly); TensorRT 11 refuses it")
-    parser.add_argument("--calib-data", default=None, metavar="SOURCE",
-                        help="--legacy-precision int8: calibration images (folder, ImageFolder, `path label` "
-                             "list, or .npy)")
-    parser.add_argument("--calib-count", type=int, default=512, help="--legacy-precision int8: images to use")
-    parser.add_argument("--calib-batch", type=int, default=8, help="--legacy-precision int8: calibration batch")
-    parser.add_argument("--calib-cache", default=None, metavar="FILE",
-                        help="--legacy-precision int8: calibration cache, reused when present "
-                             "(omitted: <engine>.calib)")
-    parser.add_argument("--calib-method", choices=("entropy", "minmax"), default="entropy",
-                        help="--legacy-precision int8: TensorRT's entropy (IInt8EntropyCalibrator2) or minmax "
-                             "calibrator")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration subset")
-    parser.add_argument("--device", type=int, default=0, help="CUDA GPU index")
+    parser.add_argument("--batch-size", dest="calib_batch", type=shared.positive_int, default=8, metavar="N",
+                        help="--legacy-precision int8: images per calibration batch")
+    shared.deprecated(parser, "--calib-batch", "--batch-size", "calib_batch", shared.positive_int)
+    parser.add_argument("--gpu", dest="device", type=shared.non_negative_int, default=0, help="CUDA GPU index")
+    shared.deprecated(parser, "--device", "--gpu", "device", shared.non_negative_int)
     parser.add_argument("--print-trtexec", action="store_true",
                         help="print the equivalent trtexec command and exit without building (needs no TensorRT "
                              "with --trt-version)")
-    parser.add_argument("--trt-version", default=None, metavar="X.Y",
+    parser.add_argument("--trt-version", type=shared.trt_version, default=None, metavar="X.Y",
                         help="with --print-trtexec: the TensorRT of the machine that runs trtexec, e.g. 8.6 "
-                             "(JetPack 6.0), 10.3 (JetPack 6.1/6.2); omitted: the installed one")
+                             "(JetPack 6.0), 10.3 (JetPack 6.1/6.2); default: the installed one")
+    shared.add_groups(parser, GROUPS)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import EngineError
+    from ..errors import MissingDependencyError, UsageError
     from ..runtime.tensorrt.builder import BuildConfig, build_engine, prepare_build
+    from ..runtime.tensorrt.env import tensorrt_unavailable_reason
 
-    cfg = BuildConfig(onnx=args.onnx, output=args.output, batch=args.batch, workspace_gib=args.workspace,
-                      timing_cache=args.timing_cache, opt_level=args.opt_level, dla_core=args.dla,
-                      version_compatible=args.version_compatible, legacy_precision=args.legacy_precision,
-                      calib_data=args.calib_data, calib_count=args.calib_count, calib_batch=args.calib_batch,
-                      calib_cache=args.calib_cache, calib_method=args.calib_method, seed=args.seed,
-                      device=args.device)
+    if args.trt_version and not args.print_trtexec:
+        raise UsageError("--trt-version only applies to --print-trtexec; a build uses the installed TensorRT")
+    cfg = BuildConfig(onnx=args.onnx, batch=args.batch, workspace_gib=args.workspace, timing_cache=args.timing_cache,
+                      opt_level=args.opt_level, dla_core=args.dla, version_compatible=args.version_compatible,
+                      legacy_precision=args.legacy_precision, calib_batch=args.calib_batch, device=args.device,
+                      **shared.fields(GROUPS, args))
     if args.print_trtexec:
         from ..runtime.tensorrt.trtexec import trtexec_command
 
         plan = prepare_build(cfg)
         if args.trt_version:
-            from ..runtime.tensorrt.compat import check_known_release
-
-            check_known_release(args.trt_version)  # a typo must not print flags of a release that does not exist
             version = args.trt_version
         else:
             from ..runtime.tensorrt.env import installed_tensorrt_version
@@ -84,10 +94,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: trtexec cannot calibrate; it reads the cache {plan.calib_cache}, which an eca-deploy "
                   "build with --calib-data writes", file=sys.stderr)
         return 0
-    if args.trt_version:
-        raise EngineError("--trt-version only applies to --print-trtexec; a build uses the installed TensorRT")
-
     prepare_build(cfg)  # bad input fails here, before the wait
+    missing = tensorrt_unavailable_reason()
+    if missing:
+        raise MissingDependencyError(f"{missing}; without TensorRT, print the equivalent trtexec command for the "
+                                     f"target machine: eca-deploy build --onnx {shlex.quote(cfg.onnx)} "
+                                     "--print-trtexec --trt-version X.Y")
     print(f"building a TensorRT engine from {cfg.onnx} (TensorRT tunes kernels: a minute or more) ...",
           file=sys.stderr)
     result = build_engine(cfg)

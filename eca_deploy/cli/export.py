@@ -4,34 +4,33 @@ from __future__ import annotations
 
 import argparse
 
+from . import args as shared
+
 NAME = "export"
 HELP = "export a model to ONNX with plain Conv1d ECA blocks, simplify it and verify it against PyTorch"
+GROUPS = (shared.ModelArgs(), shared.OutputArgs("out_dir", "output folder (default: artifacts/<model>/)"),
+          shared.SeedArgs("the verification batch"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="registered model name (see `eca-deploy models`) or timm:<name> for timm's ECA models")
-    parser.add_argument("--weights", default=None,
-                        help="checkpoint: official .pth.tar, a bare state_dict, or .safetensors; ECA kernel "
-                             "sizes and class count are read from it (default: random init)")
-    parser.add_argument("--out", default=None, help="output folder (default: artifacts/<model>/)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset version")
-    parser.add_argument("--batch", type=int, default=None,
-                        help="static batch size (default: dynamic batch axis named 'batch')")
-    parser.add_argument("--imgsz", type=int, default=224, help="input height and width, 32 or more")
-    parser.add_argument("--num-classes", type=int, default=None,
+    shared.add_groups(parser, GROUPS)
+    parser.add_argument("--opset", type=shared.opset, default=17, help="ONNX opset version, 7 to 20")
+    # Not --batch-size: this fixes the graph's batch axis, it is not how many images run at once.
+    parser.add_argument("--static-batch", dest="batch", type=shared.positive_int, default=None, metavar="N",
+                        help="fix the batch axis to N (default: a dynamic batch axis named 'batch')")
+    shared.deprecated(parser, "--batch", "--static-batch", "batch", shared.positive_int)
+    parser.add_argument("--imgsz", type=shared.image_size, default=224, help="input height and width, 32 or more")
+    parser.add_argument("--num-classes", type=shared.positive_int, default=None,
                         help="classifier size when no weights are given (default 1000; with weights, read from them)")
     parser.add_argument("--no-simplify", dest="simplify", action="store_false",
                         help="skip onnxsim (the export is still verified against PyTorch)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the verification batch")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..export.onnx_export import ExportConfig, export_model
 
-    cfg = ExportConfig(model=args.model, weights=args.weights, out_dir=args.out, opset=args.opset,
-                       batch=args.batch, imgsz=args.imgsz, simplify=args.simplify,
-                       num_classes=args.num_classes, seed=args.seed)
+    cfg = ExportConfig(**shared.fields(GROUPS, args), opset=args.opset, batch=args.batch, imgsz=args.imgsz,
+                       simplify=args.simplify, num_classes=args.num_classes)
     print(f"exporting {cfg.model}" + (f" with weights {cfg.weights}" if cfg.weights else " (random weights)")
           + " ...", flush=True)
     result = export_model(cfg)

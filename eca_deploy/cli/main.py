@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from typing import Sequence
 
 from .. import __version__
-from ..errors import EcaDeployError, first_line
+from ..errors import EcaDeployError, UsageError, first_line
 from . import bench, build, doctor, export, inspect, models, parity, pipeline, quantize, report
 
 # Each command module provides NAME, HELP, add_arguments(parser) and run(args) -> int.
 COMMANDS = [doctor, models, export, inspect, quantize, build, parity, bench, report, pipeline]
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error (the usage itself is one --help away)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" only where it tells something: not on required flags, switches, empty or unset
+    defaults, or help that already says its default in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.required or default is None or default == argparse.SUPPRESS or isinstance(default, bool)
+                or default == [] or "default" in text):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback when something fails")
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="eca-deploy", parents=[common],
         description="Take trained ECA networks from PyTorch to ONNX, FP16/INT8 and TensorRT engines, "
                     "and check them for accuracy and speed on the target device.")
@@ -27,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP, parents=[common],
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                             formatter_class=HelpFormatter)
         module.add_arguments(cmd)
         cmd.set_defaults(run=module.run)
     return parser
@@ -38,20 +59,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         # File names need not be UTF-8 (undecodable bytes become surrogates): print them escaped, never fail.
         if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    args = build_parser().parse_args(argv)
-    verbose = getattr(args, "verbose", False)
     try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # output into a closed pipe fails here (--help too), not at interpreter exit
+    except BrokenPipeError:  # the reader went away (`| head -3`): a normal end
+        _stdout_to_devnull()
+        return 0
+
+
+def _stdout_to_devnull() -> None:
+    """What the Python docs recommend after a broken pipe: later writes and the exit flush go nowhere."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing is left to flush into a pipe
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = None  # a usage error comes before there are any
+    try:
+        args = build_parser().parse_args(argv)
         return int(args.run(args) or 0)
     except EcaDeployError as exc:
-        if verbose:
+        if getattr(args, "verbose", False):
             traceback.print_exc()
         print(f"eca-deploy: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("eca-deploy: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # a bug of ours: still one line unless asked for more
-        if verbose:
+        if getattr(args, "verbose", False):
             traceback.print_exc()
         print(f"eca-deploy: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --verbose for the "
               "traceback)", file=sys.stderr)

@@ -5,65 +5,58 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import args as shared
+
 NAME = "quantize"
 HELP = ("write an FP16 ONNX (FP32 inputs/outputs) or an INT8 ONNX with explicit Q/DQ calibrated on real images, "
         "checked against the FP32 model first")
 
 
-def count(text: str) -> int | None:
-    """An image count, or 'all' (argparse names this function in its error message)."""
-    return None if text == "all" else int(text)
+def groups() -> tuple[shared.Group, ...]:
+    from ..calibration.calibrators import METHODS
+
+    return (
+        shared.CalibrationArgs(
+            METHODS, method="entropy", count=512,
+            data_help="calibration images: a folder (recursive; jpg/png/bmp/webp), an ImageFolder root (one "
+                      "subfolder per class gives labels), a text file of `path label` lines, or a .npy of "
+                      "preprocessed float32 NCHW tensors. Required for int8; for fp16 they are the check images "
+                      "(default: seeded random inputs)",
+            method_help="how activation ranges are chosen: max |x|, KL-divergence threshold (TensorRT's entropy "
+                        "calibration), or a percentile of |x|",
+            cache_help="JSON cache of calibration ranges keyed by model hash + data hash + method (default: "
+                       "<model>.calib.json beside the output)"),
+        shared.QdqArgs(),
+        shared.SeedArgs("the image subsets"),
+        shared.OutputArgs("output", "output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, "
+                                    "<name>.int8.cpu.onnx for --target cpu; --qdq-layout modelopt adds "
+                                    ".modelopt, --high-precision fp32 .fp32-glue)", old_out=False),
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..calibration.calibrators import DEFAULT_PERCENTILE, METHODS
-    from ..calibration.placement import QDQ_LAYOUTS, TARGETS
-    from ..calibration.quantize import HIGH_PRECISIONS
+    from ..calibration.calibrators import DEFAULT_PERCENTILE
+    from ..calibration.placement import TARGETS
     from ..precisions import LOW_PRECISIONS
 
-    parser.add_argument("--onnx", required=True, default=argparse.SUPPRESS, help="the FP32 model from `eca-deploy export`")
+    parser.add_argument("--onnx", required=True, help="the FP32 model from `eca-deploy export`")
     parser.add_argument("--precision", choices=LOW_PRECISIONS, default="int8",
                         help="fp16: FP16 weights and math with FP32 inputs/outputs; int8: explicit Q/DQ")
-    parser.add_argument("--calib-data", default=argparse.SUPPRESS,
-                        help="calibration images: a folder (recursive; jpg/png/bmp/webp), an ImageFolder root "
-                             "(one subfolder per class gives labels), a text file of `path label` lines, or a .npy "
-                             "of preprocessed float32 NCHW tensors. Required for int8; for fp16 they are the check "
-                             "images (default: seeded random inputs)")
     parser.add_argument("--target", choices=TARGETS, default="tensorrt",
                         help="tensorrt: symmetric int8, Q/DQ where TensorRT fuses them; cpu: u8 activations + s8 "
                              "weights, what onnxruntime on x86 runs fastest")
-    parser.add_argument("--high-precision", choices=HIGH_PRECISIONS, default=argparse.SUPPRESS,
-                        help="int8 --target tensorrt: dtype of the layers left unquantized (ECA path, residual "
-                             "Adds, conv outputs feeding them), with FP32 network inputs/outputs either way "
-                             "(default fp16, as NVIDIA Model Optimizer's high_precision_dtype; fp16 writes opset 19)")
-    parser.add_argument("--qdq-layout", choices=QDQ_LAYOUTS, default="eca-deploy",
-                        help="int8 --target tensorrt: where Q/DQ goes: eca-deploy's placement, or NVIDIA Model "
-                             "Optimizer's (also the ECA pool and gating Mul, both inputs of identity-block Adds, "
-                             "MaxPool and the final pool; classifier left float); build both and let `bench` decide")
-    parser.add_argument("--calib-method", choices=METHODS, default="entropy",
-                        help="how activation ranges are chosen: max |x|, KL-divergence threshold (TensorRT's "
-                             "entropy calibration), or a percentile of |x|")
     parser.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
                         help="the percentile of |x| for --calib-method percentile")
-    parser.add_argument("--calib-count", type=count, default=512,
-                        help="calibration images drawn at random (with --seed) from --calib-data, or 'all'")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image subsets")
-    parser.add_argument("--batch-size", type=int, default=8,
+    parser.add_argument("--batch-size", type=shared.positive_int, default=8, metavar="N",
                         help="images per calibration batch (memory grows with it: one batch's activations)")
-    parser.add_argument("--calib-cache", default=argparse.SUPPRESS,
-                        help="JSON cache of calibration ranges keyed by model hash + data hash + method "
-                             "(default: <model>.calib.json beside the output)")
-    parser.add_argument("--no-calib-cache", dest="use_cache", action="store_false", default=argparse.SUPPRESS,
+    parser.add_argument("--no-calib-cache", dest="use_cache", action="store_false",
                         help="neither read nor write the calibration cache")
-    parser.add_argument("--val-data", default=argparse.SUPPRESS,
+    parser.add_argument("--val-data", default=None,
                         help="held-out images (same forms as --calib-data) for the parity and accuracy figures "
                              "(default: a subset of the calibration images)")
-    parser.add_argument("--check-count", type=count, default=128,
+    parser.add_argument("--check-count", type=shared.count, default=128, metavar="N|all",
                         help="images used for the parity figures, or 'all'")
-    parser.add_argument("--output", default=argparse.SUPPRESS,
-                        help="output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, "
-                             "<name>.int8.cpu.onnx for --target cpu; --qdq-layout modelopt adds .modelopt and "
-                             "--high-precision fp32 adds .fp32-glue)")
+    shared.add_groups(parser, groups())
 
 
 def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
@@ -79,14 +72,9 @@ def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..calibration.quantize import QuantizeConfig, quantize
 
-    # Options whose default is described in words are SUPPRESSed so --help does not add "(default: None)".
-    cfg = QuantizeConfig(onnx=args.onnx, precision=args.precision, calib_data=getattr(args, "calib_data", None),
-                         target=args.target, high_precision=getattr(args, "high_precision", None),
-                         qdq_layout=args.qdq_layout, calib_method=args.calib_method, calib_count=args.calib_count,
-                         seed=args.seed, calib_cache=getattr(args, "calib_cache", None),
-                         use_cache=getattr(args, "use_cache", True), output=getattr(args, "output", None),
-                         batch_size=args.batch_size, percentile=args.percentile,
-                         val_data=getattr(args, "val_data", None), check_count=args.check_count)
+    cfg = QuantizeConfig(onnx=args.onnx, precision=args.precision, target=args.target, use_cache=args.use_cache,
+                         batch_size=args.batch_size, percentile=args.percentile, val_data=args.val_data,
+                         check_count=args.check_count, **shared.fields(groups(), args))
     what = "FP16" if cfg.precision == "fp16" else f"INT8 for {cfg.target} ({cfg.calib_method} calibration)"
     if cfg.precision == "int8" and cfg.target == "tensorrt":
         from ..calibration.quantize import high_precision_of

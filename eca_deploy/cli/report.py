@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from . import args as shared
+
 NAME = "report"
 HELP = "merge result JSON files (parity, bench, pipeline; any devices) into one Markdown table, JSON and plots"
+OUTPUT = shared.OutputArgs("output", "output folder for report.md, report.json and the plots", default="report")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", metavar="RESULT.json",
                         help="JSON results written by parity, bench or pipeline (or an earlier report)")
-    parser.add_argument("--out", default="report", help="output folder for report.md, report.json and the plots")
-    parser.add_argument("--no-plots", dest="plots", action="store_false",
-                        help="skip the PNG plots%(default).0s")  # no "(default: True)" on a flag that turns plots off
+    OUTPUT.add(parser)
+    parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.harness.report import combine, load_report, summary_table, write_report
 
     reports = [load_report(path) for path in args.results]
-    out = Path(args.out)
+    out = Path(args.output)
     for name in ("report.json", "report.md"):
         ensure_not_input(out / name, args.results)
     merged = combine(reports, sources=[str(p) for p in args.results])

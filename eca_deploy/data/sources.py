@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..artifacts import sha256_file
 from ..errors import DataError, first_line, warn
+from ..progress import progress
 from .preprocess import DEFAULT_DATA_CONFIG, DataConfig, preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -54,17 +55,15 @@ class Dataset(ABC):
         """Full batches of usable samples (the last one may be short); unreadable files are skipped."""
         if batch_size < 1:
             raise DataError(f"batch size must be a positive integer, got {batch_size}")
-        from tqdm import tqdm
-
         self.skipped.clear()
-        progress = tqdm(total=len(self), desc=desc, unit="img", disable=desc is None, leave=False)
+        bar = progress(total=len(self), desc=desc, unit="img")
         arrays: list[np.ndarray] = []
         labels: list[int] = []
         used = 0
         try:
             for index in range(len(self)):
                 sample = self._sample(index)
-                progress.update(1)
+                bar.update(1)
                 if sample is None:
                     continue
                 arrays.append(sample)
@@ -78,7 +77,7 @@ class Dataset(ABC):
                 used += len(arrays)
                 yield self._stack(arrays, labels)
         finally:
-            progress.close()
+            bar.close()
         if used == 0:
             first = f" (first: {Path(self.skipped[0][0]).name}: {self.skipped[0][1]})" if self.skipped else ""
             raise DataError(f"no usable image in {self.description}: all {len(self)} files were unreadable{first}")

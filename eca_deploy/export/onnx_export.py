@@ -8,9 +8,12 @@ Opset 17 is what TensorRT 8.6 (JetPack 6.0) parses fully.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +36,9 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 FP32_ATOL = 1e-4
 MIN_IMAGE_SIZE = 32
+# What torch 2.x's TorchScript exporter writes (its ONNX_MIN_OPSET .. ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET);
+# outside it torch prints its whole IR before failing.
+OPSETS = range(7, 21)
 
 
 @dataclass
@@ -95,12 +101,37 @@ def verify_fp32(onnx_model: onnx.ModelProto, reference: np.ndarray, batch: np.nd
             "top1_agreement": cmp.top1_agreement, "batch": int(batch.shape[0])}
 
 
+def check_opset(opset: int) -> int:
+    if opset not in OPSETS:
+        raise ExportError(f"--opset must be {OPSETS.start}..{OPSETS.stop - 1} (torch's TorchScript exporter), "
+                          f"got {opset}")
+    return opset
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """The exporter's C++ side prints graphs straight to file descriptor 1; stdout is for our results."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def to_onnx(loaded: LoadedModel, opset: int, batch: int | None, imgsz: int) -> onnx.ModelProto:
     example = torch.zeros(batch or 1, 3, imgsz, imgsz)
     buffer = io.BytesIO()
     dynamic = None if batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _stdout_to_stderr():
             warnings.simplefilter("ignore")  # TorchScript exporter deprecation notices
             torch.onnx.export(loaded.model, (example,), buffer, input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], dynamic_axes=dynamic, opset_version=opset,
@@ -118,10 +149,11 @@ def to_onnx(loaded: LoadedModel, opset: int, batch: int | None, imgsz: int) -> o
 
 def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> ExportResult:
     """Export, verify, simplify, verify again, check the ECA shape, then write ONNX + manifest atomically."""
+    check_opset(cfg.opset)
     if cfg.imgsz < MIN_IMAGE_SIZE:
         raise ExportError(f"--imgsz must be at least {MIN_IMAGE_SIZE}, got {cfg.imgsz}")
     if cfg.batch is not None and cfg.batch < 1:
-        raise ExportError(f"--batch must be a positive integer, got {cfg.batch}")
+        raise ExportError(f"--static-batch must be a positive integer, got {cfg.batch}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if loaded is None:

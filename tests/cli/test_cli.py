@@ -43,7 +43,7 @@ def official_checkpoint(tmp_path):
 def test_export_with_official_weights_then_inspect(tmp_path, capsys, official_checkpoint):
     out = tmp_path / "out"
     code, stdout, _ = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(official_checkpoint),
-                              "--out", str(out), "--imgsz", "64")
+                              "--output", str(out), "--imgsz", "64")
     assert code == 0
     assert "8 plain Conv1d" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["eca_resnet18.onnx", "eca_resnet18.onnx.json"]
@@ -70,13 +70,13 @@ def test_console_script_help_and_version():
     exe = [sys.executable, "-m", "eca_deploy.cli.main"]
     assert "eca-deploy 0.1.0" in subprocess.run(exe + ["--version"], capture_output=True, text=True).stdout
     helptext = subprocess.run(exe + ["export", "--help"], capture_output=True, text=True).stdout
-    for flag in ("--weights", "--opset", "--batch", "--imgsz", "--no-simplify", "--out", "--verbose"):
+    for flag in ("--weights", "--opset", "--static-batch", "--imgsz", "--no-simplify", "--output", "--verbose"):
         assert flag in helptext
 
 
 def test_missing_weights(tmp_path, capsys):
     code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(tmp_path / "no.pth"),
-                           "--out", str(tmp_path / "o"))
+                           "--output", str(tmp_path / "o"))
     assert_one_line_error(code, err, "weights file not found")
     assert leftovers(tmp_path / "o") == []
 
@@ -84,7 +84,7 @@ def test_missing_weights(tmp_path, capsys):
 def test_not_a_checkpoint(tmp_path, capsys):
     bad = tmp_path / "w.pth.tar"
     bad.write_bytes(os.urandom(4096))
-    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(bad), "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(bad), "-o", str(tmp_path / "o"))
     assert_one_line_error(code, err, "not a")
     assert leftovers(tmp_path / "o") == []
 
@@ -93,7 +93,7 @@ def test_truncated_checkpoint(tmp_path, capsys, official_checkpoint):
     data = official_checkpoint.read_bytes()
     official_checkpoint.write_bytes(data[: len(data) * 2 // 3])
     code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(official_checkpoint),
-                           "--out", str(tmp_path / "o"))
+                           "--output", str(tmp_path / "o"))
     assert_one_line_error(code, err, "corrupt or truncated")
     assert leftovers(tmp_path / "o") == []
 
@@ -101,7 +101,7 @@ def test_truncated_checkpoint(tmp_path, capsys, official_checkpoint):
 def test_weights_for_another_architecture(tmp_path, capsys):
     path = tmp_path / "resnet18.pth"
     torch.save(ResNet(ECABasicBlock, [2, 2, 2, 2], 1000, ()).state_dict(), path)
-    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet50", "--weights", str(path), "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet50", "--weights", str(path), "-o", str(tmp_path / "o"))
     assert_one_line_error(code, err, "do not fit eca_resnet50")
     assert leftovers(tmp_path / "o") == []
 
@@ -113,14 +113,14 @@ def test_pickle_carrying_an_object(tmp_path, capsys):
 
     path = tmp_path / "evil.pth.tar"
     torch.save({"state_dict": Evil()}, path)
-    code, out, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(path), "--out", str(tmp_path / "o"))
+    code, out, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(path), "-o", str(tmp_path / "o"))
     assert_one_line_error(code, err, "refused to load")
     assert "side effect" not in out
     assert leftovers(tmp_path / "o") == []
 
 
 def test_unknown_model_suggests(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet05", "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet05", "--output", str(tmp_path / "o"))
     assert_one_line_error(code, err, "did you mean")
     assert "eca_resnet50" in err
 
@@ -128,7 +128,7 @@ def test_unknown_model_suggests(tmp_path, capsys):
 def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")  # a folder cannot be made under a file, whoever we run as (CI runs as root)
-    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--out", str(blocker / "sub"))
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--output", str(blocker / "sub"))
     assert_one_line_error(code, err, "cannot create output folder")
 
 
@@ -137,7 +137,7 @@ def test_never_writes_over_the_input(tmp_path, capsys, official_checkpoint):
     target = tmp_path / "eca_resnet18.onnx"
     official_checkpoint.rename(target)
     before = target.read_bytes()
-    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(target), "--out", str(tmp_path))
+    code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(target), "-o", str(tmp_path))
     assert_one_line_error(code, err, "refusing to overwrite the input")
     assert target.read_bytes() == before
 

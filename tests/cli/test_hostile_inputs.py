@@ -48,7 +48,7 @@ def test_unreadable_checkpoint_is_one_line(tmp_path, capsys):
     subprocess whose capability bounding set drops DAC override, so root's bypass of file modes is gone."""
     weights = small_checkpoint(tmp_path / "w.pth")
     weights.chmod(0)
-    argv = ["export", "--model", "eca_resnet18", "--weights", str(weights), "--out", str(tmp_path / "o")]
+    argv = ["export", "--model", "eca_resnet18", "--weights", str(weights), "--output", str(tmp_path / "o")]
     if os.geteuid() != 0:
         code, _, err = run_cli(capsys, *argv)
     else:
@@ -72,7 +72,7 @@ def test_non_finite_weights_are_named_at_load(tmp_path, capsys, bad):
 
     weights = small_checkpoint(tmp_path / "w.pth", poison)
     code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(weights),
-                           "--out", str(tmp_path / "o"), "--imgsz", "32")
+                           "--output", str(tmp_path / "o"), "--imgsz", "32")
     assert_one_line_error(code, err, "hold NaN or infinite values in 1 tensors (layer2.0.conv1.weight)")
     assert "not faithful" not in err and "Warning" not in err
     assert leftovers(tmp_path / "o") == []
@@ -83,7 +83,7 @@ def test_integer_safetensors_are_refused(tmp_path, capsys):
     path = tmp_path / "w.safetensors"
     save_file({k: (v * 100).to(torch.int32) if v.is_floating_point() else v for k, v in state.items()}, str(path))
     code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(path),
-                           "--out", str(tmp_path / "o"), "--imgsz", "32")
+                           "--output", str(tmp_path / "o"), "--imgsz", "32")
     assert_one_line_error(code, err, "integer tensors where the model has floating-point ones (conv1.weight int32")
 
 
@@ -93,7 +93,7 @@ def test_directory_as_weights_says_directory(tmp_path, capsys):
     folder = tmp_path / "weights.pth"
     folder.mkdir()
     code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(folder),
-                           "--out", str(tmp_path / "o"))
+                           "--output", str(tmp_path / "o"))
     assert_one_line_error(code, err, f"weights file {folder} is a directory, not a file")
 
 
@@ -136,7 +136,7 @@ def test_full_disk_in_export(tmp_path, capsys, disk_full):
     disk_full("eca_resnet18.onnx")
     out = tmp_path / "o"
     code, _, err = run_cli(capsys, "export", "--model", "eca_resnet18", "--num-classes", "10", "--imgsz", "32",
-                           "--out", str(out))
+                           "--output", str(out))
     assert_disk_full(code, err, out, "eca_resnet18.onnx")
     assert leftovers(out) == []
 
@@ -154,7 +154,7 @@ def test_full_disk_in_pipeline_stops_it(digits, tmp_path, capsys, disk_full):
     disk_full(".fp16.")  # the export fits, the FP16 variant does not
     out = tmp_path / "out"
     code, _, err = run_cli(capsys, "pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
-                           "--imgsz", str(digits.imgsz), "--out", str(out), "--precisions", "fp16",
+                           "--imgsz", str(digits.imgsz), "--output", str(out), "--precisions", "fp16",
                            "--provider", "cpu", "--device", "cpu", "--threads", "1", "--iterations", "1")
     assert_disk_full(code, err, out, f"{digits.model}.fp16.cpu.onnx")  # the CPU provider's variant
     assert not (out / "report.json").exists()
@@ -188,7 +188,7 @@ def test_non_utf8_file_name_in_quantize(digits, non_utf8_folder, tmp_path, capsy
 def test_non_utf8_file_name_in_parity(digits, non_utf8_folder, tmp_path, capsys):
     code, out, err = run_cli(capsys, "parity", "--reference", f"torch:{digits.model}:{digits.checkpoint}",
                              "--candidate", str(digits.onnx), "--data", str(non_utf8_folder), "--device", "cpu",
-                             "--provider", "cpu", "--threads", "1", "--out", str(tmp_path / "parity.json"))
+                             "--provider", "cpu", "--threads", "1", "--output", str(tmp_path / "parity.json"))
     assert code == 0, err
     assert json.loads((tmp_path / "parity.json").read_text())["data"]["samples"] == 30
 
@@ -198,9 +198,9 @@ def test_non_utf8_file_name_in_pipeline(digits, non_utf8_folder, tmp_path, capsy
     out = tmp_path / "out"
     code, _, err = run_cli(capsys, "pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
                            "--calib-data", str(non_utf8_folder), "--data", str(non_utf8_folder),
-                           "--calib-method", "minmax", "--imgsz", str(digits.imgsz), "--out", str(out),
+                           "--calib-method", "minmax", "--imgsz", str(digits.imgsz), "--output", str(out),
                            "--precisions", "int8", "--provider", "cpu", "--device", "cpu", "--threads", "1",
-                           "--iterations", "1", "--warmup", "0", "--batch", "1")
+                           "--iterations", "1", "--warmup", "0", "--batch-sizes", "1")
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["data"]["samples"] == 30 and report["data"]["skipped"] == 0
@@ -265,7 +265,7 @@ def test_parity_with_a_single_channel_candidate(tmp_path, capsys):
     reference = tiny_onnx(tmp_path / "ref.onnx", size=28)
     gray = tiny_onnx(tmp_path / "gray.onnx", channels=1, size=28)
     code, _, err = run_cli(capsys, "parity", "--reference", str(reference), "--candidate", str(gray),
-                           "--provider", "cpu", "--out", str(tmp_path / "p.json"))
+                           "--provider", "cpu", "--output", str(tmp_path / "p.json"))
     assert_one_line_error(code, err, "gray.onnx takes a float ['?', 1, 28, 28] input 'x'")
     assert not (tmp_path / "p.json").exists()
 
@@ -323,7 +323,7 @@ def test_malformed_engine_manifest_is_one_line(tmp_path, capsys, case):
     engine = tmp_path / "model.plan"
     engine.write_bytes(b"\0" * 64)
     (tmp_path / "model.plan.json").write_text(text)
-    code, _, err = run_cli(capsys, "bench", str(engine), "--batch", "1,4")
+    code, _, err = run_cli(capsys, "bench", str(engine), "--batch-sizes", "1,4")
     assert_one_line_error(code, err, f"manifest {tmp_path / 'model.plan.json'}")
     assert message in err
 
@@ -333,7 +333,7 @@ def test_malformed_onnx_manifest_is_ignored_in_one_line(tmp_path, capsys, case):
     model = tiny_onnx(tmp_path / "tiny.onnx")
     (tmp_path / "tiny.onnx.json").write_text(BAD_MANIFESTS[case][0])
     code, _, err = run_cli(capsys, "bench", str(model), "--provider", "cpu", "--iterations", "1", "--warmup", "0",
-                           "--out", str(tmp_path / "b.json"))
+                           "--output", str(tmp_path / "b.json"))
     lines = [line for line in err.splitlines() if "warning" in line]
     assert code == 0, err
     assert len(lines) == 1 and "(the precision is read from the graph)" in lines[0]
@@ -382,18 +382,18 @@ def test_report_checks_the_whole_schema_and_writes_nothing(tmp_path, capsys, cas
     breakage(report)
     bad.write_text(json.dumps(report))
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, "report", str(good), str(bad), "--out", str(out))
+    code, _, err = run_cli(capsys, "report", str(good), str(bad), "--output", str(out))
     assert_one_line_error(code, err, message)
     assert "upgrade" not in err
     assert leftovers(out) == []
-    code, _, err = run_cli(capsys, "report", str(good), "--out", str(out), "--no-plots")  # the valid one renders
+    code, _, err = run_cli(capsys, "report", str(good), "--output", str(out), "--no-plots")  # the valid one renders
     assert code == 0, err
 
 
 def test_report_survives_absurd_nesting(tmp_path, capsys):
     deep = tmp_path / "deep.json"
     deep.write_text('{"schema": "eca-deploy/report", "rows": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    code, _, err = run_cli(capsys, "report", str(deep), "--out", str(tmp_path / "out"))
+    code, _, err = run_cli(capsys, "report", str(deep), "--output", str(tmp_path / "out"))
     assert_one_line_error(code, err, f"{deep} is not JSON: maximum recursion depth exceeded")
     assert leftovers(tmp_path / "out") == []
 
@@ -422,7 +422,7 @@ def test_json_output_that_is_a_directory(tmp_path, capsys, command):
     (tmp_path / "result.json").mkdir()
     argv = (["bench", str(model)] if command == "bench" else
             ["parity", "--reference", str(model), "--candidate", str(model)])
-    code, _, err = run_cli(capsys, *argv, "--provider", "cpu", "--out", str(tmp_path / "result.json"))
+    code, _, err = run_cli(capsys, *argv, "--provider", "cpu", "--output", str(tmp_path / "result.json"))
     assert_one_line_error(code, err, "result.json is an existing directory")
 
 

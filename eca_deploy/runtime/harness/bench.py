@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from ...errors import EcaDeployError, EngineError
+from ...progress import progress
 from ..base import Backend
 from ..backends.registry import Artifact, open_backend, parse_spec
 from .rows import ReportRow
@@ -81,12 +81,12 @@ def check_batches(artifact: Artifact, batches: tuple[int, ...], backend: Backend
     high = manifest_batch_limit(artifact)
     if high is not None and max(batches) > high:
         raise EngineError(f"batch {max(batches)} is above the engine's optimization profile (max batch {high}); "
-                          f"rebuild the engine with a larger --batch MIN:OPT:MAX or bench batches <= {high}")
+                          f"rebuild the engine with a larger --profile MIN:OPT:MAX or bench batches <= {high}")
     if backend is None:
         return
     low, high = backend.batch_limits()
     if low == high and set(batches) != {low}:
-        raise EcaDeployError(f"{artifact.label} has a static batch of {low}; bench --batch {low} or export with "
+        raise EcaDeployError(f"{artifact.label} has a static batch of {low}; bench --batch-sizes {low} or export with "
                              "a dynamic batch axis")
     if min(batches) < low or (high is not None and max(batches) > high):
         raise EngineError(f"{artifact.label} takes batches {low}..{high}; got {','.join(map(str, batches))}")
@@ -98,7 +98,7 @@ def bench_backend(backend: Backend, batches: tuple[int, ...], imgsz: int, warmup
     """One entry per batch (and per clock on GPUs): latency stats, throughput, clock and copies."""
     rng = np.random.default_rng(seed)
     entries = []
-    for batch in tqdm(batches, desc=f"bench {label or backend.name}", unit="batch size", leave=False):
+    for batch in progress(batches, desc=f"bench {label or backend.name}", unit="batch sizes"):
         images = rng.standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
         device = backend.device_runner(images)
         copies = "included" if device else "none (host memory)"

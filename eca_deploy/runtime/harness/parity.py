@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from ...artifacts import atomic_write, sha256_file
 from ...data.sources import label_problem, load_dataset
 from ...errors import DataError, EcaDeployError, ParityError
 from ...graph.compare import check_elements, compare_outputs, topk_accuracy
 from ...precisions import PRECISIONS, TF32_TOLERANCE, Tolerance
+from ...progress import progress
 from ..backends.registry import Artifact, open_backend, parse_spec
 from ..base import Backend
 from .rows import ReportRow
@@ -106,7 +106,7 @@ class SyntheticInputs:
 
     def batches(self, batch_size: int, desc: str | None = None) -> Iterator[tuple[np.ndarray, None]]:
         starts = range(0, self.count, batch_size)
-        for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=desc is None):
+        for start in progress(starts, desc=desc, unit="batches"):
             size = min(batch_size, self.count - start)
             yield np.stack([np.random.default_rng([self.seed, start + i]).standard_normal(
                 (3, self.imgsz, self.imgsz), dtype=np.float32) for i in range(size)]), None
@@ -334,7 +334,7 @@ def data_record(data, source: str | None, samples: int, use_labels: bool) -> dic
 def run_parity(cfg: ParityConfig) -> Comparison:
     """Open everything first (so a bad candidate fails before minutes of inference), then compare."""
     if cfg.batch < 1:
-        raise EcaDeployError(f"--batch must be a positive integer, got {cfg.batch}")
+        raise EcaDeployError(f"--batch-size must be a positive integer, got {cfg.batch}")
     if not cfg.candidates and not cfg.save_reference:
         raise EcaDeployError("give at least one --candidate (or --save-reference FILE to only save the reference)")
     saved = cfg.reference.lower().endswith(SAVED_REFERENCE_SUFFIX)

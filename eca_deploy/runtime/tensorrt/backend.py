@@ -131,7 +131,7 @@ class TensorRTBackend(Backend):
         low, high = self.batch_range
         if not low <= batch.shape[0] <= high:
             raise EngineError(f"batch {batch.shape[0]} is outside the engine's profile {low}..{high}; rebuild with "
-                              f"`eca-deploy build --batch MIN:OPT:MAX` covering it")
+                              f"`eca-deploy build --profile MIN:OPT:MAX` covering it")
         return np.ascontiguousarray(batch, dtype=self._dtypes[self._input])
 
     def _bind(self, n: int) -> _Buffers:

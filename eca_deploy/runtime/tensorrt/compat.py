@@ -76,18 +76,16 @@ def check_builder_version(version: Any) -> None:
             "print a trtexec command instead: eca-deploy build --onnx FILE --print-trtexec --trt-version 8.5")
 
 
-# The releases whose trtexec flags and builder API this code knows: 8.5 (JetPack 5.1, trtexec only),
-# 8.6, 10.0-10.16 and 11.0-11.1. 9.x was a preview line for LLMs only, never a JetPack or general release.
-KNOWN_RELEASES = {8: range(5, 7), 10: range(0, 17), 11: range(0, 2)}
-
-
-def check_known_release(version: Any) -> None:
-    major, minor = trt_version(version)
-    if minor not in KNOWN_RELEASES.get(major, ()):
-        known = ", ".join(f"{m}.{r.start}" + (f"-{m}.{r.stop - 1}" if len(r) > 1 else "")
-                          for m, r in KNOWN_RELEASES.items())
-        raise EngineError(f"TensorRT {version_text(version)} is not a release this builder knows ({known}); "
-                          "give the --trt-version of the machine that runs trtexec, e.g. 10.3")
+def check_trtexec_version(version: Any) -> str:
+    """The releases ``--print-trtexec`` writes commands for: 8.5 (JetPack 5.1), 8.6, 10.x, 11.x."""
+    try:
+        known = (8, 5) <= trt_version(version) < (9, 0) or trt_major(version) in (10, 11)
+    except EngineError:
+        known = False
+    if not known:
+        raise EngineError(f"--trt-version takes a TensorRT release trtexec commands are written for (8.5, 8.6, "
+                          f"10.x, 11.x), got '{version}'")
+    return str(version)
 
 
 MAX_ONNX_OPSET_8X = 17  # the ONNX parser of TensorRT 8.5/8.6 reads opsets up to 17
@@ -128,14 +126,14 @@ class BatchProfile:
         if len(parts) == 1:
             parts = parts * 3
         if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-            raise EngineError(f"--batch must be MIN:OPT:MAX (e.g. 1:8:32) or one number, got '{text}'")
+            raise EngineError(f"--profile must be MIN:OPT:MAX (e.g. 1:8:32) or one number, got '{text}'")
         low, opt, high = (int(p) for p in parts)
         if low < 1:
-            raise EngineError(f"--batch {text}: MIN must be at least 1")
+            raise EngineError(f"--profile {text}: MIN must be at least 1")
         if low > opt:
-            raise EngineError(f"--batch {text}: MIN ({low}) is larger than OPT ({opt}); need MIN <= OPT <= MAX")
+            raise EngineError(f"--profile {text}: MIN ({low}) is larger than OPT ({opt}); need MIN <= OPT <= MAX")
         if opt > high:
-            raise EngineError(f"--batch {text}: OPT ({opt}) is larger than MAX ({high}); need MIN <= OPT <= MAX")
+            raise EngineError(f"--profile {text}: OPT ({opt}) is larger than MAX ({high}); need MIN <= OPT <= MAX")
         return cls(low, opt, high)
 
     def __str__(self) -> str:

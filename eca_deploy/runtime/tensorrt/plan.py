@@ -74,7 +74,7 @@ def _positive(value: float | int | None, flag: str, minimum: float = 1) -> None:
 def prepare_build(cfg: BuildConfig) -> BuildPlan:
     """Validate the config against the ONNX; no TensorRT needed."""
     _positive(cfg.workspace_gib, "--workspace", 1 / 1024)
-    _positive(cfg.calib_batch, "--calib-batch")
+    _positive(cfg.calib_batch, "--batch-size")
     _positive(cfg.calib_count, "--calib-count")
     _positive(cfg.dla_core, "--dla", 0)
     if cfg.opt_level is not None and not 0 <= cfg.opt_level <= MAX_OPT_LEVEL:
@@ -97,8 +97,8 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
         fixed = BatchProfile(dims[0], dims[0], dims[0])
         profile = BatchProfile.parse(cfg.batch) if cfg.batch else fixed
         if profile != fixed:
-            raise EngineError(f"{onnx_path.name} has a static batch of {dims[0]}, so --batch must be {dims[0]}; "
-                              "export with a dynamic batch (eca-deploy export without --batch) for a range")
+            raise EngineError(f"{onnx_path.name} has a static batch of {dims[0]}, so --profile must be {dims[0]}; "
+                              "export with a dynamic batch (eca-deploy export without --static-batch) for a range")
     else:
         profile = BatchProfile.parse(cfg.batch or DEFAULT_DYNAMIC_BATCH)
 

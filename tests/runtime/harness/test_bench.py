@@ -52,8 +52,8 @@ def test_latency_stats_on_a_known_series():
 
 def test_bench_onnx_writes_every_batch(digits, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code, stdout, _ = run(capsys, "bench", str(digits.onnx), "--batch", "1,3", "--iterations", "4", "--warmup", "1",
-                          "--provider", "cpu", "--out", str(out))
+    code, stdout, _ = run(capsys, "bench", str(digits.onnx), "--batch-sizes", "1,3", "--iterations", "4", "--warmup", "1",
+                          "--provider", "cpu", "--output", str(out))
     assert code == 0
     report = validate_report(json.loads(out.read_text()))
     (row,) = report["rows"]
@@ -69,7 +69,7 @@ def test_bench_onnx_writes_every_batch(digits, tmp_path, capsys):
 
 def test_bench_torch_reference(digits, tmp_path, capsys):
     code, stdout, _ = run(capsys, "bench", f"torch:{digits.model}:{digits.checkpoint}", "--imgsz", str(digits.imgsz),
-                          "--iterations", "2", "--warmup", "0", "--device", "cpu", "--out", str(tmp_path / "b.json"))
+                          "--iterations", "2", "--warmup", "0", "--device", "cpu", "--output", str(tmp_path / "b.json"))
     assert code == 0 and "torch-cpu" in stdout
 
 
@@ -79,11 +79,11 @@ def test_static_batch_model_refuses_other_batches(digits, tmp_path, capsys):
         value.type.tensor_type.shape.dim[0].dim_value = 2
     static = tmp_path / "static.onnx"
     onnx.save(model, str(static))
-    code, _, err = run(capsys, "bench", str(static), "--batch", "1,2", "--iterations", "1",
-                       "--out", str(tmp_path / "b.json"))
+    code, _, err = run(capsys, "bench", str(static), "--batch-sizes", "1,2", "--iterations", "1",
+                       "--output", str(tmp_path / "b.json"))
     assert code == 2 and "static batch of 2" in err
-    assert run(capsys, "bench", str(static), "--batch", "2", "--iterations", "1", "--warmup", "0",
-               "--out", str(tmp_path / "b.json"))[0] == 0
+    assert run(capsys, "bench", str(static), "--batch-sizes", "2", "--iterations", "1", "--warmup", "0",
+               "--output", str(tmp_path / "b.json"))[0] == 0
 
 
 def fake_engine(tmp_path, max_batch):
@@ -98,7 +98,7 @@ def fake_engine(tmp_path, max_batch):
 
 def test_batch_above_the_engine_profile_is_refused_from_its_manifest(tmp_path, capsys):
     engine = fake_engine(tmp_path, 8)
-    code, _, err = run(capsys, "bench", str(engine), "--batch", "1,16", "--out", str(tmp_path / "b.json"))
+    code, _, err = run(capsys, "bench", str(engine), "--batch-sizes", "1,16", "--output", str(tmp_path / "b.json"))
     assert code == 2
     assert "batch 16 is above the engine's optimization profile (max batch 8)" in err and len(err.splitlines()) == 1
 
@@ -107,14 +107,14 @@ def test_engine_within_its_profile_needs_tensorrt(tmp_path, capsys):
     if tensorrt_unavailable_reason() is None:
         pytest.skip("TensorRT and a GPU are present")
     engine = fake_engine(tmp_path, 8)
-    code, _, err = run(capsys, "bench", str(engine), "--batch", "1,8", "--out", str(tmp_path / "b.json"))
+    code, _, err = run(capsys, "bench", str(engine), "--batch-sizes", "1,8", "--output", str(tmp_path / "b.json"))
     assert code == 2 and "cannot run the engine model.engine" in err
 
 
 @pytest.mark.parametrize("batch", ["0", "1,x", ""])
 def test_bad_batch_lists(digits, tmp_path, capsys, batch):
-    code, _, err = run(capsys, "bench", str(digits.onnx), "--batch", batch, "--out", str(tmp_path / "b.json"))
-    assert code == 2 and "--batch" in err
+    code, _, err = run(capsys, "bench", str(digits.onnx), "--batch-sizes", batch, "--output", str(tmp_path / "b.json"))
+    assert code == 2 and "--batch-sizes" in err
 
 
 def test_missing_model(tmp_path, capsys):

@@ -20,7 +20,7 @@ NO_TENSORRT = tensorrt_unavailable_reason()
 
 def bench(tmp_path, capsys, *argv):
     out = tmp_path / "bench.json"
-    code = main(["bench", *argv, "--iterations", "5", "--warmup", "2", "--out", str(out)])
+    code = main(["bench", *argv, "--iterations", "5", "--warmup", "2", "--output", str(out)])
     err = capsys.readouterr().err
     assert code == 0, err
     return json.loads(out.read_text())["rows"][0]["bench"]["batches"]
@@ -36,14 +36,14 @@ def assert_two_clocks(entries, device_clock):
 
 @pytest.mark.skipif(NO_ORT_CUDA, reason="onnxruntime has no CUDA provider here (pip install onnxruntime-gpu)")
 def test_onnxruntime_cuda_times_with_and_without_copies(digits, tmp_path, capsys):
-    entries = bench(tmp_path, capsys, str(digits.onnx), "--provider", "cuda", "--batch", "1,4")
+    entries = bench(tmp_path, capsys, str(digits.onnx), "--provider", "cuda", "--batch-sizes", "1,4")
     assert_two_clocks(entries, "host clock, I/O bound on the GPU")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch has no CUDA device here")
 def test_torch_cuda_times_with_cuda_events(digits, tmp_path, capsys):
     entries = bench(tmp_path, capsys, f"torch:{digits.model}:{digits.checkpoint}", "--device", "cuda",
-                    "--imgsz", str(digits.imgsz), "--batch", "1,4")
+                    "--imgsz", str(digits.imgsz), "--batch-sizes", "1,4")
     assert_two_clocks(entries, "cuda-events")
 
 
@@ -53,12 +53,12 @@ def test_tensorrt_engine_bench_profile_and_parity(digits, tmp_path, capsys):
 
     engine = build_engine(BuildConfig(onnx=str(digits.onnx), output=str(tmp_path / "digits.engine"),
                                       batch="1:4:16")).engine_path
-    assert_two_clocks(bench(tmp_path, capsys, str(engine), "--batch", "1,4"), "CUDA events, I/O on the GPU")
-    assert main(["bench", str(engine), "--batch", "32", "--out", str(tmp_path / "b.json")]) == 2
+    assert_two_clocks(bench(tmp_path, capsys, str(engine), "--batch-sizes", "1,4"), "CUDA events, I/O on the GPU")
+    assert main(["bench", str(engine), "--batch-sizes", "32", "--output", str(tmp_path / "b.json")]) == 2
     assert "max batch 16" in capsys.readouterr().err
     out = tmp_path / "parity.json"
     code = main(["parity", "--reference", f"torch:{digits.model}:{digits.checkpoint}", "--candidate", str(engine),
-                 "--data", str(digits.val_dir), "--out", str(out)])
+                 "--data", str(digits.val_dir), "--output", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert code == 0, rows[1]["reason"]
     assert rows[1]["backend"] == "tensorrt" and rows[1]["parity"]["top1_agreement"] >= 0.99

@@ -48,7 +48,7 @@ def test_fp32_export_passes_with_accuracy_on_labeled_images(digits, tmp_path, ca
     threads_before = torch.get_num_threads()
     # one thread: two OpenMP threads on a busy 2-core machine took 11 s here instead of 0.8 s
     code, stdout, _ = run(capsys, "parity", "--reference", reference(digits), "--candidate", str(digits.onnx),
-                          "--data", str(digits.val_dir), "--threads", "1", "--out", str(out))
+                          "--data", str(digits.val_dir), "--threads", "1", "--output", str(out))
     assert code == 0, stdout
     report = validate_report(json.loads(out.read_text()))
     ref, cand = report["rows"]
@@ -68,7 +68,7 @@ def test_fp32_export_passes_with_accuracy_on_labeled_images(digits, tmp_path, ca
 def test_a_different_model_fails_with_exit_1_and_still_writes_the_result(digits, other_model, tmp_path, capsys):
     out = tmp_path / "parity.json"
     code, _, err = run(capsys, "parity", "--reference", reference(digits), "--candidate", str(digits.onnx),
-                       "--candidate", str(other_model), "--count", "48", "--out", str(out))
+                       "--candidate", str(other_model), "--count", "48", "--output", str(out))
     assert code == 1
     assert "1 of 2 candidates failed parity" in one_line_error(err)
     rows = json.loads(out.read_text())["rows"]
@@ -78,7 +78,7 @@ def test_a_different_model_fails_with_exit_1_and_still_writes_the_result(digits,
 
 def test_tolerance_flags_change_the_verdict(digits, tmp_path, capsys):
     args = ["parity", "--reference", reference(digits), "--candidate", str(digits.onnx), "--count", "16",
-            "--out", str(tmp_path / "p.json")]
+            "--output", str(tmp_path / "p.json")]
     # a zero tolerance leaves no room for onnxruntime's different summation order
     code, _, err = run(capsys, *args, "--atol", "fp32=0", "--rtol", "0")
     assert code == 1 and "elements over atol 0 and rtol 0" in err
@@ -93,20 +93,20 @@ def test_missing_candidate(digits, tmp_path, capsys):
 
 def test_missing_reference_weights(digits, tmp_path, capsys):
     code, _, err = run(capsys, "parity", "--reference", f"torch:{digits.model}:{tmp_path / 'none.pth'}",
-                       "--candidate", str(digits.onnx), "--out", str(tmp_path / "p.json"))
+                       "--candidate", str(digits.onnx), "--output", str(tmp_path / "p.json"))
     assert code == 2 and "none.pth" in one_line_error(err)
 
 
 def test_reference_without_weights(digits, tmp_path, capsys):
     code, _, err = run(capsys, "parity", "--reference", f"torch:{digits.model}", "--candidate", str(digits.onnx),
-                       "--out", str(tmp_path / "p.json"))
+                       "--output", str(tmp_path / "p.json"))
     assert code == 2 and "has no weights" in one_line_error(err)
 
 
 def test_candidate_with_another_input_size(digits, tmp_path, capsys):
     size = digits.imgsz + 16
     code, _, err = run(capsys, "parity", "--reference", reference(digits), "--candidate", str(digits.onnx),
-                       "--imgsz", str(size), "--out", str(tmp_path / "p.json"))
+                       "--imgsz", str(size), "--output", str(tmp_path / "p.json"))
     line = one_line_error(err)
     assert code == 2 and f"takes {digits.imgsz}x{digits.imgsz} inputs" in line and f"{size}x{size}" in line
 
@@ -116,7 +116,7 @@ def test_reference_with_another_input_size(digits, other_model, tmp_path, capsys
     wide = export_model(ExportConfig(model=digits.model, weights=str(digits.checkpoint), out_dir=str(tmp_path),
                                      imgsz=digits.imgsz * 2)).onnx_path
     code, _, err = run(capsys, "parity", "--reference", str(wide), "--candidate", str(digits.onnx),
-                       "--out", str(tmp_path / "p.json"))
+                       "--output", str(tmp_path / "p.json"))
     assert code == 2 and "reference" in one_line_error(err) and "inputs" in err
 
 
@@ -125,7 +125,7 @@ def test_data_folder_without_images(digits, tmp_path, capsys):
     (empty / "cat").mkdir(parents=True)
     (empty / "cat" / "notes.txt").write_text("no images here")
     code, _, err = run(capsys, "parity", "--reference", reference(digits), "--candidate", str(digits.onnx),
-                       "--data", str(empty), "--out", str(tmp_path / "p.json"))
+                       "--data", str(empty), "--output", str(tmp_path / "p.json"))
     assert code == 2 and "no images" in one_line_error(err)
 
 
@@ -136,12 +136,12 @@ def test_labels_that_do_not_match_the_class_count(digits, tmp_path, capsys):
         for image in sorted((digits.val_dir / digit).glob("*.png"))[:3]:
             shutil.copy(image, three / digit / image.name)
     code, _, err = run(capsys, "parity", "--reference", reference(digits), "--candidate", str(digits.onnx),
-                       "--data", str(three), "--out", str(tmp_path / "p.json"))
+                       "--data", str(three), "--output", str(tmp_path / "p.json"))
     line = one_line_error(err)
     assert code == 2 and "has 3 classes but the model outputs 10" in line
     # the same images without their labels are fine
     code, _, _ = run(capsys, "parity", "--reference", reference(digits), "--candidate", str(digits.onnx),
-                     "--data", str(three), "--no-labels", "--out", str(tmp_path / "p.json"))
+                     "--data", str(three), "--no-labels", "--output", str(tmp_path / "p.json"))
     assert code == 0
 
 
@@ -151,6 +151,6 @@ def test_engine_on_a_machine_without_tensorrt(digits, tmp_path, capsys):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"\0" * 64)
     code, _, err = run(capsys, "parity", "--reference", reference(digits), "--candidate", str(engine),
-                       "--out", str(tmp_path / "p.json"))
+                       "--output", str(tmp_path / "p.json"))
     line = one_line_error(err)
     assert code == 2 and "cannot run the engine model.engine" in line and "not installed" in line

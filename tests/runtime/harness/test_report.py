@@ -102,7 +102,7 @@ def test_report_command_merges_two_devices_with_plots(tmp_path, report):
     a.write_text(json.dumps(report))
     b.write_text(json.dumps(other))
     out = tmp_path / "out"
-    assert main(["report", str(a), str(b), "--out", str(out)]) == 0
+    assert main(["report", str(a), str(b), "--output", str(out)]) == 0
     merged = load_report(out / "report.json")
     assert merged["kind"] == "comparison" and len(merged["devices"]) == 2
     assert {r["device"] for r in merged["rows"]} == {report["devices"][0]["label"], other["devices"][0]["label"]}
@@ -117,7 +117,7 @@ def test_report_command_merges_two_devices_with_plots(tmp_path, report):
 def test_report_command_refuses_a_foreign_file(tmp_path, capsys):
     path = tmp_path / "foreign.json"
     path.write_text(json.dumps({"hello": 1}))
-    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert main(["report", str(path), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("eca-deploy: error:") and "not an eca-deploy report" in err and "\n" not in err
 

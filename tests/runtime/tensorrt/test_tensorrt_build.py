@@ -173,7 +173,7 @@ def test_bad_batch_profiles(text, message):
                                             ("1:32:16", "OPT (32) is larger than MAX (16)")])
 def test_cli_batch_min_above_opt_and_opt_above_max_exit_2_in_one_line(fp32_onnx, capsys, batch, message):
     before = _files(fp32_onnx.parent)
-    code, out, err = _cli(capsys, "build", "--onnx", str(fp32_onnx), "--batch", batch)
+    code, out, err = _cli(capsys, "build", "--onnx", str(fp32_onnx), "--profile", batch)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert _files(fp32_onnx.parent) == before
 
@@ -195,7 +195,7 @@ def test_static_batch_onnx_takes_only_its_own_batch(fp32_onnx, tmp_path):
     static = tmp_path / "static.onnx"
     onnx.save(model, str(static))
     assert prepare_build(BuildConfig(onnx=str(static))).profile == BatchProfile(2, 2, 2)
-    with pytest.raises(EngineError, match="static batch of 2, so --batch must be 2"):
+    with pytest.raises(EngineError, match="static batch of 2, so --profile must be 2"):
         prepare_build(BuildConfig(onnx=str(static), batch="1:8:32"))
 
 
@@ -219,7 +219,7 @@ def test_output_must_be_an_engine_and_never_the_input(fp32_onnx):
 
 @pytest.mark.parametrize("field, value, message", [
     ("workspace_gib", 0, "--workspace must be at least"), ("opt_level", 6, "--opt-level must be 0 to 5"),
-    ("dla_core", -1, "--dla must be at least 0"), ("calib_batch", 0, "--calib-batch must be at least 1"),
+    ("dla_core", -1, "--dla must be at least 0"), ("calib_batch", 0, "--batch-size must be at least 1"),
 ])
 def test_out_of_range_settings(fp32_onnx, field, value, message):
     with pytest.raises(EngineError, match=message):
@@ -288,7 +288,7 @@ def test_trtexec_for_jetpack_5_refuses_what_8_5_lacks(fp32_onnx):
 
 def test_cli_prints_trtexec_without_tensorrt(fp32_onnx, capsys, no_tensorrt):
     code, out, err = _cli(capsys, "build", "--onnx", str(fp32_onnx), "--print-trtexec", "--trt-version", "10.3",
-                          "--batch", "1:4:8", "--workspace", "1")
+                          "--profile", "1:4:8", "--workspace", "1")
     assert code == 0 and err == ""
     args = shlex.split(out)
     assert args[:2] == ["trtexec", f"--onnx={fp32_onnx}"] and "--memPoolSize=workspace:1024M" in args
@@ -310,7 +310,10 @@ def test_build_without_tensorrt_says_what_to_install(fp32_onnx, capsys, no_tenso
         build_engine(BuildConfig(onnx=str(fp32_onnx)))
     assert "pip install 'eca-deploy[tensorrt]'" in str(err.value) and "JetPack" in str(err.value)
     code, out, cli_err = _cli(capsys, "build", "--onnx", str(fp32_onnx))
-    assert code == 2 and cli_err.strip().splitlines()[-1] == f"eca-deploy: error: {err.value}"
+    # One line: no "building a TensorRT engine ..." before it, and the way on without TensorRT.
+    assert code == 2 and cli_err.strip().splitlines() == [
+        f"eca-deploy: error: {err.value}; without TensorRT, print the equivalent trtexec command for the target "
+        f"machine: eca-deploy build --onnx {fp32_onnx} --print-trtexec --trt-version X.Y"]
     assert _files(fp32_onnx.parent) == before
     assert tensorrt_env.tensorrt_unavailable_reason() == str(err.value)
 
@@ -422,7 +425,7 @@ def test_trtexec_8_5_builds_with_build_only_and_8_6_with_skip_inference(fp32_onn
 @pytest.mark.parametrize("version", ["7.1", "9.0", "99.0"])
 def test_unknown_trt_version_is_refused_in_one_line(fp32_onnx, capsys, no_tensorrt, version):
     code, out, err = _cli(capsys, "build", "--onnx", str(fp32_onnx), "--print-trtexec", "--trt-version", version)
-    assert code == 2 and out == "" and f"TensorRT {version} is not a release this builder knows" in err
+    assert code == 2 and out == "" and "--trt-version takes a TensorRT release" in err and f"'{version}'" in err
     assert len(err.strip().splitlines()) == 1
 
 

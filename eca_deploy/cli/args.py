@@ -1,0 +1,342 @@
+"""Shared argument groups: each adds its flags to a command AND turns the parsed values into config fields.
+
+One flag has one spelling, one meaning, one value check and one help text in every command that takes it
+(the vocabulary table is in the README's "Command line" section). A command lists its groups, adds them to
+its parser, and builds its stage config from ``fields(groups, args)`` plus its own few flags.
+
+Adding a flag: put it in the group whose config it feeds (``add`` and ``fields`` side by side), give it a
+type from this module so a bad value fails while parsing (exit 2, before any work), and every command using
+the group gets it. A flag one command alone takes stays in that command's module. Renaming a flag: keep the
+old spelling for one release with ``deprecated(parser, old, new, ...)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Iterable
+
+from ..errors import EcaDeployError
+
+
+# --- value types: raise ArgumentTypeError, so argparse reports "argument --flag: ..." and exits 2 ------------
+
+def stage_rule(check: Callable[[str], Any], text: str) -> Any:
+    """Run a stage's own validator (one rule, one place); its EcaDeployError becomes a usage error."""
+    try:
+        return check(text)
+    except EcaDeployError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# The types below import their stage only when the flag is given: building the parser stays free of torch.
+
+def opset(text: str) -> int:
+    from ..export.onnx_export import check_opset
+
+    return stage_rule(lambda t: check_opset(positive_int(t)), text)
+
+
+def tolerance(text: str) -> tuple[str, float | None]:
+    from ..runtime.harness.parity import parse_override
+
+    return stage_rule(parse_override, text)
+
+
+def trt_version(text: str) -> str:
+    from ..runtime.tensorrt.compat import check_trtexec_version
+
+    return stage_rule(check_trtexec_version, text)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def count(text: str) -> int | None:
+    """An image count, or 'all' (None)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got '{text}'") from None
+
+
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32), duplicates dropped, order kept."""
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas like 1,8,32, got '{text}'")
+    return tuple(dict.fromkeys(sizes))
+
+
+def image_size(text: str) -> int:
+    from ..export.onnx_export import MIN_IMAGE_SIZE
+
+    value = positive_int(text)
+    if value < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_IMAGE_SIZE}, got {value}")
+    return value
+
+
+# --- deprecated spellings -----------------------------------------------------------------------------------
+
+class _Deprecated(argparse.Action):
+    """An old spelling that still works for one release; it says so on stderr."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"eca-deploy: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def deprecated(parser, old: str, new: str, dest: str, type: Callable[[str], Any] | None = None) -> None:
+    """``old`` sets ``dest`` as ``new`` does (hidden from --help, a warning when used)."""
+    parser.add_argument(old, dest=dest, action=_Deprecated, new=new, type=type, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+
+
+# --- groups -------------------------------------------------------------------------------------------------
+
+class Group:
+    """Flags that several commands share; ``add`` puts them on a parser, ``fields`` maps them to config fields."""
+
+    def add(self, parser: argparse.ArgumentParser) -> None:
+        raise NotImplementedError
+
+    def fields(self, args: argparse.Namespace) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def add_groups(parser: argparse.ArgumentParser, groups: Iterable[Group]) -> None:
+    for group in groups:
+        group.add(parser)
+
+
+def fields(groups: Iterable[Group], args: argparse.Namespace) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for group in groups:
+        merged.update(group.fields(args))
+    return merged
+
+
+class ModelArgs(Group):
+    """--model, --weights -> model, weights (ExportConfig's model part)."""
+
+    def add(self, parser):
+        parser.add_argument("--model", required=True,
+                            help="registered model name (see `eca-deploy models`) or timm:<name> for timm's ECA "
+                                 "models (needs the timm extra)")
+        parser.add_argument("--weights", default=None,
+                            help="checkpoint: official .pth.tar, a bare state_dict, or .safetensors; ECA kernel sizes "
+                                 "and class count are read from it (default: random init, which gives real timings "
+                                 "but no meaningful accuracy)")
+
+    def fields(self, args):
+        return {"model": args.model, "weights": args.weights}
+
+
+class SeedArgs(Group):
+    """--seed -> seed."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def add(self, parser):
+        parser.add_argument("--seed", type=int, default=0, help=f"seed of {self.what}")
+
+    def fields(self, args):
+        return {"seed": args.seed}
+
+
+class DataArgs(Group):
+    """--data, --count, --no-labels -> data, count, use_labels (the images parity compares on)."""
+
+    def __init__(self, data_help: str):
+        self.data_help = data_help
+
+    def add(self, parser):
+        parser.add_argument("--data", default=None, help=self.data_help)
+        parser.add_argument("--count", type=count, default=None, metavar="N|all",
+                            help="use this many images, picked with --seed, or 'all' (default: all; synthetic: 32)")
+        parser.add_argument("--no-labels", dest="use_labels", action="store_false",
+                            help="ignore the data's labels (when its classes are not the model's): judge INT8 by "
+                                 "top-1 agreement instead of accuracy drop")
+
+    def fields(self, args):
+        return {"data": args.data, "count": args.count, "use_labels": args.use_labels}
+
+
+class RuntimeArgs(Group):
+    """--provider, --device, --threads -> provider, device, threads."""
+
+    def add(self, parser):
+        parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"],
+                            help="onnxruntime execution provider for .onnx files (auto: cuda where installed, "
+                                 "else cpu)")
+        parser.add_argument("--device", default="auto",
+                            help="torch device for torch:<model>: auto (cuda where available), cpu, cuda, cuda:1")
+        parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                            help="inference threads: onnxruntime's intra-op pool, and torch's while the reference "
+                                 "runs (default: onnxruntime one per physical core, torch its own default)")
+
+    def fields(self, args):
+        return {"provider": args.provider, "device": args.device, "threads": args.threads}
+
+
+class QdqArgs(Group):
+    """--high-precision, --qdq-layout -> high_precision, qdq_layout (INT8 for the tensorrt target)."""
+
+    def add(self, parser):
+        from ..calibration.placement import QDQ_LAYOUTS
+        from ..calibration.quantize import HIGH_PRECISIONS
+
+        parser.add_argument("--high-precision", choices=HIGH_PRECISIONS, default=None,
+                            help="INT8 for TensorRT: dtype of the layers left unquantized (ECA path, residual Adds, "
+                                 "conv outputs feeding them), FP32 network inputs/outputs either way (default: fp16, "
+                                 "as NVIDIA Model Optimizer's high_precision_dtype, opset 19; TensorRT 8.x needs "
+                                 "fp32)")
+        parser.add_argument("--qdq-layout", choices=QDQ_LAYOUTS, default="eca-deploy",
+                            help="INT8 for TensorRT: where Q/DQ goes: eca-deploy's placement, or NVIDIA Model "
+                                 "Optimizer's (also the ECA pool and gating Mul, both inputs of identity-block Adds, "
+                                 "MaxPool and the final pool; classifier left float); build both, let `bench` decide")
+
+    def fields(self, args):
+        return {"high_precision": args.high_precision, "qdq_layout": args.qdq_layout}
+
+
+class HostCodeArgs(Group):
+    """--allow-host-code -> allow_host_code (TensorRT engines)."""
+
+    def add(self, parser):
+        parser.add_argument("--allow-host-code", action="store_true",
+                            help="let TensorRT run host code stored in an engine (the lean runtime of a "
+                                 "--versionCompatible plan, e.g. one trtexec built): only for engines you trust; "
+                                 "never switched on by a manifest, which is as untrusted as the engine beside it")
+
+    def fields(self, args):
+        return {"allow_host_code": args.allow_host_code}
+
+
+TOLERANCE_FLAGS = {
+    "atol": "absolute tolerance of the element check",
+    "rtol": "relative tolerance of the element check (an element fails only when over atol AND rtol)",
+    "max_top1_drop": "largest allowed top-1 accuracy drop, in percentage points (where labels exist)",
+    "min_agreement": "smallest allowed top-1 agreement with the reference, 0..1 (used where the drop cannot be)",
+}
+
+
+class ToleranceArgs(Group):
+    """--atol, --rtol, --max-top1-drop, --min-agreement -> overrides {"atol": {"*": 1e-3, "fp16": None}, ...}."""
+
+    def add(self, parser):
+        group = parser.add_argument_group(
+            "tolerances", "defaults per precision: fp32 atol=rtol=1e-3 (a TensorRT fp32 engine, computed in TF32: "
+                          "as fp16); fp16 atol=1e-1, rtol=5e-2; int8 top-1 drop <= 1 point with labels, else top-1 "
+                          "agreement >= 0.9. Each flag takes VALUE (every precision), PRECISION=VALUE, or "
+                          "PRECISION=off; repeat it for several precisions")
+        for name, text in TOLERANCE_FLAGS.items():
+            group.add_argument(f"--{name.replace('_', '-')}", dest=name, action="append", default=[], metavar="[P=]X",
+                               type=tolerance, help=text)
+
+    def fields(self, args):
+        overrides: dict[str, dict] = {}
+        for name in TOLERANCE_FLAGS:
+            for precision, value in getattr(args, name):
+                overrides.setdefault(name, {})[precision] = value
+        return {"overrides": overrides}
+
+
+class TimingArgs(Group):
+    """--batch-sizes, --warmup, --iterations, --duration -> batches, warmup, iterations, duration (BenchConfig)."""
+
+    def __init__(self, sizes: str):
+        self.sizes = sizes
+
+    def add(self, parser):
+        parser.add_argument("--batch-sizes", dest="batches", type=batch_sizes, default=batch_sizes(self.sizes),
+                            metavar="N[,N...]", help=f"batch sizes to time, comma-separated (default: {self.sizes})")
+        deprecated(parser, "--batch", "--batch-sizes", "batches", batch_sizes)
+        parser.add_argument("--warmup", type=non_negative_int, default=10,
+                            help="untimed iterations before each batch size")
+        parser.add_argument("--iterations", type=positive_int, default=None,
+                            help="timed iterations per batch size (default: run for --duration seconds)")
+        parser.add_argument("--duration", type=positive_float, default=3.0,
+                            help="seconds of timed iterations per batch size when --iterations is not given")
+
+    def fields(self, args):
+        return {"batches": args.batches, "warmup": args.warmup, "iterations": args.iterations,
+                "duration": args.duration}
+
+
+class CalibrationArgs(Group):
+    """--calib-data, --calib-count, --calib-method, (--calib-cache) -> the calibration fields of a stage config."""
+
+    def __init__(self, methods: tuple[str, ...], method: str, count: int | None, data_help: str,
+                 method_help: str, prefix: str = "", cache_help: str | None = None):
+        self.methods, self.method, self.count = methods, method, count
+        self.data_help, self.method_help, self.prefix, self.cache_help = data_help, method_help, prefix, cache_help
+
+    def add(self, parser):
+        parser.add_argument("--calib-data", default=None, metavar="SOURCE", help=self.prefix + self.data_help)
+        parser.add_argument("--calib-count", type=count, default=self.count, metavar="N|all",
+                            help=self.prefix + "calibration images drawn at random (with --seed), or 'all'"
+                                 + (" (default: all)" if self.count is None else ""))
+        parser.add_argument("--calib-method", choices=self.methods, default=self.method,
+                            help=self.prefix + self.method_help)
+        if self.cache_help:
+            parser.add_argument("--calib-cache", default=None, metavar="FILE", help=self.prefix + self.cache_help)
+
+    def fields(self, args):
+        found = {"calib_data": args.calib_data, "calib_count": args.calib_count, "calib_method": args.calib_method}
+        if self.cache_help:
+            found["calib_cache"] = args.calib_cache
+        return found
+
+
+class OutputArgs(Group):
+    """--output / -o -> the config's output field (a file or a folder, as the command says); --out is deprecated."""
+
+    def __init__(self, field: str, help: str, default: str | None = None, old_out: bool = True):
+        self.field, self.help, self.default, self.old_out = field, help, default, old_out
+
+    def add(self, parser):
+        parser.add_argument("-o", "--output", dest="output", default=self.default, metavar="PATH", help=self.help)
+        if self.old_out:
+            deprecated(parser, "--out", "--output", "output")
+
+    def fields(self, args):
+        return {self.field: args.output}
