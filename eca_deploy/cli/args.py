@@ -101,7 +101,7 @@ def batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def image_size(text: str) -> int:
-    from ..export.onnx_export import MIN_IMAGE_SIZE
+    from ..data.preprocess import MIN_IMAGE_SIZE  # not export/: that imports torch, which parity must not need
 
     value = positive_int(text)
     if value < MIN_IMAGE_SIZE:

@@ -20,6 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 # Part of every data hash: bump when the numbers this module produces change.
 PREPROCESS_VERSION = "imagenet-eval-pil-1"
+MIN_IMAGE_SIZE = 32  # the smallest input the models and their exports take
 
 
 @dataclass(frozen=True)

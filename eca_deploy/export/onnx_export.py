@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 import torch
 
+from ..data.preprocess import MIN_IMAGE_SIZE
 from ..artifacts import (atomic_write, ensure_not_input, ensure_output_dir, package_versions, write_manifest)
 from ..errors import ExportError, first_line
 from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model
@@ -35,7 +36,6 @@ from .simplify import simplify
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 FP32_ATOL = 1e-4
-MIN_IMAGE_SIZE = 32
 # What torch 2.x's TorchScript exporter writes (its ONNX_MIN_OPSET .. ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET);
 # outside it torch prints its whole IR before failing.
 OPSETS = range(7, 21)
