@@ -87,7 +87,7 @@ def test_pipeline_judges_against_a_saved_reference_and_prepares_the_tensorrt_int
     out = tmp_path / "out"
     code = main(["pipeline", "--model", digits.model, "--weights", str(digits.checkpoint), "--reference", str(ref),
                  "--target", "tensorrt", "--precisions", "int8", "--calib-data", str(digits.calib_dir), *data,
-                 "--out", str(out), "--batch", "1", "--iterations", "2", "--warmup", "1", "--provider", "cpu",
+                 "--output", str(out), "--batch-sizes", "1", "--iterations", "2", "--warmup", "1", "--provider", "cpu",
                  "--threads", "1"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())

@@ -35,7 +35,7 @@ def test_saved_reference_judges_candidates_where_torch_cannot_be_imported(digits
 
     out = tmp_path / "parity.json"
     done = _without_torch("parity", "--reference", str(ref), "--candidate", str(digits.onnx), *common,
-                          "--out", str(out))
+                          "--output", str(out))
     assert done.returncode == 0, done.stderr
     assert "all 1 candidates passed" in done.stdout
     rows = json.loads(out.read_text())["rows"]
@@ -44,7 +44,7 @@ def test_saved_reference_judges_candidates_where_torch_cannot_be_imported(digits
 
     other = ["--data", str(digits.val_dir), "--count", "24", "--seed", "1", "--imgsz", str(digits.imgsz)]
     refused = _without_torch("parity", "--reference", str(ref), "--candidate", str(digits.onnx), *other,
-                             "--out", str(tmp_path / "other.json"))
+                             "--output", str(tmp_path / "other.json"))
     assert refused.returncode == 2 and refused.stdout == ""
     assert len(refused.stderr.strip().splitlines()) == 1 and "is not the data ref.npz was saved from" in refused.stderr
 
@@ -68,7 +68,7 @@ def test_pipeline_refuses_a_saved_reference_of_another_model_before_any_work(tmp
             "data": {"hash": "synthetic-normal-seed0-n4-32px"}}
     np.savez(ref, logits=np.zeros((4, 10), np.float32), labels=np.zeros(0, np.int64), meta=np.array(json.dumps(meta)))
     code = main(["pipeline", "--model", "eca_resnet18", "--reference", str(ref), "--imgsz", "32", "--count", "4",
-                 "--out", str(tmp_path / "out")])
+                 "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "ref.npz is a reference of eca_resnet50, not eca_resnet18" in err
     assert not (tmp_path / "out" / "eca_resnet18.onnx").exists()

@@ -185,7 +185,7 @@ def test_engines_open_together_close_in_every_order_and_parity_keeps_its_results
                 assert np.isfinite(backends[other].infer(images[:2])).all()
     out = tmp_path / "parity.json"
     code = main(["parity", "--reference", str(onnx_models["fp32"]), "--candidate", str(paths[0]), "--candidate",
-                 str(paths[1]), "--data", str(digits.val_dir), "--count", "16", "--batch", "4", "--out", str(out)])
+                 str(paths[1]), "--data", str(digits.val_dir), "--count", "16", "--batch-size", "4", "--output", str(out)])
     assert code == 0 and len(json.loads(out.read_text())["rows"]) == 3
 
 
