@@ -229,13 +229,13 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     candidates = [exported.onnx_path, *variants.values(), *engines]
 
     started = time.perf_counter()
+    weights = cfg.export.weights
     if saved is not None:
         ref_run, ref_artifact = saved, saved.artifact
         rows = [ref_run.row()]
         log.done("reference", f"saved {Path(cfg.reference).name} ({ref_run.backend}) on "
                               f"{ref_run.metrics['samples']} inputs", started)
     else:
-        weights = cfg.export.weights
         reference = TorchBackend(model, weights, device=parity.device, imgsz=imgsz, loaded=loaded,
                                  threads=parity.threads)
         ref_artifact = parse_spec(f"torch:{model}" + (f":{weights}" if weights else ""))
