@@ -185,7 +185,7 @@ def print_tables(latency: dict, batches: tuple[int, ...]) -> dict:
     def ms(model: str, precision: str, runtime: str, batch: int) -> float:
         return latency[f"{model} {precision} {runtime}"][str(batch)]["p50_ms"]
 
-    print(f"\n| model | precision | batch | onnxruntime ms | OpenVINO ms | OpenVINO speed-up |")
+    print("\n| model | precision | batch | onnxruntime ms | OpenVINO ms | OpenVINO speed-up |")
     print("|---|---|---:|---:|---:|---:|")
     for model, precision in latency_keys(latency):
         for b in batches:

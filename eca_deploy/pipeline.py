@@ -18,7 +18,7 @@ from typing import Callable
 
 from .artifacts import check_outputs, ensure_output_dir
 from .data.sources import load_dataset, source_files
-from .errors import EcaDeployError, MissingDependencyError, OutputError
+from .errors import DataError, EcaDeployError, MissingDependencyError, OutputError
 from .precisions import LOW_PRECISIONS
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .graph.compare import given_overrides
@@ -58,6 +58,8 @@ class PipelineConfig:
     precisions: tuple[str, ...] = LOW_PRECISIONS
     openvino: bool | None = None  # OpenVINO rows: None where it is installed and the CPU is x86; True; False
 
+    target: str | None = None  # INT8 layout of the ONNX candidates: tensorrt | cpu; None: cpu on the CPU provider
+    reference: str | None = None  # a .npz from `parity --save-reference`: judge against it instead of PyTorch
 
 
 @dataclass
@@ -108,8 +110,10 @@ def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig)
     """quantize() writes beside the FP32 ONNX, named by precision and target, with its manifest."""
     budget = given_overrides(cfg.parity.overrides, "int8", ("max_top1_drop", "min_agreement")) \
         if precision == "int8" else {}
+    # --high-precision and --qdq-layout are the tensorrt target's; the cpu target takes its own layout
+    cpu_layout = {} if target == "tensorrt" else {"high_precision": None, "qdq_layout": "eca-deploy"}
     return quantize(replace(cfg.quantize, onnx=str(onnx_path), precision=precision, target=target,
-                            overrides=cfg.parity.overrides, **budget))
+                            overrides=cfg.parity.overrides, **budget, **cpu_layout))
 
 
 
@@ -214,6 +218,22 @@ def _check_candidate(artifact: Artifact, provider: str, data, ref_run: Reference
         backend.close()
 
 
+def _saved_reference(cfg: PipelineConfig, data) -> ReferenceRun:
+    """The saved reference, refused in one line when it is of another model or weights, or other data."""
+    from .artifacts import sha256_file
+    from .runtime.harness.parity import read_saved_reference
+
+    meta, _, _ = read_saved_reference(cfg.reference)
+    name = Path(cfg.reference).name
+    model, weights, parity = cfg.export.model, cfg.export.weights, cfg.parity
+    if meta.get("model") and meta["model"] != model:
+        raise DataError(f"{name} is a reference of {meta['model']}, not {model}")
+    if weights and meta.get("weights_sha256") and meta["weights_sha256"] != sha256_file(weights):
+        raise DataError(f"{name} was saved from other weights than {weights} (sha256 differs)")
+    return ReferenceRun.load(cfg.reference, data, parity.data, cfg.export.imgsz, parity.use_labels, parity.batch,
+                             parity.overrides)
+
+
 def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> PipelineResult:
     model, imgsz, parity = cfg.export.model, cfg.export.imgsz, cfg.parity
     if parity.batch < 1 or not cfg.bench.batches or min(cfg.bench.batches) < 1:
@@ -228,6 +248,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     check_outputs(report_paths(out).values(),
                   [cfg.export.weights, *source_files(cfg.quantize.calib_data), *source_files(parity.data)])
     data = open_inputs(parity.data, imgsz, parity.count, parity.seed)  # a bad data folder fails before any work
+    saved = _saved_reference(cfg, data) if cfg.reference else None  # wrong data or model: refused before work
     if cfg.quantize.calib_data:
         load_dataset(cfg.quantize.calib_data, imgsz=imgsz, count=cfg.quantize.calib_count, seed=cfg.quantize.seed)
     provider = resolve_provider(parity.provider)
@@ -241,9 +262,15 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     exported = export_model(export_cfg, loaded=loaded)
     log.done("export", f"{exported.onnx_path.name}, simplified and verified against PyTorch", started)
 
-    ort_target = "cpu" if provider == "cpu" else "tensorrt"
-    variants = make_onnx_variants(exported.onnx_path, cfg.precisions, ort_target, cfg, log)
     no_tensorrt = tensorrt_unavailable_reason()
+    if not no_tensorrt and cfg.quantize.high_precision is None:
+        from .runtime.tensorrt.compat import trt_major
+        from .runtime.tensorrt.env import installed_tensorrt_version
+
+        if trt_major(installed_tensorrt_version()) < 10:  # 8.x parses opset <= 17: FP32 glue, FP16 comes from its flag
+            cfg = replace(cfg, quantize=replace(cfg.quantize, high_precision="fp32"))
+    ort_target = cfg.target or ("cpu" if provider == "cpu" else "tensorrt")
+    variants = make_onnx_variants(exported.onnx_path, cfg.precisions, ort_target, cfg, log)
     engines: list[Path] = []
     if no_tensorrt:
         log.skip("TensorRT engines", no_tensorrt)
@@ -258,16 +285,22 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
 
     started = time.perf_counter()
     weights = cfg.export.weights
-    reference = TorchBackend(model, weights, device=parity.device, imgsz=imgsz, loaded=loaded,
-                             threads=parity.threads)
-    ref_artifact = parse_spec(f"torch:{model}" + (f":{weights}" if weights else ""))
-    try:
-        ref_run = ReferenceRun.measure(ref_artifact, reference, data, parity.data, parity.batch, parity.use_labels,
-                                       parity.overrides)
-        rows = [ref_run.row(bench=_measure(reference, ref_artifact, cfg, imgsz))]
-    finally:
-        reference.close()
-    log.done("reference", f"{reference.name} on {ref_run.metrics['samples']} inputs, benchmarked", started)
+    if saved is not None:
+        ref_run, ref_artifact = saved, saved.artifact
+        rows = [ref_run.row()]
+        log.done("reference", f"saved {Path(cfg.reference).name} ({ref_run.backend}) on "
+                              f"{ref_run.metrics['samples']} inputs", started)
+    else:
+        reference = TorchBackend(model, weights, device=parity.device, imgsz=imgsz, loaded=loaded,
+                                 threads=parity.threads)
+        ref_artifact = parse_spec(f"torch:{model}" + (f":{weights}" if weights else ""))
+        try:
+            ref_run = ReferenceRun.measure(ref_artifact, reference, data, parity.data, parity.batch,
+                                           parity.use_labels, parity.overrides)
+            rows = [ref_run.row(bench=_measure(reference, ref_artifact, cfg, imgsz))]
+        finally:
+            reference.close()
+        log.done("reference", f"{reference.name} on {ref_run.metrics['samples']} inputs, benchmarked", started)
 
     for spec in candidates:
         started = time.perf_counter()

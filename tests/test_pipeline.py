@@ -99,3 +99,24 @@ def test_pipeline_with_an_empty_data_folder_fails_before_any_work(digits, tmp_pa
     err = capsys.readouterr().err
     assert code == 2 and "no images" in err
     assert not list(out.glob("*.onnx"))
+
+
+def test_pipeline_judges_against_a_saved_reference_and_prepares_the_tensorrt_int8_model(digits, tmp_path):
+    """A CPU box prepares the TensorRT-layout INT8 model (--target tensorrt) and judges it against a reference
+    saved elsewhere (parity --save-reference), without running PyTorch for the reference."""
+    ref = tmp_path / "ref.npz"
+    data = ["--data", str(digits.val_dir), "--count", "40", "--imgsz", str(digits.imgsz)]
+    assert main(["parity", "--reference", f"torch:{digits.model}:{digits.checkpoint}", "--save-reference", str(ref),
+                 "--threads", "1", *data]) == 0
+    out = tmp_path / "out"
+    code = main(["pipeline", "--model", digits.model, "--weights", str(digits.checkpoint), "--reference", str(ref),
+                 "--target", "tensorrt", "--precisions", "int8", "--calib-data", str(digits.calib_dir), *data,
+                 "--output", str(out), "--batch-sizes", "1", "--iterations", "2", "--warmup", "1", "--provider", "cpu",
+                 "--threads", "1", "--no-openvino"])  # the subject is the saved reference, not OpenVINO's rows
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["artifact"]: r for r in report["rows"]}
+    reference = next(r for r in report["rows"] if r["status"] == "reference")
+    assert reference["format"] == "PyTorch" and not reference.get("bench")  # nothing of PyTorch ran here
+    int8 = rows["eca_resnet18.int8.onnx"]  # the tensorrt layout, FP16 glue: what a Jetson builds
+    assert int8["status"] == "pass" and read_manifest(out / int8["artifact"])["quantization"]["high_precision"] == "fp16"

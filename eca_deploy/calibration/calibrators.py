@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 METHODS = ("minmax", "entropy", "percentile")
+# auto: every method from one histogram pass, the one closest to FP32 on held-out images (quantize)
+CALIB_METHODS = ("auto", *METHODS)
 NUM_BINS = 4096
 DEFAULT_PERCENTILE = 99.99
 ENTROPY_LEVELS = 128  # int8 levels on one side of zero

@@ -17,7 +17,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..graph.graph import opset_of
+
+HIGH_PRECISIONS = ("fp16", "fp32")  # the dtype of an INT8 model's non-quantized glue (tensorrt target)
+
 FP16_MAX = float(np.finfo(np.float16).max)
+QDQ_FP16_OPSET = 19  # QuantizeLinear / DequantizeLinear take float16 inputs and scales from opset 19 on
 FP16_TINY = float(np.finfo(np.float16).smallest_subnormal)
 
 
@@ -96,3 +101,13 @@ def _rename(graph: onnx.GraphProto, old: str, new: str, outputs: bool) -> None:
             for j, name in enumerate(names):
                 if name == old:
                     names[j] = new
+
+
+def qdq_glue_to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Fp16Report]:
+    """A Q/DQ INT8 model with its non-quantized glue in FP16 and FP32 network I/O, as NVIDIA Model
+    Optimizer writes it with high_precision_dtype="fp16": every float tensor, the Q/DQ scales
+    included, becomes float16, so on TensorRT's strongly typed networks the layers between INT8 ones
+    run and store FP16. Float16 Q/DQ needs opset 19, so older graphs are converted first."""
+    if opset_of(model) < QDQ_FP16_OPSET:
+        model = onnx.version_converter.convert_version(model, QDQ_FP16_OPSET)
+    return convert_to_fp16(model)

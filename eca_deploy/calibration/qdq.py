@@ -196,3 +196,19 @@ def summarize_qdq(model: onnx.ModelProto) -> QdqSummary:
         else:
             floating.setdefault(node.op_type, []).append(node.name)
     return QdqSummary(pairs, weight_dq, bias_dq, quantized, floating)
+
+
+def tensorrt_incompatible_qdq(model: onnx.ModelProto) -> str | None:
+    """Why TensorRT cannot build this Q/DQ graph, or None: TensorRT takes symmetric INT8 only (int8
+    zero points, all zero), so the cpu target's uint8 activations with their non-zero zero points fail."""
+    initializers = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type not in QDQ_OPS or len(node.input) < 3 or node.input[2] not in initializers:
+            continue
+        zero = initializers[node.input[2]]
+        if zero.data_type != TensorProto.INT8:
+            dtype = TensorProto.DataType.Name(zero.data_type).lower()
+            return f"{node.op_type} '{node.name}' has a {dtype} zero point"
+        if np.any(numpy_helper.to_array(zero)):
+            return f"{node.op_type} '{node.name}' has a non-zero zero point"
+    return None

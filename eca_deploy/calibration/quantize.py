@@ -23,22 +23,21 @@ from ..artifacts import check_outputs, ensure_output_dir, manifest_path, package
 from ..data.sources import Dataset, label_problem, load_dataset, source_files
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs, judge, tolerance_for
-from ..graph.graph import load_onnx, onnx_inputs, summarize
+from ..graph.graph import load_onnx, onnx_inputs, opset_of, summarize
 from ..graph.session import make_session
 from ..models import photo_like_batch
 from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
 from .cache import (cache_key, histogram_key, load_histograms, load_ranges, range_problem, store_histograms,
                     store_ranges)
-from .calibrators import DEFAULT_PERCENTILE, METHODS, TensorRange
+from .calibrators import CALIB_METHODS, DEFAULT_PERCENTILE, METHODS, TensorRange
 from .collect import collect_stats
 from .evaluate import Budget, Reference, rank_key, reference_run, run_model, score
 from .fallback import keep_in_float
-from .placement import TARGETS, QdqPlan, make_plan, name_nodes, qdq_groups
+from .placement import QDQ_LAYOUTS, TARGETS, QdqPlan, make_plan, name_nodes, qdq_groups
 from .qdq import QdqSummary, insert_qdq
-from .fp16 import convert_to_fp16
+from .fp16 import HIGH_PRECISIONS, convert_to_fp16, qdq_glue_to_fp16
 from .sensitivity import MEASURE, measure_sensitivity, write_plot
 
-CALIB_METHODS = ("auto", *METHODS)  # auto: every method from one histogram pass, the best on held-out images
 LOW_PRECISION_TYPES = {TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16", TensorProto.INT8: "INT8",
                        TensorProto.UINT8: "UINT8"}
 FP16_CHECK_BATCH = 8  # photo-like random inputs for the FP16 check when no images are given
@@ -50,7 +49,9 @@ class QuantizeConfig:
     precision: str = "int8"
     calib_data: str | Path | None = None  # images for calibration (int8, required) or for the FP16 check
     target: str = "tensorrt"
-    calib_method: str = "auto"
+    high_precision: str | None = None  # int8 tensorrt: glue dtype, fp16 (default) or fp32; cpu: fp32 only
+    qdq_layout: str = "eca-deploy"  # int8 tensorrt: eca-deploy's Q/DQ placement or Model Optimizer's
+    calib_method: str = CALIB_METHODS[0]
     calib_count: int | None = 512
     seed: int = 0
     calib_cache: str | Path | None = None  # default: <model stem>.calib.json beside the output
@@ -85,8 +86,20 @@ class QuantizeResult:
     timings: dict = field(default_factory=dict)
 
 
-def default_output(onnx_path: Path, precision: str, target: str) -> Path:
-    return onnx_path.with_name(f"{onnx_path.stem}.{variant_suffix(precision, target)}.onnx")
+def default_output(onnx_path: Path, precision: str, target: str, high_precision: str = "fp16",
+                   layout: str = "eca-deploy") -> Path:
+    """<stem>.<variant suffix>.onnx; a tensorrt INT8 file other than the default (FP16 glue, eca-deploy
+    layout) adds .modelopt / .fp32-glue, so the engines of a comparison can sit side by side."""
+    suffix = variant_suffix(precision, target)
+    if precision == "int8" and target == "tensorrt":
+        suffix += (".modelopt" if layout == "modelopt" else "") + (".fp32-glue" if high_precision == "fp32" else "")
+    return onnx_path.with_name(f"{onnx_path.stem}.{suffix}.onnx")
+
+
+def high_precision_of(cfg: QuantizeConfig) -> str:
+    """The INT8 glue dtype: fp16 by default on the tensorrt target (Model Optimizer's default for
+    TensorRT), fp32 on the cpu target, whose integer kernels onnxruntime fuses from FP32 Q/DQ."""
+    return cfg.high_precision or ("fp16" if cfg.target == "tensorrt" else "fp32")
 
 
 def check_input_model(model: onnx.ModelProto, path: Path) -> int:
@@ -128,6 +141,14 @@ def _validate(cfg: QuantizeConfig) -> None:
         raise QuantizationError(f"--percentile must be in (0, 100], got {cfg.percentile}")
     if cfg.batch_size < 1:
         raise QuantizationError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
+    if cfg.high_precision is not None and cfg.high_precision not in HIGH_PRECISIONS:
+        raise QuantizationError(f"--high-precision must be one of {', '.join(HIGH_PRECISIONS)}, "
+                                f"got {cfg.high_precision!r}")
+    if cfg.qdq_layout not in QDQ_LAYOUTS:
+        raise QuantizationError(f"unknown --qdq-layout {cfg.qdq_layout!r}; choose from {', '.join(QDQ_LAYOUTS)}")
+    if cfg.target == "cpu" and (cfg.high_precision == "fp16" or cfg.qdq_layout != "eca-deploy"):
+        raise QuantizationError("--high-precision fp16 and --qdq-layout modelopt are for --target tensorrt; the cpu "
+                                "target's layout and FP32 glue are what onnxruntime fuses into integer kernels")
     if cfg.precision == "int8" and cfg.calib_data is None:
         raise QuantizationError("INT8 needs calibration images: pass --calib-data (a folder, list or .npy)")
 
@@ -138,7 +159,8 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     source = Path(cfg.onnx)
     model = load_onnx(source)
     imgsz = check_input_model(model, source)
-    output = Path(cfg.output) if cfg.output else default_output(source, cfg.precision, cfg.target)
+    output = Path(cfg.output) if cfg.output else default_output(source, cfg.precision, cfg.target,
+                                                                 high_precision_of(cfg), cfg.qdq_layout)
     cache = calibration_cache(cfg, source, output)
     plot = sensitivity_plot(output) if cfg.precision == "int8" and (cfg.sensitivity or Budget(
         cfg.max_top1_drop, cfg.min_agreement).given) else None
@@ -313,8 +335,12 @@ class _Candidate:
     figures: dict
 
 
-def _candidate(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRange], ref: Reference) -> _Candidate:
+def _candidate(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRange], ref: Reference,
+               high_precision: str = "fp32") -> _Candidate:
+    """The Q/DQ model with these ranges, as it will be written (FP16 glue where asked), judged against FP32."""
     quantized, summary = insert_qdq(model, plan, ranges)
+    if high_precision == "fp16":
+        quantized, _ = qdq_glue_to_fp16(quantized)
     logits = run_model(quantized, ref)
     return _Candidate(quantized, summary, logits, score(ref, logits))
 
@@ -348,7 +374,8 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     name_nodes(model)
     data = load_dataset(cfg.calib_data, imgsz, cfg.calib_count, cfg.seed)
     model_sha256 = sha256_file(source)
-    plan = make_plan(model, cfg.target)
+    plan = make_plan(model, cfg.target, cfg.qdq_layout)
+    high_precision = high_precision_of(cfg)
     check, description, is_held_out = held_out(cfg, imgsz)
     use_labels = _labels_usable(check, model, str(cfg.val_data or cfg.calib_data))  # before minutes of calibration
     t = time.perf_counter()
@@ -363,7 +390,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     timings["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    candidates = {m: _candidate(model, plan, per_method[m], ref) for m in methods}
+    candidates = {m: _candidate(model, plan, per_method[m], ref, high_precision) for m in methods}
     method, selection = select_method(candidates, ref.labeled)
     chosen = candidates[method]
     timings["judge_methods"] = time.perf_counter() - t
@@ -387,7 +414,10 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
                         "float_layers": [] if mixed is None else mixed.floated, "steps": steps,
                         "data": ref.description}
             if mixed is not None:
-                chosen = _Candidate(mixed.model, mixed.summary, mixed.logits, score(ref, mixed.logits))
+                # the fallback judged FP32 glue; the file holds the glue this target asked for
+                model_out = qdq_glue_to_fp16(mixed.model)[0] if high_precision == "fp16" else mixed.model
+                logits = run_model(model_out, ref) if high_precision == "fp16" else mixed.logits
+                chosen = _Candidate(model_out, mixed.summary, logits, score(ref, logits))
                 floated = {f["tensor"] for f in mixed.floated}
 
     parity = compare_outputs(ref.logits, chosen.logits).as_dict()
@@ -414,7 +444,9 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         io_dtype="float32",
         quantization={"activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
                       "weights": "int8 symmetric per-channel", "bias": "float" if cfg.target == "tensorrt"
-                      else "int32"},
+                      else "int32", "high_precision": high_precision,
+                      "qdq_layout": plan.layout if cfg.target == "tensorrt" else None,
+                      "opset": opset_of(chosen.model)},
         calibration={**calibration, "method": method, "requested": cfg.calib_method,
                      "percentile": cfg.percentile if method == "percentile" else None, "count": cfg.calib_count,
                      "seed": cfg.seed, "source": str(cfg.calib_data)},

@@ -13,6 +13,7 @@ old spelling for one release with ``deprecated(parser, old, new, ...)``.
 from __future__ import annotations
 
 import argparse
+from abc import ABC, abstractmethod
 import sys
 from typing import Any, Callable, Iterable
 
@@ -94,7 +95,7 @@ def batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def image_size(text: str) -> int:
-    from ..export.onnx_export import MIN_IMAGE_SIZE
+    from ..data.preprocess import MIN_IMAGE_SIZE  # not export/: that imports torch, which parity must not need
 
     value = positive_int(text)
     if value < MIN_IMAGE_SIZE:
@@ -124,14 +125,14 @@ def deprecated(parser, old: str, new: str, dest: str, type: Callable[[str], Any]
 
 # --- groups -------------------------------------------------------------------------------------------------
 
-class Group:
+class Group(ABC):
     """Flags that several commands share; ``add`` puts them on a parser, ``fields`` maps them to config fields."""
 
-    def add(self, parser: argparse.ArgumentParser) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def add(self, parser: argparse.ArgumentParser) -> None: ...
 
-    def fields(self, args: argparse.Namespace) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def fields(self, args: argparse.Namespace) -> dict[str, Any]: ...
 
 
 def add_groups(parser: argparse.ArgumentParser, groups: Iterable[Group]) -> None:
@@ -227,6 +228,27 @@ class HostCodeArgs(Group):
 
     def fields(self, args):
         return {"allow_host_code": args.allow_host_code}
+
+
+class QdqArgs(Group):
+    """--high-precision, --qdq-layout -> high_precision, qdq_layout (INT8 for the tensorrt target)."""
+
+    def add(self, parser):
+        from ..calibration.placement import QDQ_LAYOUTS
+        from ..calibration.fp16 import HIGH_PRECISIONS
+
+        parser.add_argument("--high-precision", choices=HIGH_PRECISIONS, default=None,
+                            help="INT8 for TensorRT: dtype of the layers left unquantized (ECA path, residual Adds, "
+                                 "conv outputs feeding them), FP32 network inputs/outputs either way (default: fp16, "
+                                 "as NVIDIA Model Optimizer's high_precision_dtype, opset 19; TensorRT 8.x needs "
+                                 "fp32)")
+        parser.add_argument("--qdq-layout", choices=QDQ_LAYOUTS, default="eca-deploy",
+                            help="INT8 for TensorRT: where Q/DQ goes: eca-deploy's placement, or NVIDIA Model "
+                                 "Optimizer's (also the ECA pool and gating Mul, both inputs of identity-block Adds, "
+                                 "MaxPool and the final pool; classifier left float); build both, let `bench` decide")
+
+    def fields(self, args):
+        return {"high_precision": args.high_precision, "qdq_layout": args.qdq_layout}
 
 
 TOLERANCE_FLAGS = {

@@ -33,10 +33,16 @@ def add_host_code_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, metavar="SPEC",
-                        help="the reference: torch:<model>:<weights> (or a .onnx / engine)")
-    parser.add_argument("--candidate", dest="candidates", action="append", required=True, metavar="FILE",
+                        help="the reference: torch:<model>:<weights> (or a .onnx / engine), or a .npz saved "
+                             "with --save-reference on another machine (then no PyTorch is needed here, and "
+                             "--data/--count/--seed must select the data it saw)")
+    parser.add_argument("--candidate", dest="candidates", action="append", default=[], metavar="FILE",
                         help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
                              "or a TensorRT .engine/.plan to check; repeat for several")
+    parser.add_argument("--save-reference", default=None, metavar="FILE.npz",
+                        help="also write the reference's outputs and what identifies them (model and weights "
+                             "hashes, data hash, image size, count, seed) to FILE.npz, for judging candidates "
+                             "on another machine with --reference FILE.npz; candidates are then optional")
     parser.add_argument("--imgsz", type=shared.image_size, default=None,
                         help="input size (default: the candidates' input size, else 224)")
     parser.add_argument("--batch-size", dest="batch", type=shared.positive_int, default=16, metavar="N",
@@ -51,16 +57,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..artifacts import check_outputs, ensure_output_dir, write_json
     from ..data.sources import source_files
+    from ..errors import EcaDeployError
     from ..runtime.backends.registry import parse_spec
+    from ..runtime.harness.parity import SAVED_REFERENCE_SUFFIX
     from ..runtime.harness.device import describe_device
     from ..runtime.harness.parity import ParityConfig, raise_on_failure, run_parity
     from ..runtime.harness.report import new_report, summary_table
 
     cfg = ParityConfig(reference=args.reference, candidates=args.candidates, imgsz=args.imgsz, batch=args.batch,
-                       precision=args.precision, **shared.fields(GROUPS, args))
-    out = Path(args.output) if args.output else Path(args.candidates[0]).parent / "parity.json"
-    check_outputs([out], [*(f for spec in (args.reference, *args.candidates) for f in parse_spec(spec).inputs),
-                          *source_files(args.data)])
+                       precision=args.precision, save_reference=args.save_reference, **shared.fields(GROUPS, args))
+    first = args.candidates[0] if args.candidates else args.save_reference
+    out = Path(args.output) if args.output else Path(first).parent / "parity.json"
+    if args.save_reference and not args.save_reference.lower().endswith(".npz"):
+        raise EcaDeployError(f"--save-reference must end in .npz, got {args.save_reference}")
+    saved = args.reference.lower().endswith(SAVED_REFERENCE_SUFFIX)  # a file of logits, not a model
+    specs = args.candidates if saved else (args.reference, *args.candidates)
+    check_outputs([out, args.save_reference],
+                  [*([args.reference] if saved else []), *(f for spec in specs for f in parse_spec(spec).inputs),
+                   *source_files(args.data)])
     ensure_output_dir(out.parent)  # before minutes of inference, not after
     comparison = run_parity(cfg)
     device = describe_device(args.threads)
@@ -73,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
     print(summary_table(report))
     for warning in device["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {out}")
+    print(f"wrote {out}" + (f" and {args.save_reference}" if args.save_reference else ""))
     raise_on_failure(comparison)
     count = len(comparison.candidates)
-    print("the candidate passed" if count == 1 else f"all {count} candidates passed")
+    if count:
+        print("the candidate passed" if count == 1 else f"all {count} candidates passed")
     return 0

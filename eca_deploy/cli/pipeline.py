@@ -21,10 +21,10 @@ BENCH = (shared.TimingArgs(sizes="1,8"), RUNTIME, SEED)
 
 
 def calibration() -> shared.CalibrationArgs:
-    from ..calibration.quantize import CALIB_METHODS, QuantizeConfig
+    from ..calibration.calibrators import CALIB_METHODS
 
     return shared.CalibrationArgs(
-        CALIB_METHODS, method=QuantizeConfig.calib_method, count=None,
+        CALIB_METHODS, method=CALIB_METHODS[0], count=None,
         data_help="images to calibrate INT8 on (folder, ImageFolder, list or .npy); without them INT8 is skipped",
         method_help="INT8 calibration method (see `eca-deploy quantize --help`). A --max-top1-drop / "
                     "--min-agreement given for int8 (or for every precision) is also quantize's budget: it leaves "
@@ -56,6 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also convert the FP32 model to OpenVINO IR and run the IR and every ONNX variant on "
                              "OpenVINO (extra rows); default: where OpenVINO is installed and the CPU is x86. "
                              "--openvino without OpenVINO installed is an error%(default).0s")
+    parser.add_argument("--target", choices=("tensorrt", "cpu"), default=None,
+                        help="Q/DQ layout of the INT8 ONNX checked here: tensorrt (what a Jetson builds; a CPU box "
+                             "can prepare it) or cpu (onnxruntime's integer kernels); default: cpu with the cpu "
+                             "provider, else tensorrt")
+    shared.QdqArgs().add(parser)
+    parser.add_argument("--reference", dest="saved_reference", default=None, metavar="REF.npz",
+                        help="judge every artifact against this reference saved by `parity --save-reference` "
+                             "(same model, weights, --data, --count, --seed and --imgsz, else refused) instead of "
+                             "running PyTorch here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(
         export=ExportConfig(**model, imgsz=args.imgsz, opset=args.opset),
         # the ONNX to quantize, its precision and layout, the candidates: each step fills its own
-        quantize=QuantizeConfig(onnx="", seed=args.seed, **calibration().fields(args)),
+        quantize=QuantizeConfig(onnx="", seed=args.seed, **calibration().fields(args),
+                                **shared.QdqArgs().fields(args)),
         parity=ParityConfig(reference=reference, candidates=[], imgsz=args.imgsz, batch=args.batch,
                             **shared.fields(PARITY, args)),
         bench=BenchConfig(model=reference, imgsz=args.imgsz, **shared.fields(BENCH, args)),
-        precisions=args.precisions, openvino=args.openvino)
+        precisions=args.precisions, openvino=args.openvino, target=args.target, reference=args.saved_reference)
     result = run_pipeline(cfg)
     report = result.report
     print(summary_table(report))

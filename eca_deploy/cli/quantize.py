@@ -13,11 +13,11 @@ HELP = ("write an FP16 ONNX (FP32 inputs/outputs) or an INT8 ONNX with explicit 
 
 
 def groups() -> tuple[shared.Group, ...]:
-    from ..calibration.quantize import CALIB_METHODS
+    from ..calibration.calibrators import CALIB_METHODS
 
     return (
         shared.CalibrationArgs(
-            CALIB_METHODS, method="auto", count=512,
+            CALIB_METHODS, method=CALIB_METHODS[0], count=512,
             data_help="calibration images: a folder (recursive; jpg/png/bmp/webp), an ImageFolder root (one "
                       "subfolder per class gives labels), a text file of `path label` lines, or a .npy of "
                       "preprocessed float32 NCHW tensors. Required for int8; for fp16 they are the check images "
@@ -28,10 +28,12 @@ def groups() -> tuple[shared.Group, ...]:
                         "KL-divergence threshold (TensorRT's entropy calibration), a percentile of |x|",
             cache_help="JSON cache of calibration ranges keyed by model hash + data hash + method (default: "
                        "<model>.calib.json beside the output)"),
+        shared.QdqArgs(),
         shared.SeedArgs("the image subsets"),
         shared.ToleranceArgs(),
         shared.OutputArgs("output", "output .onnx (default: beside the input, <name>.fp16.onnx, <name>.int8.onnx, "
-                                    "or <name>.int8.cpu.onnx for --target cpu)", old_out=False),
+                                    "<name>.int8.cpu.onnx for --target cpu; --qdq-layout modelopt adds "
+                                    ".modelopt, --high-precision fp32 .fp32-glue)", old_out=False),
     )
 
 
@@ -131,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
                          check_count=args.check_count, max_float_layers=args.max_float_layers,
                          sensitivity=args.sensitivity, **budget, **fields)
     what = "FP16" if cfg.precision == "fp16" else f"INT8 for {cfg.target} ({cfg.calib_method} calibration)"
+    if cfg.precision == "int8" and cfg.target == "tensorrt":
+        from ..calibration.quantize import high_precision_of
+
+        what += f", {cfg.qdq_layout} Q/DQ layout, {high_precision_of(cfg).upper()} glue"
     print(f"quantizing {cfg.onnx} to {what} ...", file=sys.stderr)
     result = quantize(cfg)
     print(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MB) and {result.manifest_path.name}")

@@ -30,6 +30,7 @@ LARGE_IMAGE_PIXELS = 1 << 24  # 16.7 MP: above this, decode at reduced size
 # reduce() (a box filter) leaves the image this many times the resize's size, for the antialiased resize to finish
 # (Pillow's own reducing_gap idea): a cheaper box filter all the way down moved pixels by about 3 levels of 255.
 REDUCING_GAP = 3
+MIN_IMAGE_SIZE = 32  # the smallest input the models and their exports take
 
 
 @dataclass(frozen=True)

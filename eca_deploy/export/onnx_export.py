@@ -25,6 +25,7 @@ import onnx
 import torch
 
 from ..artifacts import check_outputs, manifest_path, output_dir, package_versions, write_artifact
+from ..data.preprocess import MIN_IMAGE_SIZE
 from ..errors import ExportError, first_line
 from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model, photo_like_batch
 from ..graph.compare import compare_outputs
@@ -36,7 +37,6 @@ from .simplify import simplify
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 FP32_ATOL = 1e-4
-MIN_IMAGE_SIZE = 32
 # What torch 2.x's TorchScript exporter writes (its ONNX_MIN_OPSET .. ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET);
 # outside it torch prints its whole IR before failing.
 OPSETS = range(7, 21)

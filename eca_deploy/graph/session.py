@@ -8,8 +8,30 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import TensorProto
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def has_fp16_qdq(model: onnx.ModelProto) -> bool:
+    """Q/DQ with float16 scales: an INT8 model whose glue is FP16 (quantize --high-precision fp16, or
+    NVIDIA Model Optimizer's high_precision_dtype="fp16")."""
+    halves = {i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT16}
+    halves |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"
+               and any(a.name == "value" and a.t.data_type == TensorProto.FLOAT16 for a in n.attribute)}
+    return any(n.op_type in QDQ_OPS and len(n.input) > 1 and n.input[1] in halves for n in model.graph.node)
 
 from ..errors import OnnxFileError, first_line
+
+
+def _proto(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """The graph without its weights; an empty one where the file is not ONNX (onnxruntime then says so)."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    try:
+        return onnx.load(str(model), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and friends: the session below reports the file in one line
+        return onnx.ModelProto()
 
 
 def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str] | None = None,
@@ -23,6 +45,11 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # keep onnxruntime's warnings out of the user's terminal
+    if has_fp16_qdq(_proto(model)):
+        # onnxruntime's graph optimizations, from the BASIC level on, computed Model Optimizer's FP16-glue
+        # Q/DQ ECA-ResNet-50 wrongly and lose accuracy on ours (README: "onnxruntime and FP16-glue models").
+        # Such a model targets TensorRT; on the CPU it is a reference, so it runs node by node as written.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:

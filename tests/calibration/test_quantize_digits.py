@@ -26,6 +26,10 @@ def results(digits, tmp_path_factory):
     return {
         "fp16": quantize(QuantizeConfig(precision="fp16", output=out / "fp16.onnx", **common)),
         "tensorrt": quantize(QuantizeConfig(precision="int8", target="tensorrt", output=out / "trt.onnx", **common)),
+        "tensorrt-fp32": quantize(QuantizeConfig(precision="int8", target="tensorrt", high_precision="fp32",
+                                                 output=out / "trt-fp32.onnx", **common)),
+        "modelopt": quantize(QuantizeConfig(precision="int8", target="tensorrt", qdq_layout="modelopt",
+                                            output=out / "modelopt.onnx", **common)),
         "cpu": quantize(QuantizeConfig(precision="int8", target="cpu", output=out / "cpu.onnx", **common)),
     }
 
@@ -44,8 +48,9 @@ def test_fp16_within_a_tenth_of_a_point(results):
     assert results["fp16"].parity["min_cosine"] >= 0.9999
 
 
-@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+@pytest.mark.parametrize("target", ["tensorrt", "tensorrt-fp32", "modelopt", "cpu"])
 def test_int8_within_one_point(results, target):
+    """tensorrt and modelopt carry FP16 glue (the default), run unoptimized by onnxruntime (graph/session.py)."""
     accuracy = results[target].accuracy
     assert accuracy["candidate"] >= accuracy["fp32"] - 0.01
     assert results[target].parity["top1_agreement"] >= 0.98
@@ -62,6 +67,37 @@ def test_fp16_model_has_fp32_io_and_plain_eca(results):
     summary = summarize(model)
     assert len(summary.eca_blocks) == 8 and summary.all_plain
     assert summary.ops["Cast"] == 2  # one in, one out: nothing inside the network
+
+
+def test_fp16_glue_int8_model_is_model_optimizers_form(results):
+    """--high-precision fp16: every float tensor but the network I/O is float16, Q/DQ scales included
+    (opset 19); the FP32-glue model keeps float32 scales at opset 17."""
+    for name, dtype, opset in (("tensorrt", TensorProto.FLOAT16, 19), ("modelopt", TensorProto.FLOAT16, 19),
+                               ("tensorrt-fp32", TensorProto.FLOAT, 17)):
+        model = onnx.load(str(results[name].path))
+        inits = {i.name: i.data_type for i in model.graph.initializer}
+        scales = {inits[n.input[1]] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+        assert scales == {dtype}, name
+        assert {inits[i] for i in inits if inits[i] in (TensorProto.FLOAT, TensorProto.FLOAT16)} == {dtype}
+        assert [i.type.tensor_type.elem_type for i in model.graph.input] == [TensorProto.FLOAT]
+        assert [o.type.tensor_type.elem_type for o in model.graph.output] == [TensorProto.FLOAT]
+        assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == opset
+        quantization = read_manifest(results[name].path)["quantization"]
+        assert quantization["high_precision"] == ("fp32" if dtype == TensorProto.FLOAT else "fp16")
+        assert quantization["opset"] == opset
+
+
+def test_onnxruntime_runs_fp16_glue_models_unoptimized(results):
+    """Graph optimizations computed Model Optimizer's FP16-glue Q/DQ ECA-ResNet-50 wrongly: such graphs run
+    node by node on every CPU path (all of them make sessions with make_session)."""
+    import onnxruntime as ort
+
+    from eca_deploy.graph.session import make_session
+
+    levels = {name: make_session(results[name].path).get_session_options().graph_optimization_level
+              for name in ("tensorrt", "modelopt", "tensorrt-fp32", "cpu")}
+    assert levels["tensorrt"] == levels["modelopt"] == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert levels["tensorrt-fp32"] == levels["cpu"] == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
 def test_manifests_record_the_quantization(digits, results):
@@ -195,6 +231,9 @@ def test_writes_beside_its_input_by_default(digits, tmp_path):
     assert int8.path == tmp_path / "eca_resnet18.int8.onnx"
     assert fp16.path == tmp_path / "eca_resnet18.fp16.onnx"
     assert cpu.path == tmp_path / "eca_resnet18.int8.cpu.onnx"
+    modelopt = quantize(QuantizeConfig(onnx=source, calib_data=digits.calib_dir, calib_count=32, check_count=8,
+                                       qdq_layout="modelopt", high_precision="fp32"))
+    assert modelopt.path == tmp_path / "eca_resnet18.int8.modelopt.fp32-glue.onnx"
     for result in (int8, fp16, cpu):
         assert result.manifest_path == result.path.with_name(result.path.name + ".json")
         assert read_manifest(result.path)["sha256"]

@@ -44,11 +44,13 @@ def fp32(digits):
 def quantized(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("placement")
     models = {}
-    for target in ("tensorrt", "cpu"):
+    # FP32 glue for the tensorrt layouts: placement is the subject here (FP16 glue: test_quantize_digits.py).
+    for name, target, settings in (("tensorrt", "tensorrt", dict(high_precision="fp32")), ("cpu", "cpu", {}),
+                                   ("modelopt", "tensorrt", dict(high_precision="fp32", qdq_layout="modelopt"))):
         result = quantize(QuantizeConfig(onnx=digits.onnx, calib_data=digits.calib_dir, target=target,
                                          calib_method="minmax", calib_count=64, check_count=8,
-                                         output=out / f"{target}.onnx", calib_cache=out / "cache.json"))
-        models[target] = (Graph(onnx.load(str(result.path))), result)
+                                         output=out / f"{name}.onnx", calib_cache=out / "cache.json", **settings))
+        models[name] = (Graph(onnx.load(str(result.path))), result)
     return models
 
 
@@ -180,8 +182,39 @@ def test_cpu_model_runs_as_integer_kernels_in_onnxruntime(quantized, tmp_path):
 def test_both_targets_run_and_agree_with_fp32(digits, quantized):
     batch = np.random.default_rng(0).standard_normal((2, 3, digits.imgsz, digits.imgsz)).astype(np.float32)
     reference = make_session(digits.onnx).run(None, {"input": batch})[0]
-    for target in ("tensorrt", "cpu"):
+    for target in ("tensorrt", "cpu", "modelopt"):
         _, result = quantized[target]
         logits = make_session(result.path).run(None, {"input": batch})[0]
         assert logits.shape == reference.shape
         assert np.corrcoef(logits.ravel(), reference.ravel())[0, 1] > 0.99
+
+
+def test_modelopt_layout_is_model_optimizers_placement(fp32, quantized):
+    """Measured with nvidia-modelopt 0.47.0 on an ECA-ResNet-50: besides every Conv input it quantizes the ECA
+    pool input, both gating-Mul inputs, both inputs of identity-block Adds, MaxPool and the final pool, and
+    leaves the classifier Gemm float."""
+    g, result = quantized["modelopt"]
+    eca = _eca_convs(fp32)
+    for conv in g.nodes("Conv"):
+        assert g.is_activation_dq(conv.input[0]) == (conv.name not in eca), conv.name
+    gemm = g.nodes("Gemm")[0]
+    assert not any(g.made_by(i, "DequantizeLinear") for i in gemm.input)  # classifier in float
+    for mul in g.nodes("Mul"):
+        assert all(g.is_activation_dq(i) for i in mul.input), mul.name
+        gate = next(i for i in mul.input if g.made_by(g.producer[g.producer[i].input[0]].input[0], "Sigmoid"))
+        assert g.array(g.producer[gate].input[1]) == np.float32(1 / 127)  # the gate's fixed [0, 1] range
+    pools = g.nodes("GlobalAveragePool") + g.nodes("MaxPool")
+    assert len(pools) == 10 and all(g.is_activation_dq(p.input[0]) for p in pools)
+    downsample = 0
+    for add in g.nodes("Add"):
+        from_conv = _straight_from_conv(fp32, next(n for n in fp32.nodes("Add") if n.name == add.name))
+        downsample += any(from_conv)
+        assert [g.is_activation_dq(t) for t in add.input] == [not c for c in from_conv], add.name
+    assert downsample == 3
+    assert json_layout(result) == "modelopt" and json_layout(quantized["tensorrt"][1]) == "eca-deploy"
+
+
+def json_layout(result):
+    from eca_deploy.artifacts import read_manifest
+
+    return read_manifest(result.path)["quantization"]["qdq_layout"]

@@ -32,6 +32,7 @@ class BenchConfig:
     provider: str = "auto"
     device: str = "auto"  # torch backend only: cuda where available
     threads: int | None = None
+    allow_host_code: bool = False  # TensorRT engines: run host code stored in the plan (explicit flag only)
     imgsz: int | None = None  # torch backend only (ONNX and engines carry their size)
     precision: str | None = None
     seed: int = 0

@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -68,10 +69,12 @@ def _cpu(probe: Probe) -> dict:
 
 
 def _threads(threads: int | None) -> dict:
-    import torch
-
+    # torch's threads only where a torch: reference loaded it: describing the machine must not import
+    # torch (parity against a saved reference runs where PyTorch is not installed)
+    torch = sys.modules.get("torch")
     return {"onnxruntime_intra_op": threads or "default (one per physical core)",
-            "torch": threads or torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+            "torch": threads or (torch.get_num_threads() if torch is not None else "not loaded"),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
 
 
 def _gpus(probe: Probe) -> list[dict]:
@@ -149,11 +152,16 @@ def _providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+def machine_facts(probe: Probe | None = None) -> dict:
+    """CPU, GPUs, CUDA and Jetson facts from files and tools alone, importing no inference package."""
+    probe = probe or Probe()
+    return {"cpu": _cpu(probe), "gpus": _gpus(probe), "cuda": _cuda(probe), "jetson": _jetson(probe)}
+
+
 def describe_device(threads: int | None = None, probe: Probe | None = None) -> dict:
     """The device record saved with every parity, benchmark and pipeline result."""
-    probe = probe or Probe()
-    jetson = _jetson(probe)
-    gpus = _gpus(probe)
+    facts = machine_facts(probe)
+    jetson, gpus = facts["jetson"], facts["gpus"]
     warnings = []
     if jetson and jetson["clocks_pinned"] is False:
         warnings.append(UNPINNED_WARNING)
@@ -163,10 +171,10 @@ def describe_device(threads: int | None = None, probe: Probe | None = None) -> d
         "host": platform.node(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "cpu": _cpu(probe),
+        "cpu": facts["cpu"],
         "threads": _threads(threads),
         "gpus": gpus,
-        "cuda": _cuda(probe),
+        "cuda": facts["cuda"],
         "jetson": jetson,
         "versions": {**package_versions("onnxruntime", "openvino", "torch", "onnx", "numpy"),
                      "tensorrt": tensorrt_version_or_none()},

@@ -8,12 +8,15 @@ top-1 agreement with the reference.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from ...artifacts import atomic_write, sha256_file
 from ...data.sources import label_problem, load_dataset
 from ...errors import DataError, EcaDeployError, ParityError
 from ...graph.compare import Verdict, compare_outputs, judge, tolerance_for, topk_accuracy
@@ -168,6 +171,46 @@ class ReferenceRun:
         return ReportRow.of(self.artifact, self.artifact.precision()[0], self.backend, "reference",
                             parity=self.metrics, **sections)
 
+    def save(self, path: str | Path, imgsz: int, count: int | None, seed: int) -> Path:
+        """Write the reference's outputs and what identifies them to ``path`` (.npz), so candidates can be
+        judged on another machine (a Jetson without PyTorch) against the same numbers."""
+        artifact = self.artifact
+        meta = {"format": SAVED_REFERENCE_FORMAT, "reference": artifact.spec, "kind": artifact.kind,
+                "backend": self.backend, "precision": artifact.precision()[0], "model": artifact.model,
+                "weights_sha256": sha256_file(artifact.weights) if artifact.weights else None,
+                "model_sha256": sha256_file(artifact.path) if artifact.path else None,
+                "data": self.data, "imgsz": imgsz, "count": count, "seed": seed, "metrics": self.metrics}
+        labels = self.labels if self.labels is not None else np.zeros(0, np.int64)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a bare name
+                np.savez(fh, logits=self.logits, labels=labels, meta=np.array(json.dumps(meta)))
+        return atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path: str | Path, data, source: str | None, imgsz: int, use_labels: bool = True, batch: int = 16,
+             overrides: dict | None = None) -> "ReferenceRun":
+        """A saved reference, after refusing data that is not the data it saw (other files, count, seed,
+        preprocessing or image size change the data hash)."""
+        meta, logits, labels = read_saved_reference(path)
+        name = Path(path).name
+        if imgsz != meta["imgsz"]:
+            raise DataError(f"{name} was saved at {meta['imgsz']}x{meta['imgsz']}, these candidates take "
+                            f"{imgsz}x{imgsz}: not the same comparison")
+        saved_hash = meta["data"]["hash"]
+        if data.data_hash != saved_hash:
+            raise DataError(f"--data is not the data {name} was saved from (data hash {data.data_hash[:12]} vs "
+                            f"{saved_hash[:12]}); give the same --data, --count ({meta['count'] or 'all'}) and "
+                            f"--seed ({meta['seed']}) as when it was saved")
+        labels = labels if use_labels and labels is not None else None
+        kind = meta["kind"]
+        artifact = Artifact(meta["reference"], kind, path=None if kind == "torch" else Path(meta["reference"]),
+                            model=meta.get("model"), manifest={"precision": meta["precision"]})
+        metrics = {**accuracy(logits, labels), "samples": int(len(logits))}
+        return cls(artifact, meta["backend"], logits, labels, metrics,
+                   {**data_record(data, source, len(logits), use_labels), "saved_reference": name},
+                   batch, dict(overrides or {}))
+
 
 @dataclass
 class Comparison:
@@ -202,9 +245,29 @@ class ParityConfig:
     threads: int | None = None
     ov_hint: str = "latency"  # OpenVINO's performance hint
     allow_host_code: bool = False  # engines: let TensorRT run code stored in them (--allow-host-code)
+    save_reference: str | None = None  # write the reference's outputs here (.npz) for another machine
 
 
 SYNTHETIC_COUNT = 32
+SAVED_REFERENCE_FORMAT = "eca-deploy-reference/1"
+SAVED_REFERENCE_SUFFIX = ".npz"
+
+
+def read_saved_reference(path: str | Path) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """(meta, logits, labels or None) of a reference saved by ``parity --save-reference``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"saved reference not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            meta = json.loads(str(saved["meta"]))
+            logits, labels = saved["logits"], saved["labels"]
+    except (OSError, ValueError, KeyError) as exc:  # not an npz, or an npz of something else
+        raise DataError(f"{path} is not a reference saved by `eca-deploy parity --save-reference` "
+                        f"({type(exc).__name__})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != SAVED_REFERENCE_FORMAT:
+        raise DataError(f"{path} is not a reference saved by `eca-deploy parity --save-reference`")
+    return meta, logits, (labels if labels.size else None)
 
 
 def open_inputs(data: str | None, imgsz: int, count: int | None, seed: int):
@@ -227,8 +290,13 @@ def run_parity(cfg: ParityConfig) -> Comparison:
     """Open everything first (so a bad candidate fails before minutes of inference), then compare."""
     if cfg.batch < 1:
         raise EcaDeployError(f"--batch-size must be a positive integer, got {cfg.batch}")
-    if not cfg.candidates:
-        raise EcaDeployError("give at least one --candidate")
+    if not cfg.candidates and not cfg.save_reference:
+        raise EcaDeployError("give at least one --candidate (or --save-reference FILE to only save the reference)")
+    saved = cfg.reference.lower().endswith(SAVED_REFERENCE_SUFFIX)
+    if saved and cfg.save_reference:
+        raise EcaDeployError("--save-reference needs a model as --reference, not a saved reference")
+    if saved:
+        return _run_against_saved(cfg)
     ref_artifact = parse_spec(cfg.reference)
     if ref_artifact.kind == "torch" and not ref_artifact.weights:
         raise EcaDeployError(f"reference {cfg.reference} has no weights, and a random init matches no exported "
@@ -249,7 +317,30 @@ def run_parity(cfg: ParityConfig) -> Comparison:
         data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)
         ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.batch, cfg.use_labels,
                                        cfg.overrides)
+        if cfg.save_reference:
+            ref_run.save(cfg.save_reference, imgsz, cfg.count, cfg.seed)
         results = [ref_run.judge(artifact, backend, data, cfg.precision) for artifact, backend in opened[1:]]
+    finally:
+        for _, backend in opened:
+            backend.close()
+    return Comparison(ref_run, results, imgsz)
+
+
+def _run_against_saved(cfg: ParityConfig) -> Comparison:
+    """Judge candidates against a saved reference: no reference model is opened, so a machine without
+    PyTorch can judge engines against a PyTorch reference run elsewhere."""
+    meta, _, _ = read_saved_reference(cfg.reference)
+    artifacts = [parse_spec(c) for c in cfg.candidates]
+    options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads,
+               "allow_host_code": cfg.allow_host_code}
+    opened: list[tuple[Artifact, Backend]] = []
+    try:
+        for artifact in artifacts:
+            opened.append((artifact, open_backend(artifact, **options)))
+        imgsz = resolve_imgsz(cfg.imgsz or meta["imgsz"], [(a.label, b) for a, b in opened])
+        data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)
+        ref_run = ReferenceRun.load(cfg.reference, data, cfg.data, imgsz, cfg.use_labels, cfg.batch, cfg.overrides)
+        results = [ref_run.judge(artifact, backend, data, cfg.precision) for artifact, backend in opened]
     finally:
         for _, backend in opened:
             backend.close()

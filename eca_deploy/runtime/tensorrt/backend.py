@@ -19,7 +19,7 @@ from ...artifacts import manifest_path, read_manifest, require_file, sha256_file
 from ...errors import EngineError
 from ..base import Backend, InputSpec
 from .compat import engine_mismatch
-from .env import CudaContext, GpuInfo, gpu_info, import_cuda, import_tensorrt
+from .env import GpuInfo, gpu_info, import_cuda, import_tensorrt, primary_context, trt_logger
 
 
 @dataclass
@@ -34,7 +34,8 @@ def check_engine(path: Path, tensorrt_version: Any, gpu: GpuInfo) -> dict | None
     """The engine's manifest, after refusing an engine that this TensorRT release or GPU cannot run.
 
     An engine without a manifest (built by trtexec) is let through with a warning: TensorRT's own
-    deserialization check is then the only one.
+    deserialization check is then the only one, as in Polygraphy, which keeps no sidecar and just
+    deserializes (tools/Polygraphy/polygraphy/backend/trt/loader.py, EngineFromBytes).
     """
     require_file(path, "TensorRT engine", EngineError)
     manifest = read_manifest(path)
@@ -56,8 +57,9 @@ class TensorRTBackend(Backend):
     fp32_math = "tf32"  # TensorRT keeps TF32 on unless a build clears it
 
     def __init__(self, engine_path: str | os.PathLike, device: int = 0, allow_host_code: bool = False):
-        """allow_host_code: let TensorRT run host code embedded in the engine (a version-compatible engine's
-        lean runtime). Only the user's explicit flag turns it on, never a manifest beside an untrusted file."""
+        """``allow_host_code``: let TensorRT run host code stored in the plan (the lean runtime of a
+        version-compatible engine). Only the user's explicit flag sets it, never the manifest: the
+        sidecar JSON is as untrusted as the plan beside it."""
         path = require_file(engine_path, "TensorRT engine", EngineError)
         self.path = path
         self.allow_host_code = allow_host_code
@@ -66,7 +68,8 @@ class TensorRTBackend(Backend):
         self.manifest = check_engine(path, trt.__version__, gpu_info(cuda, device))
         self._cuda = cuda
         self._buffers: dict[int, _Buffers] = {}
-        self._context_guard: CudaContext | None = CudaContext(cuda, device)
+        self.allow_host_code = allow_host_code
+        primary_context(cuda, device)  # shared by every backend; popped once at exit, never by close()
         try:
             self._load(trt, path)
         except BaseException:
@@ -74,20 +77,24 @@ class TensorRTBackend(Backend):
             raise
 
     def _load(self, trt: Any, path: Path) -> None:
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = trt.Runtime(trt_logger(trt))
+        dla_core = (self.manifest or {}).get("dla_core")
+        if dla_core is not None:
+            # IRuntime.DLA_core defaults to -1 and is read while deserializing; trtexec sets it first
+            # (sampleEngines.cpp), else an engine built for DLA core 1 runs on core 0.
+            self._runtime.DLA_core = int(dla_core)
         if self.allow_host_code:
             self._runtime.engine_host_code_allowed = True  # a version-compatible plan carries its own lean runtime
         elif self.manifest and self.manifest.get("version_compatible"):
-            raise EngineError(f"{path.name} is version-compatible: loading it runs host code stored in the engine; "
-                              "pass --allow-host-code if you trust where it came from")
+            raise EngineError(f"{path.name} is version-compatible: loading it runs host code stored in the engine, "
+                              "which runs only with --allow-host-code; pass it if you trust where it came from")
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
-            hint = "" if self.allow_host_code else " (a version-compatible engine also needs --allow-host-code)"
-            raise EngineError(f"TensorRT {trt.__version__} could not load {path.name} (built by another TensorRT "
-                              f"version or for another GPU?{hint}); rebuild it on this machine with "
-                              "`eca-deploy build`")
+            raise EngineError(self._load_failure(trt, path))
         self._context = self._engine.create_execution_context()
+        if self._context is None:  # TensorRT returns None when the activation memory cannot be allocated
+            raise EngineError(f"TensorRT could not create an execution context for {path.name} (out of GPU "
+                              "memory?); close other GPU programs or rebuild with a smaller --batch MAX")
         self._stream = self._cuda.Stream()
         self._inputs, self._outputs = [], []
         for i in range(self._engine.num_io_tensors):
@@ -104,6 +111,18 @@ class TensorRTBackend(Backend):
         self.batch_range = (int(low[0]), int(high[0]))
         self._spec = InputSpec(self._input, tuple(d if d > 0 else None for d in dims), self._dtypes[self._input].name)
         self._start, self._end = self._cuda.Event(), self._cuda.Event()
+
+    def _load_failure(self, trt: Any, path: Path) -> str:
+        """Why deserialization failed, as far as the manifest (or its absence) can tell."""
+        compatible = (self.manifest or {}).get("version_compatible")
+        if not self.allow_host_code and (self.manifest is None or compatible):
+            kind = "a version-compatible engine" if compatible else "an engine without a manifest"
+            return (f"TensorRT {trt.__version__} could not load {path.name}; {kind} may carry its own runtime, "
+                    "which also needs --allow-host-code (host code from the plan runs only with --allow-host-code: "
+                    "use it for plans you trust), else rebuild it here with `eca-deploy build`")
+        hint = "" if self.allow_host_code else " (a version-compatible engine also needs --allow-host-code)"
+        return (f"TensorRT {trt.__version__} could not load {path.name} (built by another TensorRT version or for "
+                f"another GPU?{hint}); rebuild it on this machine with `eca-deploy build`")
 
     @property
     def input_spec(self) -> InputSpec:
@@ -177,7 +196,4 @@ class TensorRTBackend(Backend):
                 memory.free()
         self._buffers = {}
         for attr in ("_context", "_engine", "_runtime", "_stream", "_start", "_end"):
-            self.__dict__.pop(attr, None)  # TensorRT objects must go before the CUDA context is released
-        if self._context_guard is not None:
-            self._context_guard.close()
-            self._context_guard = None
+            self.__dict__.pop(attr, None)  # TensorRT objects go now; the shared CUDA context stays for others

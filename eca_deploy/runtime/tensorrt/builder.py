@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...artifacts import atomic_write, package_versions, sha256_file, write_artifact
+from ...artifacts import atomic_write, file_lock, package_versions, sha256_file, write_artifact
 from ...data.sources import load_dataset
 from ...errors import EngineError
 from ...graph.graph import load_onnx
-from .calibrator import attach_implicit_calibrator
-from .compat import check_builder_version, check_legacy_precision, precision_flags, strongly_typed, trt_major, version_text
-from .env import CudaContext, gpu_info, import_cuda, import_tensorrt
+from .calibrator import attach_implicit_calibrator, cache_source
+from .compat import (check_builder_version, check_legacy_precision, check_onnx_opset, precision_flags,
+                     strongly_typed, trt_major, version_text)
+from .env import gpu_info, import_cuda, import_tensorrt, primary_context, trt_logger
 from .plan import BuildConfig, BuildPlan, prepare_build
 from .trtexec import trtexec_command
 
@@ -47,18 +48,20 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     version = trt.__version__
     check_builder_version(version)
     check_legacy_precision(version, cfg.legacy_precision)
+    check_onnx_opset(version, plan.opset)
     dataset = None
     if cfg.legacy_precision == "int8" and cfg.calib_data:
         dataset = load_dataset(cfg.calib_data, imgsz=plan.image_shape[-1], count=cfg.calib_count, seed=cfg.seed)
+    calib_source = None
+    if cfg.legacy_precision == "int8":
+        calib_source = cache_source(plan.calib_cache, sha256_file(plan.onnx_path), dataset)
     cuda = import_cuda()
     gpu = gpu_info(cuda, cfg.device)
 
     start = time.perf_counter()
-    with CudaContext(cuda, cfg.device):
-        built = _build(trt, cuda, plan, dataset)
+    primary_context(cuda, cfg.device)
+    built = _build(trt, cuda, plan, dataset, calib_source)
     seconds = time.perf_counter() - start
-    if built.timing_cache is not None:
-        atomic_write(cfg.timing_cache, lambda tmp: tmp.write_bytes(built.timing_cache))
 
     typing = "strongly typed" if strongly_typed(version, cfg.legacy_precision) else "weakly typed"
     low, opt, high = plan.shapes()
@@ -78,6 +81,7 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         workspace_gib=cfg.workspace_gib,
         builder_optimization_level=cfg.opt_level,
         dla_core=cfg.dla_core,
+        dla=built.dla,
         version_compatible=cfg.version_compatible,
         timing_cache={"path": cfg.timing_cache, "status": built.timing_status} if cfg.timing_cache else None,
         calibration=built.calibration,
@@ -92,16 +96,16 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
 @dataclass
 class _Built:
     plan: Any  # trt.IHostMemory: the serialized engine
-    timing_cache: Any  # trt.IHostMemory, or None without --timing-cache
     timing_status: str | None
     calibration: dict | None
     notes: list[str]
+    dla: dict | None = None
 
 
-def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any) -> _Built:
+def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any, calib_source: Any) -> _Built:
     cfg = plan.config
     version = trt.__version__
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt, cfg.legacy_precision))
     parser = trt.OnnxParser(network, logger)
@@ -117,14 +121,16 @@ def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any) -> _Built:
     if cfg.opt_level is not None:
         config.builder_optimization_level = cfg.opt_level
     notes = []
+    dla = None
     if cfg.dla_core is not None:
         if cfg.dla_core >= builder.num_DLA_cores:
             raise EngineError(f"--dla {cfg.dla_core}: this device has {builder.num_DLA_cores} DLA core(s)")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = cfg.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        if plan.precision == "fp32":
-            notes.append("DLA runs only FP16/INT8 layers: with an FP32 model every layer falls back to the GPU")
+        dla = _dla_layers(config, network)
+        notes.append(f"DLA core {cfg.dla_core}: {dla['layers_dla_capable']} of {dla['network_layers']} network "
+                     "layers can run on DLA, the rest fall back to the GPU")
     if cfg.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     flags = precision_flags(version, cfg.legacy_precision, plan.onnx_precision)
@@ -138,7 +144,7 @@ def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any) -> _Built:
     if cfg.legacy_precision == "int8":
         shape = (plan.profile.opt if plan.static_batch else cfg.calib_batch, *plan.image_shape)
         calibrator = attach_implicit_calibrator(trt, cuda, builder, config, plan.input_name, shape, dataset,
-                                                plan.calib_cache, cfg.calib_method)
+                                                plan.calib_cache, calib_source, cfg.calib_method)
     timing_status = None
     if cfg.timing_cache:
         timing_status = _attach_timing_cache(config, Path(cfg.timing_cache))
@@ -155,11 +161,14 @@ def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any) -> _Built:
                           "(its log above says why)")
     calibration = None
     if calibrator is not None:
+        read = calibrator.images > 0  # the data is recorded only when its images were read
         calibration = {"method": cfg.calib_method, "cache": str(plan.calib_cache),
                        "cache_reused": calibrator.cache_reused, "images": calibrator.images,
-                       "data": cfg.calib_data, "data_hash": dataset.data_hash if dataset is not None else None}
-    timing = config.get_timing_cache().serialize() if cfg.timing_cache else None
-    return _Built(serialized, timing, timing_status, calibration, notes)
+                       "data": cfg.calib_data if read else None, "data_hash": calib_source.data_hash,
+                       "source_onnx_sha256": calib_source.onnx_sha256}
+    if cfg.timing_cache:
+        _save_timing_cache(config, Path(cfg.timing_cache))
+    return _Built(serialized, timing_status, calibration, notes, dla)
 
 
 def _network_flags(trt: Any, legacy_precision: str | None) -> int:
@@ -179,6 +188,29 @@ def _attach_timing_cache(config: Any, path: Path) -> str:
         return "reused" if data else "created"
     config.set_timing_cache(config.create_timing_cache(b""), False)
     return "replaced (it came from another TensorRT version or GPU)"
+
+
+def _save_timing_cache(config: Any, path: Path) -> None:
+    """Merge the cache on disk into this build's, under a file lock, then write it: two builds sharing
+    a cache would otherwise each write back only their own entries. As Polygraphy does
+    (tools/Polygraphy/polygraphy/backend/trt/loader.py, EngineBytesFromNetwork: LockFile, then
+    combine(prev_cache, ignore_mismatch=True), then serialize)."""
+    timing_cache = config.get_timing_cache()
+    with file_lock(path):
+        on_disk = config.create_timing_cache(path.read_bytes()) if path.is_file() else None
+        if on_disk is not None:
+            timing_cache.combine(on_disk, True)  # ignore_mismatch: entries of another GPU/TensorRT are skipped
+        data = timing_cache.serialize()
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _dla_layers(config: Any, network: Any) -> dict:
+    """How many network layers TensorRT says DLA can run (IBuilderConfig.can_run_on_DLA). The engine
+    inspector cannot count what it placed: DLA subgraphs appear as ForeignNode layers, as Myelin's
+    GPU subgraphs do (NVIDIA/TensorRT issue 3143: DLA placement is only in the verbose build log)."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    return {"network_layers": len(layers), "layers_dla_capable": sum(1 for layer in layers
+                                                                     if config.can_run_on_DLA(layer))}
 
 
 def _parser_errors(parser: Any, onnx_path: Path) -> str:

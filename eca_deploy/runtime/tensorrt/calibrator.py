@@ -8,21 +8,47 @@ the scales in a calibration cache so the next build needs no images.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...artifacts import atomic_write
+from ...artifacts import read_manifest, sha256_file, write_artifact
 from ...errors import DataError, EngineError
 from .compat import trt_major, version_text
 
 METHODS = ("entropy", "minmax")
 
 
+@dataclass(frozen=True)
+class CacheSource:
+    """What the scales of a build come from: the ONNX and the data hashes, and whether the cache on disk
+    (``<cache>.json`` records its own) was made from exactly those, so TensorRT may read it."""
+
+    onnx_sha256: str
+    data_hash: str | None
+    reuse: bool
+
+
+def cache_source(cache_path: Path, onnx_sha256: str, dataset: Any) -> CacheSource:
+    """A cache is reused only when it was made from this ONNX and, with --calib-data, this data: TensorRT
+    looks scales up by tensor name, so a retrained ONNX or new images would silently get the old ones."""
+    recorded = read_manifest(cache_path) if cache_path.is_file() else None
+    if recorded and recorded.get("sha256") != sha256_file(cache_path):
+        recorded = None  # the cache was rewritten by something else since its record was made
+    made_from = (recorded.get("source_onnx_sha256"), recorded.get("data_hash")) if recorded else None
+    if dataset is not None:
+        return CacheSource(onnx_sha256, dataset.data_hash, made_from == (onnx_sha256, dataset.data_hash))
+    if made_from is None or made_from[0] != onnx_sha256:
+        why = "was made from another ONNX" if made_from else f"has no record ({cache_path.name}.json) of its ONNX"
+        raise EngineError(f"the calibration cache {cache_path} {why}; pass --calib-data to calibrate this ONNX")
+    return CacheSource(onnx_sha256, made_from[1], True)
+
+
 def attach_implicit_calibrator(trt: Any, cuda: Any, builder: Any, config: Any, input_name: str,
                                batch_shape: tuple[int, ...], dataset: Any, cache_path: Path,
-                               method: str = "entropy") -> Any:
+                               source: CacheSource, method: str = "entropy") -> Any:
     """Give ``config`` an implicit INT8 calibrator and the fixed-shape profile it calibrates with.
 
     ``dataset`` is a calibration.sources Dataset, or None when ``cache_path`` already holds the scales.
@@ -73,13 +99,15 @@ def attach_implicit_calibrator(trt: Any, cuda: Any, builder: Any, config: Any, i
             return None
 
         def read_calibration_cache(self):
-            if cache_path.is_file() and cache_path.stat().st_size:
+            if source.reuse and cache_path.is_file() and cache_path.stat().st_size:
                 self.cache_reused = True
                 return cache_path.read_bytes()
             return None
 
         def write_calibration_cache(self, cache):
-            atomic_write(cache_path, bytes(cache))
+            # the hashes beside the cache decide whether a later build may reuse it
+            write_artifact(cache_path, bytes(cache), "calibration-cache", source_onnx_sha256=source.onnx_sha256,
+                           data_hash=source.data_hash, images=self.images, method=method)
 
         def free(self):
             self._device.free()

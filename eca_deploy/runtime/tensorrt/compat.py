@@ -57,15 +57,14 @@ def precision_flags(version: Any, legacy_precision: str | None, onnx_precision: 
 
     Legacy int8 also allows FP16, as ``trtexec --int8 --fp16`` does, so layers left unquantized run
     in half precision rather than FP32. On 8.6 (no strong typing) a precision-carrying ONNX needs
-    the flag of its own precision: FP16 for an FP16 graph, INT8 for explicit Q/DQ.
+    the flag of its own precision: FP16 for an FP16 graph; explicit Q/DQ gets INT8 and FP16, so the
+    unquantized glue (ECA path, residual Adds) may run FP16 as it does from an FP16-glue ONNX on 10.x.
     """
     if trt_major(version) >= 11:
         return ()
-    if legacy_precision:
-        flag = PRECISIONS[legacy_precision].trt86_flag
+    flag = PRECISIONS[legacy_precision or onnx_precision].trt86_flag
+    if legacy_precision or (trt_major(version) < 10 and flag):
         return (flag, "FP16") if flag != "FP16" else (flag,)
-    if trt_major(version) < 10 and PRECISIONS[onnx_precision].trt86_flag:
-        return (PRECISIONS[onnx_precision].trt86_flag,)
     return ()
 
 
@@ -87,6 +86,17 @@ def check_trtexec_version(version: Any) -> str:
         raise EngineError(f"--trt-version takes a TensorRT release trtexec commands are written for (8.5, 8.6, "
                           f"10.x, 11.x), got '{version}'")
     return str(version)
+
+
+MAX_ONNX_OPSET_8X = 17  # the ONNX parser of TensorRT 8.5/8.6 reads opsets up to 17
+
+
+def check_onnx_opset(version: Any, opset: int) -> None:
+    """8.x cannot parse the opset-19 FP16-glue INT8 ONNX; its Q/DQ builds get FP16 from the builder flag."""
+    if trt_major(version) < 10 and opset > MAX_ONNX_OPSET_8X:
+        raise EngineError(f"TensorRT {version_text(version)} reads ONNX opset {MAX_ONNX_OPSET_8X} at most, this one "
+                          f"is opset {opset}; for an INT8 model run `eca-deploy quantize --high-precision fp32` "
+                          "(8.x runs its unquantized layers in FP16 through the FP16 builder flag)")
 
 
 def check_legacy_precision(version: Any, legacy_precision: str | None) -> None:

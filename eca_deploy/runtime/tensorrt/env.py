@@ -6,12 +6,13 @@ without TensorRT, without pycuda, or without a GPU.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 from dataclasses import dataclass
 from typing import Any
 
 from ...artifacts import package_versions
-from ...errors import MissingDependencyError, first_line, missing_dependency
+from ...errors import EngineError, MissingDependencyError, first_line, missing_dependency
 
 TENSORRT_INSTALL = ("on a desktop GPU run `pip install 'eca-deploy[tensorrt]'`; on Jetson it ships with JetPack "
                     "(`sudo apt install python3-libnvinfer`; make your venv with --system-site-packages)")
@@ -75,24 +76,61 @@ def gpu_info(cuda: Any, device: int = 0) -> GpuInfo:
     return GpuInfo(device, dev.name(), f"{major}.{minor}")
 
 
-class CudaContext:
-    """The device's primary context, made current for pycuda; the one TensorRT and onnxruntime use too."""
+# The process's one pycuda context and one TensorRT logger, shared by every builder and backend.
+_primary: tuple[int, Any] | None = None  # (device index, its primary context), pushed once
+_logger: tuple[Any, Any] | None = None  # (the tensorrt module, its Logger)
+_at_exit = atexit.register  # tests replace it to play the interpreter's exit
 
-    def __init__(self, cuda: Any, device: int = 0):
-        self._context = cuda.Device(device).retain_primary_context()
-        self._context.push()
 
-    def close(self) -> None:
-        if self._context is not None:
-            self._context.pop()
-            self._context.detach()
-            self._context = None
+def primary_context(cuda: Any, device: int = 0) -> Any:
+    """The device's primary context, retained and pushed once per process and popped once at exit.
 
-    def __enter__(self) -> "CudaContext":
-        return self
+    This is what NVIDIA's TensorRT 8.5 python samples did with ``import pycuda.autoprimaryctx``
+    (inducer/pycuda pycuda/autoprimaryctx.py): per-backend push/pop cannot work, because
+    ``Context.pop()`` is static and pops whatever is on top of the thread's stack (src/cpp/cuda.hpp:
+    closing two backends in the order they were opened pops the wrong entry, then raises
+    "cannot pop non-current context"), and a push left at exit makes pycuda abort the interpreter
+    ("context stack was not empty upon module cleanup"). The primary context is also the one
+    TensorRT's runtime API and onnxruntime use, so all of them share the device's memory.
+    """
+    global _primary
+    if _primary is None:
+        context = cuda.Device(device).retain_primary_context()
+        context.push()
+        _primary = (device, context)
+        _at_exit(release_primary_context)
+    elif _primary[0] != device:
+        raise EngineError(f"this process already runs on GPU {_primary[0]}; use one process per GPU "
+                          f"(--device {device} in another run)")
+    return _primary[1]
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+
+def release_primary_context() -> None:
+    """Pop the shared context (registered with atexit, as autoprimaryctx does); never detached, because
+    detach() of a retained primary context leaves its push on the stack."""
+    global _primary
+    if _primary is not None:
+        _primary[1].pop()
+        _primary = None
+
+
+def trt_logger(trt: Any) -> Any:
+    """The process's one ``trt.Logger``: TensorRT warns "the logger passed into createInferRuntime
+    differs" when builders and runtimes get different ones (Polygraphy keeps one too: trt/util.py
+    get_trt_logger)."""
+    global _logger
+    if _logger is None or _logger[0] is not trt:
+        _logger = (trt, trt.Logger(trt.Logger.WARNING))
+    return _logger[1]
+
+
+def start_builder(trt: Any) -> int:
+    """Start a TensorRT builder (where TensorRT loads its kernels and meets the GPU) and return its DLA
+    core count; raises EngineError when it cannot start."""
+    builder = trt.Builder(trt_logger(trt))
+    if builder is None:
+        raise EngineError(f"TensorRT {trt.__version__} could not create a builder (its log above says why)")
+    return int(builder.num_DLA_cores)
 
 
 def tensorrt_unavailable_reason() -> str | None:

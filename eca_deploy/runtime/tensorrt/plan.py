@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...artifacts import check_outputs, manifest_path
+from ...calibration.qdq import tensorrt_incompatible_qdq
 from ...data.sources import source_files
 from ...errors import EngineError
 from ...graph.graph import load_onnx, onnx_inputs, summarize
@@ -54,6 +55,7 @@ class BuildPlan:
     profile: BatchProfile
     onnx_precision: str  # what the graph carries: fp32 | fp16 | int8
     calib_cache: Path | None
+    opset: int = 17
 
     @property
     def precision(self) -> str:
@@ -83,7 +85,8 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
                           f"got '{cfg.legacy_precision}'")
 
     onnx_path = Path(cfg.onnx)
-    summary = summarize(load_onnx(onnx_path, load_weights=False))
+    model = load_onnx(onnx_path, load_weights=False)
+    summary = summarize(model)
     if len(summary.inputs) != 1:
         raise EngineError(f"{onnx_path.name} has {len(summary.inputs)} inputs; an image classifier has one")
     input_name, dims = summary.inputs[0]
@@ -104,6 +107,14 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
     if cfg.legacy_precision and precision != "fp32":
         raise EngineError(f"{onnx_path.name} already carries {precision} precision; --legacy-precision needs an "
                           "FP32 ONNX (drop the flag to build this one as it is)")
+    if precision == "int8":
+        problem = tensorrt_incompatible_qdq(model)
+        if problem:
+            raise EngineError(f"TensorRT cannot build {onnx_path.name}: {problem} (TensorRT takes symmetric int8 "
+                              "Q/DQ only; this is a --target cpu model); make the TensorRT one with `eca-deploy "
+                              "quantize --precision int8 --target tensorrt`")
+    if cfg.dla_core is not None:
+        _check_dla(cfg, profile, cfg.legacy_precision or precision)
 
     if cfg.output:
         engine_path = Path(cfg.output)
@@ -125,6 +136,21 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
     check_outputs([engine_path, manifest_path(engine_path), cfg.timing_cache, calib_cache],
                   [*onnx_inputs(onnx_path), *source_files(cfg.calib_data)])
     return BuildPlan(cfg, onnx_path, engine_path, input_name, tuple(dims[1:]), static, profile, precision,
-                     calib_cache)
+                     calib_cache, summary.opset)
+
+
+def _check_dla(cfg: BuildConfig, batch: BatchProfile, precision: str) -> None:
+    """What DLA cannot do, refused before TensorRT would silently send every layer to the GPU (GPU
+    fallback is on): DLA has no dynamic shapes and runs FP16/INT8 layers only (TensorRT developer
+    guide, "Working with DLA"); the legacy INT8 path needs the entropy calibrator there."""
+    if batch.min != batch.max:
+        raise EngineError(f"--dla needs one fixed batch (DLA has no dynamic shapes), got --batch {batch}; "
+                          f"pass e.g. --batch {batch.opt}")
+    if precision == "fp32":
+        raise EngineError("--dla needs an FP16 or INT8 network (DLA runs no FP32 layers): build an FP16/INT8 ONNX "
+                          "from `eca-deploy quantize` or add --legacy-precision fp16")
+    if cfg.legacy_precision == "int8" and cfg.calib_method != "entropy":
+        raise EngineError(f"--dla with --legacy-precision int8 needs --calib-method entropy (the calibrator DLA "
+                          f"requires), got {cfg.calib_method}")
 
 

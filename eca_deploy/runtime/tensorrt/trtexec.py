@@ -12,16 +12,21 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import EngineError
-from .compat import check_legacy_precision, precision_flags, strongly_typed, trt_major, trt_version, version_text
+from .compat import (check_legacy_precision, check_onnx_opset, precision_flags, strongly_typed, trt_major,
+                     trt_version, version_text)
 from .plan import BuildPlan
 
 FIRST_WITH_OPT_LEVEL = (8, 6)  # --builderOptimizationLevel and --versionCompatible arrived in 8.6
+# 8.6 added --skipInference and deprecated --buildOnly; 8.5's trtexec (JetPack 5.1) knows only --buildOnly
+# and rejects --skipInference as an unknown option (samples/common/sampleOptions.cpp at 8.5.3 vs 8.6.1).
+FIRST_WITH_SKIP_INFERENCE = (8, 6)
 
 
 def trtexec_command(plan: BuildPlan, version: Any) -> list[str]:
     """argv of the trtexec run that builds what ``plan`` describes with TensorRT ``version``."""
     cfg = plan.config
     check_legacy_precision(version, cfg.legacy_precision)
+    check_onnx_opset(version, plan.opset)
     too_old = trt_version(version) < FIRST_WITH_OPT_LEVEL
     for wanted, flag in ((cfg.opt_level is not None, "--opt-level"), (cfg.version_compatible, "--version-compatible")):
         if wanted and too_old:
@@ -48,5 +53,5 @@ def trtexec_command(plan: BuildPlan, version: Any) -> list[str]:
         args += [f"--useDLACore={cfg.dla_core}", "--allowGPUFallback"]
     if cfg.version_compatible:
         args.append("--versionCompatible")
-    args.append("--skipInference")
+    args.append("--skipInference" if trt_version(version) >= FIRST_WITH_SKIP_INFERENCE else "--buildOnly")
     return args

@@ -129,7 +129,7 @@ def test_a_version_that_is_not_one_is_an_error():
 
 
 @pytest.mark.parametrize("version, legacy, onnx_precision, flags", [
-    ("8.6.1", None, "fp32", ()), ("8.6.1", None, "fp16", ("FP16",)), ("8.6.1", None, "int8", ("INT8",)),
+    ("8.6.1", None, "fp32", ()), ("8.6.1", None, "fp16", ("FP16",)), ("8.6.1", None, "int8", ("INT8", "FP16")),
     ("8.6.1", "fp16", "fp32", ("FP16",)), ("8.6.1", "int8", "fp32", ("INT8", "FP16")),
     ("10.3", None, "int8", ()), ("10.3", "fp16", "fp32", ("FP16",)), ("10.13", "int8", "fp32", ("INT8", "FP16")),
     ("11.1", None, "fp16", ()), ("11.1", None, "int8", ()),
@@ -276,7 +276,7 @@ def test_trtexec_precision_flags_per_release(fp32_onnx, tmp_path):
     legacy = _trtexec(fp32_onnx, "10.3", legacy_precision="int8", calib_data=str(tmp_path))
     assert {"--int8", "--fp16"} <= set(legacy) and "--stronglyTyped" not in legacy
     assert any(a.startswith("--calib=") and a.endswith("eca_resnet18.legacy-int8.engine.calib") for a in legacy)
-    dla = _trtexec(fp32_onnx, "10.3", dla_core=1, version_compatible=True)
+    dla = _trtexec(int8, "10.3", dla_core=1, version_compatible=True, batch="4")
     assert {"--useDLACore=1", "--allowGPUFallback", "--versionCompatible"} <= set(dla)
 
 
@@ -411,3 +411,129 @@ def test_build_manifest_fields_are_what_the_backend_checks(tmp_path):
     manifest = json.loads(engine.with_name(engine.name + ".json").read_text())
     assert manifest["gpu"] == {"index": 0, "name": "Orin", "compute_capability": "8.7"}
     assert check_engine(engine, "10.3.0.30", ORIN) == manifest
+
+
+# --- review fixes (issue 9) -----------------------------------------------------------------------------------
+
+def test_trtexec_8_5_builds_with_build_only_and_8_6_with_skip_inference(fp32_onnx):
+    """sampleOptions.cpp: 8.5 has --buildOnly only (--skipInference is an unknown option there); 8.6 added
+    --skipInference and deprecated --buildOnly."""
+    v85, v86, v103 = (_trtexec(fp32_onnx, v) for v in ("8.5.2", "8.6.1", "10.3"))
+    assert "--buildOnly" in v85 and "--skipInference" not in v85
+    assert all("--skipInference" in v and "--buildOnly" not in v for v in (v86, v103))
+
+
+@pytest.mark.parametrize("version", ["7.1", "9.0", "99.0"])
+def test_unknown_trt_version_is_refused_in_one_line(fp32_onnx, capsys, no_tensorrt, version):
+    code, out, err = _cli(capsys, "build", "--onnx", str(fp32_onnx), "--print-trtexec", "--trt-version", version)
+    assert code == 2 and out == "" and "--trt-version takes a TensorRT release" in err and f"'{version}'" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _cpu_int8_model(path):
+    """What `quantize --target cpu` writes for activations: uint8 Q/DQ with a non-zero zero point."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    inits = [helper.make_tensor("scale", TensorProto.FLOAT, [], [0.01]),
+             helper.make_tensor("zero", TensorProto.UINT8, [], [128])]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "scale", "zero"], ["q"], name="q_input"),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["logits"], name="dq_input")]
+    model = helper.make_model(helper.make_graph(nodes, "cpu_int8", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_build_refuses_the_cpu_target_int8_model_also_for_trtexec(tmp_path, capsys, no_tensorrt):
+    cpu = _cpu_int8_model(tmp_path / "m.cpu.int8.onnx")
+    assert run_once(cpu, np.zeros((1, 3, 8, 8), np.float32)).shape == (1, 3, 8, 8)  # a real, runnable model
+    for extra in ([], ["--print-trtexec", "--trt-version", "10.3"]):
+        code, out, err = _cli(capsys, "build", "--onnx", str(cpu), *extra)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+        assert "has a uint8 zero point" in err and "--target tensorrt" in err
+    assert prepare_build(BuildConfig(onnx=str(_tiny_model(tmp_path / "t.int8.onnx", "int8")))).precision == "int8"
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(batch="1:8:32"), "--dla needs one fixed batch (DLA has no dynamic shapes)"),
+    (dict(batch="8"), "--dla needs an FP16 or INT8 network"),
+    (dict(batch="8", legacy_precision="int8", calib_method="minmax"), "needs --calib-method entropy"),
+])
+def test_dla_refuses_what_it_cannot_run(fp32_onnx, tmp_path, settings, message):
+    with pytest.raises(EngineError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        prepare_build(BuildConfig(onnx=str(fp32_onnx), dla_core=0, calib_data=str(tmp_path), **settings))
+
+
+def test_dla_refusal_also_under_print_trtexec_and_fp16_fixed_batch_passes(fp32_onnx, tmp_path, capsys, no_tensorrt):
+    code, out, err = _cli(capsys, "build", "--onnx", str(fp32_onnx), "--dla", "0", "--print-trtexec",
+                          "--trt-version", "10.3")
+    assert code == 2 and "--dla needs one fixed batch" in err
+    fp16 = _tiny_model(tmp_path / "m.fp16.onnx", "fp16")
+    args = _trtexec(fp16, "10.3", dla_core=1, batch="4")
+    assert {"--useDLACore=1", "--allowGPUFallback"} <= set(args)
+
+
+class _FakeTimingCache:
+    """ITimingCache as documented: combine(other, ignore_mismatch) merges entries; serialize() -> bytes."""
+
+    def __init__(self, entries):
+        self.entries = set(entries)
+
+    def combine(self, other, ignore_mismatch):
+        self.entries |= other.entries
+        return True
+
+    def serialize(self):
+        return "\n".join(sorted(self.entries)).encode()
+
+
+class _FakeConfig:
+    def __init__(self, entries, on_serialize=None):
+        self.cache = _FakeTimingCache(entries)
+        self.cache.serialize = self._serialize(self.cache.serialize, on_serialize)
+
+    @staticmethod
+    def _serialize(real, hook):
+        def serialize():
+            if hook:
+                hook()
+            return real()
+        return serialize
+
+    def get_timing_cache(self):
+        return self.cache
+
+    def create_timing_cache(self, data):
+        return _FakeTimingCache(data.decode().split("\n") if data else [])
+
+
+def test_timing_cache_merges_what_is_on_disk_under_a_lock(tmp_path):
+    import fcntl
+
+    from eca_deploy.runtime.tensorrt.builder import _save_timing_cache
+
+    path = tmp_path / "timing.cache"
+    path.write_bytes(b"conv1:tactic7")  # written by another build since this one read the cache
+    held = []
+
+    def another_build_tries_to_lock():
+        with open(path.with_name("timing.cache.lock"), "a+b") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+
+    _save_timing_cache(_FakeConfig({"conv2:tactic3"}, on_serialize=another_build_tries_to_lock), path)
+    assert held == [True]
+    assert path.read_bytes().decode().split("\n") == ["conv1:tactic7", "conv2:tactic3"]
+
+
+def test_dla_layer_count_comes_from_can_run_on_dla():
+    from eca_deploy.runtime.tensorrt.builder import _dla_layers
+
+    layers = ["conv", "relu", "topk", "conv2"]
+    network = types.SimpleNamespace(num_layers=4, get_layer=lambda i: layers[i])
+    config = types.SimpleNamespace(can_run_on_DLA=lambda layer: layer != "topk")
+    assert _dla_layers(config, network) == {"network_layers": 4, "layers_dla_capable": 3}

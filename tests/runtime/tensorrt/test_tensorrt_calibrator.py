@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from eca_deploy.data.sources import load_dataset
-from eca_deploy.runtime.tensorrt.calibrator import attach_implicit_calibrator
+from eca_deploy.runtime.tensorrt.calibrator import CacheSource, attach_implicit_calibrator, cache_source
 from eca_deploy.errors import DataError, EngineError
 
 IMGSZ = 32
@@ -93,11 +93,12 @@ def digit_folder(tmp_path_factory):
     return folder
 
 
-def _attach(dataset, cache, trt=None, method="entropy"):
+def _attach(dataset, cache, trt=None, method="entropy", source=None):
     cuda, allocations = _host_cuda()
     recorder = _Recorder()
+    source = source or CacheSource("onnx-a", dataset.data_hash if dataset else "data-a", reuse=True)
     calibrator = attach_implicit_calibrator(trt or _trt(), cuda, recorder, recorder, "input", SHAPE, dataset,
-                                            cache, method)
+                                            cache, source, method)
     return calibrator, recorder, allocations
 
 
@@ -132,14 +133,37 @@ def test_too_few_images_is_an_error_kept_for_after_the_build(digit_folder, tmp_p
     assert isinstance(calibrator.error, DataError) and "fewer images than one batch of 8" in str(calibrator.error)
 
 
-def test_cache_is_written_atomically_and_read_back_instead_of_images(tmp_path):
+def test_cache_is_written_atomically_with_its_sources_and_read_back_instead_of_images(tmp_path):
     cache = tmp_path / "scales.calib"
     calibrator, _, _ = _attach(None, cache, method="minmax")
     assert calibrator.read_calibration_cache() is None
     calibrator.write_calibration_cache(memoryview(b"TRT-100300-MinMaxCalibration\ninput: 3c010a14\n"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scales.calib"]
-    again, _, _ = _attach(None, cache)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scales.calib", "scales.calib.json"]
+    source = cache_source(cache, "onnx-a", None)
+    assert source == CacheSource("onnx-a", "data-a", reuse=True)
+    again, _, _ = _attach(None, cache, source=source)
     assert again.read_calibration_cache() == cache.read_bytes() and again.cache_reused
+
+
+def test_cache_is_reused_only_for_the_same_onnx_and_data(digit_folder, tmp_path):
+    """TensorRT finds scales by tensor name: a retrained ONNX or new images must not get the old cache."""
+    cache = tmp_path / "scales.calib"
+    dataset = load_dataset(digit_folder, imgsz=IMGSZ)
+    first, _, _ = _attach(dataset, cache, source=cache_source(cache, "onnx-a", dataset))
+    first.write_calibration_cache(b"TRT-100300-EntropyCalibration2\ninput: 3c010a14\n")
+    assert cache_source(cache, "onnx-a", dataset).reuse
+    other_images = load_dataset(digit_folder, imgsz=IMGSZ, count=10, seed=1)
+    for onnx_sha, data in (("onnx-b", dataset), ("onnx-a", other_images)):
+        source = cache_source(cache, onnx_sha, data)
+        assert not source.reuse
+        fresh, _, _ = _attach(data, cache, source=source)
+        assert fresh.read_calibration_cache() is None and not fresh.cache_reused
+    with pytest.raises(EngineError, match="was made from another ONNX; pass --calib-data"):
+        cache_source(cache, "onnx-b", None)
+    cache.write_bytes(b"TRT-100300-EntropyCalibration2\nfrom elsewhere\n")  # its record no longer describes it
+    assert not cache_source(cache, "onnx-a", dataset).reuse
+    with pytest.raises(EngineError, match="has no record"):
+        cache_source(cache, "onnx-a", None)
 
 
 def test_no_data_and_no_cache_is_reported(tmp_path):

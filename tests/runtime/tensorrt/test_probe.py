@@ -1,0 +1,57 @@
+"""`eca-deploy doctor` on machines with TensorRT, played by fakes (fake_tensorrt.py: documented behaviour only):
+a working Jetson, and a TensorRT whose builder cannot start (a problem: exit 1)."""
+
+from __future__ import annotations
+
+import pytest
+from fake_tensorrt import FakeCuda, fake_tensorrt
+
+from eca_deploy.runtime.harness import doctor
+from eca_deploy.runtime.harness.device import Probe
+from eca_deploy.runtime.tensorrt import env as tensorrt_env
+
+
+@pytest.fixture()
+def jetson(monkeypatch, tmp_path):
+    """A Jetson AGX Orin on JetPack 6.1 with TensorRT 10.3, played by files and fakes."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/nv_tegra_release").write_text("# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic\n")
+    (tmp_path / "proc/device-tree").mkdir(parents=True)
+    (tmp_path / "proc/device-tree/model").write_text("NVIDIA Jetson AGX Orin Developer Kit\x00")
+    outputs = {"nvpmodel": "NV Power Mode: MAXN\n0\n"}
+    probe = Probe(root=tmp_path, run=lambda argv: outputs.get(argv[0]))
+    monkeypatch.setattr(tensorrt_env, "_primary", None)
+    monkeypatch.setattr(tensorrt_env, "_logger", None)
+    monkeypatch.setattr(tensorrt_env, "_at_exit", lambda hook: None)
+
+    def install(**trt_settings):
+        cuda = FakeCuda()
+        modules = {"tensorrt": fake_tensorrt(cuda, **trt_settings), "pycuda.driver": cuda}
+        monkeypatch.setattr(tensorrt_env, "_import_module", lambda name: modules[name])
+    return probe, install
+
+
+def _by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def test_a_working_jetson_reports_dla_jetpack_and_power_mode(jetson):
+    probe, install = jetson
+    install(dla_cores=2)
+    checks = _by_name(doctor.run_doctor(probe, smoke=False))
+    assert checks["TensorRT"].status == "OK" and "10.3.0.30, builder starts" in checks["TensorRT"].detail
+    assert checks["pycuda"].status == "OK" and "driver API 12.6" in checks["pycuda"].detail
+    assert checks["DLA"].detail == "2 DLA core(s)"
+    assert checks["JetPack/L4T"].detail == "JetPack 6.1 (L4T 36.4.0)"
+    assert "power mode MAXN" in checks["power/clocks"].detail
+    assert doctor.exit_code(list(checks.values())) == 0
+
+
+def test_a_tensorrt_whose_builder_cannot_start_is_a_problem_exit_1(jetson):
+    probe, install = jetson
+    install(builder_error=TypeError("pybind11::init(): factory function returned nullptr"))
+    checks = doctor.run_doctor(probe, smoke=False)
+    trt = _by_name(checks)["TensorRT"]
+    assert trt.status == "problem" and "the builder cannot start" in trt.detail
+    assert "sudo apt install python3-libnvinfer" in trt.line()  # the Jetson's fix, not pip's
+    assert doctor.exit_code(checks) == 1
