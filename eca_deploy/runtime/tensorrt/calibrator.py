@@ -51,7 +51,7 @@ def attach_implicit_calibrator(trt: Any, cuda: Any, builder: Any, config: Any, i
                                source: CacheSource, method: str = "entropy") -> Any:
     """Give ``config`` an implicit INT8 calibrator and the fixed-shape profile it calibrates with.
 
-    ``dataset`` is a calibration.sources Dataset, or None when ``cache_path`` already holds the scales.
+    ``dataset`` is a data.sources Dataset, or None when ``cache_path`` already holds the scales.
     Returns the calibrator: its ``error`` is set when the data failed mid-build (TensorRT only sees
     "no more batches"), and ``images`` / ``cache_reused`` describe the run for the manifest.
     """
