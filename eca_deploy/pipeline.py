@@ -16,11 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import check_outputs, ensure_output_dir
+from .artifacts import check_outputs, ensure_output_dir, sha256_file
 from .data.sources import load_dataset, source_files
 from .errors import DataError, EcaDeployError, MissingDependencyError, OutputError
 from .precisions import LOW_PRECISIONS
 from .export.onnx_export import ExportConfig, export_model, safe_name
+from .export.openvino_export import write_ir
 from .graph.compare import given_overrides
 from .models import k_per_stage, load_model
 from .calibration.quantize import QuantizeConfig, quantize
@@ -30,11 +31,12 @@ from .runtime.backends.registry import OPENVINO_PREFIX, Artifact, open_backend, 
 from .runtime.backends.torch_backend import TorchBackend
 from .runtime.harness.bench import BenchConfig, bench_backend, check_batches
 from .runtime.harness.device import describe_device
-from .runtime.harness.parity import ParityConfig, ReferenceRun, check_labels, open_inputs
+from .runtime.harness.parity import ParityConfig, ReferenceRun, check_labels, open_inputs, read_saved_reference
 from .runtime.harness.report import new_report, report_paths, write_report
 from .runtime.harness.rows import ReportRow
 from .runtime.tensorrt.builder import BuildConfig, build_engine
-from .runtime.tensorrt.env import tensorrt_unavailable_reason
+from .runtime.tensorrt.compat import trt_major
+from .runtime.tensorrt.env import installed_tensorrt_version, tensorrt_unavailable_reason
 
 X86 = ("x86_64", "amd64", "i386", "i686")
 
@@ -188,8 +190,6 @@ def openvino_skip_reason(wanted: bool | None) -> str | None:
 
 def make_ir(exported, loaded, export_cfg: ExportConfig, log: _Log) -> list[str]:
     """The FP32 model as OpenVINO IR, converted from the verified ONNX and verified again."""
-    from .export.openvino_export import write_ir
-
     started = time.perf_counter()
     try:
         result = write_ir(exported, loaded, export_cfg)
@@ -220,9 +220,6 @@ def _check_candidate(artifact: Artifact, provider: str, data, ref_run: Reference
 
 def _saved_reference(cfg: PipelineConfig, data) -> ReferenceRun:
     """The saved reference, refused in one line when it is of another model or weights, or other data."""
-    from .artifacts import sha256_file
-    from .runtime.harness.parity import read_saved_reference
-
     meta, _, _ = read_saved_reference(cfg.reference)
     name = Path(cfg.reference).name
     model, weights, parity = cfg.export.model, cfg.export.weights, cfg.parity
@@ -264,9 +261,6 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
 
     no_tensorrt = tensorrt_unavailable_reason()
     if not no_tensorrt and cfg.quantize.high_precision is None:
-        from .runtime.tensorrt.compat import trt_major
-        from .runtime.tensorrt.env import installed_tensorrt_version
-
         if trt_major(installed_tensorrt_version()) < 10:  # 8.x parses opset <= 17: FP32 glue, FP16 comes from its flag
             cfg = replace(cfg, quantize=replace(cfg.quantize, high_precision="fp32"))
     ort_target = cfg.target or ("cpu" if provider == "cpu" else "tensorrt")

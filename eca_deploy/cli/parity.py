@@ -24,13 +24,6 @@ GROUPS = (
 OUTPUT = shared.OutputArgs("output", "where to write the JSON result (default: parity.json beside the first candidate)")
 
 
-def add_host_code_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--allow-host-code", action="store_true",
-                        help="let TensorRT run host code stored in an engine (what a version-compatible engine "
-                             "needs to load); only for engines you trust: a manifest saying version_compatible "
-                             "is not enough")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, metavar="SPEC",
                         help="the reference: torch:<model>:<weights> (or a .onnx / engine), or a .npz saved "
