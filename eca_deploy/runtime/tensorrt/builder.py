@@ -1,16 +1,23 @@
-"""Build stage: ONNX -> TensorRT engine + manifest, for TensorRT 8.6, 10.x and 11.x.
+"""Build stage: ONNX -> TensorRT engine + manifest, for TensorRT 8.5, 8.6, 10.x and 11.x, through Polygraphy.
 
-On 10.x and 11.x the network is strongly typed: the precision is whatever the ONNX carries (FP32,
-FP16, or INT8 with Q/DQ). 8.6 has no strong typing, so the builder sets the flag matching the
-ONNX's precision. ``legacy_precision`` (8.6 / 10.x only) instead builds a weakly typed network from
-an FP32 ONNX with the FP16 / INT8 flags and, for INT8, an implicit calibrator.
+NVIDIA's Polygraphy loaders (NetworkFromOnnxPath, CreateConfig, Profile, Calibrator,
+EngineBytesFromNetwork; polygraphy/backend/trt/) parse, configure and build: NVIDIA tests them against
+every TensorRT release, and CreateConfig clears TF32, so an FP32 engine computes in FP32. What stays ours:
+compat.py's rules (network typing and builder flags per release, DLA), the refusals before any work
+(plan.py), the DLA core and layer count, the timing cache's status and merge, the calibration data and
+cache identity, and the manifest.
 
-Everything that can be checked without TensorRT is checked first (plan.py's :func:`prepare_build`).
+On 10.x and 11.x the network is strongly typed: the precision is whatever the ONNX carries (FP32, FP16,
+or INT8 with Q/DQ). 8.x has no strong typing, so the flag matching the ONNX's precision is set.
+``legacy_precision`` (8.x / 10.x only) instead builds a weakly typed network from an FP32 ONNX with the
+FP16 / INT8 flags and, for INT8, an implicit calibrator.
 """
 
 from __future__ import annotations
 
 import shlex
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +25,11 @@ from typing import Any
 
 from ...artifacts import atomic_write, file_lock, package_versions, sha256_file, write_artifact
 from ...data.sources import load_dataset
-from ...errors import EngineError
-from ...graph.graph import load_onnx
-from .calibrator import attach_implicit_calibrator, cache_source
-from .compat import (check_builder_version, check_legacy_precision, check_onnx_opset, precision_flags,
-                     strongly_typed, trt_major, version_text)
-from .env import gpu_info, import_cuda, import_tensorrt, primary_context, trt_logger
+from ...errors import EngineError, first_line
+from .calibrator import CalibrationData, cache_source, calibration_base, record_calibration_cache
+from .compat import (check_builder_version, check_legacy_precision, check_new_options, check_onnx_opset,
+                     precision_flags, strongly_typed, version_text)
+from .env import gpu_info, import_cuda, import_polygraphy, import_tensorrt, primary_context
 from .plan import BuildConfig, BuildPlan, prepare_build
 from .trtexec import trtexec_command
 
@@ -47,6 +53,7 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     trt = import_tensorrt()
     version = trt.__version__
     check_builder_version(version)
+    check_new_options(version, cfg.opt_level, cfg.version_compatible)
     check_legacy_precision(version, cfg.legacy_precision)
     check_onnx_opset(version, plan.opset)
     dataset = None
@@ -54,16 +61,17 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         dataset = load_dataset(cfg.calib_data, imgsz=plan.image_shape[-1], count=cfg.calib_count, seed=cfg.seed)
     calib_source = None
     if cfg.legacy_precision == "int8":
-        calib_source = cache_source(plan.calib_cache, sha256_file(plan.onnx_path), dataset)
+        calib_source = cache_source(plan.calib_cache, sha256_file(plan.onnx_path), dataset, cfg.calib_method)
     cuda = import_cuda()
     gpu = gpu_info(cuda, cfg.device)
 
     start = time.perf_counter()
     primary_context(cuda, cfg.device)
-    built = _build(trt, cuda, plan, dataset, calib_source)
+    built = _build(trt, plan, dataset, calib_source)
     seconds = time.perf_counter() - start
 
-    typing = "strongly typed" if strongly_typed(version, cfg.legacy_precision) else "weakly typed"
+    dla = cfg.dla_core is not None
+    typing = "strongly typed" if strongly_typed(version, cfg.legacy_precision, dla) else "weakly typed"
     low, opt, high = plan.shapes()
     manifest = write_artifact(
         plan.engine_path, lambda tmp: tmp.write_bytes(built.plan), "build",
@@ -74,7 +82,8 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         precision=plan.precision,
         precision_source="legacy builder flags" if cfg.legacy_precision else "onnx",
         network=typing,
-        builder_flags=list(precision_flags(version, cfg.legacy_precision, plan.onnx_precision)),
+        builder_flags=list(precision_flags(version, cfg.legacy_precision, plan.onnx_precision, dla)),
+        tf32=False,  # Polygraphy's CreateConfig clears BuilderFlag.TF32 unless asked (tf32=True)
         input={"name": plan.input_name, "shape": ["batch" if not plan.static_batch else plan.profile.opt,
                                                    *plan.image_shape], "dtype": "float32"},
         profile={"batch": str(plan.profile), "min": list(low), "opt": list(opt), "max": list(high)},
@@ -86,98 +95,119 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         timing_cache={"path": cfg.timing_cache, "status": built.timing_status} if cfg.timing_cache else None,
         calibration=built.calibration,
         build_seconds=round(seconds, 2),
-        trtexec=shlex.join(trtexec_command(plan, version)),
-        versions=package_versions("tensorrt", "pycuda", "onnx"),
+        trtexec=_trtexec_line(plan, version),
+        versions=package_versions("tensorrt", "pycuda", "onnx", "polygraphy"),
     )
     return BuildResult(plan.engine_path, manifest, plan.precision, typing, version, gpu.as_dict(), seconds,
                        built.timing_status, built.notes)
 
 
+def _trtexec_line(plan: BuildPlan, version: str) -> str | None:
+    """The trtexec command repeating this build, or None where trtexec cannot (8.5 and our calibration cache)."""
+    try:
+        return shlex.join(trtexec_command(plan, version))
+    except EngineError:
+        return None
+
+
 @dataclass
 class _Built:
-    plan: Any  # trt.IHostMemory: the serialized engine
-    timing_status: str | None
-    calibration: dict | None
-    notes: list[str]
+    plan: Any  # the serialized engine (trt.IHostMemory)
+    timing_status: str | None = None
+    calibration: dict | None = None
+    notes: list[str] = field(default_factory=list)
     dla: dict | None = None
+    config: Any = None  # the trt.IBuilderConfig the engine was built with
 
 
-def _build(trt: Any, cuda: Any, plan: BuildPlan, dataset: Any, calib_source: Any) -> _Built:
+def _build(trt: Any, plan: BuildPlan, dataset: Any, calib_source: Any) -> _Built:
+    cfg = plan.config
+    if cfg.legacy_precision != "int8":
+        return _run_build(trt, plan, None)
+    # Polygraphy's Calibrator reads and writes the cache file itself: it works on a copy, and the copy
+    # becomes the cache (with its record) only after the build, once it parses.
+    with tempfile.TemporaryDirectory(prefix=".calib-", dir=plan.calib_cache.parent) as scratch:
+        working = Path(scratch) / plan.calib_cache.name
+        if calib_source.reuse:
+            shutil.copyfile(plan.calib_cache, working)
+        data = CalibrationData(dataset, plan.input_name, plan.profile.opt if plan.static_batch else cfg.calib_batch,
+                               plan.calib_cache)
+        built = _run_build(trt, plan, (data, working))
+        if data.error is not None:
+            raise data.error
+        built.calibration = _calibration(plan, calib_source, data, working, built.notes)
+    return built
+
+
+def _calibration(plan: BuildPlan, source: Any, data: CalibrationData, working: Path, notes: list[str]) -> dict:
+    cfg = plan.config
+    reused = source.reuse and data.images == 0
+    kept = True if reused else record_calibration_cache(working, plan.calib_cache, source, data.images)
+    if not kept:
+        notes.append(f"TensorRT wrote no calibration cache (its log above says why): {plan.calib_cache} was not "
+                     "written, so the next build calibrates again")
+    return {"method": cfg.calib_method, "cache": str(plan.calib_cache) if kept else None, "cache_reused": reused,
+            "images": data.images, "data": cfg.calib_data if data.images else None, "data_hash": source.data_hash,
+            "source_onnx_sha256": source.onnx_sha256}
+
+
+def _run_build(trt: Any, plan: BuildPlan, calibration: tuple[CalibrationData, Path] | None) -> _Built:
+    """Parse, configure and build through Polygraphy's loaders; our settings go in through their arguments
+    and one config callback (:func:`_finish_config`)."""
+    poly, polygraphy_error = import_polygraphy()
     cfg = plan.config
     version = trt.__version__
-    logger = trt_logger(trt)
-    builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt, cfg.legacy_precision))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(plan.onnx_path)):
-        raise EngineError(_parser_errors(parser, plan.onnx_path))
-
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    profile.set_shape(plan.input_name, *plan.shapes())
-    config.add_optimization_profile(profile)
-    if cfg.workspace_gib is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * 2**30))
-    if cfg.opt_level is not None:
-        config.builder_optimization_level = cfg.opt_level
-    notes = []
-    dla = None
-    if cfg.dla_core is not None:
-        if cfg.dla_core >= builder.num_DLA_cores:
-            raise EngineError(f"--dla {cfg.dla_core}: this device has {builder.num_DLA_cores} DLA core(s)")
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = cfg.dla_core
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        dla = _dla_layers(config, network)
-        notes.append(f"DLA core {cfg.dla_core}: {dla['layers_dla_capable']} of {dla['network_layers']} network "
-                     "layers can run on DLA, the rest fall back to the GPU")
-    if cfg.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    flags = precision_flags(version, cfg.legacy_precision, plan.onnx_precision)
-    if trt_major(version) < 11:  # weak-typing flags: gone in 11.x
-        if "FP16" in flags:
-            config.set_flag(trt.BuilderFlag.FP16)
-        if "INT8" in flags:
-            config.set_flag(trt.BuilderFlag.INT8)
-
+    dla = cfg.dla_core is not None
+    flags = precision_flags(version, cfg.legacy_precision, plan.onnx_precision, dla)
+    network = poly.NetworkFromOnnxPath(str(plan.onnx_path),
+                                       strongly_typed=strongly_typed(version, cfg.legacy_precision, dla))
+    profiles = [poly.Profile().add(plan.input_name, *plan.shapes())]
     calibrator = None
-    if cfg.legacy_precision == "int8":
-        shape = (plan.profile.opt if plan.static_batch else cfg.calib_batch, *plan.image_shape)
-        calibrator = attach_implicit_calibrator(trt, cuda, builder, config, plan.input_name, shape, dataset,
-                                                plan.calib_cache, calib_source, cfg.calib_method)
-    timing_status = None
-    if cfg.timing_cache:
-        timing_status = _attach_timing_cache(config, Path(cfg.timing_cache))
+    if calibration is not None:
+        data, working = calibration
+        # CreateConfig calibrates with the last profile (polygraphy/backend/trt/config.py): one fixed shape
+        shape = (data.batch, *plan.image_shape)
+        profiles.append(poly.Profile().add(plan.input_name, shape, shape, shape))
+        calibrator = poly.Calibrator(data, cache=str(working), BaseClass=calibration_base(trt, cfg.calib_method))
+    create = poly.CreateConfig(
+        fp16="FP16" in flags, int8="INT8" in flags, profiles=profiles, calibrator=calibrator,
+        use_dla=dla, allow_gpu_fallback=dla, version_compatible=cfg.version_compatible,
+        builder_optimization_level=cfg.opt_level,
+        memory_pool_limits=None if cfg.workspace_gib is None else
+        {trt.MemoryPoolType.WORKSPACE: int(cfg.workspace_gib * 2**30)})
+    built = _Built(None)
+
+    def config(builder: Any, network: Any) -> Any:
+        built.config = create(builder, network)
+        _finish_config(builder, network, built.config, cfg, built)
+        return built.config
 
     try:
-        serialized = builder.build_serialized_network(network, config)
+        built.plan = poly.EngineBytesFromNetwork(network, config=config)()
+    except polygraphy_error as exc:  # Polygraphy logged TensorRT's errors; its exception is the summary
+        raise EngineError(f"TensorRT {version_text(version)} could not build an engine from {plan.onnx_path.name}: "
+                          f"{first_line(exc)} (the log above says why)") from exc
     finally:
         if calibrator is not None:
             calibrator.free()
-    if calibrator is not None and calibrator.error is not None:
-        raise calibrator.error
-    if serialized is None:
-        raise EngineError(f"TensorRT {version_text(version)} could not build an engine from {plan.onnx_path.name} "
-                          "(its log above says why)")
-    calibration = None
-    if calibrator is not None:
-        read = calibrator.images > 0  # the data is recorded only when its images were read
-        calibration = {"method": cfg.calib_method, "cache": str(plan.calib_cache),
-                       "cache_reused": calibrator.cache_reused, "images": calibrator.images,
-                       "data": cfg.calib_data if read else None, "data_hash": calib_source.data_hash,
-                       "source_onnx_sha256": calib_source.onnx_sha256}
     if cfg.timing_cache:
-        _save_timing_cache(config, Path(cfg.timing_cache))
-    return _Built(serialized, timing_status, calibration, notes, dla)
+        _save_timing_cache(built.config, Path(cfg.timing_cache))
+    return built
 
 
-def _network_flags(trt: Any, legacy_precision: str | None) -> int:
-    version = trt.__version__
-    if trt_major(version) < 10:  # 8.6: no strong typing; ONNX needs an explicit batch network
-        return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    if strongly_typed(version, legacy_precision):
-        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    return 0  # 10.x legacy mode: weakly typed, because strongly typed networks reject FP16/INT8 flags
+def _finish_config(builder: Any, network: Any, config: Any, cfg: BuildConfig, built: _Built) -> None:
+    """What CreateConfig does not do as we need: it always places DLA work on core 0 and ignores the result of
+    set_timing_cache, which we report (polygraphy/backend/trt/config.py, _configure_flags and call_impl)."""
+    if cfg.dla_core is not None:
+        if cfg.dla_core >= builder.num_DLA_cores:
+            raise EngineError(f"--dla {cfg.dla_core}: this device has {builder.num_DLA_cores} DLA core(s)")
+        config.DLA_core = cfg.dla_core
+        built.dla = _dla_layers(config, network)
+        built.notes.append(f"DLA core {cfg.dla_core}: {built.dla['layers_dla_capable']} of "
+                           f"{built.dla['network_layers']} network layers can run on DLA, the rest fall back to "
+                           "the GPU")
+    if cfg.timing_cache:
+        built.timing_status = _attach_timing_cache(config, Path(cfg.timing_cache))
 
 
 def _attach_timing_cache(config: Any, path: Path) -> str:
@@ -191,15 +221,16 @@ def _attach_timing_cache(config: Any, path: Path) -> str:
 
 
 def _save_timing_cache(config: Any, path: Path) -> None:
-    """Merge the cache on disk into this build's, under a file lock, then write it: two builds sharing
-    a cache would otherwise each write back only their own entries. As Polygraphy does
-    (tools/Polygraphy/polygraphy/backend/trt/loader.py, EngineBytesFromNetwork: LockFile, then
-    combine(prev_cache, ignore_mismatch=True), then serialize)."""
+    """Merge the cache on disk into this build's, under a file lock, then write it: two builds sharing a
+    cache would otherwise each write back only their own entries. Polygraphy's EngineBytesFromNetwork
+    (polygraphy/backend/trt/loader.py, save_timing_cache) locks the same ``<cache>.lock`` but combines with
+    ignore_mismatch=True, which merges another GPU's entries (NvInfer.h 10.3, ITimingCache::combine): the
+    very cache :func:`_attach_timing_cache` replaced. Hence ``False``: such a cache on disk is replaced."""
     timing_cache = config.get_timing_cache()
     with file_lock(path):
         on_disk = config.create_timing_cache(path.read_bytes()) if path.is_file() else None
         if on_disk is not None:
-            timing_cache.combine(on_disk, True)  # ignore_mismatch: entries of another GPU/TensorRT are skipped
+            timing_cache.combine(on_disk, False)  # False: a mismatched cache is not merged
         data = timing_cache.serialize()
         atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
@@ -211,16 +242,3 @@ def _dla_layers(config: Any, network: Any) -> dict:
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     return {"network_layers": len(layers), "layers_dla_capable": sum(1 for layer in layers
                                                                      if config.can_run_on_DLA(layer))}
-
-
-def _parser_errors(parser: Any, onnx_path: Path) -> str:
-    """One line listing the parser's errors with the ONNX node each one names."""
-    nodes = load_onnx(onnx_path, load_weights=False).graph.node
-    found = []
-    for i in range(parser.num_errors):
-        error = parser.get_error(i)
-        index = error.node()
-        where = f"node {nodes[index].name or index} ({nodes[index].op_type})" if 0 <= index < len(nodes) else "graph"
-        found.append(f"{where}: {error.desc()}")
-    more = f" (+{len(found) - 3} more)" if len(found) > 3 else ""
-    return f"TensorRT cannot parse {onnx_path.name}: " + "; ".join(found[:3]) + more

@@ -17,7 +17,12 @@ from typing import Any
 from ...errors import EngineError
 from ...precisions import LOW_PRECISIONS, PRECISIONS
 
-OLDEST_BUILDER = (8, 6)  # the first release with builder_optimization_level and version compatibility
+# Polygraphy 0.53 imports "tensorrt>=8.5" (polygraphy/mod/trt_importer.py) and guards what 8.5 lacks, so
+# the Python builder runs on JetPack 5.1's 8.5 too; --opt-level / --version-compatible arrived in 8.6.
+OLDEST_BUILDER = (8, 5)
+FIRST_WITH_OPT_LEVEL = (8, 6)  # builder_optimization_level, version compatibility, trtexec --skipInference
+# The releases --trt-version (and the README's table) names: 8.5-8.6, 10.0-10.16, 11.0-11.1.
+KNOWN_RELEASES = ((8, 5), (8, 6), *((10, minor) for minor in range(17)), (11, 0), (11, 1))
 LEGACY_PRECISIONS = LOW_PRECISIONS  # what the weak-typing builder flags can make of an FP32 network
 
 
@@ -47,12 +52,18 @@ def version_text(version: Any) -> str:
     return ".".join(str(part) for part in parse_version(version))
 
 
-def strongly_typed(version: Any, legacy_precision: str | None) -> bool:
-    """10.x and 11.x build strongly typed networks; 8.6 cannot; 10.x legacy mode must not (its flags need weak typing)."""
-    return trt_major(version) >= 10 and not (legacy_precision and trt_major(version) < 11)
+def strongly_typed(version: Any, legacy_precision: str | None, dla: bool = False) -> bool:
+    """10.x and 11.x build strongly typed networks; 8.x cannot; 10.x must not in legacy mode (its flags need
+    weak typing) nor for DLA: there trtexec's --useDLACore sets kFP16 and kPREFER_PRECISION_CONSTRAINTS itself
+    (samples/common/sampleEngines.cpp, v10.3.0, setupNetworkAndConfig), as Polygraphy's use_dla does below 11.0
+    (polygraphy/backend/trt/config.py), and a strongly typed network takes no precision flags
+    (sampleOptions.cpp, v10.3.0: "setting fp16 mode is not allowed if graph is strongly typed")."""
+    weak_on_10 = bool(legacy_precision) or dla
+    return trt_major(version) >= 10 and not (weak_on_10 and trt_major(version) < 11)
 
 
-def precision_flags(version: Any, legacy_precision: str | None, onnx_precision: str) -> tuple[str, ...]:
+def precision_flags(version: Any, legacy_precision: str | None, onnx_precision: str,
+                    dla: bool = False) -> tuple[str, ...]:
     """The weak-typing BuilderFlag names a build sets (none on a strongly typed network).
 
     Legacy int8 also allows FP16, as ``trtexec --int8 --fp16`` does, so layers left unquantized run
@@ -60,31 +71,38 @@ def precision_flags(version: Any, legacy_precision: str | None, onnx_precision: 
     the flag of its own precision: FP16 for an FP16 graph; explicit Q/DQ gets INT8 and FP16, so the
     unquantized glue (ECA path, residual Adds) may run FP16 as it does from an FP16-glue ONNX on 10.x.
     """
-    if trt_major(version) >= 11:
+    if strongly_typed(version, legacy_precision, dla):
         return ()
     flag = PRECISIONS[legacy_precision or onnx_precision].trt86_flag
-    if legacy_precision or (trt_major(version) < 10 and flag):
+    if flag:
         return (flag, "FP16") if flag != "FP16" else (flag,)
     return ()
 
 
 def check_builder_version(version: Any) -> None:
-    """The Python builder supports TensorRT 8.6 and later; 8.5 (JetPack 5.1) only gets a trtexec command."""
+    """The Python builder supports TensorRT 8.5 (JetPack 5.1) and later, as Polygraphy does."""
     if trt_version(version) < OLDEST_BUILDER:
-        raise EngineError(
-            f"TensorRT {version_text(version)} is older than 8.6, which this builder needs; on JetPack 5.1 "
-            "print a trtexec command instead: eca-deploy build --onnx FILE --print-trtexec --trt-version 8.5")
+        raise EngineError(f"TensorRT {version_text(version)} is older than 8.5, which this builder needs; print a "
+                          "trtexec command instead: eca-deploy build --onnx FILE --print-trtexec --trt-version X.Y")
+
+
+def check_new_options(version: Any, opt_level: int | None, version_compatible: bool) -> None:
+    """--opt-level and --version-compatible need 8.6; 8.5 has neither (in the builder nor in trtexec)."""
+    for wanted, flag in ((opt_level is not None, "--opt-level"), (version_compatible, "--version-compatible")):
+        if wanted and trt_version(version) < FIRST_WITH_OPT_LEVEL:
+            raise EngineError(f"{flag} needs TensorRT 8.6 or later; TensorRT {version_text(version)} has no such "
+                              "option")
 
 
 def check_trtexec_version(version: Any) -> str:
-    """The releases ``--print-trtexec`` writes commands for: 8.5 (JetPack 5.1), 8.6, 10.x, 11.x."""
+    """The releases ``--print-trtexec`` writes commands for: exactly those the README lists."""
     try:
-        known = (8, 5) <= trt_version(version) < (9, 0) or trt_major(version) in (10, 11)
+        known = trt_version(version) in KNOWN_RELEASES
     except EngineError:
         known = False
     if not known:
-        raise EngineError(f"--trt-version takes a TensorRT release trtexec commands are written for (8.5, 8.6, "
-                          f"10.x, 11.x), got '{version}'")
+        raise EngineError(f"--trt-version takes a TensorRT release trtexec commands are written for (8.5-8.6, "
+                          f"10.0-10.16, 11.0-11.1), got '{version}'")
     return str(version)
 
 

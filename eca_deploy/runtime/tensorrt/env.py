@@ -7,7 +7,9 @@ without TensorRT, without pycuda, or without a GPU.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ TENSORRT_INSTALL = ("on a desktop GPU run `pip install 'eca-deploy[tensorrt]'`; 
                     "(`sudo apt install python3-libnvinfer`; make your venv with --system-site-packages)")
 PYCUDA_INSTALL = ("run `pip install 'eca-deploy[tensorrt]'` (on Jetson: `pip install pycuda` with JetPack's "
                   "/usr/local/cuda/bin on PATH)")
+POLYGRAPHY_INSTALL = "run `pip install 'eca-deploy[tensorrt]'` (or `pip install polygraphy`)"
 NO_GPU_ADVICE = "TensorRT engines need an NVIDIA GPU and driver; on this machine use the onnxruntime backend"
 
 
@@ -35,6 +38,15 @@ def import_tensorrt() -> Any:
     except ImportError as exc:  # libnvinfer or a CUDA library missing: no usable driver/toolkit
         raise MissingDependencyError(f"tensorrt is installed but cannot load its libraries ({first_line(exc)}); "
                                      "install the tensorrt wheel built for this machine's CUDA") from exc
+
+
+def import_polygraphy() -> tuple[Any, type]:
+    """(polygraphy.backend.trt, PolygraphyException): NVIDIA's loaders the builder goes through. Polygraphy
+    imports TensorRT lazily (polygraphy/mod/trt_importer.py), so this works where TensorRT is absent."""
+    try:
+        return _import_module("polygraphy.backend.trt"), _import_module("polygraphy.exception").PolygraphyException
+    except ModuleNotFoundError as exc:
+        raise missing_dependency("Polygraphy (the `polygraphy` Python package)", POLYGRAPHY_INSTALL) from exc
 
 
 def import_cuda() -> Any:
@@ -77,7 +89,7 @@ def gpu_info(cuda: Any, device: int = 0) -> GpuInfo:
 
 
 # The process's one pycuda context and one TensorRT logger, shared by every builder and backend.
-_primary: tuple[int, Any] | None = None  # (device index, its primary context), pushed once
+_primary: tuple[int, Any, int | None] | None = None  # (device, its primary context, the thread it stays pushed on)
 _logger: tuple[Any, Any] | None = None  # (the tensorrt module, its Logger)
 _at_exit = atexit.register  # tests replace it to play the interpreter's exit
 
@@ -92,13 +104,19 @@ def primary_context(cuda: Any, device: int = 0) -> Any:
     "cannot pop non-current context"), and a push left at exit makes pycuda abort the interpreter
     ("context stack was not empty upon module cleanup"). The primary context is also the one
     TensorRT's runtime API and onnxruntime use, so all of them share the device's memory.
+
+    pycuda's context stack is per thread (src/cpp/cuda.hpp, context_stack is thread-specific): the push
+    stays only on the main thread, whose stack atexit pops; any other thread gets the context pushed and
+    popped around each call by :func:`context_scope`.
     """
     global _primary
     if _primary is None:
         context = cuda.Device(device).retain_primary_context()
-        context.push()
-        _primary = (device, context)
-        _at_exit(release_primary_context)
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            context.push()
+            _at_exit(release_primary_context)
+        _primary = (device, context, threading.get_ident() if main else None)
     elif _primary[0] != device:
         raise EngineError(f"this process already runs on GPU {_primary[0]}; use one process per GPU "
                           f"(--device {device} in another run)")
@@ -110,8 +128,24 @@ def release_primary_context() -> None:
     detach() of a retained primary context leaves its push on the stack."""
     global _primary
     if _primary is not None:
-        _primary[1].pop()
+        if _primary[2] is not None:
+            _primary[1].pop()
         _primary = None
+
+
+@contextlib.contextmanager
+def context_scope():
+    """The shared context current on this thread for the ``with`` body: a no-op on the thread that keeps it
+    pushed, a push and a pop around the body on any other (strictly nested, so pycuda's static pop,
+    which pops the top of this thread's stack, pops exactly this push)."""
+    if _primary is None or _primary[2] == threading.get_ident():
+        yield
+        return
+    _primary[1].push()
+    try:
+        yield
+    finally:
+        _primary[1].pop()
 
 
 def trt_logger(trt: Any) -> Any:
