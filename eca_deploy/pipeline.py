@@ -151,7 +151,8 @@ def build_engines(sources: dict[str, Path], cfg: PipelineConfig, log: _Log) -> l
     for precision, onnx_path in sources.items():
         started = time.perf_counter()
         try:
-            result = build_engine(BuildConfig(onnx=str(onnx_path), batch=profile, seed=cfg.quantize.seed))
+            result = build_engine(BuildConfig(onnx=str(onnx_path), batch=profile, seed=cfg.quantize.seed,
+                                              device=cfg.parity.gpu))
         except OutputError:
             raise
         except EcaDeployError as exc:
@@ -209,7 +210,8 @@ def _measure(backend, artifact: Artifact, cfg: PipelineConfig, imgsz: int) -> di
 
 def _check_candidate(artifact: Artifact, provider: str, data, ref_run: ReferenceRun,
                      cfg: PipelineConfig) -> ReportRow:
-    backend = open_backend(artifact, provider=provider, threads=cfg.parity.threads, ov_hint=cfg.parity.ov_hint)
+    backend = open_backend(artifact, provider=provider, threads=cfg.parity.threads, ov_hint=cfg.parity.ov_hint,
+                           gpu=cfg.parity.gpu)
     try:
         row = ref_run.judge(artifact, backend, data).row()
         row.bench = _measure(backend, artifact, cfg, cfg.export.imgsz)

@@ -195,7 +195,7 @@ class DataArgs(Group):
 
 
 class RuntimeArgs(Group):
-    """--provider, --device, --threads, --ov-hint -> provider, device, threads, ov_hint."""
+    """--provider, --device, --threads, --ov-hint, --gpu -> provider, device, threads, ov_hint, gpu."""
 
     def add(self, parser):
         parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"],
@@ -212,9 +212,13 @@ class RuntimeArgs(Group):
                                  "stream, all threads on each call (lowest ms per call); throughput = several "
                                  "streams, each batch split across them as parallel requests (more images/s at "
                                  "batch > 1)")
+        parser.add_argument("--gpu", type=non_negative_int, default=0, metavar="N",
+                            help="CUDA GPU index TensorRT engines run on (an engine built for another GPU model "
+                                 "or compute capability is refused)")
 
     def fields(self, args):
-        return {"provider": args.provider, "device": args.device, "threads": args.threads, "ov_hint": args.ov_hint}
+        return {"provider": args.provider, "device": args.device, "threads": args.threads, "ov_hint": args.ov_hint,
+                "gpu": args.gpu}
 
 
 class HostCodeArgs(Group):

@@ -36,6 +36,7 @@ class OpenOptions:
     threads: int | None = None  # onnxruntime intra-op / OpenVINO threads, or torch's while the backend is open
     ov_hint: str = "latency"  # OpenVINO's performance hint: latency or throughput
     allow_host_code: bool = False  # engines: let TensorRT run code stored in them (the user's --allow-host-code)
+    gpu: int = 0  # engines: the CUDA GPU index they run on (--gpu)
 
 
 def _open_torch(artifact: "Artifact", options: OpenOptions) -> Backend:
@@ -57,7 +58,7 @@ def _open_engine(artifact: "Artifact", options: OpenOptions) -> Backend:
         raise MissingDependencyError(f"cannot run the engine {artifact.path.name}: {reason}")
     from ..tensorrt.backend import TensorRTBackend
 
-    return TensorRTBackend(artifact.path, allow_host_code=options.allow_host_code)
+    return TensorRTBackend(artifact.path, device=options.gpu, allow_host_code=options.allow_host_code)
 
 
 def _open_openvino(artifact: "Artifact", options: OpenOptions) -> Backend:

@@ -37,7 +37,7 @@ class BenchConfig:
     precision: str | None = None
     seed: int = 0
     ov_hint: str = "latency"  # OpenVINO's performance hint
-    allow_host_code: bool = False  # engines: let TensorRT run code stored in them (--allow-host-code)
+    gpu: int = 0  # CUDA GPU index for TensorRT engines (--gpu)
 
 
 def latency_stats(seconds: np.ndarray, batch: int) -> dict:
@@ -134,7 +134,8 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     if cfg.duration <= 0 or cfg.warmup < 0:
         raise EcaDeployError("--duration must be positive and --warmup not negative")
     backend = open_backend(artifact, provider=cfg.provider, device=cfg.device, imgsz=cfg.imgsz or 224,
-                           threads=cfg.threads, ov_hint=cfg.ov_hint, allow_host_code=cfg.allow_host_code)
+                           threads=cfg.threads, ov_hint=cfg.ov_hint, allow_host_code=cfg.allow_host_code,
+                           gpu=cfg.gpu)
     try:
         check_batches(artifact, cfg.batches, backend)
         imgsz = backend.input_spec.image_size[0] or cfg.imgsz or 224

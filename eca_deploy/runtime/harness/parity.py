@@ -245,6 +245,7 @@ class ParityConfig:
     threads: int | None = None
     ov_hint: str = "latency"  # OpenVINO's performance hint
     allow_host_code: bool = False  # engines: let TensorRT run code stored in them (--allow-host-code)
+    gpu: int = 0  # CUDA GPU index for TensorRT engines (--gpu)
     save_reference: str | None = None  # write the reference's outputs here (.npz) for another machine
 
 
@@ -304,7 +305,7 @@ def run_parity(cfg: ParityConfig) -> Comparison:
     artifacts = [parse_spec(c) for c in cfg.candidates]
     opened: list[tuple[Artifact, Backend]] = []
     options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads, "ov_hint": cfg.ov_hint,
-               "allow_host_code": cfg.allow_host_code}
+               "allow_host_code": cfg.allow_host_code, "gpu": cfg.gpu}
     try:
         for artifact in artifacts:
             opened.append((artifact, open_backend(artifact, **options)))
@@ -332,7 +333,7 @@ def _run_against_saved(cfg: ParityConfig) -> Comparison:
     meta, _, _ = read_saved_reference(cfg.reference)
     artifacts = [parse_spec(c) for c in cfg.candidates]
     options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads,
-               "allow_host_code": cfg.allow_host_code}
+               "allow_host_code": cfg.allow_host_code, "gpu": cfg.gpu}
     opened: list[tuple[Artifact, Backend]] = []
     try:
         for artifact in artifacts:

@@ -19,7 +19,7 @@ from ...artifacts import manifest_path, read_manifest, require_file, sha256_file
 from ...errors import EngineError
 from ..base import Backend, InputSpec
 from .compat import engine_mismatch
-from .env import GpuInfo, gpu_info, import_cuda, import_tensorrt, primary_context, trt_logger
+from .env import GpuInfo, context_scope, gpu_info, import_cuda, import_tensorrt, primary_context, trt_logger
 
 
 @dataclass
@@ -52,26 +52,39 @@ def check_engine(path: Path, tensorrt_version: Any, gpu: GpuInfo) -> dict | None
     return manifest
 
 
+TF32_FROM = (8, 0)  # TF32 tensor cores arrived with Ampere (compute capability 8.0)
+
+
+def fp32_math_of(manifest: dict | None, gpu: GpuInfo) -> str:
+    """"tf32" where the engine's FP32 layers may compute in TF32: the GPU has it (8.0+) and the build left
+    it on (our builds record ``tf32``: Polygraphy clears it; trtexec, whose engines have no manifest,
+    keeps it unless --noTF32)."""
+    major, minor = (int(part) for part in gpu.compute_capability.split(".")[:2])
+    tf32 = (manifest or {}).get("tf32", manifest is None)
+    return "tf32" if tf32 and (major, minor) >= TF32_FROM else "fp32"
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    fp32_math = "tf32"  # TensorRT keeps TF32 on unless a build clears it
 
     def __init__(self, engine_path: str | os.PathLike, device: int = 0, allow_host_code: bool = False):
         """``allow_host_code``: let TensorRT run host code stored in the plan (the lean runtime of a
         version-compatible engine). Only the user's explicit flag sets it, never the manifest: the
-        sidecar JSON is as untrusted as the plan beside it."""
+        sidecar JSON is as untrusted as the plan beside it. ``device``: the CUDA GPU index (``--gpu``)."""
         path = require_file(engine_path, "TensorRT engine", EngineError)
         self.path = path
         self.allow_host_code = allow_host_code
         trt = import_tensorrt()
         cuda = import_cuda()
-        self.manifest = check_engine(path, trt.__version__, gpu_info(cuda, device))
+        gpu = gpu_info(cuda, device)
+        self.manifest = check_engine(path, trt.__version__, gpu)
+        self.fp32_math = fp32_math_of(self.manifest, gpu)
         self._cuda = cuda
         self._buffers: dict[int, _Buffers] = {}
-        self.allow_host_code = allow_host_code
         primary_context(cuda, device)  # shared by every backend; popped once at exit, never by close()
         try:
-            self._load(trt, path)
+            with context_scope():
+                self._load(trt, path)
         except BaseException:
             self.close()
             raise
@@ -161,7 +174,10 @@ class TensorRTBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """float32 [N, 3, H, W] -> float32 logits of the engine's first output (a copy, safe to keep)."""
-        images = self._check(batch)
+        with context_scope():
+            return self._infer(self._check(batch))
+
+    def _infer(self, images: np.ndarray) -> np.ndarray:
         buffers = self._bind(images.shape[0])
         np.copyto(buffers.host[self._input], images)
         self._cuda.memcpy_htod_async(buffers.device[self._input], buffers.host[self._input], self._stream)
@@ -176,24 +192,27 @@ class TensorRTBackend(Backend):
         milliseconds between two CUDA events around execute_async_v3, with no host<->device copies."""
         images = self._check(batch)
         n = images.shape[0]
-        buffers = self._bind(n)
-        self._cuda.memcpy_htod(buffers.device[self._input], images)
+        with context_scope():
+            buffers = self._bind(n)
+            self._cuda.memcpy_htod(buffers.device[self._input], images)
         start, end, stream = self._start, self._end, self._stream
 
         def run() -> float:
-            self._bind(n)
-            start.record(stream)
-            self._execute()
-            end.record(stream)
-            end.synchronize()
-            return start.time_till(end)
+            with context_scope():
+                self._bind(n)
+                start.record(stream)
+                self._execute()
+                end.record(stream)
+                end.synchronize()
+                return start.time_till(end)
 
         return run, "CUDA events, I/O on the GPU"
 
     def close(self) -> None:
-        for buffers in self._buffers.values():
-            for memory in buffers.device.values():
-                memory.free()
+        with context_scope():
+            for buffers in self._buffers.values():
+                for memory in buffers.device.values():
+                    memory.free()
         self._buffers = {}
         for attr in ("_context", "_engine", "_runtime", "_stream", "_start", "_end"):
             self.__dict__.pop(attr, None)  # TensorRT objects go now; the shared CUDA context stays for others

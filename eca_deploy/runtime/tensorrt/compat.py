@@ -94,6 +94,11 @@ def check_new_options(version: Any, opt_level: int | None, version_compatible: b
                               "option")
 
 
+def fastest_opt_level(version: Any) -> int | None:
+    """Builder optimization level 0 (the quickest build) where the release has levels, else None."""
+    return 0 if trt_version(version) >= FIRST_WITH_OPT_LEVEL else None
+
+
 def check_trtexec_version(version: Any) -> str:
     """The releases ``--print-trtexec`` writes commands for: exactly those the README lists."""
     try:
