@@ -1,7 +1,8 @@
 """Stand-ins for ``pycuda.driver`` and ``tensorrt`` that model only the documented behaviour our code relies on.
 
 pycuda (inducer/pycuda src/cpp/cuda.hpp, class context):
-- each thread has a context stack; ``Context.push()`` pushes the context it is called on;
+- each thread has its own context stack (context_stack is thread-specific), so a context pushed on
+  one thread is not current on another; ``Context.push()`` pushes the context it is called on;
 - ``Context.pop()`` is *static*: it pops whatever is on top, and raises LogicError
   "cannot pop non-current context" when the stack is empty;
 - ``detach()`` does not pop;
@@ -20,6 +21,7 @@ The fake engine computes logits = per-image mean of the input times (1..classes)
 
 from __future__ import annotations
 
+import threading
 import types
 
 import numpy as np
@@ -34,13 +36,14 @@ class LogicError(RuntimeError):
 
 
 class FakeCuda:
-    """pycuda.driver with one device and one thread's context stack."""
+    """pycuda.driver with one device per (name, capability) in ``gpus`` and one context stack per thread."""
 
     LogicError = LogicError
 
-    def __init__(self, name="Orin", capability=(8, 7)):
+    def __init__(self, name="Orin", capability=(8, 7), gpus=None):
+        gpus = gpus or [(name, capability)]
         self.driver_version = 12060
-        self.stack: list = []
+        self.stacks: dict[int, list] = {}
         self.memory: dict[int, np.ndarray] = {}
         self.retained = 0
         fake = self
@@ -64,19 +67,24 @@ class FakeCuda:
 
             @staticmethod
             def count():
-                return 1
+                return len(gpus)
 
             def name(self):
-                return name
+                return gpus[self.index][0]
 
             def compute_capability(self):
-                return capability
+                return gpus[self.index][1]
 
             def retain_primary_context(self):
                 fake.retained += 1
                 return Context()
 
         self.Context, self.Device = Context, Device
+
+    @property
+    def stack(self) -> list:
+        """The calling thread's context stack."""
+        return self.stacks.setdefault(threading.get_ident(), [])
 
     def init(self):
         pass
@@ -139,6 +147,9 @@ def fake_tensorrt(cuda: FakeCuda, version="10.3.0.30", dla_cores=0, builder_erro
     (or raises ``builder_error``, as the bindings do when libnvinfer cannot start)."""
     trt = types.SimpleNamespace(__version__=version, loggers=[], runtimes=[])
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+    trt.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {})
+    trt.IInt8MinMaxCalibrator = type("IInt8MinMaxCalibrator", (), {})
     trt.nptype = lambda dtype: np.float32
 
     class Logger:

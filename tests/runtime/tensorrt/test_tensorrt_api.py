@@ -36,19 +36,18 @@ def test_every_tensorrt_name_exists_in_every_version_that_reaches_it(checked):
 
 
 def test_check_sees_the_calls_builder_backend_and_calibrator_make(checked):
+    """What stays hand-written around Polygraphy's loaders: DLA core and layer count, the timing cache, the
+    workspace pool, the calibrator base classes, and the runtime."""
     uses, _ = checked
     names = {use.name for use in uses}
     expected = {
-        "trt.Builder", "Builder.create_network", "Builder.build_serialized_network", "OnnxParser.parse_from_file",
-        "ParserError.desc", "ParserError.node", "IOptimizationProfile.set_shape",
-        "IBuilderConfig.add_optimization_profile", "IBuilderConfig.set_memory_pool_limit",
-        "MemoryPoolType.WORKSPACE", "IBuilderConfig.builder_optimization_level", "IBuilderConfig.create_timing_cache",
-        "IBuilderConfig.set_timing_cache", "ITimingCache.serialize", "IBuilderConfig.DLA_core",
-        "BuilderFlag.GPU_FALLBACK", "BuilderFlag.VERSION_COMPATIBLE", "BuilderFlag.FP16", "BuilderFlag.INT8",
-        "IBuilderConfig.int8_calibrator", "IBuilderConfig.set_calibration_profile",
-        "Runtime.deserialize_cuda_engine", "ICudaEngine.num_io_tensors", "ICudaEngine.get_tensor_name",
-        "ICudaEngine.get_tensor_mode", "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_dtype",
-        "IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
+        "trt.Builder", "Builder.num_DLA_cores", "INetworkDefinition.num_layers", "INetworkDefinition.get_layer",
+        "IBuilderConfig.DLA_core", "IBuilderConfig.can_run_on_DLA", "IBuilderConfig.create_timing_cache",
+        "IBuilderConfig.set_timing_cache", "IBuilderConfig.get_timing_cache", "ITimingCache.combine",
+        "ITimingCache.serialize", "MemoryPoolType.WORKSPACE", "trt.IInt8EntropyCalibrator2",
+        "trt.IInt8MinMaxCalibrator", "Runtime.deserialize_cuda_engine", "ICudaEngine.num_io_tensors",
+        "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode", "ICudaEngine.get_tensor_shape",
+        "ICudaEngine.get_tensor_dtype", "IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
         "IExecutionContext.execute_async_v3", "Logger.WARNING",
     }
     assert expected - names == set()
@@ -56,12 +55,8 @@ def test_check_sees_the_calls_builder_backend_and_calibrator_make(checked):
 
 def test_version_guards_keep_each_name_to_the_releases_that_have_it(checked):
     uses, _ = checked
-    assert _reach(uses, "BuilderFlag.FP16") == {"8.6", "10.3", "10.13"}
-    assert _reach(uses, "BuilderFlag.INT8") == {"8.6", "10.3", "10.13"}
-    assert _reach(uses, "NetworkDefinitionCreationFlag.EXPLICIT_BATCH") == {"8.6"}
-    assert _reach(uses, "NetworkDefinitionCreationFlag.STRONGLY_TYPED") == {"10.3", "10.13", "11.1"}
     assert _reach(uses, "trt.IInt8EntropyCalibrator2") == {"8.6", "10.3", "10.13"}
-    assert _reach(uses, "IBuilderConfig.int8_calibrator") == {"8.6", "10.3", "10.13"}
+    assert _reach(uses, "trt.IInt8MinMaxCalibrator") == {"8.6", "10.3", "10.13"}
     assert _reach(uses, "IExecutionContext.execute_async_v3") == set(check.VERSIONS)
 
 
@@ -78,7 +73,7 @@ def _plant(source: str, anchor: str, lines: str) -> str:
 
 
 def test_planted_fp16_flag_on_the_11x_path_fails_the_check(api):
-    planted = _plant(BUILD.read_text(), "config = builder.create_builder_config()",
+    planted = _plant(BUILD.read_text(), "config.DLA_core = cfg.dla_core",
                      "config.set_flag(trt.BuilderFlag.FP16)\n")
     _, problems = check.check_source(planted, "tensorrt_build.py", api)
     assert len(problems) == 1
@@ -86,7 +81,7 @@ def test_planted_fp16_flag_on_the_11x_path_fails_the_check(api):
 
 
 def test_planted_flag_behind_a_version_guard_passes(api):
-    planted = _plant(BUILD.read_text(), "config = builder.create_builder_config()",
+    planted = _plant(BUILD.read_text(), "config.DLA_core = cfg.dla_core",
                      "if trt_major(version) < 11:\n    config.set_flag(trt.BuilderFlag.FP16)\n")
     _, problems = check.check_source(planted, "tensorrt_build.py", api)
     assert problems == []
@@ -151,3 +146,34 @@ def test_only_the_tensorrt_package_imports_or_calls_tensorrt_and_pycuda():
                if check.TENSORRT_PACKAGE not in path.parents and pattern.search(path.read_text())]
     assert outside == []
     assert {p.name for p in check.SOURCES} >= {"builder.py", "backend.py", "calibrator.py", "env.py"}
+
+
+# --- Polygraphy: the names and keywords the builder passes exist in the installed release -----------------
+
+def test_every_polygraphy_name_and_keyword_the_builder_uses_exists():
+    uses, problems = check.polygraphy_problems()
+    assert [str(p) for p in problems] == []
+    assert {name for name, _ in uses} >= {"NetworkFromOnnxPath", "CreateConfig", "Profile", "Calibrator",
+                                          "EngineBytesFromNetwork"}
+    keywords = set().union(*(kw for name, kw in uses if name == "CreateConfig"))
+    assert keywords >= {"fp16", "int8", "profiles", "calibrator", "use_dla", "allow_gpu_fallback",
+                        "version_compatible", "builder_optimization_level", "memory_pool_limits"}
+
+
+def test_a_misspelt_polygraphy_name_or_keyword_fails_the_check(tmp_path):
+    source = tmp_path / "planted.py"
+    source.write_text("def build(path):\n    poly, error = import_polygraphy()\n"
+                      "    poly.NetworkFromOnnx(path)\n    poly.CreateConfig(fp16=True, dla_core=1)\n"
+                      "    polygraphy = import_polygraphy()\n")
+    _, problems = check.polygraphy_problems([source])
+    messages = sorted(p.message for p in problems)
+    assert len(messages) == 3
+    assert "CreateConfig takes no argument(s) ['dla_core']" in messages[0]
+    assert "bind import_polygraphy()" in messages[1] and "NetworkFromOnnx does not exist" in messages[2]
+
+
+def test_polygraphy_is_in_the_tensorrt_extra():
+    import tomllib
+
+    extras = tomllib.loads((check.ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith("polygraphy") for dep in extras["tensorrt"])

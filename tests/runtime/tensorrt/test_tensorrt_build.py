@@ -147,10 +147,12 @@ def test_legacy_precision_on_tensorrt_11_is_refused_with_the_reason():
     assert "\n" not in message and "strongly typed" in message and "eca-deploy quantize" in message
 
 
-def test_tensorrt_8_5_gets_a_trtexec_command_not_a_build():
+def test_the_python_builder_takes_8_5_as_polygraphy_does():
+    """Polygraphy 0.53 imports "tensorrt>=8.5" (polygraphy/mod/trt_importer.py): JetPack 5.1 builds in Python."""
+    check_builder_version("8.5.2")
     check_builder_version("8.6.1")
-    with pytest.raises(EngineError, match="--print-trtexec --trt-version 8.5"):
-        check_builder_version("8.5.2")
+    with pytest.raises(EngineError, match="--print-trtexec --trt-version X.Y"):
+        check_builder_version("8.4.3")
 
 
 # --- --batch --------------------------------------------------------------------------------------------------
@@ -423,11 +425,45 @@ def test_trtexec_8_5_builds_with_build_only_and_8_6_with_skip_inference(fp32_onn
     assert all("--skipInference" in v and "--buildOnly" not in v for v in (v86, v103))
 
 
-@pytest.mark.parametrize("version", ["7.1", "9.0", "99.0"])
+@pytest.mark.parametrize("version", ["7.1", "9.0", "99.0", "8.9", "10.99", "11.9", "8.4", "10.17"])
 def test_unknown_trt_version_is_refused_in_one_line(fp32_onnx, capsys, no_tensorrt, version):
     code, out, err = _cli(capsys, "build", "--onnx", str(fp32_onnx), "--print-trtexec", "--trt-version", version)
     assert code == 2 and out == "" and "--trt-version takes a TensorRT release" in err and f"'{version}'" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("version", ["8.5", "8.6.1", "10.0", "10.3", "10.16", "11.0", "11.1"])
+def test_every_release_the_readme_lists_is_accepted(version):
+    from eca_deploy.runtime.tensorrt.compat import check_trtexec_version
+
+    assert check_trtexec_version(version) == version
+
+
+def test_trtexec_8_5_legacy_int8_is_refused_for_its_calibrator(fp32_onnx, tmp_path, capsys, no_tensorrt):
+    """trtexec 8.5 allocates no calibration buffers when --calib's file exists (samples/common/sampleEngines.cpp
+    at 8.5.3, RndInt8Calibrator::RndInt8Calibrator returns early) and would hand TensorRT null pointers if it
+    rejected our cache; 8.6 is unaffected."""
+    with pytest.raises(EngineError, match="build Q/DQ INT8 instead"):
+        _trtexec(fp32_onnx, "8.5.2", legacy_precision="int8", calib_data=str(tmp_path))
+    assert "--int8" in _trtexec(fp32_onnx, "8.6.1", legacy_precision="int8", calib_data=str(tmp_path))
+    code, out, err = _cli(capsys, "build", "--onnx", str(fp32_onnx), "--print-trtexec", "--trt-version", "8.5",
+                          "--legacy-precision", "int8", "--calib-data", str(tmp_path))
+    assert code == 2 and out == "" and "--high-precision fp32" in err and len(err.strip().splitlines()) == 1
+
+
+def test_trtexec_dla_line_on_10x_is_weakly_typed(tmp_path):
+    """trtexec 10.3 --useDLACore sets kFP16 (without --int8) and kPREFER_PRECISION_CONSTRAINTS itself
+    (samples/common/sampleEngines.cpp at v10.3.0, lines 1123-1146), which a --stronglyTyped network does not
+    take (sampleOptions.cpp at v10.3.0, lines 1231-1248 drop precision flags there): the DLA line is weakly
+    typed with the ONNX's flags; 11.x types strongly and has no precision flags."""
+    fp16 = _tiny_model(tmp_path / "m.fp16.onnx", "fp16")
+    int8 = _tiny_model(tmp_path / "m.int8.onnx", "int8")
+    for model, flags in ((fp16, {"--fp16"}), (int8, {"--int8", "--fp16"})):
+        line = _trtexec(model, "10.3", dla_core=0, batch="4")
+        assert "--stronglyTyped" not in line and flags | {"--useDLACore=0", "--allowGPUFallback"} <= set(line)
+        assert "--stronglyTyped" in _trtexec(model, "10.3", batch="4")
+        v11 = _trtexec(model, "11.1", dla_core=0, batch="4")
+        assert not {"--fp16", "--int8", "--stronglyTyped"} & set(v11) and "--useDLACore=0" in v11
 
 
 def _cpu_int8_model(path):
@@ -479,8 +515,10 @@ class _FakeTimingCache:
 
     def __init__(self, entries):
         self.entries = set(entries)
+        self.ignore_mismatch = []
 
     def combine(self, other, ignore_mismatch):
+        self.ignore_mismatch.append(ignore_mismatch)
         self.entries |= other.entries
         return True
 
@@ -525,8 +563,9 @@ def test_timing_cache_merges_what_is_on_disk_under_a_lock(tmp_path):
             except BlockingIOError:
                 held.append(True)
 
-    _save_timing_cache(_FakeConfig({"conv2:tactic3"}, on_serialize=another_build_tries_to_lock), path)
-    assert held == [True]
+    config = _FakeConfig({"conv2:tactic3"}, on_serialize=another_build_tries_to_lock)
+    _save_timing_cache(config, path)
+    assert held == [True] and config.cache.ignore_mismatch == [False]
     assert path.read_bytes().decode().split("\n") == ["conv1:tactic7", "conv2:tactic3"]
 
 

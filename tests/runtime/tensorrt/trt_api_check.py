@@ -346,3 +346,73 @@ def check_files(paths: list[Path] = SOURCES, api: dict | None = None) -> tuple[l
         uses += found
         problems += wrong
     return uses, problems
+
+
+# --- Polygraphy ---------------------------------------------------------------------------------------------
+# The builder reaches polygraphy.backend.trt only as ``poly`` (``poly, error = import_polygraphy()``); each
+# ``poly.X`` must exist in the installed Polygraphy (its package imports without TensorRT) and each keyword
+# a ``poly.X(...)`` call passes must be one X accepts.
+
+POLYGRAPHY = "poly"
+
+
+def unaccepted(target, args: tuple = (), kwargs: dict | None = None) -> set[str]:
+    """The keyword arguments ``target`` (a function, or a class through the ``**kwargs`` its ``__init__``
+    forwards to a base, as CreateConfig does) does not take; raises TypeError for bad positionals."""
+    import inspect
+
+    kwargs = dict(kwargs or {})
+    if not inspect.isclass(target):
+        params = inspect.signature(target).parameters
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return set()
+        inspect.signature(target).bind_partial(*args)
+        return set(kwargs) - set(params)
+    for klass in target.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        kwargs = {k: v for k, v in kwargs.items()
+                  if k not in params or params[k].kind in (params[k].VAR_POSITIONAL, params[k].VAR_KEYWORD)}
+        if not kwargs or not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            break
+    return set(kwargs)
+
+
+def polygraphy_problems(paths: list[Path] = SOURCES, module=None) -> tuple[list[tuple[str, set]], list[Problem]]:
+    """(uses as (name, keywords), problems) for every ``poly.X`` in ``paths`` against ``module``."""
+    if module is None:
+        import polygraphy.backend.trt as module
+    uses, problems = [], []
+    for path in paths:
+        where = str(path.relative_to(ROOT)) if ROOT in path.parents else str(path)
+        tree = ast.parse(path.read_text())
+        calls = {id(node.func): node for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and \
+                    getattr(node.value.func, "id", None) == "import_polygraphy":
+                target = node.targets[0]
+                first = target.elts[0] if isinstance(target, ast.Tuple) else target
+                if not (isinstance(first, ast.Name) and first.id == POLYGRAPHY):
+                    problems.append(Problem(where, node.lineno, "bind import_polygraphy() to `poly, ...`"))
+            if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == POLYGRAPHY):
+                continue
+            call = calls.get(id(node))
+            keywords = {k.arg for k in call.keywords if k.arg} if call else set()
+            uses.append((node.attr, keywords))
+            target = getattr(module, node.attr, None)
+            if target is None:
+                problems.append(Problem(where, node.lineno, f"polygraphy.backend.trt.{node.attr} does not exist in "
+                                                            f"Polygraphy {_polygraphy_version()}"))
+                continue
+            wrong = unaccepted(target, (), {k: None for k in keywords}) if call else set()
+            if wrong:
+                problems.append(Problem(where, node.lineno, f"{node.attr} takes no argument(s) {sorted(wrong)} in "
+                                                            f"Polygraphy {_polygraphy_version()}"))
+    return uses, problems
+
+
+def _polygraphy_version() -> str:
+    import polygraphy
+
+    return polygraphy.__version__
