@@ -60,7 +60,7 @@ def fp32_math_of(manifest: dict | None, gpu: GpuInfo) -> str:
     it on (our builds record ``tf32``: Polygraphy clears it; trtexec, whose engines have no manifest,
     keeps it unless --noTF32)."""
     major, minor = (int(part) for part in gpu.compute_capability.split(".")[:2])
-    tf32 = (manifest or {}).get("tf32", manifest is None)
+    tf32 = (manifest or {}).get("tf32", True)  # absent: built before builds recorded it, TF32 left on
     return "tf32" if tf32 and (major, minor) >= TF32_FROM else "fp32"
 
 

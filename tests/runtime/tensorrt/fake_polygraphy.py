@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import polygraphy.backend.trt as real
+from fake_tensorrt import ONNX_PLAN
 from trt_api_check import unaccepted
 
 CACHE = b"TRT-100300-EntropyCalibration2\ninput: 3c010a14\n(Unnamed Layer* 0) [Convolution]_output: 3d8e6b2a\n"
@@ -135,13 +136,14 @@ class FakePolygraphy:
 
         def build():
             builder, net, _ = network()
+            path = self.calls["NetworkFromOnnxPath"]["_args"][0]
             built_config = config(builder, net)
             if self.fail:
                 raise PolygraphyException(f"{self.fail}\nsee the log above")
             calibrator = built_config.kwargs.get("calibrator")
             if calibrator is not None:
                 self._calibrate(calibrator)
-            return b"serialized engine"
+            return ONNX_PLAN + path.encode()  # fake_tensorrt's engines run this ONNX in onnxruntime
 
         return build
 

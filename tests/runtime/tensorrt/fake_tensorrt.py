@@ -16,7 +16,8 @@ TensorRT (Python API docs for IRuntime / ICudaEngine, developer guide "Version C
   ``engine_host_code_allowed = True`` (deserialize_cuda_engine returns None otherwise);
 - ``create_execution_context()`` returns None when it cannot allocate (out of memory);
 - I/O by tensor name (num_io_tensors, get_tensor_name, get_tensor_mode, ...).
-The fake engine computes logits = per-image mean of the input times (1..classes), so results can be checked.
+The fake engine computes logits = per-image mean of the input times (1..classes), so results can be checked;
+a plan reading ``ONNX:<path>`` (what fake_polygraphy.py builds) runs that ONNX in onnxruntime instead.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 VERSION_COMPATIBLE_PLAN = b"VC-LEAN-RUNTIME"  # plan bytes the fake treats as carrying host code
 OOM_PLAN = b"NEEDS-TOO-MUCH-MEMORY"
+ONNX_PLAN = b"ONNX:"  # + the path of the ONNX the engine runs
 CLASSES = 4
 
 
@@ -161,9 +163,17 @@ def fake_tensorrt(cuda: FakeCuda, version="10.3.0.30", dla_cores=0, builder_erro
     class Engine:
         num_io_tensors = 2
 
-        def __init__(self, dla_core):
+        def __init__(self, dla_core, onnx_path=None):
             self.dla_core = dla_core  # the core this engine was placed on when deserialized
             self.oom = False
+            self.onnx_path = onnx_path
+            self.image, self.classes = (3, 8, 8), CLASSES
+            if onnx_path:
+                import onnx
+
+                graph = onnx.load(onnx_path, load_external_data=False).graph
+                self.image = tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
+                self.classes = graph.output[0].type.tensor_type.shape.dim[1].dim_value
 
         def get_tensor_name(self, i):
             return ("input", "logits")[i]
@@ -175,30 +185,36 @@ def fake_tensorrt(cuda: FakeCuda, version="10.3.0.30", dla_cores=0, builder_erro
             return "FLOAT"
 
         def get_tensor_shape(self, name):
-            return (-1, 3, 8, 8) if name == "input" else (-1, CLASSES)
+            return (-1, *self.image) if name == "input" else (-1, self.classes)
 
         def get_tensor_profile_shape(self, name, index):
-            return (1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8)
+            return tuple((n, *self.image) for n in (1, 4, 8))
 
         def create_execution_context(self):
-            return None if self.oom else ExecutionContext()
+            return None if self.oom else ExecutionContext(self)
 
     class ExecutionContext:
-        def __init__(self):
+        def __init__(self, engine):
             self.shape, self.addresses = None, {}
+            self.onnx_path, self.classes = engine.onnx_path, engine.classes
 
         def set_input_shape(self, name, shape):
             self.shape = tuple(shape)
 
         def get_tensor_shape(self, name):
-            return self.shape if name == "input" else (self.shape[0], CLASSES)
+            return self.shape if name == "input" else (self.shape[0], self.classes)
 
         def set_tensor_address(self, name, address):
             self.addresses[name] = address
 
         def execute_async_v3(self, stream_handle):
             images = cuda.memory[self.addresses["input"]].view(np.float32).reshape(self.shape)
-            logits = images.reshape(self.shape[0], -1).mean(1, keepdims=True) * np.arange(1, CLASSES + 1)
+            if self.onnx_path:
+                from eca_deploy.graph.session import run_once
+
+                logits = run_once(self.onnx_path, images)
+            else:
+                logits = images.reshape(self.shape[0], -1).mean(1, keepdims=True) * np.arange(1, self.classes + 1)
             cuda.memory[self.addresses["logits"]].view(np.float32)[:] = logits.astype(np.float32).ravel()
             return True
 
@@ -212,7 +228,7 @@ def fake_tensorrt(cuda: FakeCuda, version="10.3.0.30", dla_cores=0, builder_erro
         def deserialize_cuda_engine(self, data):
             if data.startswith(VERSION_COMPATIBLE_PLAN) and not self.engine_host_code_allowed:
                 return None
-            engine = Engine(self.DLA_core)
+            engine = Engine(self.DLA_core, data[len(ONNX_PLAN):].decode() if data.startswith(ONNX_PLAN) else None)
             engine.oom = data.startswith(OOM_PLAN)
             return engine
 

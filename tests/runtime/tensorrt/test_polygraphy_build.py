@@ -77,7 +77,7 @@ def test_the_build_hands_polygraphy_what_compat_decides(machine, models, version
     assert config["memory_pool_limits"] == {"WORKSPACE": 2**29}
     assert dict(config["profiles"][0]) == {"input": ((1, 3, 16, 16), (4, 3, 16, 16), (8, 3, 16, 16))}
     assert "tf32" not in config  # Polygraphy's default: TF32 off, so an FP32 engine computes in FP32
-    assert result.engine_path.read_bytes() == b"serialized engine"
+    assert result.engine_path.read_bytes() == b"ONNX:" + str(models[model]).encode()
     manifest = _manifest(result)
     assert manifest["tf32"] is False and manifest["tensorrt_version"] == version
     assert manifest["network"] == ("strongly typed" if typed else "weakly typed")

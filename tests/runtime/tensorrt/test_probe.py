@@ -55,3 +55,22 @@ def test_a_tensorrt_whose_builder_cannot_start_is_a_problem_exit_1(jetson):
     assert trt.status == "problem" and "the builder cannot start" in trt.detail
     assert "sudo apt install python3-libnvinfer" in trt.line()  # the Jetson's fix, not pip's
     assert doctor.exit_code(checks) == 1
+
+
+def test_doctor_on_jetpack_5_1_runs_the_smoke_test_and_passes(jetson, monkeypatch):
+    """JetPack 5.1 (TensorRT 8.5): the smoke test builds through Polygraphy (which takes 8.5), without the
+    optimization level 8.5 lacks; the fake engines run the built ONNX in onnxruntime. Before: the Python
+    builder refused 8.5 and doctor said PROBLEM, exit 1, on every such board."""
+    from fake_polygraphy import FakePolygraphy, exception_module
+
+    probe, _ = jetson
+    cuda = FakeCuda()
+    poly = FakePolygraphy()
+    modules = {"tensorrt": fake_tensorrt(cuda, version="8.5.2.2"), "pycuda.driver": cuda,
+               "polygraphy.backend.trt": poly, "polygraphy.exception": exception_module()}
+    monkeypatch.setattr(tensorrt_env, "_import_module", lambda name: modules[name])
+    checks = _by_name(doctor.run_doctor(probe, smoke=True))
+    assert checks["smoke test"].status == "OK", checks["smoke test"].detail
+    assert "FP32 + FP16 engines match onnxruntime" in checks["smoke test"].detail
+    assert poly.calls["CreateConfig"]["builder_optimization_level"] is None
+    assert doctor.exit_code(list(checks.values())) == 0

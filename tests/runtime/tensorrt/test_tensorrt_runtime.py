@@ -9,6 +9,7 @@ create_execution_context() returning None.
 from __future__ import annotations
 
 import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -17,7 +18,10 @@ from fake_tensorrt import OOM_PLAN, VERSION_COMPATIBLE_PLAN, FakeCuda, LogicErro
 from eca_deploy.artifacts import write_artifact
 from eca_deploy.errors import EngineError
 from eca_deploy.runtime.tensorrt import env as tensorrt_env
-from eca_deploy.runtime.tensorrt.backend import TensorRTBackend
+from eca_deploy.cli.main import main
+from eca_deploy.runtime.backends.registry import open_backend
+from eca_deploy.runtime.tensorrt.backend import TensorRTBackend, fp32_math_of
+from eca_deploy.runtime.tensorrt.env import GpuInfo
 
 MANIFEST = {"tensorrt_version": "10.3.0.30", "gpu": {"name": "Orin", "compute_capability": "8.7"}}
 
@@ -138,3 +142,99 @@ def test_one_process_one_gpu(machine, tmp_path):
     tensorrt_env.primary_context(cuda, 0)
     with pytest.raises(EngineError, match="already runs on GPU 0"):
         tensorrt_env.primary_context(cuda, 1)
+
+
+# --- threads: pycuda's context stack is per thread (src/cpp/cuda.hpp) --------------------------------------
+
+def _in_thread(call):
+    """call() on a new thread; its result, or its exception raised here."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_a_backend_opened_on_the_main_thread_runs_on_other_threads(machine, tmp_path):
+    """Before: the context was pushed on the main thread only, so a worker's first allocation failed with
+    "invalid device context"."""
+    cuda, _, interpreter_exit = machine
+    backend = TensorRTBackend(_engine(tmp_path, "m.engine"))
+    logits = _in_thread(lambda: backend.infer(_images(3)))  # a new batch size: allocates on the worker
+    np.testing.assert_allclose(logits[:, 1], 2 * _images(3).reshape(3, -1).mean(1), rtol=1e-5)
+    run, _ = _in_thread(lambda: backend.device_runner(_images(4)))
+    assert _in_thread(run) == 1.0
+    _in_thread(backend.close)
+    main = threading.get_ident()
+    assert len(cuda.stack) == 1 and all(s == [] for ident, s in cuda.stacks.items() if ident != main)
+    interpreter_exit()
+
+
+def test_a_worker_thread_that_touches_the_gpu_first_leaves_nothing_to_pop_at_exit(machine, tmp_path):
+    """Before: the worker pushed the context for good, and the exit hook's pop on the main thread raised
+    "cannot pop non-current context"."""
+    cuda, _, interpreter_exit = machine
+    backend = _in_thread(lambda: TensorRTBackend(_engine(tmp_path, "m.engine")))
+    assert _in_thread(lambda: backend.infer(_images())).shape == (2, 4)
+    assert backend.infer(_images()).shape == (2, 4)  # and on the main thread
+    backend.close()
+    interpreter_exit()
+    assert all(stack == [] for stack in cuda.stacks.values())
+
+
+# --- TF32 and the GPU an engine runs on ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("capability, manifest, math", [
+    ("7.2", {"tf32": True}, "fp32"),  # Xavier: no TF32 at all
+    ("7.5", None, "fp32"),  # T4
+    ("8.7", {"tf32": False}, "fp32"),  # our builds: Polygraphy clears TF32
+    ("8.6", None, "tf32"),  # a trtexec engine without manifest: trtexec leaves TF32 on
+    ("8.0", {}, "tf32"),  # a manifest from before builds recorded tf32
+])
+def test_the_tf32_tolerance_applies_only_where_tf32_can_run(capability, manifest, math):
+    assert fp32_math_of(manifest, GpuInfo(0, "gpu", capability)) == math
+
+
+def test_an_fp32_engine_on_xavier_is_judged_by_fp32s_tolerance(machine, tmp_path, monkeypatch):
+    from eca_deploy.runtime.harness.parity import tolerance_for
+
+    monkeypatch.setitem(MANIFEST["gpu"], "compute_capability", "7.2")
+    cuda = FakeCuda("Xavier", (7, 2))
+    trt = fake_tensorrt(cuda)
+    monkeypatch.setattr(tensorrt_env, "_import_module", {"tensorrt": trt, "pycuda.driver": cuda}.__getitem__)
+    with TensorRTBackend(_engine(tmp_path, "x.engine", gpu={"name": "Xavier", "compute_capability": "7.2"})) as b:
+        assert tolerance_for("fp32", fp32_math=b.fp32_math) == tolerance_for("fp32")
+
+
+def _two_gpus(monkeypatch, second):
+    cuda = FakeCuda(gpus=[("Orin", (8, 7)), second])
+    modules = {"tensorrt": fake_tensorrt(cuda), "pycuda.driver": cuda}
+    monkeypatch.setattr(tensorrt_env, "_import_module", modules.__getitem__)
+    return cuda
+
+
+def test_an_engine_opens_on_the_gpu_asked_for(machine, tmp_path, monkeypatch):
+    """Before: open_backend passed no device, so an engine built with --gpu 1 ran on GPU 0."""
+    _two_gpus(monkeypatch, ("Orin", (8, 7)))
+    engine = _engine(tmp_path, "m.engine")
+    with open_backend(str(engine), gpu=1) as backend:
+        assert backend.infer(_images()).shape == (2, 4)
+    assert tensorrt_env._primary[0] == 1
+
+
+def test_an_engine_for_another_gpu_model_is_refused_by_bench_gpu_n(machine, tmp_path, monkeypatch, capsys):
+    _two_gpus(monkeypatch, ("RTX 4090", (8, 9)))
+    engine = _engine(tmp_path, "m.engine")
+    code = main(["bench", str(engine), "--gpu", "1", "--iterations", "1", "--warmup", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "built for Orin (compute capability 8.7)" in err and "RTX 4090" in err
+    assert len(err.strip().splitlines()) == 1
