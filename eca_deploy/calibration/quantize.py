@@ -333,16 +333,18 @@ class _Candidate:
     summary: QdqSummary
     logits: np.ndarray
     figures: dict
+    fp16: dict | None = None  # the FP16 glue's conversion report (raised scales, clamped/flushed weights)
 
 
 def _candidate(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRange], ref: Reference,
                high_precision: str = "fp32") -> _Candidate:
     """The Q/DQ model with these ranges, as it will be written (FP16 glue where asked), judged against FP32."""
     quantized, summary = insert_qdq(model, plan, ranges)
+    report = None
     if high_precision == "fp16":
-        quantized, _ = qdq_glue_to_fp16(quantized)
+        quantized, report = qdq_glue_to_fp16(quantized)
     logits = run_model(quantized, ref)
-    return _Candidate(quantized, summary, logits, score(ref, logits))
+    return _Candidate(quantized, summary, logits, score(ref, logits), report and report.as_dict())
 
 
 def select_method(candidates: dict[str, _Candidate], labeled: bool) -> tuple[str, dict]:
@@ -415,9 +417,9 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
                         "data": ref.description}
             if mixed is not None:
                 # the fallback judged FP32 glue; the file holds the glue this target asked for
-                model_out = qdq_glue_to_fp16(mixed.model)[0] if high_precision == "fp16" else mixed.model
+                model_out, report = qdq_glue_to_fp16(mixed.model) if high_precision == "fp16" else (mixed.model, None)
                 logits = run_model(model_out, ref) if high_precision == "fp16" else mixed.logits
-                chosen = _Candidate(model_out, mixed.summary, logits, score(ref, logits))
+                chosen = _Candidate(model_out, mixed.summary, logits, score(ref, logits), report and report.as_dict())
                 floated = {f["tensor"] for f in mixed.floated}
 
     parity = compare_outputs(ref.logits, chosen.logits).as_dict()
@@ -452,11 +454,11 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
                      "seed": cfg.seed, "source": str(cfg.calib_data)},
         evaluation={"data": ref.description, "held_out": ref.held_out, "images": ref.images, "labeled": ref.labeled},
         method_selection=selection if cfg.calib_method == "auto" else None,
-        sensitivity=sensitivity, fallback=fallback,
+        sensitivity=sensitivity, fallback=fallback, fp16=chosen.fp16,
         qdq=qdq, parity={**parity, "data": ref.description}, accuracy=accuracy,
         versions=package_versions("onnx", "onnxruntime"))
     timings["total"] = time.perf_counter() - t0
     return QuantizeResult(output, manifest, "int8", cfg.target, parity, accuracy, ref.description, qdq=qdq,
                           calibration={**calibration, "method": method}, timings=timings,
                           method_selection=selection if cfg.calib_method == "auto" else None,
-                          sensitivity=sensitivity, fallback=fallback)
+                          sensitivity=sensitivity, fallback=fallback, fp16=chosen.fp16)

@@ -161,9 +161,10 @@ def run(args: argparse.Namespace) -> int:
         bias = f", {q['bias_dq']} int32 bias DQ" if q["bias_dq"] else ", bias in float"
         print(f"  Q/DQ: {q['activation_qdq_pairs']} activation pairs, {q['weight_dq']} per-channel weight DQ{bias}")
         _print_float_nodes(q["float_nodes"])
-    if result.fp16 is not None and (result.fp16["values_clamped"] or result.fp16["values_flushed_to_zero"]):
-        print(f"  FP16: {result.fp16['values_clamped']} weights clamped to +-65504, "
-              f"{result.fp16['values_flushed_to_zero']} flushed to zero")
+    fp16 = result.fp16
+    if fp16 is not None and (fp16["values_clamped"] or fp16["values_flushed_to_zero"] or fp16["scales_raised"]):
+        print(f"  FP16: {fp16['values_clamped']} weights clamped to +-65504, {fp16['values_flushed_to_zero']} "
+              f"flushed to zero, {fp16['scales_raised']} Q/DQ scales raised to float16's smallest normal (6.1e-05)")
     p = result.parity
     print(f"  vs FP32 on {result.check_data}: cosine {p['cosine']:.6f} (worst {p['min_cosine']:.6f}), "
           f"top-1 agreement {100 * p['top1_agreement']:.2f}%, max abs {p['max_abs']:.3g}")

@@ -50,6 +50,8 @@ def test_int8_prints_counts_and_float_nodes(digits, out, capsys):
     assert "Q/DQ: 21 activation pairs, 21 per-channel weight DQ, bias in float" in text
     assert "left in float:" in text and "8 Sigmoid" in text and "/layer1/layer1.0/eca/conv/Conv" in text
     assert sorted(p.name for p in out.iterdir()) == ["model.int8.onnx", "model.int8.onnx.json"]
+    fp16 = read_manifest(out / "model.int8.onnx")["fp16"]  # FP16 glue: the conversion report is kept
+    assert set(fp16) == {"tensors_converted", "values_clamped", "values_flushed_to_zero", "scales_raised"}
 
 
 def test_missing_calibration_folder(digits, out, tmp_path, capsys):
