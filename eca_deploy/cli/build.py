@@ -10,7 +10,7 @@ from ..precisions import LOW_PRECISIONS
 from . import args as shared
 
 NAME = "build"
-HELP = "build a TensorRT engine (8.6, 10.x, 11.x) from an FP32, FP16 or Q/DQ INT8 ONNX, with a manifest"
+HELP = "build a TensorRT engine (8.5, 8.6, 10.x, 11.x) from an FP32, FP16 or Q/DQ INT8 ONNX, with a manifest"
 
 
 GROUPS = (
@@ -46,13 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timing cache read before the build and written back after it, so rebuilds are "
                              "faster; one from another TensorRT or GPU is replaced")
     parser.add_argument("--opt-level", type=int, default=None, choices=range(6), metavar="0-5",
-                        help="builder optimization level (default: TensorRT's 3; 5 searches longest)")
+                        help="builder optimization level, TensorRT 8.6+ (default: TensorRT's 3; 5 searches longest)")
     parser.add_argument("--dla", type=shared.non_negative_int, default=None, metavar="N",
                         help="Jetson: run on DLA core N, layers DLA cannot run fall back to the GPU")
     parser.add_argument("--version-compatible", action="store_true",
                         help="build an engine later TensorRT releases can also run (may be slower)")
     parser.add_argument("--legacy-precision", choices=LOW_PRECISIONS, default=None,
-                        help="TensorRT 8.6/10.x only: build an FP32 ONNX with the weak-typing FP16/INT8 builder "
+                        help="TensorRT 8.x/10.x only: build an FP32 ONNX with the weak-typing FP16/INT8 builder "
                              "flags (int8 calibrates implicitly); TensorRT 11 refuses it")
     parser.add_argument("--batch-size", dest="calib_batch", type=shared.positive_int, default=8, metavar="N",
                         help="--legacy-precision int8: images per calibration batch")

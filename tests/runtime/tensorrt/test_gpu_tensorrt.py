@@ -21,7 +21,7 @@ from eca_deploy.cli.main import main
 from eca_deploy.errors import EngineError
 from eca_deploy.graph.compare import compare_outputs
 from eca_deploy.graph.session import run_once
-from eca_deploy.precisions import TF32_TOLERANCE
+from eca_deploy.precisions import PRECISIONS
 from eca_deploy.runtime.tensorrt.builder import BuildConfig, build_engine
 from eca_deploy.runtime.tensorrt.compat import trt_major
 from eca_deploy.runtime.tensorrt.env import tensorrt_unavailable_reason
@@ -39,11 +39,10 @@ class Limits:
     max_abs: float
 
 
-# Same ONNX on both sides, so only TensorRT's kernel choices differ (TF32, FP16 accumulation, INT8
-# fusions); legacy engines are compared with the FP32 ONNX instead. FP32: TensorRT keeps TF32 on by
-# default (Polygraphy clears BuilderFlag.TF32 explicitly, backend/trt/config.py); our builds leave it
-# on, as users' engines run, so the limit is the project's own TF32 tolerance (parity's TF32_TOLERANCE).
-LIMITS = {"fp32": Limits(0.99, 0.999, TF32_TOLERANCE.atol), "fp16": Limits(0.97, 0.999, 0.25),
+# Same ONNX on both sides, so only TensorRT's kernel choices differ (FP16 accumulation, INT8 fusions);
+# legacy engines are compared with the FP32 ONNX instead. FP32: builds go through Polygraphy's CreateConfig,
+# which clears BuilderFlag.TF32 (polygraphy/backend/trt/config.py), so the limit is FP32's own tolerance.
+LIMITS = {"fp32": Limits(0.99, 0.999, PRECISIONS["fp32"].tolerance.atol), "fp16": Limits(0.97, 0.999, 0.25),
           "int8": Limits(0.95, 0.99, 1.0),
           "legacy-fp16": Limits(0.97, 0.999, 0.25), "legacy-int8": Limits(0.90, 0.98, 2.0)}
 
