@@ -48,6 +48,20 @@ class Probe:
         except OSError:
             return None
 
+    def listdir(self, path: str) -> list[str]:
+        """The names in folder ``path`` (sorted), [] where it cannot be listed."""
+        try:
+            return sorted(entry.name for entry in (self.root / path.lstrip("/")).iterdir())
+        except OSError:
+            return []
+
+    def number(self, path: str) -> float | None:
+        """The number a sysfs file holds, None where it is absent or not a number."""
+        try:
+            return float((self.read(path) or "").strip())
+        except ValueError:
+            return None
+
 
 def _cpu(probe: Probe) -> dict:
     info = probe.read("/proc/cpuinfo") or ""
@@ -127,6 +141,28 @@ def parse_jetson_clocks(text: str | None) -> dict | None:
     return {"pinned": not unpinned, "unpinned": unpinned}
 
 
+GPU_LOAD = "/sys/devices/gpu.0/load"  # per mille; jetson-stats divides by 10 (jtop/core/gpu.py, igpu_read_status)
+DEVFREQ = "/sys/class/devfreq"
+
+
+def jetson_gpu(probe: Probe) -> dict:
+    """The integrated GPU's load (%) and devfreq clocks (MHz), None where unreadable. As jetson-stats finds it
+    (jtop/core/gpu.py, find_igpu): the devfreq node whose device/of_node/name names a GPU (gpu, gv11b,
+    ga10b, ...); its cur_freq/min_freq/max_freq are in Hz, its device's ``load`` in per mille."""
+    node = next((f"{DEVFREQ}/{name}" for name in probe.listdir(DEVFREQ)
+                 if _is_gpu((probe.read(f"{DEVFREQ}/{name}/device/of_node/name") or "").strip("\x00 \n"))), None)
+    load = probe.number(GPU_LOAD)
+    if load is None and node:
+        load = probe.number(f"{node}/device/load")
+    freq = {key: probe.number(f"{node}/{key}_freq") if node else None for key in ("cur", "min", "max")}
+    return {"load_percent": None if load is None else load / 10,
+            **{f"{key}_mhz": None if hz is None else round(hz / 1e6) for key, hz in freq.items()}}
+
+
+def _is_gpu(name: str) -> bool:
+    return "gpu" in name.lower() or name.lower() in ("gv11b", "ga10b", "gp10b", "gm20b", "gb10b")
+
+
 def _jetson(probe: Probe) -> dict | None:
     model = probe.read("/proc/device-tree/model")
     release = probe.read("/etc/nv_tegra_release")
@@ -143,6 +179,7 @@ def _jetson(probe: Probe) -> dict | None:
         # jetson_clocks --show needs root; None means we could not tell.
         "clocks_pinned": clocks["pinned"] if clocks else None,
         "clocks_unpinned_domains": clocks["unpinned"] if clocks else None,
+        "gpu": jetson_gpu(probe),
     }
 
 

@@ -75,6 +75,17 @@ def _onnxruntime(module: Any) -> str:
     return f"{module.__version__}, providers: {', '.join(module.get_available_providers())}"
 
 
+def _gpu_clock(gpu: dict | None) -> str:
+    """", GPU 612 of 1300 MHz, load 3%" from device.jetson_gpu, or "" where sysfs told nothing."""
+    gpu = gpu or {}
+    parts = []
+    if gpu.get("cur_mhz") is not None:
+        parts.append(f"{gpu['cur_mhz']} of {gpu.get('max_mhz') or '?'} MHz")
+    if gpu.get("load_percent") is not None:
+        parts.append(f"load {gpu['load_percent']:.0f}%")
+    return f", GPU {', '.join(parts)}" if parts else ""
+
+
 def _machine_checks(facts: dict) -> list[Check]:
     gpus, cuda, jetson, cpu = facts["gpus"], facts["cuda"], facts["jetson"], facts["cpu"]
     checks = []
@@ -97,7 +108,7 @@ def _machine_checks(facts: dict) -> list[Check]:
         mode = (jetson.get("power_mode") or {}).get("name") or "unknown (nvpmodel -q failed)"
         pinned = {True: "clocks pinned", False: "clocks NOT pinned: run `sudo jetson_clocks` before bench",
                   None: "clock pinning unknown (`jetson_clocks --show` needs root)"}[jetson.get("clocks_pinned")]
-        checks.append(Check("power/clocks", OK, f"power mode {mode}, {pinned}"))
+        checks.append(Check("power/clocks", OK, f"power mode {mode}, {pinned}{_gpu_clock(jetson.get('gpu'))}"))
     else:
         checks.append(Check("JetPack/L4T", MISSING, "not a Jetson"))
         checks.append(Check("power/clocks", OK, f"CPU governor {cpu.get('governor') or 'unknown'}"))

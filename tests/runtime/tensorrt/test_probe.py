@@ -74,3 +74,32 @@ def test_doctor_on_jetpack_5_1_runs_the_smoke_test_and_passes(jetson, monkeypatc
     assert "FP32 + FP16 engines match onnxruntime" in checks["smoke test"].detail
     assert poly.calls["CreateConfig"]["builder_optimization_level"] is None
     assert doctor.exit_code(list(checks.values())) == 0
+
+
+def test_doctor_and_the_device_description_read_the_jetson_gpus_load_and_clock(jetson):
+    """sysfs as JetPack 6 lays it out on an AGX Orin (paths as jetson-stats reads them, jtop/core/gpu.py)."""
+    from eca_deploy.runtime.harness.device import describe_device
+
+    probe, install = jetson
+    install()
+    root = probe.root
+    (root / "sys/devices/gpu.0").mkdir(parents=True)
+    (root / "sys/devices/gpu.0/load").write_text("347\n")  # per mille
+    node = root / "sys/class/devfreq/17000000.ga10b"
+    (node / "device/of_node").mkdir(parents=True)
+    (node / "device/of_node/name").write_text("ga10b\x00")
+    for key, hz in (("cur", 612000000), ("min", 306000000), ("max", 1300500000)):
+        (node / f"{key}_freq").write_text(f"{hz}\n")
+    (root / "sys/class/devfreq/15340000.vic/device/of_node").mkdir(parents=True)  # another devfreq node
+    (root / "sys/class/devfreq/15340000.vic/device/of_node/name").write_text("vic\x00")
+    checks = _by_name(doctor.run_doctor(probe, smoke=False))
+    assert checks["power/clocks"].detail.endswith(", GPU 612 of 1300 MHz, load 35%")
+    gpu = describe_device(probe=probe)["jetson"]["gpu"]
+    assert gpu == {"load_percent": 34.7, "cur_mhz": 612, "min_mhz": 306, "max_mhz": 1300}
+
+
+def test_a_jetson_without_readable_gpu_files_says_nothing_about_them(jetson):
+    probe, install = jetson
+    install()
+    checks = _by_name(doctor.run_doctor(probe, smoke=False))
+    assert "GPU" not in checks["power/clocks"].detail
