@@ -50,18 +50,24 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([out], parse_spec(args.model).inputs)
     ensure_output_dir(out.parent)  # before the timing runs, not after
     result = run_bench(cfg)
-    device = describe_device(args.threads)
+    device = {**describe_device(args.threads), "power": result.power}
     report = new_report("bench", device, [result.row()], imgsz=result.imgsz)
     write_json(out, report)
     print(f"{result.artifact.label} on {result.backend}, {device['label']}, {result.imgsz}x{result.imgsz}")
     # Clock and copies columns as wide as what they hold ("host", "none (host memory)" on a CPU).
     clock_w, copies_w = (max(len(name), *(len(e[name]) for e in result.entries)) + 2 for name in ("clock", "copies"))
+    energy = any("power_w" in e for e in result.entries)
     print(f"{'batch':>5}  {'clock':<{clock_w}}{'copies':<{copies_w}}{'min':>8}{'p50':>8}{'p90':>8}{'p99':>8}"
-          f"{'mean':>8}{'FPS':>9}{'iters':>7}")
+          f"{'mean':>8}{'FPS':>9}{'iters':>7}" + (f"{'W':>8}{'mJ/img':>9}{'FPS/W':>8}" if energy else ""))
     for e in result.entries:
         print(f"{e['batch']:>5}  {e['clock']:<{clock_w}}{e['copies']:<{copies_w}}" + "".join(
-            f"{e[k]:>8.2f}" for k in ("min", "p50", "p90", "p99", "mean")) + f"{e['fps']:>9.1f}{e['iterations']:>7}")
-    print("latency in ms per call; FPS = images per second")
+            f"{e[k]:>8.2f}" for k in ("min", "p50", "p90", "p99", "mean")) + f"{e['fps']:>9.1f}{e['iterations']:>7}"
+            + (f"{e.get('power_w', 0):>8.2f}{e.get('mj_per_image', 0):>9.1f}{e.get('fps_per_w', 0):>8.1f}"
+               if energy else ""))
+    print("latency in ms per call; FPS = images per second"
+          + (f"; W = mean board power ({result.power['total']}), mJ/img = energy per image" if energy else ""))
+    if "unavailable" in result.power:
+        print(f"power: not measured: {result.power['unavailable']}")
     for warning in device["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {out}")

@@ -3,13 +3,16 @@
 The timed loop calls ``backend.infer`` and one clock read on each side, nothing else, so the
 harness measures what a bare ``session.run`` loop would (benchmarks/bench_harness.py checks it).
 On a GPU a second pass keeps input and output on the device (``backend.device_runner``) and times
-compute alone: with CUDA events where the backend has them.
+compute alone: with CUDA events where the backend has them. On a Jetson the board's power rails are
+sampled during each timed loop (power.py): mean watts, mJ per image and FPS per watt beside the latency.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +20,8 @@ from ...errors import EcaDeployError, EngineError
 from ...progress import progress
 from ..base import Backend
 from ..backends.registry import Artifact, open_backend, parse_spec
+from .device import Probe
+from .power import PowerSampler, power_meter
 from .rows import ReportRow
 
 MIN_TIMED_ITERATIONS = 5
@@ -38,6 +43,7 @@ class BenchConfig:
     seed: int = 0
     ov_hint: str = "latency"  # OpenVINO's performance hint
     gpu: int = 0  # CUDA GPU index for TensorRT engines (--gpu)
+    sysfs_root: str = "/"  # where /sys is read from (power rails); tests point it at a fake tree
 
 
 def latency_stats(seconds: np.ndarray, batch: int) -> dict:
@@ -96,21 +102,32 @@ def check_batches(artifact: Artifact, batches: tuple[int, ...], backend: Backend
 
 def bench_backend(backend: Backend, batches: tuple[int, ...], imgsz: int, warmup: int = 10,
                   iterations: int | None = None, duration: float = 3.0, seed: int = 0,
-                  label: str | None = None) -> list[dict]:
-    """One entry per batch (and per clock on GPUs): latency stats, throughput, clock and copies."""
+                  label: str | None = None, power: PowerSampler | None = None) -> list[dict]:
+    """One entry per batch (and per clock on GPUs): latency stats, throughput, clock and copies; with
+    ``power``, the board's mean power over the timed loop, mJ per image and FPS per watt."""
     rng = np.random.default_rng(seed)
     entries = []
     for batch in progress(batches, desc=f"bench {label or backend.name}", unit="batch sizes"):
         images = rng.standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
         device = backend.device_runner(images)
         copies = "included" if device else "none (host memory)"
-        seconds = time_loop(lambda: backend.infer(images), warmup, iterations, duration)
-        entries.append({"batch": batch, "clock": "host", "copies": copies, **latency_stats(seconds, batch)})
+        entries.append({"batch": batch, "clock": "host", "copies": copies,
+                        **_measured(lambda: backend.infer(images), batch, warmup, iterations, duration, power)})
         if device:
             run, clock = device
-            seconds = time_loop(run, warmup, iterations, duration, own_clock=True)
-            entries.append({"batch": batch, "clock": clock, "copies": "excluded", **latency_stats(seconds, batch)})
+            entries.append({"batch": batch, "clock": clock, "copies": "excluded",
+                            **_measured(run, batch, warmup, iterations, duration, power, own_clock=True)})
     return entries
+
+
+def _measured(step, batch: int, warmup: int, iterations: int | None, duration: float, power: PowerSampler | None,
+              own_clock: bool = False) -> dict:
+    """Latency stats of the timed loop, and the power fields sampled over it alone (warm-up excluded)."""
+    for _ in range(warmup):
+        step()
+    with power or contextlib.nullcontext():
+        stats = latency_stats(time_loop(step, 0, iterations, duration, own_clock), batch)
+    return {**stats, **(power.fields(stats["fps"]) if power else {})}
 
 
 @dataclass
@@ -120,6 +137,7 @@ class BenchResult:
     precision: str
     imgsz: int
     entries: list[dict] = field(default_factory=list)
+    power: dict = field(default_factory=dict)  # the rails sampled, or {"unavailable": why}
 
     def row(self) -> ReportRow:
         return ReportRow.of(self.artifact, self.precision, self.backend, "measured",
@@ -139,8 +157,9 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     try:
         check_batches(artifact, cfg.batches, backend)
         imgsz = backend.input_spec.image_size[0] or cfg.imgsz or 224
+        sampler, power = power_meter(Probe(root=Path(cfg.sysfs_root)))
         entries = bench_backend(backend, cfg.batches, imgsz, cfg.warmup, cfg.iterations, cfg.duration, cfg.seed,
-                                artifact.label)
-        return BenchResult(artifact, backend.name, artifact.precision(cfg.precision)[0], imgsz, entries)
+                                artifact.label, sampler)
+        return BenchResult(artifact, backend.name, artifact.precision(cfg.precision)[0], imgsz, entries, power)
     finally:
         backend.close()

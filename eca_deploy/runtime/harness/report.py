@@ -29,7 +29,9 @@ REPORT_FIELDS = {"kind": (str, True), "created": (str, True), "devices": (list, 
                  "skipped": (list, True), "sources": (list, False), "model": ((dict, str, type(None)), False),
                  "data": ((dict, str, type(None)), False), "reference": ((dict, str, type(None)), False)}
 DEVICE_FIELDS = {"label": (str, True), "cpu": ((dict, type(None)), False), "versions": ((dict, type(None)), False),
-                 "gpus": (list, False), "jetson": ((dict, type(None)), False), "warnings": (list, False)}
+                 "gpus": (list, False), "jetson": ((dict, type(None)), False), "warnings": (list, False),
+                 "power": (dict, False)}
+POWER_FIELDS = {"rails": (list, False), "total": (str, False), "unavailable": (str, False)}
 GPU_FIELDS = {"name": (str, True), "driver": ((str, type(None)), True)}
 ROW_FIELDS = {"device": (str, True), "artifact": (str, True), "format": (str, True), "precision": (str, True),
               "backend": (str, True), "status": (str, True), "reason": (str, False), "identity": (str, False),
@@ -39,7 +41,9 @@ PARITY_FIELDS = {key: (OPT_NUM, False) for key in ("top1", "top5", "top1_agreeme
                                                     "min_cosine")}
 BENCH_FIELDS = {"imgsz": ((int, type(None)), False), "batches": (list, True)}
 ENTRY_FIELDS = {"batch": (int, True), "clock": (str, True), "copies": (str, True), "iterations": (int, True),
-                **{key: (NUM, True) for key in ("min", "p50", "p90", "p99", "mean", "fps")}}
+                **{key: (NUM, True) for key in ("min", "p50", "p90", "p99", "mean", "fps")},
+                # on a Jetson with INA3221 rails (power.py); absent elsewhere
+                **{key: (NUM, False) for key in ("power_w", "mj_per_image", "fps_per_w")}, "rails_w": (dict, False)}
 SKIPPED_FIELDS = {"step": (str, True), "reason": (str, True)}
 JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
               type(None): "null"}
@@ -120,6 +124,8 @@ def validate_report(report, source: str = "report") -> dict:
         _check(device, DEVICE_FIELDS, where)
         for j, gpu in enumerate(device.get("gpus") or []):
             _check(gpu, GPU_FIELDS, f"{where} gpu {j}")
+        if "power" in device:
+            _check(device["power"], POWER_FIELDS, f"{where} power")
         if not all(isinstance(w, str) for w in device.get("warnings", [])):
             raise DataError(f"{where}: \"warnings\" holds something other than strings")
     for i, row in enumerate(report["rows"]):
@@ -245,6 +251,23 @@ def _device_line(device: dict) -> str:
     return "; ".join(md_escape(p) for p in parts)
 
 
+def _power_line(device: dict) -> str | None:
+    """What the power columns measure on ``device``, or why they are empty; None where bench did not say."""
+    power = device.get("power")
+    if not power:
+        return None
+    if power.get("unavailable"):
+        return f"power not measured on {device['label']}: {power['unavailable']}"
+    return (f"power on {device['label']}: mean over each timed loop of the INA3221 rails "
+            f"{', '.join(map(str, power.get('rails', [])))}; W is {power.get('total')}")
+
+
+def _energy(entry: dict) -> list[str]:
+    """The W, mJ/img and FPS/W cells of a latency-table entry ("-" where not measured)."""
+    return [_num(entry.get("power_w"), ".2f"), _num(entry.get("mj_per_image"), ".1f"),
+            _num(entry.get("fps_per_w"), ".1f")]
+
+
 def summary_table(report: dict) -> str:
     """The one table a person reads first (Markdown)."""
     header = (["Device"] if len(report["devices"]) > 1 else []) + list(COLUMNS) + \
@@ -263,6 +286,7 @@ def markdown(report: dict, plots: dict[str, str] | None = None, plot_notes: list
     parts += [f"- **device**: {_device_line(d)}" for d in report["devices"]]
     parts += ["", summary_table(report), ""]
     batches = sorted({e["batch"] for r in report["rows"] for e in (r.get("bench") or {}).get("batches", [])})
+    measured = any("power_w" in e for r in report["rows"] for e in (r.get("bench") or {}).get("batches", []))
     if batches:
         parts.append(f"p50/p99: latency per call at the smallest batch measured; FPS: images per second at the "
                      f"best of batches {md_escape(', '.join(map(str, batches)))}; host clock, host<->device copies "
@@ -270,11 +294,15 @@ def markdown(report: dict, plots: dict[str, str] | None = None, plot_notes: list
                      "Top-1 agreement: share of inputs whose top class matches the reference's.")
         parts += ["", "## Latency per batch", "", _md_table(
             (["Device"] if multi else []) + ["Artifact", "Backend", "Batch", "Clock", "Copies", "min ms", "p50 ms",
-                                              "p90 ms", "p99 ms", "mean ms", "FPS", "Iterations"],
+                                              "p90 ms", "p99 ms", "mean ms", "FPS", "Iterations"]
+            + (["W", "mJ/img", "FPS/W"] if measured else []),
             [([r["device"]] if multi else []) + [r["artifact"], r["backend"], str(e["batch"]), e["clock"], e["copies"],
                                                  *(f"{e[k]:.2f}" for k in ("min", "p50", "p90", "p99", "mean")),
                                                  f"{e['fps']:.1f}", str(e["iterations"])]
+             + (_energy(e) if measured else [])
              for r in report["rows"] for e in (r.get("bench") or {}).get("batches", [])]), ""]
+        parts += [f"- {md_escape(line)}" for line in map(_power_line, report["devices"]) if line]
+        parts += [""] if any(map(_power_line, report["devices"])) else []
     if report["skipped"]:
         parts += ["## Skipped", ""] + [f"- {md_escape(s['step'])}: {md_escape(s['reason'])}"
                                        for s in report["skipped"]] + [""]
@@ -443,11 +471,55 @@ def plot_accuracy(report: dict, path: Path) -> list[str] | None:
     return notes
 
 
+def energy_series(report: dict) -> tuple[list[tuple[str, dict[int, float]]], list[int]]:
+    """([(label, {batch: median FPS/W})], batches) of the host-clock entries that carry power, bounded as the
+    latency plot is (MAX_SERIES series, the most efficient first; MAX_BATCHES batch sizes, the smallest)."""
+    multi = len(report["devices"]) > 1
+    series = []
+    for label, rows in _group([r for r in report["rows"] if r.get("bench")], multi).items():
+        values: dict[int, list[float]] = defaultdict(list)
+        for row in rows:
+            for e in row["bench"]["batches"]:
+                if e["clock"] == "host" and e.get("fps_per_w") is not None:
+                    values[e["batch"]].append(e["fps_per_w"])
+        if values:
+            series.append((_named(label, len(rows)), {b: median(v) for b, v in values.items()}))
+    batches = sorted({b for _, values in series for b in values})[:MAX_BATCHES]
+    series = [(label, {b: v for b, v in values.items() if b in batches}) for label, values in series]
+    series.sort(key=lambda s: -max(s[1].values(), default=0))
+    return series[:MAX_SERIES], batches
+
+
+def plot_energy(report: dict, path: Path) -> list[str] | None:
+    """Grouped bars: images per second per watt, per batch size and series (as plot_latency returns)."""
+    series, batches = energy_series(report)
+    if not series or not batches:
+        return None
+    plt = _pyplot()
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(batches) + 0.4 * len(series)), 4.5))
+    try:
+        for i, (label, values) in enumerate(series):
+            ax.bar([j + i * width for j, b in enumerate(batches) if b in values],
+                   [values[b] for b in batches if b in values], width, label=label)
+        ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(batches))], [str(b) for b in batches])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images per second per watt (board power)")
+        ax.set_title("Energy efficiency per precision and batch")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return []
+
+
 def report_paths(out_dir: str | os.PathLike, stem: str = "report") -> dict[str, Path]:
     """Every file write_report may write, by name."""
     out = Path(out_dir)
     return {"json": out / f"{stem}.json", "latency": out / f"{stem}_latency.png",
-            "accuracy": out / f"{stem}_accuracy.png", "markdown": out / f"{stem}.md"}
+            "accuracy": out / f"{stem}_accuracy.png", "energy": out / f"{stem}_energy.png",
+            "markdown": out / f"{stem}.md"}
 
 
 def write_report(report: dict, out_dir: str | os.PathLike, stem: str = "report", plots: bool = True) -> dict:
@@ -458,7 +530,7 @@ def write_report(report: dict, out_dir: str | os.PathLike, stem: str = "report",
     written: dict[str, Path] = {"json": write_json(paths["json"], report)}
     images, notes = {}, []
     if plots:
-        for name, plot in (("latency", plot_latency), ("accuracy", plot_accuracy)):
+        for name, plot in (("latency", plot_latency), ("accuracy", plot_accuracy), ("energy", plot_energy)):
             target = paths[name]
             left_out = plot(report, target)
             if left_out is not None:
