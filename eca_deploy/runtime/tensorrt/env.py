@@ -44,9 +44,13 @@ def import_polygraphy() -> tuple[Any, type]:
     """(polygraphy.backend.trt, PolygraphyException): NVIDIA's loaders the builder goes through. Polygraphy
     imports TensorRT lazily (polygraphy/mod/trt_importer.py), so this works where TensorRT is absent."""
     try:
-        return _import_module("polygraphy.backend.trt"), _import_module("polygraphy.exception").PolygraphyException
+        poly = _import_module("polygraphy.backend.trt")
+        error = _import_module("polygraphy.exception").PolygraphyException
+        logger = _import_module("polygraphy.logger").G_LOGGER
     except ModuleNotFoundError as exc:
         raise missing_dependency("Polygraphy (the `polygraphy` Python package)", POLYGRAPHY_INSTALL) from exc
+    logger.module_severity = logger.WARNING  # its INFO lines ("Configuring with profiles ...") would fill stdout
+    return poly, error
 
 
 def import_cuda() -> Any:
@@ -149,12 +153,18 @@ def context_scope():
 
 
 def trt_logger(trt: Any) -> Any:
-    """The process's one ``trt.Logger``: TensorRT warns "the logger passed into createInferRuntime
-    differs" when builders and runtimes get different ones (Polygraphy keeps one too: trt/util.py
-    get_trt_logger)."""
+    """The process's one TensorRT logger: TensorRT warns "the logger passed into createInferRuntime
+    differs" when builders and runtimes get different ones, and Polygraphy's builders use its own
+    (polygraphy/backend/trt/util.py, get_trt_logger), so runtimes get that one too; our own
+    ``trt.Logger`` only where Polygraphy is not installed (running engines does not need it)."""
     global _logger
     if _logger is None or _logger[0] is not trt:
-        _logger = (trt, trt.Logger(trt.Logger.WARNING))
+        try:
+            poly, _ = import_polygraphy()
+            logger = poly.get_trt_logger()
+        except MissingDependencyError:
+            logger = trt.Logger(trt.Logger.WARNING)
+        _logger = (trt, logger)
     return _logger[1]
 
 

@@ -94,6 +94,11 @@ class FakePolygraphy:
         self.layers, self.layers_on_dla = list(layers), set(layers_on_dla)
         self.batches: list[np.ndarray] = []
         self.config: Config | None = None
+        self.logger = types.SimpleNamespace(name="Polygraphy's TensorRT logger")
+
+    def get_trt_logger(self):
+        check_arguments("get_trt_logger")
+        return self.logger
 
     def _record(self, name, *args, **kwargs):
         check_arguments(name, *args, **kwargs)
@@ -158,5 +163,9 @@ class FakePolygraphy:
             cache.write_bytes(CACHE)
 
 
-def exception_module():
-    return types.SimpleNamespace(PolygraphyException=PolygraphyException)
+def polygraphy_modules(poly: FakePolygraphy | None = None) -> dict:
+    """The modules env.import_polygraphy imports, played by ``poly`` (a fresh FakePolygraphy by default)."""
+    return {"polygraphy.backend.trt": poly or FakePolygraphy(),
+            "polygraphy.exception": types.SimpleNamespace(PolygraphyException=PolygraphyException),
+            "polygraphy.logger": types.SimpleNamespace(G_LOGGER=types.SimpleNamespace(WARNING=30,
+                                                                                      module_severity=20))}

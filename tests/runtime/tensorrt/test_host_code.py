@@ -8,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+from fake_polygraphy import polygraphy_modules
 
 from eca_deploy.artifacts import write_artifact
 from eca_deploy.cli.main import main
@@ -65,7 +66,7 @@ def _tensorrt(loads: list):
 @pytest.fixture
 def loads(monkeypatch):
     loads = []
-    modules = {"tensorrt": _tensorrt(loads), "pycuda.driver": _Cuda}
+    modules = {"tensorrt": _tensorrt(loads), "pycuda.driver": _Cuda, **polygraphy_modules()}
     monkeypatch.setattr(tensorrt_env, "_import_module", lambda name: modules[name])
     return loads
 

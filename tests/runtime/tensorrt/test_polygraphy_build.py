@@ -21,7 +21,8 @@ from eca_deploy.errors import EngineError
 from eca_deploy.runtime.harness.doctor import SMOKE_IMGSZ, tiny_eca_onnx
 from eca_deploy.runtime.tensorrt import env as tensorrt_env
 from eca_deploy.runtime.tensorrt.builder import BuildConfig, build_engine
-from fake_polygraphy import CACHE, OTHER_GPU_TIMING_CACHE, FakePolygraphy, check_arguments, exception_module
+from fake_polygraphy import (CACHE, OTHER_GPU_TIMING_CACHE, FakePolygraphy, check_arguments,
+                             polygraphy_modules)
 from fake_tensorrt import FakeCuda, fake_tensorrt
 
 
@@ -31,8 +32,7 @@ def machine(monkeypatch):
     def make(version="10.3.0.30", **options):
         cuda = FakeCuda()
         poly = FakePolygraphy(**options)
-        modules = {"tensorrt": fake_tensorrt(cuda, version), "pycuda.driver": cuda, "polygraphy.backend.trt": poly,
-                   "polygraphy.exception": exception_module()}
+        modules = {"tensorrt": fake_tensorrt(cuda, version), "pycuda.driver": cuda, **polygraphy_modules(poly)}
         monkeypatch.setattr(tensorrt_env, "_import_module", lambda name: modules[name])
         monkeypatch.setattr(tensorrt_env, "_primary", None)
         monkeypatch.setattr(tensorrt_env, "_at_exit", lambda hook: None)

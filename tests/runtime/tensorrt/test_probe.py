@@ -4,6 +4,7 @@ a working Jetson, and a TensorRT whose builder cannot start (a problem: exit 1).
 from __future__ import annotations
 
 import pytest
+from fake_polygraphy import polygraphy_modules
 from fake_tensorrt import FakeCuda, fake_tensorrt
 
 from eca_deploy.runtime.harness import doctor
@@ -26,7 +27,7 @@ def jetson(monkeypatch, tmp_path):
 
     def install(**trt_settings):
         cuda = FakeCuda()
-        modules = {"tensorrt": fake_tensorrt(cuda, **trt_settings), "pycuda.driver": cuda}
+        modules = {"tensorrt": fake_tensorrt(cuda, **trt_settings), "pycuda.driver": cuda, **polygraphy_modules()}
         monkeypatch.setattr(tensorrt_env, "_import_module", lambda name: modules[name])
     return probe, install
 
@@ -61,13 +62,13 @@ def test_doctor_on_jetpack_5_1_runs_the_smoke_test_and_passes(jetson, monkeypatc
     """JetPack 5.1 (TensorRT 8.5): the smoke test builds through Polygraphy (which takes 8.5), without the
     optimization level 8.5 lacks; the fake engines run the built ONNX in onnxruntime. Before: the Python
     builder refused 8.5 and doctor said PROBLEM, exit 1, on every such board."""
-    from fake_polygraphy import FakePolygraphy, exception_module
+    from fake_polygraphy import FakePolygraphy
 
     probe, _ = jetson
     cuda = FakeCuda()
     poly = FakePolygraphy()
     modules = {"tensorrt": fake_tensorrt(cuda, version="8.5.2.2"), "pycuda.driver": cuda,
-               "polygraphy.backend.trt": poly, "polygraphy.exception": exception_module()}
+               **polygraphy_modules(poly)}
     monkeypatch.setattr(tensorrt_env, "_import_module", lambda name: modules[name])
     checks = _by_name(doctor.run_doctor(probe, smoke=True))
     assert checks["smoke test"].status == "OK", checks["smoke test"].detail

@@ -26,7 +26,7 @@ from eca_deploy.calibration.fp16 import convert_to_fp16
 from eca_deploy.cli.main import main
 from eca_deploy.runtime.harness.doctor import tiny_eca_onnx
 from eca_deploy.runtime.tensorrt import env as tensorrt_env
-from fake_polygraphy import FakePolygraphy, exception_module
+from fake_polygraphy import FakePolygraphy, polygraphy_modules
 from fake_tensorrt import FakeCuda, fake_tensorrt
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -72,7 +72,7 @@ def board(monkeypatch, tmp_path):
         onnx.save(proto, str(tmp_path / name))
     cuda = FakeCuda()
     modules = {"tensorrt": fake_tensorrt(cuda, dla_cores=1), "pycuda.driver": cuda,
-               "polygraphy.backend.trt": FakePolygraphy(dla_cores=1), "polygraphy.exception": exception_module()}
+               **polygraphy_modules(FakePolygraphy(dla_cores=1))}
     monkeypatch.setattr(tensorrt_env, "_import_module", modules.__getitem__)
     monkeypatch.setattr(tensorrt_env, "_primary", None)
     monkeypatch.setattr(tensorrt_env, "_at_exit", lambda hook: None)

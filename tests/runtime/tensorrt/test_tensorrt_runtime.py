@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 import pytest
+from fake_polygraphy import polygraphy_modules
 from fake_tensorrt import OOM_PLAN, VERSION_COMPATIBLE_PLAN, FakeCuda, LogicError, fake_tensorrt
 
 from eca_deploy.artifacts import write_artifact
@@ -31,7 +32,7 @@ def machine(monkeypatch):
     """A fresh process: fake pycuda + TensorRT, no context pushed yet, atexit hooks collected (not run)."""
     cuda = FakeCuda()
     trt = fake_tensorrt(cuda)
-    modules = {"tensorrt": trt, "pycuda.driver": cuda}
+    modules = {"tensorrt": trt, "pycuda.driver": cuda, **polygraphy_modules()}
     monkeypatch.setattr(tensorrt_env, "_import_module", lambda name: modules[name])
     monkeypatch.setattr(tensorrt_env, "_primary", None)
     monkeypatch.setattr(tensorrt_env, "_logger", None)
@@ -96,8 +97,25 @@ def test_a_backend_never_closed_does_not_abort_at_exit(machine, tmp_path):
     assert cuda.stack == []
 
 
-def test_one_logger_for_every_runtime(machine, tmp_path):
+def test_one_logger_for_every_runtime_and_polygraphys_builders(machine, tmp_path, monkeypatch):
+    """Polygraphy's builders log through its get_trt_logger(); runtimes get the same one, else TensorRT warns
+    "the logger passed into createInferRuntime differs"."""
     _, trt, _ = machine
+    with TensorRTBackend(_engine(tmp_path, "a.engine")), TensorRTBackend(_engine(tmp_path, "b.engine")):
+        pass
+    polygraphy_logger = tensorrt_env._import_module("polygraphy.backend.trt").logger
+    assert trt.loggers == [] and {id(r.logger) for r in trt.runtimes} == {id(polygraphy_logger)}
+
+
+def test_without_polygraphy_engines_still_run_with_one_logger_of_our_own(machine, tmp_path, monkeypatch):
+    cuda, trt, _ = machine
+
+    def no_polygraphy(name):
+        if name.startswith("polygraphy"):
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return {"tensorrt": trt, "pycuda.driver": cuda}[name]
+
+    monkeypatch.setattr(tensorrt_env, "_import_module", no_polygraphy)
     with TensorRTBackend(_engine(tmp_path, "a.engine")), TensorRTBackend(_engine(tmp_path, "b.engine")):
         pass
     assert len(trt.loggers) == 1 and {id(r.logger) for r in trt.runtimes} == {id(trt.loggers[0])}
@@ -210,14 +228,15 @@ def test_an_fp32_engine_on_xavier_is_judged_by_fp32s_tolerance(machine, tmp_path
     monkeypatch.setitem(MANIFEST["gpu"], "compute_capability", "7.2")
     cuda = FakeCuda("Xavier", (7, 2))
     trt = fake_tensorrt(cuda)
-    monkeypatch.setattr(tensorrt_env, "_import_module", {"tensorrt": trt, "pycuda.driver": cuda}.__getitem__)
+    modules = {"tensorrt": trt, "pycuda.driver": cuda, **polygraphy_modules()}
+    monkeypatch.setattr(tensorrt_env, "_import_module", modules.__getitem__)
     with TensorRTBackend(_engine(tmp_path, "x.engine", gpu={"name": "Xavier", "compute_capability": "7.2"})) as b:
         assert tolerance_for("fp32", fp32_math=b.fp32_math) == tolerance_for("fp32")
 
 
 def _two_gpus(monkeypatch, second):
     cuda = FakeCuda(gpus=[("Orin", (8, 7)), second])
-    modules = {"tensorrt": fake_tensorrt(cuda), "pycuda.driver": cuda}
+    modules = {"tensorrt": fake_tensorrt(cuda), "pycuda.driver": cuda, **polygraphy_modules()}
     monkeypatch.setattr(tensorrt_env, "_import_module", modules.__getitem__)
     return cuda
 
