@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import MissingDependencyError, first_line
-from .env import import_cuda, import_tensorrt, primary_context, start_builder
+from .env import import_cuda, import_polygraphy, import_tensorrt, primary_context, start_builder
 
 OK, MISSING, PROBLEM = "OK", "missing", "problem"
 Finding = tuple[str, str, str, "str | None"]
 
 
 def probe_stack(jetson: bool) -> tuple[list[Finding], bool]:
-    """Findings for TensorRT, pycuda and DLA, and whether engines can be built and run here."""
+    """Findings for TensorRT, Polygraphy, pycuda and DLA, and whether engines can be built and run here."""
     install_trt = ("sudo apt install python3-libnvinfer (in a venv made with --system-site-packages)"
                    if jetson else "pip install 'eca-deploy[tensorrt]'")
     trt = cuda = None
@@ -57,7 +57,16 @@ def probe_stack(jetson: bool) -> tuple[list[Finding], bool]:
             ready = False
     elif trt is not None:
         trt_finding[2] += " (builder not started: no working CUDA GPU)"
-    return [tuple(trt_finding), cuda_finding, dla_finding], ready
+    return [tuple(trt_finding), _polygraphy_finding(), cuda_finding, dla_finding], ready
+
+
+def _polygraphy_finding() -> Finding:
+    """Builds go through Polygraphy's loaders; running engines does not need it."""
+    try:
+        import_polygraphy()
+    except MissingDependencyError:
+        return ("Polygraphy", MISSING, "not installed: engines run, `eca-deploy build` needs it", "pip install polygraphy")
+    return ("Polygraphy", OK, _version("polygraphy"), None)
 
 
 def _version(distribution: str) -> str:

@@ -104,3 +104,19 @@ def test_a_jetson_without_readable_gpu_files_says_nothing_about_them(jetson):
     install()
     checks = _by_name(doctor.run_doctor(probe, smoke=False))
     assert "GPU" not in checks["power/clocks"].detail
+
+
+def test_doctor_says_whether_polygraphy_is_there_for_builds(jetson, monkeypatch):
+    probe, install = jetson
+    install()
+    assert _by_name(doctor.run_doctor(probe, smoke=False))["Polygraphy"].status == "OK"
+    real = tensorrt_env._import_module
+
+    def no_polygraphy(name):
+        if name.startswith("polygraphy"):
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return real(name)
+
+    monkeypatch.setattr(tensorrt_env, "_import_module", no_polygraphy)
+    finding = _by_name(doctor.run_doctor(probe, smoke=False))["Polygraphy"]
+    assert finding.status == "missing" and "pip install polygraphy" in finding.line()
