@@ -16,7 +16,8 @@ def _repeats(source: str) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ClassDef):
             fields = [s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
-            found += [f"{node.name}.{name} declared twice" for name in sorted({n for n in fields if fields.count(n) > 1})]
+            twice = sorted({name for name in fields if fields.count(name) > 1})
+            found += [f"{node.name}.{name} declared twice" for name in twice]
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             seen = set()
             for stmt in node.body:
@@ -31,7 +32,8 @@ def _repeats(source: str) -> list[str]:
 
 def test_the_check_finds_both_kinds():
     source = ("class Config:\n    a: int = 0\n    b: int = 1\n    a: int = 2\n\n"
-              "class Backend:\n    def __init__(self, x):\n        self.x = x\n        self.y = 1\n        self.x = x\n")
+              "class Backend:\n    def __init__(self, x):\n"
+              "        self.x = x\n        self.y = 1\n        self.x = x\n")
     assert _repeats(source) == ["Config.a declared twice", "__init__: `self.x = x` twice (line 10)"]
 
 

@@ -65,7 +65,8 @@ def _polygraphy_finding() -> Finding:
     try:
         import_polygraphy()
     except MissingDependencyError:
-        return ("Polygraphy", MISSING, "not installed: engines run, `eca-deploy build` needs it", "pip install polygraphy")
+        return ("Polygraphy", MISSING, "not installed: engines run, `eca-deploy build` needs it",
+                "pip install polygraphy")
     return ("Polygraphy", OK, _version("polygraphy"), None)
 
 

@@ -395,7 +395,8 @@ def polygraphy_problems(paths: list[Path] = SOURCES, module=None) -> tuple[list[
                 first = target.elts[0] if isinstance(target, ast.Tuple) else target
                 if not (isinstance(first, ast.Name) and first.id == POLYGRAPHY):
                     problems.append(Problem(where, node.lineno, "bind import_polygraphy() to `poly, ...`"))
-            if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == POLYGRAPHY):
+            if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id == POLYGRAPHY):
                 continue
             call = calls.get(id(node))
             keywords = {k.arg for k in call.keywords if k.arg} if call else set()
