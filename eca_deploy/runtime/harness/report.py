@@ -418,25 +418,33 @@ def plot_latency(report: dict, path: Path) -> list[str] | None:
     series, batches, notes = latency_series(report)
     if not series:
         return None
+    _grouped_bars(path, batches, [(label, {b: p50 for b, (p50, _) in entries.items()}) for label, entries in series],
+                  "latency per call, ms (bar p50, whisker p99)", "Latency per precision and batch",
+                  whiskers=[{b: max(p99 - p50, 0.0) for b, (p50, p99) in entries.items()} for _, entries in series])
+    return notes
+
+
+def _grouped_bars(path: Path, batches: list[int], series: list[tuple[str, dict[int, float]]], ylabel: str,
+                  title: str, whiskers: list[dict[int, float]] | None = None) -> None:
+    """One group of bars per batch size, one bar per series (with optional upward whiskers), saved to ``path``."""
     plt = _pyplot()
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(batches) + 0.4 * len(series)), 4.5))
     try:
-        for i, (label, entries) in enumerate(series):
-            xs = [j + i * width for j, b in enumerate(batches) if b in entries]
-            p50 = [entries[b][0] for b in batches if b in entries]
-            p99 = [max(entries[b][1] - entries[b][0], 0.0) for b in batches if b in entries]
-            ax.bar(xs, p50, width, label=label, yerr=[[0] * len(p99), p99], capsize=3)
+        for i, (label, values) in enumerate(series):
+            shown = [b for b in batches if b in values]
+            up = [whiskers[i][b] for b in shown] if whiskers else None
+            ax.bar([batches.index(b) + i * width for b in shown], [values[b] for b in shown], width, label=label,
+                   **({"yerr": [[0] * len(up), up], "capsize": 3} if up else {}))
         ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(batches))], [str(b) for b in batches])
         ax.set_xlabel("batch size")
-        ax.set_ylabel("latency per call, ms (bar p50, whisker p99)")
-        ax.set_title("Latency per precision and batch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
         ax.legend(fontsize=7)
         fig.tight_layout()
         _save(fig, path)
     finally:
         plt.close(fig)
-    return notes
 
 
 def plot_accuracy(report: dict, path: Path) -> list[str] | None:
@@ -495,22 +503,8 @@ def plot_energy(report: dict, path: Path) -> list[str] | None:
     series, batches = energy_series(report)
     if not series or not batches:
         return None
-    plt = _pyplot()
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(batches) + 0.4 * len(series)), 4.5))
-    try:
-        for i, (label, values) in enumerate(series):
-            ax.bar([j + i * width for j, b in enumerate(batches) if b in values],
-                   [values[b] for b in batches if b in values], width, label=label)
-        ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(batches))], [str(b) for b in batches])
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("images per second per watt (board power)")
-        ax.set_title("Energy efficiency per precision and batch")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        _save(fig, path)
-    finally:
-        plt.close(fig)
+    _grouped_bars(path, batches, series, "images per second per watt (board power)",
+                  "Energy efficiency per precision and batch")
     return []
 
 

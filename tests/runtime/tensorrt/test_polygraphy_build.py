@@ -13,7 +13,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-from PIL import Image
 
 from eca_deploy.calibration.fp16 import convert_to_fp16
 from eca_deploy.data.sources import load_dataset
@@ -46,19 +45,6 @@ def models(tmp_path):
     fp16 = tmp_path / "tiny.fp16.onnx"
     onnx.save(convert_to_fp16(onnx.load(str(fp32)))[0], str(fp16))
     return fp32, fp16
-
-
-@pytest.fixture(scope="module")
-def digit_folder(tmp_path_factory):
-    """20 of scikit-learn's handwritten digits as PNG files: real images through the real decode path."""
-    from sklearn.datasets import load_digits
-
-    folder = tmp_path_factory.mktemp("calib_digits")
-    digits = load_digits()
-    for i in range(20):
-        pixels = np.round(digits.images[i] * (255.0 / 16.0)).astype(np.uint8)
-        Image.fromarray(pixels, mode="L").resize((SMOKE_IMGSZ, SMOKE_IMGSZ), Image.BILINEAR).save(folder / f"{i}.png")
-    return folder
 
 
 def _manifest(result):

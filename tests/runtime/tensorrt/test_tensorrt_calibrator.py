@@ -11,7 +11,6 @@ import types
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from eca_deploy.data.sources import load_dataset
 from eca_deploy.errors import DataError, EngineError
@@ -20,19 +19,6 @@ from eca_deploy.runtime.tensorrt.calibrator import (CacheSource, CalibrationData
 
 IMGSZ = 32
 CACHE = b"TRT-100300-EntropyCalibration2\ninput: 3c010a14\n"
-
-
-@pytest.fixture(scope="module")
-def digit_folder(tmp_path_factory):
-    """20 of scikit-learn's handwritten digits as PNG files: real images through the real decode path."""
-    from sklearn.datasets import load_digits
-
-    folder = tmp_path_factory.mktemp("calib_digits")
-    digits = load_digits()
-    for i in range(20):
-        pixels = np.round(digits.images[i] * (255.0 / 16.0)).astype(np.uint8)
-        Image.fromarray(pixels, mode="L").resize((IMGSZ, IMGSZ), Image.BILINEAR).save(folder / f"d{i:02d}.png")
-    return folder
 
 
 def test_full_batches_go_to_polygraphy_in_order_and_the_short_one_is_dropped(digit_folder, tmp_path):
