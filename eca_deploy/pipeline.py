@@ -36,7 +36,7 @@ from .runtime.harness.report import new_report, report_paths, write_report
 from .runtime.harness.rows import ReportRow
 from .runtime.tensorrt.builder import BuildConfig, build_engine
 from .runtime.tensorrt.compat import trt_major
-from .runtime.tensorrt.env import installed_tensorrt_version, tensorrt_unavailable_reason
+from .runtime.tensorrt.env import build_unavailable_reason, installed_tensorrt_version
 
 X86 = ("x86_64", "amd64", "i386", "i686")
 
@@ -261,7 +261,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     exported = export_model(export_cfg, loaded=loaded)
     log.done("export", f"{exported.onnx_path.name}, simplified and verified against PyTorch", started)
 
-    no_tensorrt = tensorrt_unavailable_reason()
+    no_tensorrt = build_unavailable_reason()
     if not no_tensorrt and cfg.quantize.high_precision is None:
         if trt_major(installed_tensorrt_version()) < 10:  # 8.x parses opset <= 17: FP32 glue, FP16 comes from its flag
             cfg = replace(cfg, quantize=replace(cfg.quantize, high_precision="fp32"))

@@ -268,8 +268,8 @@ class ToleranceArgs(Group):
 
     def add(self, parser):
         group = parser.add_argument_group(
-            "tolerances", "defaults per precision: fp32 atol=rtol=1e-3 (a TensorRT fp32 engine, computed in TF32: "
-                          "as fp16); fp16 atol=1e-1, rtol=5e-2; int8 top-1 drop <= 1 point with labels, else top-1 "
+            "tolerances", "defaults per precision: fp32 atol=rtol=1e-3 (a TensorRT fp32 engine that may compute in "
+                          "TF32, on compute capability 8.0+ with TF32 left on as trtexec does: as fp16); fp16 atol=1e-1, rtol=5e-2; int8 top-1 drop <= 1 point with labels, else top-1 "
                           "agreement >= 0.9. Each flag takes VALUE (every precision), PRECISION=VALUE, or "
                           "PRECISION=off; repeat it for several precisions")
         for name, text in TOLERANCE_FLAGS.items():

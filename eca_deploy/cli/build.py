@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import MissingDependencyError, UsageError
     from ..runtime.tensorrt.builder import BuildConfig, build_engine, prepare_build
-    from ..runtime.tensorrt.env import tensorrt_unavailable_reason
+    from ..runtime.tensorrt.env import build_unavailable_reason
 
     if args.trt_version and not args.print_trtexec:
         raise UsageError("--trt-version only applies to --print-trtexec; a build uses the installed TensorRT")
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                   "build with --calib-data writes", file=sys.stderr)
         return 0
     prepare_build(cfg)  # bad input fails here, before the wait
-    missing = tensorrt_unavailable_reason()
+    missing = build_unavailable_reason()
     if missing:
         raise MissingDependencyError(f"{missing}; without TensorRT, print the equivalent trtexec command for the "
                                      f"target machine: eca-deploy build --onnx {shlex.quote(cfg.onnx)} "

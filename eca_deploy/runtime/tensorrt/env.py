@@ -187,6 +187,17 @@ def tensorrt_unavailable_reason() -> str | None:
     return None
 
 
+def build_unavailable_reason() -> str | None:
+    """None where engines can be built here; else the one-line reason: no TensorRT, no GPU, or no Polygraphy."""
+    reason = tensorrt_unavailable_reason()
+    if reason is None:
+        try:
+            import_polygraphy()
+        except MissingDependencyError as exc:
+            reason = str(exc)
+    return reason
+
+
 def installed_tensorrt_version() -> str:
     """The TensorRT version on this machine (a one-line error where none is installed)."""
     return import_tensorrt().__version__

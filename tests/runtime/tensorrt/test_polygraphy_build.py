@@ -179,3 +179,21 @@ def test_the_fake_refuses_arguments_polygraphy_does_not_take():
         check_arguments("CreateConfig", dla_core=1)
     with pytest.raises(TypeError):
         check_arguments("NetworkFromOnnxPath", "m.onnx", stronglyTyped=True)
+
+
+def test_build_without_polygraphy_says_what_to_install(models, monkeypatch, capsys):
+    from eca_deploy.cli.main import main
+
+    cuda = FakeCuda()
+    modules = {"tensorrt": fake_tensorrt(cuda), "pycuda.driver": cuda}
+
+    def importer(name):
+        if name.startswith("polygraphy"):
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return modules[name]
+
+    monkeypatch.setattr(tensorrt_env, "_import_module", importer)
+    code = main(["build", "--onnx", str(models[0])])
+    err = capsys.readouterr().err
+    assert code == 2 and "Polygraphy" in err and "pip install 'eca-deploy[tensorrt]'" in err
+    assert len(err.strip().splitlines()) == 1 and not models[0].with_suffix(".engine").exists()
