@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...artifacts import atomic_write, file_lock, package_versions, sha256_file, write_artifact
+from ...artifacts import atomic_write, ensure_output_dir, file_lock, package_versions, sha256_file, write_artifact
 from ...data.sources import load_dataset
 from ...errors import EngineError, first_line
 from .calibrator import CalibrationData, cache_source, calibration_base, record_calibration_cache
@@ -126,7 +126,7 @@ def _build(trt: Any, plan: BuildPlan, dataset: Any, calib_source: Any) -> _Built
         return _run_build(trt, plan, None)
     # Polygraphy's Calibrator reads and writes the cache file itself: it works on a copy, and the copy
     # becomes the cache (with its record) only after the build, once it parses.
-    with tempfile.TemporaryDirectory(prefix=".calib-", dir=plan.calib_cache.parent) as scratch:
+    with tempfile.TemporaryDirectory(prefix=".calib-", dir=ensure_output_dir(plan.calib_cache.parent)) as scratch:
         working = Path(scratch) / plan.calib_cache.name
         if calib_source.reuse:
             shutil.copyfile(plan.calib_cache, working)

@@ -114,9 +114,9 @@ def test_timing_cache_of_another_gpu_is_replaced_not_merged(machine, models, tmp
     assert build_engine(BuildConfig(onnx=str(models[0]), timing_cache=str(cache))).timing_cache == "reused"
 
 
-def _legacy(models, tmp_path, method="entropy", data=None):
+def _legacy(models, tmp_path, method="entropy", data=None, cache="tiny.calib"):
     return BuildConfig(onnx=str(models[0]), batch="1:4:8", legacy_precision="int8", calib_data=data,
-                       calib_batch=4, calib_method=method, calib_cache=str(tmp_path / "tiny.calib"))
+                       calib_batch=4, calib_method=method, calib_cache=str(tmp_path / cache))
 
 
 def test_legacy_int8_calibrates_on_real_images_through_polygraphys_calibrator(machine, models, tmp_path,
@@ -136,6 +136,9 @@ def test_legacy_int8_calibrates_on_real_images_through_polygraphys_calibrator(ma
     assert record["method"] == "entropy" and record["images"] == 20
     calibration = _manifest(result)["calibration"]
     assert calibration["cache"] == str(cache) and calibration["images"] == 20 and not calibration["cache_reused"]
+    machine()
+    build_engine(_legacy(models, tmp_path, data=str(digit_folder), cache="new/folder/tiny.calib"))
+    assert (tmp_path / "new/folder/tiny.calib").read_bytes() == CACHE
 
 
 def test_the_method_is_part_of_the_cache_identity(machine, models, tmp_path, digit_folder):
