@@ -5,7 +5,10 @@ EngineBytesFromNetwork; polygraphy/backend/trt/) parse, configure and build: NVI
 every TensorRT release, and CreateConfig clears TF32, so an FP32 engine computes in FP32. What stays ours:
 compat.py's rules (network typing and builder flags per release, DLA), the refusals before any work
 (plan.py), the DLA core and layer count, the timing cache's status and merge, the calibration data and
-cache identity, and the manifest.
+cache identity, and the manifest. Not used, and why: SaveEngine and EngineBytesFromNetwork's
+save_timing_cache write in place with polygraphy's util.save_file (loader.py), where the engine and its
+manifest must be written atomically as a pair (artifacts.write_artifact) and the timing cache merged
+without another GPU's entries (:func:`_save_timing_cache`).
 
 On 10.x and 11.x the network is strongly typed: the precision is whatever the ONNX carries (FP32, FP16,
 or INT8 with Q/DQ). 8.x has no strong typing, so the flag matching the ONNX's precision is set.
@@ -124,7 +127,8 @@ def _build(trt: Any, plan: BuildPlan, dataset: Any, calib_source: Any) -> _Built
     cfg = plan.config
     if cfg.legacy_precision != "int8":
         return _run_build(trt, plan, None)
-    # Polygraphy's Calibrator reads and writes the cache file itself: it works on a copy, and the copy
+    # Polygraphy's Calibrator reads and writes the cache file itself, and only logs a failed write
+    # (polygraphy/backend/trt/calibrator.py, write_calibration_cache): it works on a copy, and the copy
     # becomes the cache (with its record) only after the build, once it parses.
     with tempfile.TemporaryDirectory(prefix=".calib-", dir=ensure_output_dir(plan.calib_cache.parent)) as scratch:
         working = Path(scratch) / plan.calib_cache.name
