@@ -134,7 +134,8 @@ def _build(trt: Any, plan: BuildPlan, dataset: Any, calib_source: Any) -> _Built
         working = Path(scratch) / plan.calib_cache.name
         if calib_source.reuse:
             shutil.copyfile(plan.calib_cache, working)
-        data = CalibrationData(dataset, plan.input_name, plan.profile.opt if plan.static_batch else cfg.calib_batch,
+        fixed = plan.profile.min == plan.profile.max  # a static ONNX or a one-batch profile (DLA): calibrate at it
+        data = CalibrationData(dataset, plan.input_name, plan.profile.opt if fixed else cfg.calib_batch,
                                plan.calib_cache)
         built = _run_build(trt, plan, (data, working))
         if data.error is not None:
@@ -169,9 +170,11 @@ def _run_build(trt: Any, plan: BuildPlan, calibration: tuple[CalibrationData, Pa
     calibrator = None
     if calibration is not None:
         data, working = calibration
-        # CreateConfig calibrates with the last profile (polygraphy/backend/trt/config.py): one fixed shape
+        # CreateConfig calibrates with the last profile (polygraphy/backend/trt/config.py): one fixed shape,
+        # added only where the build's own profile is a range
         shape = (data.batch, *plan.image_shape)
-        profiles.append(poly.Profile().add(plan.input_name, shape, shape, shape))
+        if plan.shapes()[0] != plan.shapes()[2]:
+            profiles.append(poly.Profile().add(plan.input_name, shape, shape, shape))
         calibrator = poly.Calibrator(data, cache=str(working), BaseClass=calibration_base(trt, cfg.calib_method))
     create = poly.CreateConfig(
         fp16="FP16" in flags, int8="INT8" in flags, profiles=profiles, calibrator=calibrator,

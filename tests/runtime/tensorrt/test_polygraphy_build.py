@@ -141,6 +141,17 @@ def test_legacy_int8_calibrates_on_real_images_through_polygraphys_calibrator(ma
     assert (tmp_path / "new/folder/tiny.calib").read_bytes() == CACHE
 
 
+def test_a_one_batch_profile_calibrates_at_its_batch_without_a_second_profile(machine, models, tmp_path,
+                                                                             digit_folder):
+    """DLA needs one fixed batch; an extra calibration profile there would be a second optimization profile."""
+    poly = machine(dla_cores=1)
+    config = _legacy(models, tmp_path, data=str(digit_folder))
+    config.batch, config.dla_core = "5", 0
+    build_engine(config)
+    assert [dict(p) for p in poly.calls["CreateConfig"]["profiles"]] == [{"input": ((5, 3, 16, 16),) * 3}]
+    assert [b.shape[0] for b in poly.batches] == [5] * 4 and poly.config.DLA_core == 0
+
+
 def test_the_method_is_part_of_the_cache_identity(machine, models, tmp_path, digit_folder):
     """A minmax cache must not feed an entropy build (nor one whose manifest then says entropy)."""
     machine()
