@@ -19,6 +19,7 @@ from ...errors import EcaDeployError, EngineError, ManifestError, MissingDepende
 from ...graph.graph import onnx_inputs
 from ...precisions import PRECISIONS, graph_layout, ir_precision, onnx_precision
 from ..base import Backend, require_image_input
+from ..tensorrt.compat import refuse_stale_manifest
 from ..tensorrt.env import tensorrt_unavailable_reason
 from ..tensorrt.plan import ENGINE_SUFFIXES
 
@@ -95,6 +96,7 @@ def check_engine_manifest(path: Path, manifest: dict | None) -> dict | None:
     every field it is read for must have the type ``eca-deploy build`` writes."""
     if manifest is None:
         return None
+    refuse_stale_manifest(path, manifest)
     where = f"manifest {manifest_path(path)}"
     fix = "rebuild the engine with `eca-deploy build` or delete the manifest"
     for key, kind in ENGINE_MANIFEST_TYPES.items():
