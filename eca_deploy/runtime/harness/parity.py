@@ -353,10 +353,10 @@ def read_saved_reference(path: str | Path) -> tuple[dict, np.ndarray, np.ndarray
 
 
 def differing_prefixes(ours: str, theirs: str) -> tuple[str, str]:
-    """Two hashes cut short enough to read and long enough to differ (synthetic data hashes share a prefix)."""
-    common = len(os.path.commonprefix([ours, theirs]))
-    width = max(12, common + 8)
-    return ours[:width], theirs[:width]
+    """Two data hashes cut short enough to read and long enough to differ: a sha256 to 12 characters (or past
+    the prefix both share), a readable one (synthetic data's seed, count and size) whole."""
+    width = max(12, len(os.path.commonprefix([ours, theirs])) + 8)
+    return tuple(h if len(h) <= 40 else h[:width] for h in (ours, theirs))
 
 
 @dataclass(frozen=True)
