@@ -267,7 +267,7 @@ def test_parity_with_a_single_channel_candidate(tmp_path, capsys):
     gray = tiny_onnx(tmp_path / "gray.onnx", channels=1, size=28)
     code, _, err = run_cli(capsys, "parity", "--reference", str(reference), "--candidate", str(gray),
                            "--provider", "cpu", "--output", str(tmp_path / "p.json"))
-    assert_one_line_error(code, err, "gray.onnx takes a float ['?', 1, 28, 28] input 'x'")
+    assert_one_line_error(code, err, "gray.onnx takes a float32 ['?', 1, 28, 28] input 'x'")
     assert not (tmp_path / "p.json").exists()
 
 
