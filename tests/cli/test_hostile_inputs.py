@@ -329,6 +329,16 @@ def test_malformed_engine_manifest_is_one_line(tmp_path, capsys, case):
     assert message in err
 
 
+def test_an_engine_manifest_of_other_bytes_is_not_read_for_the_batch_limit(tmp_path, capsys):
+    """main read "max batch 8" from a manifest whose sha256 names another engine and refused batch 16 by it."""
+    engine = tmp_path / "model.plan"
+    engine.write_bytes(b"\0" * 64)
+    (tmp_path / "model.plan.json").write_text(json.dumps({**ENGINE_MANIFEST, "sha256": "0" * 64}))
+    code, _, err = run_cli(capsys, "bench", str(engine), "--batch-sizes", "16")
+    assert_one_line_error(code, err, "model.plan.json describes another engine than model.plan (sha256 differs)")
+    assert "max batch" not in err
+
+
 @pytest.mark.parametrize("case", ["corrupt JSON", "a list", "deep nesting"])
 def test_malformed_onnx_manifest_is_ignored_in_one_line(tmp_path, capsys, case):
     model = tiny_onnx(tmp_path / "tiny.onnx")
@@ -474,6 +484,37 @@ def test_quantize_on_a_class_subset_drops_only_the_accuracy(tmp_path, capsys):
     assert "top-1 accuracy" not in out
     assert "has 2 classes but the model outputs 4; labels would not match (use one folder per model class); " \
            "no accuracy figure" in err
+
+
+def test_val_data_with_the_calibration_images_bytes_is_not_held_out(tmp_path, capsys):
+    """main compared the arguments: a folder of copies of the calibration images was "held-out" (manifest
+    held_out: true)."""
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    images = random_images(tmp_path / "imgs")
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for i, path in enumerate(sorted(images.iterdir())):
+        shutil.copy(path, copies / f"copy{i}.png")
+    code, out, err = run_cli(capsys, "quantize", "--onnx", str(model), "--calib-data", str(images),
+                             "--val-data", str(copies), "--no-calib-cache")
+    assert code == 0, err
+    evaluation = json.loads((tmp_path / "tiny.int8.onnx.json").read_text())["evaluation"]
+    assert evaluation["held_out"] is False
+    assert f"NOT held out: 4 of 4 are calibration images of {images}, same bytes" in evaluation["data"]
+    assert "4 held-out images" not in out + err
+
+
+def test_a_budget_on_labels_that_do_not_fit_says_what_differs(tmp_path, capsys):
+    """main told a labelled --val-data with more classes than the model that it "needs labeled held-out images"."""
+    model = tiny_onnx(tmp_path / "tiny.onnx")  # 4 classes
+    for i in range(6):
+        random_images(tmp_path / "val" / f"class{i}", count=1)
+    code, _, err = run_cli(capsys, "quantize", "--onnx", str(model), "--calib-data", str(random_images(tmp_path / "c")),
+                           "--val-data", str(tmp_path / "val"), "--max-top1-drop", "1", "--no-calib-cache")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"eca-deploy: error: {tmp_path / 'val'} has 6 classes but the model outputs 4; labels would not match (use "
+        "one folder per model class)"), err
+    assert "needs labeled" not in err
 
 
 # --- 21. concurrent runs sharing one calibration cache ---------------------------------------------------
