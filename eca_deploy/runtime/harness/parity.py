@@ -256,9 +256,8 @@ SAVED_REFERENCE_FORMAT = "eca-deploy-reference/1"
 SAVED_REFERENCE_SUFFIX = ".npz"
 
 
-# What a saved reference may cause: reading its own three members, each checked before it is allocated.
-# Nothing named inside it is opened (see RecordedArtifact).
-SAVED_REFERENCE_MEMBERS = ("meta", "logits", "labels")
+# What a saved reference may cause: reading its own three members (meta, logits, labels), each checked before
+# it is allocated. Nothing named inside it is opened (see RecordedArtifact).
 MAX_META_CHARS = 1 << 20
 MAX_REFERENCE_VALUES = 1 << 28  # float32 logits: 1 GiB, five times ImageNet's 50,000 x 1,000 validation set
 # meta key -> (allowed types, check): what `parity --save-reference` writes, and every field read back
