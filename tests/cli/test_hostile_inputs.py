@@ -209,7 +209,8 @@ def test_non_utf8_file_name_in_pipeline(digits, non_utf8_folder, tmp_path, capsy
 
 # --- 13. models onnxruntime refuses, or that are not image classifiers ----------------------------------
 
-def tiny_onnx(path: Path, channels: int = 3, size: int = 8, elem_type=None, custom_op: bool = False) -> Path:
+def tiny_onnx(path: Path, channels: int = 3, size: int = 8, elem_type=None, custom_op: bool = False,
+              height: int | str | None = None) -> Path:
     """A small real image classifier: Conv -> [custom op] -> GlobalAveragePool -> Flatten -> 4 logits."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -226,7 +227,7 @@ def tiny_onnx(path: Path, channels: int = 3, size: int = 8, elem_type=None, cust
     nodes += [helper.make_node("GlobalAveragePool", ["m" if custom_op else "c"], ["p"]),
               helper.make_node("Flatten", ["p"], ["logits"])]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("x", elem_type, ["batch", channels, size, size])],
+        nodes, "tiny", [helper.make_tensor_value_info("x", elem_type, ["batch", channels, height or size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
         [numpy_helper.from_array(rng.standard_normal((4, channels, 3, 3)).astype(np.float32), "w")])
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.example", 1)] if custom_op else [])
@@ -269,6 +270,20 @@ def test_parity_with_a_single_channel_candidate(tmp_path, capsys):
                            "--provider", "cpu", "--output", str(tmp_path / "p.json"))
     assert_one_line_error(code, err, "gray.onnx takes a float32 ['?', 1, 28, 28] input 'x'")
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_model_with_one_dynamic_side_is_compared_at_its_fixed_one(tmp_path, capsys):
+    """main refused it with "takes Nonex32 inputs but the comparison runs at 224x224": its height is dynamic,
+    and its fixed width was not looked at."""
+    reference = tiny_onnx(tmp_path / "ref.onnx", size=32)
+    tall = tiny_onnx(tmp_path / "tall.onnx", height="h", size=32)  # [batch, 3, h, 32]
+    code, _, err = run_cli(capsys, "parity", "--reference", str(reference), "--candidate", str(tall),
+                           "--provider", "cpu", "--count", "4", "--output", str(tmp_path / "p.json"))
+    assert code == 0, err
+    wide = tiny_onnx(tmp_path / "wide.onnx", height="h", size=48)  # [batch, 3, h, 48]: the width differs
+    code, _, err = run_cli(capsys, "parity", "--reference", str(reference), "--candidate", str(wide),
+                           "--provider", "cpu", "--count", "4", "--imgsz", "32")
+    assert_one_line_error(code, err, "wide.onnx takes ?x48 inputs but the comparison runs at 32x32")
 
 
 # --- 18. external data that is missing or points outside the model's folder ------------------------------

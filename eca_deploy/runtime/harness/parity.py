@@ -87,15 +87,15 @@ def collect_logits(backend: Backend, data, batch: int, desc: str) -> tuple[np.nd
 
 def check_input_size(name: str, backend: Backend, imgsz: int) -> None:
     height, width = backend.input_spec.image_size
-    if (height, width) != (None, None) and (height, width) != (imgsz, imgsz):
-        raise DataError(f"{name} takes {height}x{width} inputs but the comparison runs at {imgsz}x{imgsz} "
+    if any(side is not None and side != imgsz for side in (height, width)):  # a dynamic side takes any size
+        raise DataError(f"{name} takes {height or '?'}x{width or '?'} inputs but the comparison runs at {imgsz}x{imgsz} "
                         "(set --imgsz, or compare models exported at the same size)")
 
 
 def resolve_imgsz(imgsz: int | None, backends: list[tuple[str, Backend]]) -> int:
-    """--imgsz, else the first fixed input size among the models, else 224."""
+    """--imgsz, else the first fixed input side among the models, else 224."""
     if imgsz is None:
-        imgsz = next((b.input_spec.image_size[0] for _, b in backends if b.input_spec.image_size[0]), 224)
+        imgsz = next((side for _, b in backends for side in b.input_spec.image_size if side), 224)
     for name, backend in backends:
         check_input_size(name, backend, imgsz)
     return imgsz
