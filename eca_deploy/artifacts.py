@@ -178,7 +178,8 @@ def _remove_if_dead(entry: os.DirEntry, now: float) -> bool:
 @contextlib.contextmanager
 def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
     """A temporary folder in ``parent`` for outputs written as several files (an OpenVINO IR; ``prefix`` is one of
-    STAGING_PREFIXES, the names the sweep recognises), locked while it lives so that no other run's sweep removes it, deleted on exit; a dead run's is swept once stale."""
+    STAGING_PREFIXES, the names the sweep recognises), locked while it lives so that no other run's sweep
+    removes it, deleted on exit; a dead run's is swept once stale."""
     ensure_output_dir(parent)
     sweep_stale_temps(parent)
     with tempfile.TemporaryDirectory(dir=parent, prefix=prefix) as tmp:

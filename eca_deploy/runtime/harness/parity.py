@@ -88,8 +88,8 @@ def collect_logits(backend: Backend, data, batch: int, desc: str) -> tuple[np.nd
 def check_input_size(name: str, backend: Backend, imgsz: int) -> None:
     height, width = backend.input_spec.image_size
     if any(side is not None and side != imgsz for side in (height, width)):  # a dynamic side takes any size
-        raise DataError(f"{name} takes {height or '?'}x{width or '?'} inputs but the comparison runs at {imgsz}x{imgsz} "
-                        "(set --imgsz, or compare models exported at the same size)")
+        raise DataError(f"{name} takes {height or '?'}x{width or '?'} inputs but the comparison runs at "
+                        f"{imgsz}x{imgsz} (set --imgsz, or compare models exported at the same size)")
 
 
 def resolve_imgsz(imgsz: int | None, backends: list[tuple[str, Backend]]) -> int:

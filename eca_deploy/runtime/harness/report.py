@@ -188,8 +188,9 @@ def md_escape(value) -> str:
     """Any value from a report as inert Markdown text on one line.
 
     Reports come from other machines and are rendered: control and format characters (newlines would
-    start headings or list items; bidirectional overrides would show a name reversed) become one space, HTML-significant characters become entities, and
-    the characters of links, images, code and table cells are backslash-escaped.
+    start headings or list items; bidirectional overrides would show a name reversed) become one space,
+    HTML-significant characters become entities, and the characters of links, images, code and table
+    cells are backslash-escaped.
     """
     text = visible_text(value)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
