@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -112,12 +113,18 @@ def _mb(size: int) -> str:
     return f"{size / 2**20:.1f} MB"
 
 
+def free_bytes(folder: Path) -> int | None:
+    """Space left for us in ``folder``, or None where it cannot be told."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
 def disk_full_error(destination: Path, needed: int | None) -> OutputError:
     """The one wording for a full disk or quota: the folder, what the file needed, what is free."""
-    try:
-        free = f", {_mb(shutil.disk_usage(destination.parent).free)} free"
-    except OSError:
-        free = ""
+    free = free_bytes(destination.parent)
+    free = f", {_mb(free)} free" if free is not None else ""
     need = f" (needs {_mb(needed)}{free})" if needed is not None else f" ({free[2:]})" if free else ""
     return OutputError(f"no space left in {destination.parent} to write {destination.name}{need}; free some "
                        "space or choose another output folder")
@@ -125,32 +132,63 @@ def disk_full_error(destination: Path, needed: int | None) -> OutputError:
 
 # mkstemp's names: "." + the destination's name + "." + 8 random characters + ".tmp".
 TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+# staging folders (staging_dir): "." + a prefix of ours + 8 random characters, as tempfile names them
+STAGING_PREFIXES = (".openvino-",)
+STAGING_DIR_NAME = re.compile(rf"^(?:{'|'.join(re.escape(p) for p in STAGING_PREFIXES)})[a-z0-9_]{{8}}$")
 STALE_TEMP_S = 600  # a temporary file untouched this long, and not locked by its writer, is a dead run's
 
 
 def sweep_stale_temps(folder: Path) -> list[str]:
-    """Delete temporary files a killed run (kill -9, power loss) left in ``folder``: only our own naming,
-    only when stale, and never one a live writer holds (each holds an flock on its file while writing)."""
-    removed, candidates = [], []
+    """Delete temporary files and staging folders a killed run (kill -9, power loss) left in ``folder``: only
+    our own naming, only when stale, and never one a live writer holds (each holds an flock on it while
+    writing)."""
     now = time.time()
+    candidates = []
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
-        candidates = [e for e in entries if TEMP_NAME.match(e.name) and e.is_file(follow_symlinks=False)]
-    for entry in candidates:
-        try:
-            if now - entry.stat(follow_symlinks=False).st_mtime < STALE_TEMP_S:
-                continue
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its writer is alive
+        candidates = [e for e in entries if _is_our_temp(e)]
+    return [entry.name for entry in candidates if _remove_if_dead(entry, now)]
+
+
+def _is_our_temp(entry: os.DirEntry) -> bool:
+    if TEMP_NAME.match(entry.name):
+        return entry.is_file(follow_symlinks=False)
+    return bool(STAGING_DIR_NAME.match(entry.name)) and entry.is_dir(follow_symlinks=False)
+
+
+def _remove_if_dead(entry: os.DirEntry, now: float) -> bool:
+    try:
+        if now - entry.stat(follow_symlinks=False).st_mtime < STALE_TEMP_S:
+            return False
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)  # a link put in its place is not followed
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its writer is alive
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            shutil.rmtree(entry.path)
+        else:
             os.unlink(entry.path)
-            removed.append(entry.name)
-        except OSError:
-            pass
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A temporary folder in ``parent`` for outputs written as several files (an OpenVINO IR; ``prefix`` is one of
+    STAGING_PREFIXES, the names the sweep recognises), locked while it lives so that no other run's sweep
+    removes it, deleted on exit; a dead run's is swept once stale."""
+    ensure_output_dir(parent)
+    sweep_stale_temps(parent)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=prefix) as tmp:
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield Path(tmp)
         finally:
             os.close(fd)
-    return removed
 
 
 @contextlib.contextmanager

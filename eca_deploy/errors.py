@@ -4,7 +4,9 @@ The CLI prints ``str(error)`` on stderr and exits 2 (bad input) or the error's
 ``exit_code``; ``--verbose`` shows the traceback.
 """
 
+import re
 import sys
+import unicodedata
 
 
 class EcaDeployError(Exception):
@@ -85,3 +87,33 @@ def first_line(exc: BaseException) -> str:
 def missing_dependency(what: str, install: str) -> MissingDependencyError:
     """The one wording used for every absent optional dependency."""
     return MissingDependencyError(f"{what} is not installed: {install}")
+
+
+# Unicode categories that do not print as themselves: controls (Cc: newline, ESC of terminal escape sequences),
+# format characters (Cf: the bidirectional overrides U+202A-202E and isolates U+2066-2069, U+200E/F marks,
+# zero-width characters), line / paragraph separators and lone surrogates (an undecodable file name's bytes).
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+class _VisibleTable(dict):
+    """A str.translate table mapping every hidden character to a space, filled on first sight of each code
+    point (the Unicode database decides, so new format characters are covered without a list to keep)."""
+
+    def __missing__(self, code: int) -> int:
+        self[code] = 32 if unicodedata.category(chr(code)) in HIDDEN_CATEGORIES else code
+        return self[code]
+
+
+_VISIBLE = _VisibleTable()
+_SPACES = re.compile(r" {2,}")
+
+
+def visible_text(value, keep_newlines: bool = False) -> str:
+    """``value`` as text that shows what it says: every hidden character (see HIDDEN_CATEGORIES) becomes a
+    space, runs of spaces they leave collapse to one. Text from outside (file names, probed tools' output,
+    saved results) goes through here before it reaches a terminal or a report; ``keep_newlines`` keeps
+    line structure for output that is parsed line by line afterwards."""
+    text = str(value)
+    if not keep_newlines:
+        return _SPACES.sub(" ", text.translate(_VISIBLE)) if not text.isprintable() else text
+    return "\n".join(visible_text(line) for line in text.split("\n"))

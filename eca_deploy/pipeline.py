@@ -31,7 +31,7 @@ from .runtime.backends.registry import OPENVINO_PREFIX, Artifact, open_backend, 
 from .runtime.backends.torch_backend import TorchBackend
 from .runtime.harness.bench import BenchConfig, bench_backend, check_batches
 from .runtime.harness.device import describe_device
-from .runtime.harness.parity import ParityConfig, ReferenceRun, check_labels, open_inputs, read_saved_reference
+from .runtime.harness.parity import ParityConfig, ReferenceRun, check_labels, open_inputs, read_saved_meta
 from .runtime.harness.report import new_report, report_paths, write_report
 from .runtime.harness.rows import ReportRow
 from .runtime.tensorrt.builder import BuildConfig, build_engine
@@ -222,7 +222,7 @@ def _check_candidate(artifact: Artifact, provider: str, data, ref_run: Reference
 
 def _saved_reference(cfg: PipelineConfig, data) -> ReferenceRun:
     """The saved reference, refused in one line when it is of another model or weights, or other data."""
-    meta, _, _ = read_saved_reference(cfg.reference)
+    meta = read_saved_meta(cfg.reference)
     name = Path(cfg.reference).name
     model, weights, parity = cfg.export.model, cfg.export.weights, cfg.parity
     if meta.get("model") and meta["model"] != model:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import onnx
 
+from .errors import OnnxFileError
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -75,15 +77,17 @@ def graph_precision(model: onnx.ModelProto) -> str:
 
 def onnx_precision(path: str | Path) -> str:
     """The precision an ONNX file carries, read from its graph (weights not loaded)."""
-    return graph_precision(onnx.load(str(path), load_external_data=False))
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends on foreign bytes, as graph.load_onnx says
+        raise OnnxFileError(f"{path} is not an ONNX model ({type(exc).__name__})") from exc
+    return graph_precision(model)
 
 
 def ir_precision(path: str | Path) -> str:
     """The precision an OpenVINO IR .xml carries: int8 where it quantizes (FakeQuantize), fp16 where its weights
     are half floats, else fp32."""
     from xml.etree import ElementTree
-
-    from .errors import OnnxFileError
 
     try:
         layers = list(ElementTree.parse(path).getroot().iter("layer"))

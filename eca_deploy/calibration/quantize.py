@@ -194,12 +194,13 @@ def _check_data(cfg: QuantizeConfig, model: onnx.ModelProto, imgsz: int) -> tupl
     return data, _labels_usable(data, model, str(source))
 
 
-def _labels_usable(data: Dataset, model: onnx.ModelProto, source: str) -> bool:
-    """Whether ``data``'s labels are the model's classes (refused when they cannot be; see _check_data)."""
+def _labels_usable(data: Dataset, model: onnx.ModelProto, source: str, needed: bool = False) -> bool:
+    """Whether ``data``'s labels are the model's classes (refused when they cannot be, or when ``needed`` by a
+    --max-top1-drop budget: then the error says what differs, not that labels are missing)."""
     dims = model.graph.output[0].type.tensor_type.shape.dim
     classes = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
     problem = label_problem(data.labels, data, classes, source) if classes else None
-    if problem and data.class_names is None:
+    if problem and (data.class_names is None or needed):
         raise DataError(problem)
     if problem:
         warn(f"{problem}; no accuracy figure")
@@ -310,13 +311,19 @@ def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, dat
     return {m: entries[key] for m, key in keys.items()}, {**info, "cached": False, "images": used, "skipped": skipped}
 
 
-def held_out(cfg: QuantizeConfig, imgsz: int) -> tuple[Dataset, str, bool]:
+def held_out(cfg: QuantizeConfig, imgsz: int, calibration: Dataset) -> tuple[Dataset, str, bool]:
     """Images to judge on: --val-data, else calibration images not used for calibration, else (said so) those used.
+    --val-data is held out only where none of its images has the bytes of a calibration image (another folder
+    or list may name the same files, or copies of them).
 
     Returns (data, what the images are, held out or not).
     """
     if cfg.val_data is not None:
         data = load_dataset(cfg.val_data, imgsz, cfg.check_count, cfg.seed)
+        shared = calibration.shared_samples(data)
+        if shared:
+            return data, (f"images from {cfg.val_data} (NOT held out: {shared} of {len(data)} are calibration "
+                          f"images of {cfg.calib_data}, same bytes; pass other images as --val-data)"), False
         return data, f"held-out images from {cfg.val_data}", True
     if cfg.calib_count is not None:
         rest = load_dataset(cfg.calib_data, imgsz, cfg.check_count, cfg.seed, exclude=cfg.calib_count)
@@ -378,8 +385,9 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     model_sha256 = sha256_file(source)
     plan = make_plan(model, cfg.target, cfg.qdq_layout)
     high_precision = high_precision_of(cfg)
-    check, description, is_held_out = held_out(cfg, imgsz)
-    use_labels = _labels_usable(check, model, str(cfg.val_data or cfg.calib_data))  # before minutes of calibration
+    check, description, is_held_out = held_out(cfg, imgsz, data)
+    use_labels = _labels_usable(check, model, str(cfg.val_data or cfg.calib_data),  # before minutes of calibration
+                                needed=cfg.max_top1_drop is not None and cfg.min_agreement is None)
     t = time.perf_counter()
     ref = reference_run(model, check, cfg.batch_size, description, is_held_out, use_labels)
     if budget.given:

@@ -9,7 +9,8 @@ as torchvision computes it, and the crop offsets are rounded as in
 
 Images above LARGE_IMAGE_PIXELS are decoded at reduced size (JPEG DCT scaling, else ``reduce``),
 never below the size of that resize: a 13000x13000 image is not held in full, twice, for a
-256-pixel result.
+256-pixel result. One that would still decode above MAX_DECODED_PIXELS (a PNG: no DCT scaling) is
+refused before it is decoded.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ LARGE_IMAGE_PIXELS = 1 << 24  # 16.7 MP: above this, decode at reduced size
 # reduce() (a box filter) leaves the image this many times the resize's size, for the antialiased resize to finish
 # (Pillow's own reducing_gap idea): a cheaper box filter all the way down moved pixels by about 3 levels of 255.
 REDUCING_GAP = 3
+# Above this, an image that cannot be decoded at reduced size (not a JPEG) is refused: a 13000x13000 PNG held
+# 1186 MiB at its peak. 67 MP is 201 MB as RGB, a 9500x7000 photo.
+MAX_DECODED_PIXELS = 1 << 26
 MIN_IMAGE_SIZE = 32  # the smallest input the models and their exports take
 
 
@@ -100,6 +104,15 @@ def preprocess(image: Image.Image, imgsz: int, config: DataConfig = DEFAULT_DATA
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
+def refuse_full_decode(image: Image.Image) -> None:
+    """Refuse, before decoding, an image that would decode above MAX_DECODED_PIXELS: Pillow decodes a PNG (or
+    any format without DCT scaling) whole before it can be reduced. The data sources skip it with this reason."""
+    if image.width * image.height > MAX_DECODED_PIXELS:
+        raise ValueError(f"{image.width}x{image.height} {image.format or 'image'} is too large to decode "
+                         f"({image.width * image.height / 1e6:.0f} MP, limit {MAX_DECODED_PIXELS / 1e6:.0f} MP "
+                         "for formats other than JPEG); downscale it")
+
+
 def decode(image: Image.Image, imgsz: int, config: DataConfig = DEFAULT_DATA_CONFIG) -> Image.Image:
     """Load an opened image; a large one at reduced size, its shorter side still >= resize_size(imgsz)."""
     target = resize_size(imgsz, config)
@@ -107,6 +120,7 @@ def decode(image: Image.Image, imgsz: int, config: DataConfig = DEFAULT_DATA_CON
         image.load()
         return image
     image.draft("RGB", (target, target))  # JPEG: decode at 1/2, 1/4 or 1/8 scale; other formats: no-op
+    refuse_full_decode(image)
     image.load()
     factor = min(image.size) // (target * REDUCING_GAP)
     if factor < 2:

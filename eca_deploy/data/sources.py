@@ -84,6 +84,15 @@ class Dataset(ABC):
             first = f" (first: {Path(self.skipped[0][0]).name}: {self.skipped[0][1]})" if self.skipped else ""
             raise DataError(f"no usable image in {self.description}: all {len(self)} files were unreadable{first}")
 
+    @abstractmethod
+    def sample_digests(self) -> list[str]:
+        """One content digest per sample: two selections share a sample where they share a digest."""
+
+    def shared_samples(self, other: "Dataset") -> int:
+        """How many of ``other``'s samples have the content of one of these (the same files under any name)."""
+        mine = set(self.sample_digests())
+        return sum(digest in mine for digest in other.sample_digests())
+
     def _stack(self, arrays: list[np.ndarray], labels: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
         return np.stack(arrays), (np.asarray(labels, dtype=np.int64) if self.labels is not None else None)
 
@@ -102,6 +111,9 @@ class ImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def sample_digests(self) -> list[str]:
+        return [_file_digest(path) for path in self.files]
 
     def _sample(self, index: int) -> np.ndarray | None:
         path = self.files[index]
@@ -135,6 +147,9 @@ class ArrayDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def sample_digests(self) -> list[str]:
+        return [hashlib.sha256(np.ascontiguousarray(self.array[i]).tobytes()).hexdigest() for i in self.indices]
 
     def _sample(self, index: int) -> np.ndarray | None:
         return np.asarray(self.array[self.indices[index]], dtype=np.float32)

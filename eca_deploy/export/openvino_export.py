@@ -10,16 +10,15 @@ moved into place (.bin first, .xml last: the .xml is what a reader opens).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..artifacts import (atomic_write, check_outputs, manifest_path, package_versions, read_manifest, sha256_file,
-                         write_artifact)
-from ..errors import ExportError, first_line
+from ..artifacts import (atomic_write, check_outputs, disk_full_error, free_bytes, manifest_path, package_versions,
+                         read_manifest, sha256_file, staging_dir, write_artifact)
+from ..errors import ExportError
 from ..graph.compare import compare_outputs
-from ..graph.openvino_session import import_openvino, run_once
+from ..graph.openvino_session import import_openvino, ov_message, run_once
 from ..models import LoadedModel, load_model
 from .onnx_export import (ExportConfig, ExportResult, export_model, judge_fp32, rounding_limit, torch_logits,
                           verification_batch)
@@ -56,6 +55,12 @@ def verify_ir(xml: Path, loaded: LoadedModel, cfg: ExportConfig, fp16_weights: b
             "top1_agreement": cmp.top1_agreement, "batch": int(out.shape[0])}
 
 
+def ir_size_estimate(onnx_path: Path, fp16_weights: bool) -> int:
+    """Bytes an IR of this ONNX needs: its weights (halved when stored in FP16) and the .xml."""
+    size = onnx_path.stat().st_size
+    return (size // 2 if fp16_weights else size) + (1 << 20)
+
+
 def _move(source: Path):
     """An atomic_write callback that moves an already written file into the temporary path."""
     return lambda tmp: os.replace(source, tmp)
@@ -81,15 +86,18 @@ def write_ir(onnx_result: ExportResult, loaded: LoadedModel, cfg: ExportConfig, 
     check_outputs([xml, bin_path, manifest_path(xml)], [cfg.weights, onnx_result.onnx_path])
 
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(dir=xml.parent, prefix=".openvino-") as tmp:
-        staged = Path(tmp) / "model.xml"
+    with staging_dir(xml.parent, ".openvino-") as tmp:  # a killed run's folder is swept by a later one
+        staged = tmp / "model.xml"
         t = time.perf_counter()
         try:
             model = ov.convert_model(str(onnx_result.onnx_path))
             ov.save_model(model, str(staged), compress_to_fp16=fp16_weights)
         except Exception as exc:  # OpenVINO raises plain RuntimeError with multi-line text
+            needed, free = ir_size_estimate(onnx_result.onnx_path, fp16_weights), free_bytes(xml.parent)
+            if free is not None and free < needed:  # OpenVINO says only "basic_ios::clear: iostream error"
+                raise disk_full_error(bin_path, needed) from exc
             raise ExportError(f"OpenVINO could not convert {onnx_result.onnx_path.name}: "
-                              f"{first_line(exc)[:200]}") from exc
+                              f"{ov_message(exc)}") from exc
         timings["convert"] = time.perf_counter() - t
         t = time.perf_counter()
         parity = verify_ir(staged, loaded, cfg, fp16_weights)

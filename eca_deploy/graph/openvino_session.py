@@ -8,6 +8,7 @@ max abs 0.16 on logits of ~16 against onnxruntime by default, 2e-5 with f32).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +68,33 @@ def compile_model(model, precision: str = "fp32", threads: int | None = None, hi
 def read_model(core, path: Path):
     if not path.is_file():
         raise OnnxFileError(f"model not found: {path}")
+    check_ir_weights(path)
     try:
         return core.read_model(str(path))
     except Exception as exc:  # OpenVINO raises plain RuntimeError with multi-line text
-        raise OnnxFileError(f"OpenVINO cannot load {path}: {first_line(exc)[:200]}") from exc
+        raise OnnxFileError(f"OpenVINO cannot load {path}: {ov_message(exc)}") from exc
+
+
+def check_ir_weights(path: Path) -> None:
+    """An IR's .bin is its external data: like onnxruntime for ONNX external data, refuse one that resolves
+    (through a link) outside the model's folder, so a model file cannot make us read any file it names."""
+    weights = path.with_suffix(".bin")
+    if path.suffix.lower() != ".xml" or not weights.exists():
+        return
+    folder = path.absolute().parent.resolve()
+    if not weights.resolve().is_relative_to(folder):
+        raise OnnxFileError(f"the weights file {weights.name} of {path} resolves outside the model's folder "
+                            f"({weights.resolve()}); copy the file beside the .xml instead of linking it")
+
+
+# OpenVINO's messages start with where in its sources they were raised; the reason comes after.
+_OV_LOCATION = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)$")
+
+
+def ov_message(exc: BaseException) -> str:
+    """The line of an OpenVINO error that says why ("Incorrect weights in bin file!"), kept short."""
+    reasons = [line.strip() for line in str(exc).splitlines() if line.strip() and not _OV_LOCATION.match(line.strip())]
+    return (reasons[0] if reasons else first_line(exc))[:200]
 
 
 def run_once(model, batch: np.ndarray, precision: str = "fp32") -> np.ndarray:

@@ -12,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import OnnxFileError
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -22,6 +24,18 @@ class InputSpec:
     @property
     def image_size(self) -> tuple[int | None, int | None]:
         return self.shape[-2], self.shape[-1]
+
+
+IMAGE_DTYPES = ("float32", "float16")
+
+
+def require_image_input(label: str, spec: InputSpec) -> None:
+    """Refuse, when a model is opened rather than mid-run, one whose input is not a float [N, 3, H, W] image
+    batch (token ids, one channel): every backend's spec goes through here (registry.open_backend)."""
+    if spec.dtype not in IMAGE_DTYPES or len(spec.shape) != 4 or spec.shape[1] not in (None, 3):
+        shape = [d if isinstance(d, int) else "?" for d in spec.shape]
+        raise OnnxFileError(f"{label} takes a {spec.dtype} {shape} input '{spec.name}'; eca-deploy runs image "
+                            "classifiers with one float32 or float16 [N, 3, H, W] input")
 
 
 DeviceRunner = tuple[Callable[[], float], str]  # (run() -> milliseconds, which clock measured them)

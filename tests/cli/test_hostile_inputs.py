@@ -209,7 +209,8 @@ def test_non_utf8_file_name_in_pipeline(digits, non_utf8_folder, tmp_path, capsy
 
 # --- 13. models onnxruntime refuses, or that are not image classifiers ----------------------------------
 
-def tiny_onnx(path: Path, channels: int = 3, size: int = 8, elem_type=None, custom_op: bool = False) -> Path:
+def tiny_onnx(path: Path, channels: int = 3, size: int = 8, elem_type=None, custom_op: bool = False,
+              height: int | str | None = None) -> Path:
     """A small real image classifier: Conv -> [custom op] -> GlobalAveragePool -> Flatten -> 4 logits."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -226,7 +227,7 @@ def tiny_onnx(path: Path, channels: int = 3, size: int = 8, elem_type=None, cust
     nodes += [helper.make_node("GlobalAveragePool", ["m" if custom_op else "c"], ["p"]),
               helper.make_node("Flatten", ["p"], ["logits"])]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("x", elem_type, ["batch", channels, size, size])],
+        nodes, "tiny", [helper.make_tensor_value_info("x", elem_type, ["batch", channels, height or size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
         [numpy_helper.from_array(rng.standard_normal((4, channels, 3, 3)).astype(np.float32), "w")])
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.example", 1)] if custom_op else [])
@@ -267,8 +268,22 @@ def test_parity_with_a_single_channel_candidate(tmp_path, capsys):
     gray = tiny_onnx(tmp_path / "gray.onnx", channels=1, size=28)
     code, _, err = run_cli(capsys, "parity", "--reference", str(reference), "--candidate", str(gray),
                            "--provider", "cpu", "--output", str(tmp_path / "p.json"))
-    assert_one_line_error(code, err, "gray.onnx takes a float ['?', 1, 28, 28] input 'x'")
+    assert_one_line_error(code, err, "gray.onnx takes a float32 ['?', 1, 28, 28] input 'x'")
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_model_with_one_dynamic_side_is_compared_at_its_fixed_one(tmp_path, capsys):
+    """main refused it with "takes Nonex32 inputs but the comparison runs at 224x224": its height is dynamic,
+    and its fixed width was not looked at."""
+    reference = tiny_onnx(tmp_path / "ref.onnx", size=32)
+    tall = tiny_onnx(tmp_path / "tall.onnx", height="h", size=32)  # [batch, 3, h, 32]
+    code, _, err = run_cli(capsys, "parity", "--reference", str(reference), "--candidate", str(tall),
+                           "--provider", "cpu", "--count", "4", "--output", str(tmp_path / "p.json"))
+    assert code == 0, err
+    wide = tiny_onnx(tmp_path / "wide.onnx", height="h", size=48)  # [batch, 3, h, 48]: the width differs
+    code, _, err = run_cli(capsys, "parity", "--reference", str(reference), "--candidate", str(wide),
+                           "--provider", "cpu", "--count", "4", "--imgsz", "32")
+    assert_one_line_error(code, err, "wide.onnx takes ?x48 inputs but the comparison runs at 32x32")
 
 
 # --- 18. external data that is missing or points outside the model's folder ------------------------------
@@ -327,6 +342,16 @@ def test_malformed_engine_manifest_is_one_line(tmp_path, capsys, case):
     code, _, err = run_cli(capsys, "bench", str(engine), "--batch-sizes", "1,4")
     assert_one_line_error(code, err, f"manifest {tmp_path / 'model.plan.json'}")
     assert message in err
+
+
+def test_an_engine_manifest_of_other_bytes_is_not_read_for_the_batch_limit(tmp_path, capsys):
+    """main read "max batch 8" from a manifest whose sha256 names another engine and refused batch 16 by it."""
+    engine = tmp_path / "model.plan"
+    engine.write_bytes(b"\0" * 64)
+    (tmp_path / "model.plan.json").write_text(json.dumps({**ENGINE_MANIFEST, "sha256": "0" * 64}))
+    code, _, err = run_cli(capsys, "bench", str(engine), "--batch-sizes", "16")
+    assert_one_line_error(code, err, "model.plan.json describes another engine than model.plan (sha256 differs)")
+    assert "max batch" not in err
 
 
 @pytest.mark.parametrize("case", ["corrupt JSON", "a list", "deep nesting"])
@@ -474,6 +499,37 @@ def test_quantize_on_a_class_subset_drops_only_the_accuracy(tmp_path, capsys):
     assert "top-1 accuracy" not in out
     assert "has 2 classes but the model outputs 4; labels would not match (use one folder per model class); " \
            "no accuracy figure" in err
+
+
+def test_val_data_with_the_calibration_images_bytes_is_not_held_out(tmp_path, capsys):
+    """main compared the arguments: a folder of copies of the calibration images was "held-out" (manifest
+    held_out: true)."""
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    images = random_images(tmp_path / "imgs")
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for i, path in enumerate(sorted(images.iterdir())):
+        shutil.copy(path, copies / f"copy{i}.png")
+    code, out, err = run_cli(capsys, "quantize", "--onnx", str(model), "--calib-data", str(images),
+                             "--val-data", str(copies), "--no-calib-cache")
+    assert code == 0, err
+    evaluation = json.loads((tmp_path / "tiny.int8.onnx.json").read_text())["evaluation"]
+    assert evaluation["held_out"] is False
+    assert f"NOT held out: 4 of 4 are calibration images of {images}, same bytes" in evaluation["data"]
+    assert "4 held-out images" not in out + err
+
+
+def test_a_budget_on_labels_that_do_not_fit_says_what_differs(tmp_path, capsys):
+    """main told a labelled --val-data with more classes than the model that it "needs labeled held-out images"."""
+    model = tiny_onnx(tmp_path / "tiny.onnx")  # 4 classes
+    for i in range(6):
+        random_images(tmp_path / "val" / f"class{i}", count=1)
+    code, _, err = run_cli(capsys, "quantize", "--onnx", str(model), "--calib-data", str(random_images(tmp_path / "c")),
+                           "--val-data", str(tmp_path / "val"), "--max-top1-drop", "1", "--no-calib-cache")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"eca-deploy: error: {tmp_path / 'val'} has 6 classes but the model outputs 4; labels would not match (use "
+        "one folder per model class)"), err
+    assert "needs labeled" not in err
 
 
 # --- 21. concurrent runs sharing one calibration cache ---------------------------------------------------

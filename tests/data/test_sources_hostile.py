@@ -14,7 +14,7 @@ import pytest
 
 from eca_deploy.data.sources import load_dataset
 from eca_deploy.errors import DataError
-from hostile import fifo, huge_flat_jpeg, image, image_folder, list_file, symlink_loops
+from hostile import fifo, huge_flat_jpeg, huge_flat_png, image, image_folder, list_file, symlink_loops
 
 IMGSZ = 16
 
@@ -119,6 +119,26 @@ def test_a_13000_pixel_image_is_decoded_small_and_quietly(tmp_path):
     shape, skipped, peak_mib = done.stdout.rsplit(" ", 2)
     assert shape == "(2, 3, 224, 224)" and skipped == "0"
     assert int(peak_mib) < 300  # full decode: 169 MB grey + 507 MB as RGB; draft at 1/8: under 3 MB
+
+
+def test_a_13000_pixel_png_is_refused_before_it_is_decoded_and_named(tmp_path):
+    """main decoded it in full (1186 MiB peak, 546 MiB without it): Pillow has no reduced decode for PNG."""
+    huge_flat_png(tmp_path / "data" / "huge.png")
+    image(tmp_path / "data" / "small.png")
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        from eca_deploy.data.sources import load_dataset
+        data = load_dataset({str(tmp_path / 'data')!r}, 224)
+        batches = [x for x, _ in data.batches(4)]
+        peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))  # this process only
+        print(batches[0].shape, int(peak.split()[1]) // 1024)
+        print(data.skipped)
+    """)], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0 and done.stderr == ""
+    first, skipped = done.stdout.splitlines()
+    shape, peak_mib = first.rsplit(" ", 1)
+    assert shape == "(1, 3, 224, 224)" and "huge.png" in skipped
+    assert "13000x13000 PNG is too large to decode (169 MP, limit 67 MP for formats other than JPEG)" in skipped
+    assert int(peak_mib) < 400  # the interpreter with numpy and Pillow: ~100 MiB; main: 1186
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".png"])

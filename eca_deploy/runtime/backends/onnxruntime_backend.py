@@ -36,13 +36,11 @@ def resolve_provider(provider: str) -> str:
     return provider
 
 
+ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
+
+
 def _dim(value) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
-
-
-def _is_image(shape: list) -> bool:
-    """[N, 3, H, W]; any axis may be symbolic."""
-    return len(shape) == 4 and _dim(shape[1]) in (None, 3)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -60,12 +58,9 @@ class OnnxRuntimeBackend(Backend):
         self.name = f"onnxruntime-{provider}"
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self._input, self._outputs = inp.name, [out.name]
-        self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-        self._spec = InputSpec(inp.name, tuple(_dim(d) for d in inp.shape), np.dtype(self._dtype).name)
-        if inp.type not in ("tensor(float)", "tensor(float16)") or not _is_image(inp.shape):
-            shape = [d if isinstance(d, int) else "?" for d in inp.shape]
-            raise OnnxFileError(f"{path.name} takes a {inp.type[7:-1]} {shape} input '{inp.name}'; eca-deploy runs "
-                                "image classifiers with one float32 or float16 [N, 3, H, W] input")
+        dtype = ONNX_DTYPES.get(inp.type, inp.type[7:-1])  # "tensor(int64)" -> "int64"; checked by open_backend
+        self._spec = InputSpec(inp.name, tuple(_dim(d) for d in inp.shape), dtype)
+        self._dtype = np.float16 if dtype == "float16" else np.float32
         self.num_classes = _dim(out.shape[-1]) if out.shape else None
         self._run = self.session.run
 

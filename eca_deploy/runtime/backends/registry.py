@@ -18,7 +18,8 @@ from ...artifacts import manifest_path, read_manifest, require_file, verified_ma
 from ...errors import EcaDeployError, EngineError, ManifestError, MissingDependencyError, OnnxFileError, UsageError, warn
 from ...graph.graph import onnx_inputs
 from ...precisions import PRECISIONS, graph_layout, ir_precision, onnx_precision
-from ..base import Backend
+from ..base import Backend, require_image_input
+from ..tensorrt.compat import refuse_stale_manifest
 from ..tensorrt.env import tensorrt_unavailable_reason
 from ..tensorrt.plan import ENGINE_SUFFIXES
 
@@ -96,6 +97,7 @@ def check_engine_manifest(path: Path, manifest: dict | None) -> dict | None:
     every field it is read for must have the type ``eca-deploy build`` writes."""
     if manifest is None:
         return None
+    refuse_stale_manifest(path, manifest)
     where = f"manifest {manifest_path(path)}"
     fix = "rebuild the engine with `eca-deploy build` or delete the manifest"
     for key, kind in ENGINE_MANIFEST_TYPES.items():
@@ -253,4 +255,10 @@ def open_backend(artifact: Artifact | str, **options) -> Backend:
     """Open ``artifact`` with the opener its kind's row names; ``options`` are :class:`OpenOptions` fields."""
     if isinstance(artifact, str):
         artifact = parse_spec(artifact)
-    return ARTIFACT_KINDS[artifact.kind].opener(artifact, OpenOptions(**options))
+    backend = ARTIFACT_KINDS[artifact.kind].opener(artifact, OpenOptions(**options))
+    try:
+        require_image_input(artifact.label, backend.input_spec)  # the same input check for every backend
+    except OnnxFileError:
+        backend.close()
+        raise
+    return backend

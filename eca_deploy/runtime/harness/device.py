@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import platform
 import re
+import select
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ...artifacts import package_versions
+from ...errors import visible_text
 from ..tensorrt.env import tensorrt_version_or_none
 
 # L4T release -> JetPack, from NVIDIA's JetPack archive; used only when dpkg has no nvidia-jetpack package.
@@ -28,13 +31,47 @@ UNPINNED_WARNING = ("Jetson clocks are not pinned: timings will vary with DVFS; 
                     "(and pick the power mode with `sudo nvpmodel -m N`) before benchmarking")
 
 
-def run_command(argv: list[str], timeout: float = 10.0) -> str | None:
-    """stdout of a command, or None where it is missing, fails or hangs."""
+PROBE_TIMEOUT_S = 10.0
+PROBE_OUTPUT_CAP = 1 << 20  # bytes: nvidia-smi's full table is ~5 KB; a tool that floods is killed here
+
+
+def run_command(argv: list[str], timeout: float = PROBE_TIMEOUT_S, cap: int = PROBE_OUTPUT_CAP) -> str | None:
+    """stdout of a command, or None where it is missing, fails, hangs or prints more than ``cap`` bytes.
+
+    Read as it comes, so a tool that floods its output is killed at the cap instead of buffered whole;
+    decoded with replacement characters, since a probed tool's bytes need not be UTF-8."""
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError):
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except (OSError, ValueError):
         return None
-    return done.stdout if done.returncode == 0 else None
+    deadline = time.monotonic() + timeout
+    with proc:
+        try:
+            out = _read_capped(proc, deadline, cap)
+            if out is not None:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))  # stdout closed: it is exiting
+        except subprocess.TimeoutExpired:
+            out = None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return out.decode(errors="replace") if out is not None and proc.returncode == 0 else None
+
+
+def _read_capped(proc: subprocess.Popen, deadline: float, cap: int) -> bytes | None:
+    """All of ``proc``'s stdout, or None past ``deadline`` or ``cap`` bytes."""
+    chunks, size, fd = [], 0, proc.stdout.fileno()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
 
 
 @dataclass
@@ -42,9 +79,16 @@ class Probe:
     root: Path = Path("/")
     run: Callable[[list[str]], str | None] = field(default=run_command)
 
+    def __post_init__(self) -> None:
+        # every probed string is shown to the user: a tool or file printing terminal escapes or
+        # bidirectional overrides must not rewrite the screen, so they become spaces here, once for all
+        raw = self.run
+        self.run = lambda argv: _visible(raw(argv))
+
     def read(self, path: str) -> str | None:
         try:
-            return (self.root / path.lstrip("/")).read_text(errors="replace")
+            with open(self.root / path.lstrip("/"), "rb") as fh:  # capped: a sysfs or /proc file can be endless
+                return _visible(fh.read(PROBE_OUTPUT_CAP).decode(errors="replace"))
         except OSError:
             return None
 
@@ -61,6 +105,10 @@ class Probe:
             return float((self.read(path) or "").strip())
         except ValueError:
             return None
+
+
+def _visible(text: str | None) -> str | None:
+    return visible_text(text, keep_newlines=True) if text is not None else None
 
 
 def _cpu(probe: Probe) -> dict:
@@ -97,7 +145,7 @@ def _gpus(probe: Probe) -> list[dict]:
     for line in (out or "").strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) >= 3:
-            gpus.append({"name": parts[0], "driver": parts[1], "memory": parts[2]})
+            gpus.append({"name": parts[0][:100], "driver": parts[1][:40], "memory": parts[2][:40]})
     return gpus
 
 
@@ -109,7 +157,15 @@ def _cuda(probe: Probe) -> dict:
     if toolkit_version is None:
         toolkit_version = re.search(r"CUDA Version\s+([\d.]+)", probe.read("/usr/local/cuda/version.txt") or "")
     return {"driver_supports": driver_cuda.group(1) if driver_cuda else None,
-            "toolkit": toolkit_version.group(1) if toolkit_version else None}
+            "toolkit": toolkit_version.group(1) if toolkit_version else None,
+            "kernel_driver": kernel_driver_version(probe)}
+
+
+def kernel_driver_version(probe: Probe) -> str | None:
+    """The loaded NVIDIA kernel module's version ("NVRM version: ... Kernel Module  550.54.15  ..."): what
+    nvidia-smi's word is checked against, since any program named nvidia-smi on PATH can print anything."""
+    match = re.search(r"NVRM version:.*?\s(\d+\.\d+(?:\.\d+)?)\s", probe.read("/proc/driver/nvidia/version") or "")
+    return match.group(1) if match else None
 
 
 def parse_l4t(text: str | None) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -90,11 +91,7 @@ def _machine_checks(facts: dict) -> list[Check]:
     gpus, cuda, jetson, cpu = facts["gpus"], facts["cuda"], facts["jetson"], facts["cpu"]
     checks = []
     if gpus:
-        names = "; ".join(f"{g['name']} ({g['memory']})" for g in gpus)
-        checks.append(Check("GPU", OK, names))
-        checks.append(Check("driver/CUDA", OK, f"driver {gpus[0]['driver']}, supports CUDA "
-                                               f"{cuda.get('driver_supports') or '?'}, toolkit "
-                                               f"{cuda.get('toolkit') or 'not found'}"))
+        checks += _gpu_checks(gpus, cuda)
     elif jetson:
         checks.append(Check("GPU", OK, f"{jetson.get('model') or 'Jetson'} integrated GPU"))
         checks.append(Check("driver/CUDA", OK if cuda.get("toolkit") else MISSING,
@@ -113,6 +110,30 @@ def _machine_checks(facts: dict) -> list[Check]:
         checks.append(Check("JetPack/L4T", MISSING, "not a Jetson"))
         checks.append(Check("power/clocks", OK, f"CPU governor {cpu.get('governor') or 'unknown'}"))
     return checks
+
+
+DRIVER_VERSION = re.compile(r"^\d{2,4}\.\d{1,3}(\.\d{1,3})?$")
+
+
+def _gpu_checks(gpus: list[dict], cuda: dict) -> list[Check]:
+    """GPU and driver lines from nvidia-smi, OK only where the loaded kernel module confirms its driver
+    version: nvidia-smi is whatever program is first on PATH, and its word alone proves no GPU."""
+    names = "; ".join(f"{g['name']} ({g['memory']})" for g in gpus)
+    driver, kernel = gpus[0]["driver"], cuda.get("kernel_driver")
+    detail = (f"driver {driver}, supports CUDA {cuda.get('driver_supports') or '?'}, toolkit "
+              f"{cuda.get('toolkit') or 'not found'}")
+    fix = "reinstall the NVIDIA driver (nvidia-smi and the kernel module must come from one driver release)"
+    if not DRIVER_VERSION.match(driver):
+        problem = f"nvidia-smi reports a driver version that is not one: '{driver[:40]}'"
+    elif kernel is None:
+        unconfirmed = "reported by nvidia-smi only: no NVIDIA kernel module is loaded (/proc/driver/nvidia/version)"
+        return [Check("GPU", MISSING, f"{names}, {unconfirmed}", fix),
+                Check("driver/CUDA", MISSING, f"{detail}; {unconfirmed}", fix)]
+    elif kernel != driver:
+        problem = f"nvidia-smi reports driver {driver} but the loaded kernel module is {kernel}"
+    else:
+        return [Check("GPU", OK, names), Check("driver/CUDA", OK, f"{detail} (kernel module {kernel})")]
+    return [Check("GPU", PROBLEM, f"{names}; {problem}", fix), Check("driver/CUDA", PROBLEM, problem, fix)]
 
 
 def tiny_eca_onnx(path: Path, seed: int = 0) -> Path:

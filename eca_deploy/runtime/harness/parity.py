@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Iterator
 
 import numpy as np
 
 from ...artifacts import atomic_write, sha256_file
 from ...data.sources import label_problem, load_dataset
-from ...errors import DataError, EcaDeployError, ParityError
+from ...errors import DataError, EcaDeployError, ParityError, first_line
 from ...graph.compare import Verdict, compare_outputs, judge, tolerance_for, topk_accuracy
 from ...precisions import PRECISIONS, Tolerance
 from ...progress import progress
-from ..backends.registry import Artifact, open_backend, parse_spec
+from ..backends.registry import ARTIFACT_KINDS, Artifact, open_backend, parse_spec
 from ..base import Backend
 from .rows import ReportRow
 
@@ -84,15 +87,15 @@ def collect_logits(backend: Backend, data, batch: int, desc: str) -> tuple[np.nd
 
 def check_input_size(name: str, backend: Backend, imgsz: int) -> None:
     height, width = backend.input_spec.image_size
-    if (height, width) != (None, None) and (height, width) != (imgsz, imgsz):
-        raise DataError(f"{name} takes {height}x{width} inputs but the comparison runs at {imgsz}x{imgsz} "
-                        "(set --imgsz, or compare models exported at the same size)")
+    if any(side is not None and side != imgsz for side in (height, width)):  # a dynamic side takes any size
+        raise DataError(f"{name} takes {height or '?'}x{width or '?'} inputs but the comparison runs at "
+                        f"{imgsz}x{imgsz} (set --imgsz, or compare models exported at the same size)")
 
 
 def resolve_imgsz(imgsz: int | None, backends: list[tuple[str, Backend]]) -> int:
-    """--imgsz, else the first fixed input size among the models, else 224."""
+    """--imgsz, else the first fixed input side among the models, else 224."""
     if imgsz is None:
-        imgsz = next((b.input_spec.image_size[0] for _, b in backends if b.input_spec.image_size[0]), 224)
+        imgsz = next((side for _, b in backends for side in b.input_spec.image_size if side), 224)
     for name, backend in backends:
         check_input_size(name, backend, imgsz)
     return imgsz
@@ -192,20 +195,20 @@ class ReferenceRun:
              overrides: dict | None = None) -> "ReferenceRun":
         """A saved reference, after refusing data that is not the data it saw (other files, count, seed,
         preprocessing or image size change the data hash)."""
-        meta, logits, labels = read_saved_reference(path)
+        meta = read_saved_meta(path)  # checked against the data before any array is read
         name = Path(path).name
         if imgsz != meta["imgsz"]:
             raise DataError(f"{name} was saved at {meta['imgsz']}x{meta['imgsz']}, these candidates take "
                             f"{imgsz}x{imgsz}: not the same comparison")
         saved_hash = meta["data"]["hash"]
         if data.data_hash != saved_hash:
-            raise DataError(f"--data is not the data {name} was saved from (data hash {data.data_hash[:12]} vs "
-                            f"{saved_hash[:12]}); give the same --data, --count ({meta['count'] or 'all'}) and "
+            ours, theirs = differing_prefixes(data.data_hash, saved_hash)
+            raise DataError(f"--data is not the data {name} was saved from (data hash {ours} vs "
+                            f"{theirs}); give the same --data, --count ({meta['count'] or 'all'}) and "
                             f"--seed ({meta['seed']}) as when it was saved")
+        meta, logits, labels = read_saved_reference(path)
         labels = labels if use_labels and labels is not None else None
-        kind = meta["kind"]
-        artifact = Artifact(meta["reference"], kind, path=None if kind == "torch" else Path(meta["reference"]),
-                            model=meta.get("model"), manifest={"precision": meta["precision"]})
+        artifact = RecordedArtifact(meta["reference"], meta["kind"], meta.get("model"), meta["precision"])
         metrics = {**accuracy(logits, labels), "samples": int(len(logits))}
         return cls(artifact, meta["backend"], logits, labels, metrics,
                    {**data_record(data, source, len(logits), use_labels), "saved_reference": name},
@@ -254,21 +257,137 @@ SAVED_REFERENCE_FORMAT = "eca-deploy-reference/1"
 SAVED_REFERENCE_SUFFIX = ".npz"
 
 
-def read_saved_reference(path: str | Path) -> tuple[dict, np.ndarray, np.ndarray | None]:
-    """(meta, logits, labels or None) of a reference saved by ``parity --save-reference``."""
-    path = Path(path)
-    if not path.is_file():
+# What a saved reference may cause: reading its own three members (meta, logits, labels), each checked before
+# it is allocated. Nothing named inside it is opened (see RecordedArtifact).
+MAX_META_CHARS = 1 << 20
+MAX_REFERENCE_VALUES = 1 << 28  # float32 logits: 1 GiB, five times ImageNet's 50,000 x 1,000 validation set
+# meta key -> (allowed types, check): what `parity --save-reference` writes, and every field read back
+_META_FIELDS = {
+    "reference": (str, None), "backend": (str, None), "model": ((str, type(None)), None),
+    "kind": (str, lambda v: v in ARTIFACT_KINDS), "precision": (str, lambda v: v in PRECISIONS),
+    "imgsz": (int, lambda v: v > 0), "count": ((int, type(None)), lambda v: v is None or v > 0),
+    "seed": (int, None), "data": (dict, None),
+}
+_DATA_FIELDS = {"hash": (str, None), "samples": (int, lambda v: 0 < v)}
+
+
+def _not_saved(path: Path, why: str) -> DataError:
+    return DataError(f"{path} is not a reference saved by `eca-deploy parity --save-reference` ({why})")
+
+
+def _check_fields(obj: dict, fields: dict, where: str, path: Path) -> None:
+    for key, (types, check) in fields.items():
+        value = obj.get(key)
+        if (key not in obj or not isinstance(value, types) or isinstance(value, bool)
+                or (check is not None and not check(value))):
+            shown = json.dumps(value)[:40] if key in obj else "missing"
+            raise _not_saved(path, f"meta \"{where}{key}\" is {shown}")
+
+
+def _npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) a member's .npy header declares, read without its data (a zip bomb declares gigabytes)."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with archive.open(f"{member}.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version not in readers:
+            raise ValueError(f"{member}.npy has .npy version {version}")
+        shape, _, dtype = readers[version](fh)
+    return shape, dtype
+
+
+def _read_member(archive: zipfile.ZipFile, member: str) -> np.ndarray:
+    with archive.open(f"{member}.npy") as fh:
+        return np.lib.format.read_array(fh, allow_pickle=False)
+
+
+def _open_saved(path: Path) -> zipfile.ZipFile:
+    if not path.is_file():  # a FIFO or a device is not a regular file either: never opened
         raise DataError(f"saved reference not found: {path}")
+    return zipfile.ZipFile(path)
+
+
+_BROKEN = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def read_saved_meta(path: str | Path) -> dict:
+    """The checked meta of a reference saved by ``parity --save-reference``, its arrays not read."""
+    path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as saved:
-            meta = json.loads(str(saved["meta"]))
-            logits, labels = saved["logits"], saved["labels"]
-    except (OSError, ValueError, KeyError) as exc:  # not an npz, or an npz of something else
-        raise DataError(f"{path} is not a reference saved by `eca-deploy parity --save-reference` "
-                        f"({type(exc).__name__})") from exc
+        with _open_saved(path) as archive:
+            shape, dtype = _npy_header(archive, "meta")
+            if shape != () or dtype.kind != "U" or dtype.itemsize // 4 > MAX_META_CHARS:
+                raise _not_saved(path, f"meta.npy declares {dtype} {list(shape)}, not a short text")
+            meta = json.loads(str(_read_member(archive, "meta")))
+    except _BROKEN as exc:  # not an npz, a truncated one, or an npz of something else
+        raise _not_saved(path, f"{type(exc).__name__}: {first_line(exc)[:80]}") from exc
     if not isinstance(meta, dict) or meta.get("format") != SAVED_REFERENCE_FORMAT:
-        raise DataError(f"{path} is not a reference saved by `eca-deploy parity --save-reference`")
-    return meta, logits, (labels if labels.size else None)
+        raise _not_saved(path, f"format is not {SAVED_REFERENCE_FORMAT}")
+    _check_fields(meta, _META_FIELDS, "", path)
+    _check_fields(meta["data"], _DATA_FIELDS, "data.", path)
+    return meta
+
+
+def read_saved_reference(path: str | Path) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """(meta, logits, labels or None) of a reference saved by ``parity --save-reference``: every array's
+    declared shape and type is checked against the meta (samples x classes) before it is allocated."""
+    path = Path(path)
+    meta = read_saved_meta(path)
+    samples = meta["data"]["samples"]
+    try:
+        with _open_saved(path) as archive:
+            (logits_shape, logits_type), (labels_shape, labels_type) = (
+                _npy_header(archive, "logits"), _npy_header(archive, "labels"))
+            if (len(logits_shape) != 2 or logits_shape[0] != samples or not 0 < logits_shape[1]
+                    or samples * logits_shape[1] > MAX_REFERENCE_VALUES or logits_type.kind != "f"):
+                raise _not_saved(path, f"logits.npy declares {logits_type} {list(logits_shape)}; the meta "
+                                       f"records {samples} samples x classes, at most {MAX_REFERENCE_VALUES:,} values")
+            if labels_shape not in ((0,), (samples,)) or labels_type.kind not in "iu":
+                raise _not_saved(path, f"labels.npy declares {labels_type} {list(labels_shape)}; the meta records "
+                                       f"{samples} samples")
+            logits, labels = _read_member(archive, "logits"), _read_member(archive, "labels")
+    except _BROKEN as exc:
+        raise _not_saved(path, f"{type(exc).__name__}: {first_line(exc)[:80]}") from exc
+    if labels.size and not (0 <= labels.min() and labels.max() < logits.shape[1]):
+        raise _not_saved(path, f"labels outside 0..{logits.shape[1] - 1}")
+    return meta, logits.astype(np.float32, copy=False), (labels.astype(np.int64) if labels.size else None)
+
+
+def differing_prefixes(ours: str, theirs: str) -> tuple[str, str]:
+    """Two data hashes cut short enough to read and long enough to differ: a sha256 to 12 characters (or past
+    the prefix both share), a readable one (synthetic data's seed, count and size) whole."""
+    width = max(12, len(os.path.commonprefix([ours, theirs])) + 8)
+    return tuple(h if len(h) <= 40 else h[:width] for h in (ours, theirs))
+
+
+@dataclass(frozen=True)
+class RecordedArtifact:
+    """A saved reference's artifact as its meta records it, for the reference row. A saved reference is data:
+    nothing named inside it (a model path, weights) is opened, resolved or even stat-ed, so a meta naming
+    /dev/zero, a FIFO or /etc/shadow causes nothing but that text in the row."""
+
+    spec: str
+    kind: str
+    model: str | None
+    recorded_precision: str
+    size_mb = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} (PyTorch)" if self.kind == "torch" else (PurePath(self.spec).name or self.spec)
+
+    @property
+    def identity(self) -> str:
+        return self.spec
+
+    @property
+    def format(self) -> str:
+        return ARTIFACT_KINDS[self.kind].label
+
+    def layout(self, precision: str) -> None:
+        return None  # not recorded: reading it would mean opening the file the meta names
+
+    def precision(self, override: str | None = None) -> tuple[str, str]:
+        return (override, "flag") if override else (self.recorded_precision, "saved reference")
 
 
 def open_inputs(data: str | None, imgsz: int, count: int | None, seed: int):
@@ -330,7 +449,7 @@ def run_parity(cfg: ParityConfig) -> Comparison:
 def _run_against_saved(cfg: ParityConfig) -> Comparison:
     """Judge candidates against a saved reference: no reference model is opened, so a machine without
     PyTorch can judge engines against a PyTorch reference run elsewhere."""
-    meta, _, _ = read_saved_reference(cfg.reference)
+    meta = read_saved_meta(cfg.reference)
     artifacts = [parse_spec(c) for c in cfg.candidates]
     options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads,
                "allow_host_code": cfg.allow_host_code, "gpu": cfg.gpu}

@@ -15,7 +15,7 @@ from pathlib import Path
 from statistics import median
 
 from ...artifacts import atomic_path, atomic_write, ensure_output_dir, read_json, write_json
-from ...errors import DataError, first_line
+from ...errors import DataError, first_line, visible_text
 from .rows import STATUSES, ReportRow
 
 SCHEMA = "eca-deploy/report"
@@ -187,18 +187,18 @@ def _num(value, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _MARKDOWN = re.compile(r"([\\`*\[\]|])")
 
 
 def md_escape(value) -> str:
     """Any value from a report as inert Markdown text on one line.
 
-    Reports come from other machines and are rendered: control characters (newlines would start
-    headings or list items) become one space, HTML-significant characters become entities, and
-    the characters of links, images, code and table cells are backslash-escaped.
+    Reports come from other machines and are rendered: control and format characters (newlines would
+    start headings or list items; bidirectional overrides would show a name reversed) become one space,
+    HTML-significant characters become entities, and the characters of links, images, code and table
+    cells are backslash-escaped.
     """
-    text = _CONTROL.sub(" ", str(value))
+    text = visible_text(value)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
     return _MARKDOWN.sub(r"\\\1", text)
 

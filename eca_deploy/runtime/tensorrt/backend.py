@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...artifacts import manifest_path, read_manifest, require_file, sha256_file
+from ...artifacts import manifest_path, read_manifest, require_file
 from ...errors import EngineError
 from ..base import Backend, InputSpec
-from .compat import engine_mismatch
+from .compat import engine_mismatch, refuse_stale_manifest
 from .env import GpuInfo, context_scope, gpu_info, import_cuda, import_tensorrt, primary_context, trt_logger
 
 
@@ -43,9 +43,7 @@ def check_engine(path: Path, tensorrt_version: Any, gpu: GpuInfo) -> dict | None
         warnings.warn(f"{path.name} has no manifest ({manifest_path(path).name}): its TensorRT version and GPU "
                       "cannot be checked before loading", stacklevel=3)
         return None
-    if manifest.get("sha256") and manifest["sha256"] != sha256_file(path):
-        raise EngineError(f"{manifest_path(path).name} describes another engine than {path.name} (sha256 "
-                          "differs); rebuild it with `eca-deploy build` or delete the stale manifest")
+    refuse_stale_manifest(path, manifest)
     problem = engine_mismatch(manifest, tensorrt_version, gpu.name, gpu.compute_capability)
     if problem:
         raise EngineError(f"{path.name}: {problem}")

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ...artifacts import manifest_path, sha256_file
 from ...errors import EngineError
 from ...precisions import LOW_PRECISIONS, PRECISIONS
 
@@ -193,3 +195,11 @@ def engine_mismatch(manifest: dict, running_version: Any, gpu_name: str, compute
         return (f"engine was tuned for {gpu['name']} but this GPU is {gpu_name}; its kernels may be slow or "
                 f"invalid here; {rebuild}")
     return None
+
+
+def refuse_stale_manifest(path: Path, manifest: dict) -> None:
+    """An engine manifest decides batch limits and compatibility before TensorRT reads the engine, so one written
+    for other bytes (sha256 differs) refuses the engine rather than being read."""
+    if manifest.get("sha256") and manifest["sha256"] != sha256_file(path):
+        raise EngineError(f"{manifest_path(path).name} describes another engine than {path.name} (sha256 "
+                          "differs); rebuild it with `eca-deploy build` or delete the stale manifest")

@@ -97,3 +97,27 @@ def test_report_of_2000_series_writes_bounded_plots_and_notes(tmp_path):
     text = written["markdown"].read_text()
     assert f"latency plot: {MAX_SERIES} of 2000 series shown" in text
     assert f"accuracy plot: {MAX_SERIES} of 2000 series shown" in text
+
+
+# Bidirectional embeddings, overrides, isolates and marks, zero-width and other format characters, and a
+# lone surrogate (an undecodable file name's byte): none prints as itself, each can make a name read otherwise.
+HIDDEN = ("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c\u200b\u200d\u2060\ufeff"
+          "\u00ad\U000e0041\udcff\x1b\x7f\x85\u2028\u2029")
+
+
+def test_bidi_and_format_characters_in_names_become_spaces_in_report_md(tmp_path):
+    """main wrote U+202E (right-to-left override) and the other bidirectional controls into report.md as they
+    were: `evil\u202egnp.onnx` showed as "evilxnno.png"."""
+    rows = [parity_row(f"evil{c}gnp.onnx", "fp32", "pass", 1.0, 0.9) for c in HIDDEN]
+    report = new_report("parity", device(tmp_path, f"CPU\u202eA"), rows, data=f"val\u2067/")
+    text = write_report(report, tmp_path / "out", plots=False)["markdown"].read_text()
+    assert not set(HIDDEN) & set(text)
+    assert text.count("evil gnp.onnx") == len(HIDDEN)
+
+
+def test_every_control_and_format_character_of_unicode_becomes_a_space():
+    import sys
+    import unicodedata
+
+    hidden = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in ("Cc", "Cf", "Zl", "Zp")]
+    assert md_escape("a" + "b".join(hidden) + "c") == "a" + "b".join(" " * len(hidden)) + "c"
