@@ -378,10 +378,10 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     high_precision = high_precision_of(cfg)
     check, description, is_held_out = held_out(cfg, imgsz)
     use_labels = _labels_usable(check, model, str(cfg.val_data or cfg.calib_data))  # before minutes of calibration
+    if budget.given:
+        budget.check(use_labels)  # before decoding a single image: an unusable budget is bad input
     t = time.perf_counter()
     ref = reference_run(model, check, cfg.batch_size, description, is_held_out, use_labels)
-    if budget.given:
-        budget.check(ref.labeled)  # before the calibration pass: an unusable budget is bad input
     timings["reference"] = time.perf_counter() - t
 
     methods = METHODS if cfg.calib_method == "auto" else (cfg.calib_method,)

@@ -158,4 +158,5 @@ def test_max_top1_drop_without_labels_is_bad_input(digits, outliers, val, tmp_pa
                  "--no-calib-cache"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "--max-top1-drop needs labeled held-out images" in err[-1]
+    assert not any(line.startswith("held-out") for line in err), err  # refused before any image was decoded
     assert not (tmp_path / "x.onnx").exists()
