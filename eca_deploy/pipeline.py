@@ -142,8 +142,6 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
             log.error(name, str(exc), "ONNX", precision)
             continue
         variants[precision] = Path(result.path)
-        if result.calibration and result.calibration["cache_ignored"]:
-            log.echo(f"[note] {result.calibration['cache_ignored']}")
         log.done(name, Path(result.path).name, started)
     return variants
 

@@ -296,18 +296,45 @@ def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, dat
                 store_ranges(cache, entries, used)
                 return ({m: entries[key] for m, key in keys.items()},
                         {**info, "cached": True, "images": used, "skipped": [], "from_histograms": True})
+        lacking = _lacking(cached, tensors)
+        if lacking and not any(c.problem and not c.missing for c in cached.values()):
+            # the other target's run left these entries: compute only the tensors this target adds
+            ranges, used, skipped = _collect(model, lacking, data, cfg, cache, model_sha256, keys,
+                                             f"calibrating {len(lacking)} of {len(tensors)} tensors (the others "
+                                             f"cached in {cache.name})")
+            return ({m: {**cached[m].present, **ranges[m]} for m in methods},
+                    {**info, "cached": False, "images": used, "skipped": skipped, "recomputed": len(lacking)})
         if problems:  # a stale or poisoned entry: recalibrate (and overwrite it) rather than trust it
             info["cache_ignored"] = f"calibration cache {cache} ignored: {problems[0]}; recalibrated"
-    stats, used = collect_stats(model, tensors, data, cfg.batch_size, histograms=histograms)
+            warn(info["cache_ignored"])  # said before the pass, not after it
+    ranges, used, skipped = _collect(model, tensors, data, cfg, cache, model_sha256, keys, "calibrating")
+    return ranges, {**info, "cached": False, "images": used, "skipped": skipped}
+
+
+def _lacking(cached: dict, tensors: list[str]) -> list[str]:
+    """The tensors some method's cache entry lacks, in network order, where every entry holds some of them
+    (a complete pass is no dearer than completing entries that hold nothing)."""
+    if any(not c.present for c in cached.values()):
+        return []
+    missing = {name for c in cached.values() for name in c.missing}
+    return [name for name in tensors if name in missing]
+
+
+def _collect(model: onnx.ModelProto, tensors: list[str], data: Dataset, cfg: QuantizeConfig, cache: Path | None,
+             model_sha256: str, keys: dict[str, str], desc: str):
+    """One statistics pass over ``tensors``: ranges per requested method (``keys``), stored in the cache (every
+    method the pass yields, added to the entries' other tensors), the image count and the files skipped."""
+    histograms = tuple(keys) != ("minmax",)
+    stats, used = collect_stats(model, tensors, data, cfg.batch_size, histograms=histograms, desc=desc)
     computed = METHODS if histograms else ("minmax",)
     entries = {cache_key(model_sha256, data.data_hash, m, cfg.percentile):
                {name: s.range(m, cfg.percentile) for name, s in stats.items()} for m in computed}
     if cache is not None:
         store_ranges(cache, entries, used)
         if histograms:
-            store_histograms(cache, hist_key, stats, used)
+            store_histograms(cache, histogram_key(model_sha256, data.data_hash), stats, used)
     skipped = [{"path": p, "reason": r} for p, r in data.skipped]
-    return {m: entries[key] for m, key in keys.items()}, {**info, "cached": False, "images": used, "skipped": skipped}
+    return {m: entries[key] for m, key in keys.items()}, used, skipped
 
 
 def held_out(cfg: QuantizeConfig, imgsz: int) -> tuple[Dataset, str, bool]:
