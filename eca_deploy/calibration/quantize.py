@@ -27,6 +27,7 @@ from ..graph.graph import load_onnx, onnx_inputs, opset_of, summarize
 from ..graph.session import make_session
 from ..models import photo_like_batch
 from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
+from ..progress import progress
 from .cache import (cache_key, histogram_key, load_histograms, load_ranges, range_problem, store_histograms,
                     store_ranges)
 from .calibrators import CALIB_METHODS, DEFAULT_PERCENTILE, METHODS, TensorRange
@@ -417,14 +418,16 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     timings["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    candidates = {m: _candidate(model, plan, per_method[m], ref, high_precision) for m in methods}
+    compared = progress(methods, desc="comparing calibration methods" if len(methods) > 1 else None, unit="methods")
+    candidates = {m: _candidate(model, plan, per_method[m], ref, high_precision) for m in compared}
     method, selection = select_method(candidates, ref.labeled)
     chosen = candidates[method]
     timings["judge_methods"] = time.perf_counter() - t
 
-    sensitivity = fallback = None
+    sensitivity = fallback = mixed = None
     floated: set[str] = set()
-    if budget.given or cfg.sensitivity:
+    # fully INT8 already meeting the budget needs no layer ranked (the pass costs one run per layer)
+    if cfg.sensitivity or (budget.given and not budget.holds(chosen.figures, ref.labeled)):
         t = time.perf_counter()
         groups = qdq_groups(model, plan)
         ranking = measure_sensitivity(model, plan, groups, per_method[method], ref)
@@ -436,16 +439,17 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
             mixed = keep_in_float(model, plan, groups, ranking, per_method[method], ref, budget, chosen.figures,
                                   cfg.max_float_layers)
             timings["fallback"] = time.perf_counter() - t
-            steps = [{"float_layers": 0, **chosen.figures, "holds": True}] if mixed is None else mixed.steps
-            fallback = {"budget": {**budget.as_dict(), "judged_by": budget.describe(ref.labeled)},
-                        "float_layers": [] if mixed is None else mixed.floated, "steps": steps,
-                        "data": ref.description}
-            if mixed is not None:
-                # the fallback judged FP32 glue; the file holds the glue this target asked for
-                model_out = qdq_glue_to_fp16(mixed.model)[0] if high_precision == "fp16" else mixed.model
-                logits = run_model(model_out, ref) if high_precision == "fp16" else mixed.logits
-                chosen = _Candidate(model_out, mixed.summary, logits, score(ref, logits))
-                floated = {f["tensor"] for f in mixed.floated}
+    if budget.given:
+        steps = [{"float_layers": 0, **chosen.figures, "holds": True}] if mixed is None else mixed.steps
+        fallback = {"budget": {**budget.as_dict(), "judged_by": budget.describe(ref.labeled)},
+                    "float_layers": [] if mixed is None else mixed.floated, "steps": steps,
+                    "data": ref.description}
+    if mixed is not None:
+        # the fallback judged FP32 glue; the file holds the glue this target asked for
+        model_out = qdq_glue_to_fp16(mixed.model)[0] if high_precision == "fp16" else mixed.model
+        logits = run_model(model_out, ref) if high_precision == "fp16" else mixed.logits
+        chosen = _Candidate(model_out, mixed.summary, logits, score(ref, logits))
+        floated = {f["tensor"] for f in mixed.floated}
 
     parity = compare_outputs(ref.logits, chosen.logits).as_dict()
     if not np.isfinite(parity["max_abs"]):

@@ -51,3 +51,4 @@ def test_cli_says_what_it_computes_before_the_pass(digits, tmp_path, capsys):
     assert first.startswith("calibrating ") and " tensors (the others cached in ranges.json): 0/" in first, first
     assert "the others cached in" in next(line for line in out.splitlines() if "calibration:" in line)
     assert "ignored" not in err and "recalibrated" not in err
+
