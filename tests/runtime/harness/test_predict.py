@@ -55,6 +55,28 @@ def test_onnx_and_torch_classify_real_digits_with_a_labels_file(digits, tmp_path
         assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
 
 
+def test_openvino_runs_the_same_file_to_the_same_answer(digits, capsys):
+    pytest.importorskip("openvino")
+    images = _one_per_class(digits)[:4]
+    ours = _predict_json(capsys, f"openvino:{digits.onnx}", *images)
+    reference = _predict_json(capsys, digits.onnx, *images)
+    for a, b in zip(ours, reference):
+        assert a["top5"][0]["index"] == b["top5"][0]["index"]
+        assert np.allclose([c["probability"] for c in a["top5"]], [c["probability"] for c in b["top5"]], atol=1e-3)
+
+
+def test_an_engine_without_tensorrt_is_one_line(tmp_path, digits, capsys):
+    from eca_deploy.runtime.tensorrt.env import tensorrt_unavailable_reason
+
+    if not tensorrt_unavailable_reason():
+        pytest.skip("TensorRT works here: the engine path is tested with a GPU")
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not an engine")
+    code = main(["predict", str(engine), str(_one_per_class(digits)[0])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot run the engine model.engine" in err[0], err
+
+
 def test_other_class_counts_show_indices_and_the_table_names_each_image(digits, capsys):
     image = _one_per_class(digits)[3]
     assert main(["predict", str(digits.onnx), str(image)]) == 0
