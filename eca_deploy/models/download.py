@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -70,10 +71,13 @@ def fetch_weights(url: str) -> tuple[Path, bool]:
         _download(url, destination)
     except urllib.error.HTTPError as exc:
         raise CheckpointError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", None) or first_line(exc)
-        raise CheckpointError(f"cannot download {url}: {reason} (no network here? download it on another machine "
-                              "and pass the file to --weights)") from None
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", exc)  # URLError wraps the socket's or TLS's own error
+        text = first_line(reason) if isinstance(reason, BaseException) else str(reason)
+        hint = ("the server's certificate is not trusted here: point SSL_CERT_FILE at your CA bundle"
+                if isinstance(reason, ssl.SSLError) else
+                "no network here? download it on another machine and pass the file to --weights")
+        raise CheckpointError(f"cannot download {url}: {text} ({hint})") from None
     return destination, False
 
 

@@ -3,8 +3,12 @@
 A real HTTP server on 127.0.0.1 serves the trained digits checkpoint; nothing leaves this machine.
 """
 
+import contextlib
 import http.server
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 
 import pytest
@@ -38,18 +42,49 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server(digits):
+@contextlib.contextmanager
+def _serving(payload: bytes, name: str, tls: ssl.SSLContext | None = None):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.payload, httpd.name, httpd.requests = digits.checkpoint.read_bytes(), digits.checkpoint.name, []
+    httpd.payload, httpd.name, httpd.requests = payload, name, []
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+        yield httpd, f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(digits):
+    with _serving(digits.checkpoint.read_bytes(), digits.checkpoint.name) as served:
+        yield served
+
+
+def test_https_with_a_certificate_this_machine_trusts(digits, cache, tmp_path, monkeypatch, capsys):
+    """A real TLS server (self-signed for 127.0.0.1, trusted through SSL_CERT_FILE as a company CA would be)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    with _serving(digits.checkpoint.read_bytes(), digits.checkpoint.name, tls) as (_, base):
+        url = f"{base}/{digits.checkpoint.name}"
+        code = _export(digits, url, tmp_path / "untrusted")  # not trusted yet: one line, nothing kept
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and "CERTIFICATE_VERIFY_FAILED" in err[-1] and "SSL_CERT_FILE" in err[-1], err
+        assert len(err) == 1 and "Traceback" not in err[0]
+        assert not cached_path(url).exists()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert _export(digits, url, tmp_path / "out") == 0
+    assert f"sha256 {sha256_file(digits.checkpoint)}" in capsys.readouterr().out
+    assert cached_path(url).read_bytes() == digits.checkpoint.read_bytes()
 
 
 @pytest.fixture
