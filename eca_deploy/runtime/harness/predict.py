@@ -16,9 +16,9 @@ from PIL import Image
 
 from ...artifacts import require_file
 from ...data.labels import class_names, read_labels
-from ...data.preprocess import DEFAULT_DATA_CONFIG, DataConfig, preprocess_file
+from ...data.preprocess import DEFAULT_DATA_CONFIG, INTERPOLATIONS, DataConfig, preprocess_file
 from ...data.sources import not_regular
-from ...errors import DataError, first_line
+from ...errors import DataError, first_line, warn
 from ..backends.registry import Artifact, open_backend, parse_spec
 from ..base import Backend
 from .parity import collect_logits, resolve_imgsz
@@ -63,11 +63,15 @@ def data_config(artifact: Artifact, backend: Backend) -> DataConfig:
     recorded = (artifact.manifest or {}).get("data_config")
     if isinstance(recorded, dict):
         try:
-            return DataConfig(input_size=int(recorded["input_size"]), mean=tuple(recorded["mean"]),
-                              std=tuple(recorded["std"]), resize_ratio=float(recorded["resize_ratio"]),
-                              interpolation=str(recorded["interpolation"]))
-        except (KeyError, TypeError, ValueError):
-            pass  # a hand-edited manifest: ImageNet's transform, as for an artifact without one
+            config = DataConfig(input_size=int(recorded["input_size"]), mean=tuple(map(float, recorded["mean"])),
+                                std=tuple(map(float, recorded["std"])), resize_ratio=float(recorded["resize_ratio"]),
+                                interpolation=str(recorded["interpolation"]))
+            if config.interpolation not in INTERPOLATIONS or len(config.mean) != 3 or len(config.std) != 3 \
+                    or not (min(config.std) > 0 and config.resize_ratio > 0):
+                raise ValueError("out of range")
+            return config
+        except (KeyError, TypeError, ValueError):  # a hand-edited manifest: as for an artifact without one
+            warn(f"the manifest of {artifact.label} has an unusable data_config; ImageNet's preprocessing is used")
     loaded = getattr(backend, "loaded", None)
     return loaded.data_config if loaded is not None else DEFAULT_DATA_CONFIG
 

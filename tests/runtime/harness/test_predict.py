@@ -116,3 +116,19 @@ def test_bad_inputs_are_one_line_exit_2(digits, tmp_path, capsys, argv, match):
     code = main(["predict", *(a.format(**values) for a in argv)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("eca-deploy: error: ") and match in err[0], err
+
+
+def test_a_broken_data_config_in_a_manifest_falls_back_to_imagenet_with_a_warning(digits, tmp_path, capsys):
+    import json as json_module
+
+    from eca_deploy.artifacts import manifest_path, sha256_file
+
+    onnx_path = tmp_path / "m.onnx"
+    shutil.copy(digits.onnx, onnx_path)
+    manifest = json_module.loads(manifest_path(digits.onnx).read_text())
+    manifest.update(sha256=sha256_file(onnx_path), data_config={"mean": "x", "interpolation": "nope"})
+    manifest_path(onnx_path).write_text(json_module.dumps(manifest))
+    image = _one_per_class(digits)[2]
+    assert main(["predict", str(onnx_path), str(image), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "unusable data_config" in err and json_module.loads(out)[0]["top5"][0]["index"] == 2
