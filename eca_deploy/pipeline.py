@@ -24,6 +24,7 @@ from .export.onnx_export import ExportConfig, export_model, safe_name
 from .export.openvino_export import write_ir
 from .graph.compare import given_overrides
 from .models import k_per_stage, load_model
+from .calibration.evaluate import Budget
 from .calibration.quantize import QuantizeConfig, quantize
 from .runtime.backends.onnxruntime_backend import resolve_provider
 from .graph.openvino_session import import_openvino
@@ -108,10 +109,14 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+def _int8_budget(cfg: PipelineConfig) -> dict:
+    """The --max-top1-drop / --min-agreement given for int8 (or every precision): also quantize's budget."""
+    return given_overrides(cfg.parity.overrides, "int8", ("max_top1_drop", "min_agreement"))
+
+
 def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig):
     """quantize() writes beside the FP32 ONNX, named by precision and target, with its manifest."""
-    budget = given_overrides(cfg.parity.overrides, "int8", ("max_top1_drop", "min_agreement")) \
-        if precision == "int8" else {}
+    budget = _int8_budget(cfg) if precision == "int8" else {}
     # --high-precision and --qdq-layout are the tensorrt target's; the cpu target takes its own layout
     cpu_layout = {} if target == "tensorrt" else {"high_precision": None, "qdq_layout": "eca-deploy"}
     return quantize(replace(cfg.quantize, onnx=str(onnx_path), precision=precision, target=target,
@@ -137,8 +142,6 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
             log.error(name, str(exc), "ONNX", precision)
             continue
         variants[precision] = Path(result.path)
-        if result.calibration and result.calibration["cache_ignored"]:
-            log.echo(f"[note] {result.calibration['cache_ignored']}")
         log.done(name, Path(result.path).name, started)
     return variants
 
@@ -249,7 +252,11 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     data = open_inputs(parity.data, imgsz, parity.count, parity.seed)  # a bad data folder fails before any work
     saved = _saved_reference(cfg, data) if cfg.reference else None  # wrong data or model: refused before work
     if cfg.quantize.calib_data:
-        load_dataset(cfg.quantize.calib_data, imgsz=imgsz, count=cfg.quantize.calib_count, seed=cfg.quantize.seed)
+        calib = load_dataset(cfg.quantize.calib_data, imgsz=imgsz, count=cfg.quantize.calib_count,
+                             seed=cfg.quantize.seed)
+        budget = Budget(**_int8_budget(cfg))
+        if "int8" in cfg.precisions and budget.given:
+            budget.check(calib.labels is not None)  # --max-top1-drop on unlabeled calibration images: before work
     provider = resolve_provider(parity.provider)
     no_openvino = openvino_skip_reason(cfg.openvino)  # asked for but not installed: fails before any work
 

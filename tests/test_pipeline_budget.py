@@ -37,3 +37,16 @@ def test_pipeline_passes_the_int8_budget_to_quantize(digits, outliers, tmp_path,
     assert manifest["evaluation"]["held_out"] and manifest["evaluation"]["images"] == 50
     rows = {r["precision"]: r for r in json.loads((out / "report.json").read_text())["rows"] if r["status"] != "reference"}
     assert rows["int8"]["status"] == "pass"
+
+
+def test_top1_budget_on_unlabeled_calibration_images_is_refused_before_any_work(digits, photos, tmp_path, capsys):
+    """quantize judges the budget on calibration images it did not calibrate on: a folder without classes cannot
+    give a top-1 drop, which is said before the export, not after it."""
+    out = tmp_path / "run"
+    code = main(["pipeline", "--model", digits.model, "--weights", str(digits.checkpoint), "--calib-data",
+                 str(photos), "--imgsz", str(digits.imgsz), "--output", str(out), "--precisions", "int8",
+                 "--device", "cpu", "--max-top1-drop", "int8=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("eca-deploy: error: --max-top1-drop needs labeled"), err
+    assert not any("export" in line for line in err[:-1]), err
+    assert not list(out.glob("*.onnx"))

@@ -56,11 +56,16 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class Lookup(NamedTuple):
-    """A cache entry's ranges and image count, or None with why the entry cannot be used (None: no entry)."""
+    """A cache entry's ranges and image count, or None with why the entry cannot be used (None: no entry).
+
+    An entry that holds valid ranges for some of the tensors (the other target's set) also gives those
+    (``present``) and the names it lacks (``missing``): a pass over just those completes it."""
 
     ranges: dict[str, TensorRange] | None
     images: int = 0
     problem: str | None = None
+    present: dict[str, TensorRange] = {}
+    missing: tuple[str, ...] = ()
 
 
 def range_problem(r: TensorRange) -> str | None:
@@ -87,12 +92,11 @@ def load_ranges(path: str | Path, key: str, tensors: list[str]) -> Lookup:
     if not isinstance(entry, dict) or not isinstance(entry.get("ranges"), dict):
         return Lookup(None, problem="the entry for this model, data and method holds no ranges")
     ranges: dict[str, TensorRange] = {}
+    missing = tuple(name for name in tensors if entry["ranges"].get(name) is None)
     for name in tensors:
         raw = entry["ranges"].get(name)
         if raw is None:
-            missing = sum(t not in entry["ranges"] for t in tensors)
-            return Lookup(None, problem=f"the entry for this model, data and method lacks {missing} of the "
-                                        f"{len(tensors)} tensors (first: {name})")
+            continue
         try:
             ranges[name] = TensorRange(float(raw["min"]), float(raw["max"]), float(raw["amax"]))
         except (KeyError, TypeError, ValueError):
@@ -101,7 +105,11 @@ def load_ranges(path: str | Path, key: str, tensors: list[str]) -> Lookup:
         if problem:
             return Lookup(None, problem=f"tensor {name}: {problem}")
     images = entry.get("images")
-    return Lookup(ranges, images if isinstance(images, int) and images >= 0 else 0)
+    images = images if isinstance(images, int) and images >= 0 else 0
+    if missing:
+        return Lookup(None, images, f"the entry for this model, data and method lacks {len(missing)} of the "
+                                    f"{len(tensors)} tensors (first: {missing[0]})", ranges, missing)
+    return Lookup(ranges, images)
 
 
 @contextlib.contextmanager

@@ -27,13 +27,14 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 
 def collect_stats(model: onnx.ModelProto, tensors: list[str], data: Dataset, batch_size: int,
-                  histograms: bool = True, threads: int | None = None) -> tuple[dict[str, TensorStats], int]:
+                  histograms: bool = True, threads: int | None = None,
+                  desc: str = "calibrating") -> tuple[dict[str, TensorStats], int]:
     """Statistics of ``tensors`` over every usable image of ``data``; returns (stats, images used)."""
     session = make_session(with_outputs(model, tensors), threads=threads, label="the input model")
     input_name = session.get_inputs()[0].name
     stats = {name: TensorStats(histogram=histograms) for name in tensors}
     used = 0
-    for batch, _ in data.batches(batch_size, desc="calibrating"):
+    for batch, _ in data.batches(batch_size, desc=desc):
         outputs = session.run(tensors, {input_name: batch})
         for name, value in zip(tensors, outputs):
             try:

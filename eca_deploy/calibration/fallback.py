@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from ..errors import ParityError
+from ..progress import progress
 from .calibrators import TensorRange
 from .evaluate import Budget, Reference, describe_figures, run_model, score
 from .placement import QdqGroup, QdqPlan
@@ -40,7 +41,9 @@ def keep_in_float(model: onnx.ModelProto, plan: QdqPlan, groups: list[QdqGroup],
         return None
     by_tensor = {g.tensor: g for g in groups}
     limit = len(ranking) if max_float_layers is None else min(max_float_layers, len(ranking))
+    bar = progress(total=limit, desc=f"float layers until {budget.describe(labeled)}", unit="steps")
     for k in range(1, limit + 1):
+        bar.update(1)
         chosen = [by_tensor[r["tensor"]] for r in ranking[:k]]
         mixed, summary = insert_qdq(model, plan.without(chosen), ranges)
         logits = run_model(mixed, ref)
@@ -48,6 +51,7 @@ def keep_in_float(model: onnx.ModelProto, plan: QdqPlan, groups: list[QdqGroup],
         holds = budget.holds(figures, labeled)
         steps.append({"float_layers": k, "added": ranking[k - 1]["tensor"], **figures, "holds": holds})
         if holds:
+            bar.close()
             why = (f"needed to meet {budget.describe(labeled)} on {ref.description}: fully INT8 gave "
                    f"{describe_figures(start)}; with the {k} most sensitive in float, {describe_figures(figures)}")
             floated = [{"tensor": r["tensor"], "nodes": r["nodes"], "rank": r["rank"],
@@ -55,6 +59,7 @@ def keep_in_float(model: onnx.ModelProto, plan: QdqPlan, groups: list[QdqGroup],
                         "reason": f"sensitivity rank {r['rank']} of {len(ranking)} "
                                   f"({r['sensitivity']:.3g} alone); {why}"} for r in ranking[:k]]
             return FallbackResult(mixed, summary, logits, floated, steps)
+    bar.close()
     last = steps[-1]
     raise ParityError(f"{budget.describe(labeled)} not met even with the {limit} most sensitive of "
                       f"{len(ranking)} quantized layers in float ({describe_figures(last)} on {ref.description}); "

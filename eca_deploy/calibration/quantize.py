@@ -27,6 +27,7 @@ from ..graph.graph import load_onnx, onnx_inputs, opset_of, summarize
 from ..graph.session import make_session
 from ..models import photo_like_batch
 from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, variant_suffix
+from ..progress import progress
 from .cache import (cache_key, histogram_key, load_histograms, load_ranges, range_problem, store_histograms,
                     store_ranges)
 from .calibrators import CALIB_METHODS, DEFAULT_PERCENTILE, METHODS, TensorRange
@@ -297,18 +298,45 @@ def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, dat
                 store_ranges(cache, entries, used)
                 return ({m: entries[key] for m, key in keys.items()},
                         {**info, "cached": True, "images": used, "skipped": [], "from_histograms": True})
+        lacking = _lacking(cached, tensors)
+        if lacking and not any(c.problem and not c.missing for c in cached.values()):
+            # the other target's run left these entries: compute only the tensors this target adds
+            ranges, used, skipped = _collect(model, lacking, data, cfg, cache, model_sha256, keys,
+                                             f"calibrating {len(lacking)} of {len(tensors)} tensors (the others "
+                                             f"cached in {cache.name})")
+            return ({m: {**cached[m].present, **ranges[m]} for m in methods},
+                    {**info, "cached": False, "images": used, "skipped": skipped, "recomputed": len(lacking)})
         if problems:  # a stale or poisoned entry: recalibrate (and overwrite it) rather than trust it
             info["cache_ignored"] = f"calibration cache {cache} ignored: {problems[0]}; recalibrated"
-    stats, used = collect_stats(model, tensors, data, cfg.batch_size, histograms=histograms)
+            warn(info["cache_ignored"])  # said before the pass, not after it
+    ranges, used, skipped = _collect(model, tensors, data, cfg, cache, model_sha256, keys, "calibrating")
+    return ranges, {**info, "cached": False, "images": used, "skipped": skipped}
+
+
+def _lacking(cached: dict, tensors: list[str]) -> list[str]:
+    """The tensors some method's cache entry lacks, in network order, where every entry holds some of them
+    (a complete pass is no dearer than completing entries that hold nothing)."""
+    if any(not c.present for c in cached.values()):
+        return []
+    missing = {name for c in cached.values() for name in c.missing}
+    return [name for name in tensors if name in missing]
+
+
+def _collect(model: onnx.ModelProto, tensors: list[str], data: Dataset, cfg: QuantizeConfig, cache: Path | None,
+             model_sha256: str, keys: dict[str, str], desc: str):
+    """One statistics pass over ``tensors``: ranges per requested method (``keys``), stored in the cache (every
+    method the pass yields, added to the entries' other tensors), the image count and the files skipped."""
+    histograms = tuple(keys) != ("minmax",)
+    stats, used = collect_stats(model, tensors, data, cfg.batch_size, histograms=histograms, desc=desc)
     computed = METHODS if histograms else ("minmax",)
     entries = {cache_key(model_sha256, data.data_hash, m, cfg.percentile):
                {name: s.range(m, cfg.percentile) for name, s in stats.items()} for m in computed}
     if cache is not None:
         store_ranges(cache, entries, used)
         if histograms:
-            store_histograms(cache, hist_key, stats, used)
+            store_histograms(cache, histogram_key(model_sha256, data.data_hash), stats, used)
     skipped = [{"path": p, "reason": r} for p, r in data.skipped]
-    return {m: entries[key] for m, key in keys.items()}, {**info, "cached": False, "images": used, "skipped": skipped}
+    return {m: entries[key] for m, key in keys.items()}, used, skipped
 
 
 def held_out(cfg: QuantizeConfig, imgsz: int, calibration: Dataset) -> tuple[Dataset, str, bool]:
@@ -388,10 +416,10 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     check, description, is_held_out = held_out(cfg, imgsz, data)
     use_labels = _labels_usable(check, model, str(cfg.val_data or cfg.calib_data),  # before minutes of calibration
                                 needed=cfg.max_top1_drop is not None and cfg.min_agreement is None)
+    if budget.given:
+        budget.check(use_labels)  # before decoding a single image: an unusable budget is bad input
     t = time.perf_counter()
     ref = reference_run(model, check, cfg.batch_size, description, is_held_out, use_labels)
-    if budget.given:
-        budget.check(ref.labeled)  # before the calibration pass: an unusable budget is bad input
     timings["reference"] = time.perf_counter() - t
 
     methods = METHODS if cfg.calib_method == "auto" else (cfg.calib_method,)
@@ -400,14 +428,16 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     timings["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    candidates = {m: _candidate(model, plan, per_method[m], ref, high_precision) for m in methods}
+    compared = progress(methods, desc="comparing calibration methods" if len(methods) > 1 else None, unit="methods")
+    candidates = {m: _candidate(model, plan, per_method[m], ref, high_precision) for m in compared}
     method, selection = select_method(candidates, ref.labeled)
     chosen = candidates[method]
     timings["judge_methods"] = time.perf_counter() - t
 
-    sensitivity = fallback = None
+    sensitivity = fallback = mixed = None
     floated: set[str] = set()
-    if budget.given or cfg.sensitivity:
+    # fully INT8 already meeting the budget needs no layer ranked (the pass costs one run per layer)
+    if cfg.sensitivity or (budget.given and not budget.holds(chosen.figures, ref.labeled)):
         t = time.perf_counter()
         groups = qdq_groups(model, plan)
         ranking = measure_sensitivity(model, plan, groups, per_method[method], ref)
@@ -419,16 +449,17 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
             mixed = keep_in_float(model, plan, groups, ranking, per_method[method], ref, budget, chosen.figures,
                                   cfg.max_float_layers)
             timings["fallback"] = time.perf_counter() - t
-            steps = [{"float_layers": 0, **chosen.figures, "holds": True}] if mixed is None else mixed.steps
-            fallback = {"budget": {**budget.as_dict(), "judged_by": budget.describe(ref.labeled)},
-                        "float_layers": [] if mixed is None else mixed.floated, "steps": steps,
-                        "data": ref.description}
-            if mixed is not None:
-                # the fallback judged FP32 glue; the file holds the glue this target asked for
-                model_out, report = qdq_glue_to_fp16(mixed.model) if high_precision == "fp16" else (mixed.model, None)
-                logits = run_model(model_out, ref) if high_precision == "fp16" else mixed.logits
-                chosen = _Candidate(model_out, mixed.summary, logits, score(ref, logits), report and report.as_dict())
-                floated = {f["tensor"] for f in mixed.floated}
+    if budget.given:
+        steps = [{"float_layers": 0, **chosen.figures, "holds": True}] if mixed is None else mixed.steps
+        fallback = {"budget": {**budget.as_dict(), "judged_by": budget.describe(ref.labeled)},
+                    "float_layers": [] if mixed is None else mixed.floated, "steps": steps,
+                    "data": ref.description}
+    if mixed is not None:
+        # the fallback judged FP32 glue; the file holds the glue this target asked for
+        model_out, report = qdq_glue_to_fp16(mixed.model) if high_precision == "fp16" else (mixed.model, None)
+        logits = run_model(model_out, ref) if high_precision == "fp16" else mixed.logits
+        chosen = _Candidate(model_out, mixed.summary, logits, score(ref, logits), report and report.as_dict())
+        floated = {f["tensor"] for f in mixed.floated}
 
     parity = compare_outputs(ref.logits, chosen.logits).as_dict()
     if not np.isfinite(parity["max_abs"]):

@@ -17,6 +17,7 @@ from pathlib import Path
 import onnx
 
 from ..artifacts import atomic_write
+from ..progress import progress
 from .calibrators import TensorRange
 from .evaluate import Reference, run_model, score
 from .placement import QdqGroup, QdqPlan
@@ -29,7 +30,7 @@ def measure_sensitivity(model: onnx.ModelProto, plan: QdqPlan, groups: list[QdqG
                         ranges: dict[str, TensorRange], ref: Reference) -> list[dict]:
     """One row per group, most sensitive first (ties keep network order)."""
     rows = []
-    for group in groups:
+    for group in progress(groups, desc="sensitivity", unit="layers"):  # one pass over the held-out images each
         alone, _ = insert_qdq(model, plan.only([group]), ranges)
         figures = score(ref, run_model(alone, ref))
         rows.append({"tensor": group.tensor, "position": group.position, "nodes": list(group.nodes),

@@ -37,14 +37,17 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..export.onnx_export import ExportConfig, export_model
     from ..models import TIMM_PREFIX, get_spec
+    from ..models.download import resolve_weights
 
     if args.fp16_weights and args.format != "openvino":
         raise UsageError("--fp16-weights applies to --format openvino (for an FP16 ONNX use `eca-deploy "
                          "quantize --precision fp16`)")
-    cfg = ExportConfig(**shared.fields(GROUPS, args), opset=args.opset, batch=args.batch, imgsz=args.imgsz,
-                       simplify=args.simplify, num_classes=args.num_classes)
-    if not cfg.model.startswith(TIMM_PREFIX):
-        get_spec(cfg.model)  # an unknown name fails before anything is printed
+    fields = shared.fields(GROUPS, args)
+    if not fields["model"].startswith(TIMM_PREFIX):
+        get_spec(fields["model"])  # an unknown name fails before anything is printed
+    fields["weights"] = resolve_weights(fields["weights"])  # a missing file too; a URL is downloaded first
+    cfg = ExportConfig(**fields, opset=args.opset, batch=args.batch, imgsz=args.imgsz, simplify=args.simplify,
+                       num_classes=args.num_classes)
     print(f"exporting {cfg.model}" + (f" with weights {cfg.weights}" if cfg.weights else " (random weights)")
           + " ...", flush=True)
     if args.format == "openvino":

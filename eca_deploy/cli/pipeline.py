@@ -71,12 +71,14 @@ def run(args: argparse.Namespace) -> int:
     from ..calibration.quantize import QuantizeConfig
     from ..errors import ParityError
     from ..export.onnx_export import ExportConfig
+    from ..models.download import resolve_weights
     from ..pipeline import PipelineConfig, run_pipeline
     from ..runtime.harness.bench import BenchConfig
     from ..runtime.harness.parity import ParityConfig
     from ..runtime.harness.report import summary_table
 
     model = shared.fields(EXPORT, args)
+    model["weights"] = resolve_weights(model["weights"])  # a missing file fails here; a URL is downloaded first
     reference = f"torch:{model['model']}" + (f":{model['weights']}" if model["weights"] else "")
     cfg = PipelineConfig(
         export=ExportConfig(**model, imgsz=args.imgsz, opset=args.opset),

@@ -142,10 +142,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MB) and {result.manifest_path.name}")
     if result.calibration is not None:
         cal = result.calibration
-        if cal["cache_ignored"]:
-            print(f"  {cal['cache_ignored']}", file=sys.stderr)
         origin = (f"from the histograms cached in {cal['cache']}" if cal.get("from_histograms")
-                  else f"cached in {cal['cache']}" if cal["cached"] else f"from {cal['images']} images")
+                  else f"cached in {cal['cache']}" if cal["cached"]
+                  else f"{cal['recomputed']} from {cal['images']} images, the others cached in {cal['cache']}"
+                  if cal.get("recomputed") else f"from {cal['images']} images")
         print(f"  calibration: {cal['method']} ranges for {cal['tensors']} tensors, {origin}")
         if cal["skipped"]:
             first = cal["skipped"][0]

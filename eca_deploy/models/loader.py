@@ -10,6 +10,7 @@ from torch import nn
 
 from ..artifacts import sha256_file
 from .checkpoint import load_strict, read_state_dict
+from .download import fetch_weights, is_url
 from .base import TIMM_PREFIX, LoadedModel, eca_blocks, replace_module
 from .eca import EcaLayer
 from .random_init import seeded_init, settle_batchnorm
@@ -46,7 +47,10 @@ def _fit_eca_kernels(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def load_model(name: str, weights: str | Path | None = None, num_classes: int | None = None,
                k_size: Sequence[int] | None = None, seed: int = 0) -> LoadedModel:
-    """Build ``name`` in eval mode; with ``weights``, read k and class count from the file, then load strictly."""
+    """Build ``name`` in eval mode; with ``weights`` (a file or a URL), read k and class count from the file, then
+    load strictly."""
+    if is_url(weights):
+        weights = str(fetch_weights(weights)[0])
     if name.startswith(TIMM_PREFIX):
         return load_timm_model(name[len(TIMM_PREFIX):], weights, num_classes, seed)
 

@@ -84,9 +84,12 @@ def test_auto_picks_a_method_that_survives(digits, outliers, val, tmp_path, targ
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["tensorrt", "cpu"])
-def test_fallback_leaves_the_planted_layers_in_float_and_meets_the_budget(digits, outliers, val, tmp_path, target):
+def test_fallback_leaves_the_planted_layers_in_float_and_meets_the_budget(digits, outliers, val, tmp_path, target,
+                                                                          capsys):
     result = _run(digits, outliers, tmp_path, "mixed.onnx", calib_method="minmax", target=target,
                   max_top1_drop=BUDGET)
+    err = capsys.readouterr().err  # both passes over the layers show progress
+    assert "sensitivity: 0/" in err and "float layers until top-1 drop <= 1 points: 0/" in err
     manifest = read_manifest(result.path)
     ranked = manifest["sensitivity"]["ranked"]
     assert {r["tensor"] for r in ranked[:2]} == set(outliers.tensors)
@@ -139,12 +142,16 @@ def test_cli_prints_the_methods_the_ranking_and_the_layers_in_float(digits, outl
     code = main(["quantize", "--onnx", str(outliers.onnx), "--calib-data", str(digits.calib_dir), "--calib-count",
                  "150", "--check-count", "all", "--max-top1-drop", "1", "--output", str(output),
                  "--no-calib-cache"])
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
     assert code == 0
     # No --val-data: the 50 calibration images not drawn for calibration are the held-out ones.
     assert "on 50 images of" in text and "not used for calibration" in text
     assert "calibration methods, judged on the held-out images" in text and "chose entropy" in text
-    assert "per-layer sensitivity" in text and f"plot: {output.name}.sensitivity.png" in text
+    assert "comparing calibration methods: 0/3 methods" in err and "comparing calibration methods: 3/3 methods" in err
+    # entropy alone meets the budget: no layer needs ranking, so no sensitivity pass runs
+    assert "met with every layer in INT8" in text and "per-layer sensitivity" not in text
+    assert not any(line.startswith("sensitivity") for line in err.splitlines())
+    assert not output.with_name(output.name + ".sensitivity.png").exists()
     manifest = json.loads(output.with_name(output.name + ".json").read_text())
     assert manifest["evaluation"] == {"data": "50 images of " + str(digits.calib_dir) + " not used for calibration",
                                       "held_out": True, "images": 50, "labeled": True}
@@ -158,4 +165,5 @@ def test_max_top1_drop_without_labels_is_bad_input(digits, outliers, val, tmp_pa
                  "--no-calib-cache"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "--max-top1-drop needs labeled held-out images" in err[-1]
+    assert not any(line.startswith("held-out") for line in err), err  # refused before any image was decoded
     assert not (tmp_path / "x.onnx").exists()

@@ -38,6 +38,10 @@ class Check:
     detail: str
     fix: str | None = None
 
+    def as_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "detail": self.detail,
+                "fix": self.fix if self.status != OK else None}
+
     def line(self) -> str:
         fix = f" -> fix: {self.fix}" if self.fix and self.status != OK else ""
         return f"{self.status:<8} {self.name:<13} {self.detail}{fix}"
@@ -85,6 +89,36 @@ def _gpu_clock(gpu: dict | None) -> str:
     if gpu.get("load_percent") is not None:
         parts.append(f"load {gpu['load_percent']:.0f}%")
     return f", GPU {', '.join(parts)}" if parts else ""
+
+
+def _openvino(module: Any) -> str:
+    return f"{module.__version__.split('-')[0]}, devices: {', '.join(module.Core().available_devices)}"
+
+
+def _timm(module: Any) -> str:
+    return f"{module.__version__} (timm:<name> models)"
+
+
+def _meminfo_gib(text: str, key: str) -> float | None:
+    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) / 2**20 if match else None
+
+
+def memory_check(probe: Any = None) -> Check:
+    """Total and available RAM (what a large model's calibration or an engine build needs), and a container's
+    lower cgroup limit where one is set."""
+    from .device import Probe
+
+    probe = probe or Probe()
+    info = probe.read("/proc/meminfo") or ""
+    total, available = _meminfo_gib(info, "MemTotal"), _meminfo_gib(info, "MemAvailable")
+    if total is None:
+        return Check("memory", MISSING, "unknown (no /proc/meminfo)")
+    detail = f"{total:.1f} GiB total" + (f", {available:.1f} GiB available" if available is not None else "")
+    limit = (probe.read("/sys/fs/cgroup/memory.max") or "").strip()
+    if limit.isdigit() and int(limit) / 2**30 < total:
+        detail += f", container limit {int(limit) / 2**30:.1f} GiB"
+    return Check("memory", OK, detail)
 
 
 def _machine_checks(facts: dict) -> list[Check]:
@@ -227,9 +261,14 @@ def run_doctor(probe: Any = None, smoke: bool = True, verbose: bool = False) -> 
     checks.append(_module("torch", "pip install torch (optional: only torch: references and export need it)",
                           _torch)[0])
     checks.append(_module("onnxruntime", "pip install onnxruntime", _onnxruntime)[0])
+    checks.append(_module("openvino", "pip install 'eca-deploy[openvino]' (optional: IR export and x86 CPU runs)",
+                          _openvino, label="OpenVINO")[0])
+    checks.append(_module("timm", "pip install 'eca-deploy[timm]' with a torchvision matching your torch (optional: "
+                                  "timm:<name> models)", _timm)[0])
     findings, engines_work = probe_stack(jetson=facts.get("jetson") is not None)
     checks += [Check(*finding) for finding in findings]
     checks += _machine_checks(facts)
+    checks.append(memory_check(probe))
     if not smoke:
         checks.append(Check("smoke test", MISSING, "skipped (--no-smoke-test)"))
     elif not engines_work:
