@@ -139,6 +139,24 @@ def test_throughput_hint_splits_a_batch_into_parallel_requests_with_the_same_log
         throughput.close()
 
 
+def test_throughput_bench_at_batch_1_and_8_ends_every_time(ov, digits, tmp_path):
+    """A Python callback on the request queue deadlocked close() in about half the runs (the workers
+    wanted the GIL while the compiled model was dropped with it held): run it repeatedly, each under a timeout."""
+    import subprocess
+
+    command = [sys.executable, "-m", "eca_deploy.cli.main", "bench", f"openvino:{digits.onnx}", "--batch-sizes", "1,8",
+               "--threads", "4", "--ov-hint", "throughput", "--iterations", "5", "--warmup", "2"]
+    for attempt in range(6):
+        out = tmp_path / f"run{attempt}.json"
+        try:
+            done = subprocess.run([*command, "--output", str(out)], capture_output=True, text=True, timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"bench --ov-hint throughput hung in run {attempt + 1} of 6")
+        assert done.returncode == 0, done.stderr
+        (row,) = validate_report(json.loads(out.read_text()))["rows"]
+        assert [e["batch"] for e in row["bench"]["batches"]] == [1, 8]
+
+
 def test_without_openvino_one_line_install_hint(digits, tmp_path, capsys, monkeypatch):
     from eca_deploy.pipeline import openvino_skip_reason
 
