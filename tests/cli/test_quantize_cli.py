@@ -240,3 +240,13 @@ def test_inspect_reads_through_qdq_and_judges_each_layout(random_r50, photos, tm
     out = capsys.readouterr().out
     assert "NOT plain: Q/DQ or Cast inside the ECA path at Conv -> Reshape" in out
     assert "some ECA blocks are not plain" in out
+
+
+def test_the_fp16_file_is_named_without_a_target_and_int8_with_its_layout():
+    from pathlib import Path
+
+    from eca_deploy.calibration.quantize import default_output
+
+    names = {(p, t): default_output(Path("m/a.onnx"), p, t).name for p in ("fp16", "int8") for t in ("cpu", "tensorrt")}
+    assert names == {("fp16", "cpu"): "a.fp16.onnx", ("fp16", "tensorrt"): "a.fp16.onnx",
+                     ("int8", "cpu"): "a.int8.cpu.onnx", ("int8", "tensorrt"): "a.int8.onnx"}
