@@ -143,7 +143,7 @@ def test_cli_prints_the_methods_the_ranking_and_the_layers_in_float(digits, outl
     assert code == 0
     # No --val-data: the 50 calibration images not drawn for calibration are the held-out ones.
     assert "on 50 images of" in text and "not used for calibration" in text
-    assert "calibration methods, judged on the held-out images" in text and "chose entropy" in text
+    assert "calibration methods, judged on the check images" in text and "chose entropy" in text
     assert "per-layer sensitivity" in text and f"plot: {output.name}.sensitivity.png" in text
     manifest = json.loads(output.with_name(output.name + ".json").read_text())
     assert manifest["evaluation"] == {"data": "50 images of " + str(digits.calib_dir) + " not used for calibration",
