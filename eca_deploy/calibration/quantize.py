@@ -83,6 +83,7 @@ class QuantizeResult:
     sensitivity: dict | None = None  # ranked per-layer table and its plot (int8, with a budget or on request)
     fallback: dict | None = None  # budget, layers left in float and why, the steps tried (int8 with a budget)
     fp16: dict | None = None  # clamped/flushed weight counts (fp16)
+    skipped: list[dict] = field(default_factory=list)  # unreadable check images skipped (fp16; int8: calibration)
     timings: dict = field(default_factory=dict)
 
 
@@ -231,6 +232,11 @@ def _accuracy(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None) -> d
             "images": int(len(labels))}
 
 
+def skipped_files(data: Dataset | None) -> list[dict]:
+    """The unreadable files a pass over ``data`` skipped, as the manifest records them."""
+    return [{"path": p, "reason": r} for p, r in data.skipped] if data is not None else []
+
+
 def _describe(data: Dataset | None) -> str:
     if data is None:
         return "seeded random photo-like inputs"
@@ -261,11 +267,11 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
                               source=source.name, source_sha256=sha256_file(source), io_dtype="float32",
                               fp16=report.as_dict(),
                               parity={**parity, "data": _describe(data), "tolerance": asdict(tolerance),
-                                      "checks": verdict.checks},
+                                      "checks": verdict.checks, "skipped": skipped_files(data)},
                               accuracy=accuracy, versions=package_versions("onnx", "onnxruntime"))
     timings["total"] = time.perf_counter() - t0
     return QuantizeResult(output, manifest, "fp16", None, parity, accuracy, _describe(data),
-                          fp16=report.as_dict(), timings=timings)
+                          fp16=report.as_dict(), timings=timings, skipped=skipped_files(data))
 
 
 def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, data: Dataset, cfg: QuantizeConfig,
@@ -306,8 +312,8 @@ def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, dat
         store_ranges(cache, entries, used)
         if histograms:
             store_histograms(cache, hist_key, stats, used)
-    skipped = [{"path": p, "reason": r} for p, r in data.skipped]
-    return {m: entries[key] for m, key in keys.items()}, {**info, "cached": False, "images": used, "skipped": skipped}
+    return ({m: entries[key] for m, key in keys.items()},
+            {**info, "cached": False, "images": used, "skipped": skipped_files(data)})
 
 
 def held_out(cfg: QuantizeConfig, imgsz: int) -> tuple[Dataset, str, bool]:

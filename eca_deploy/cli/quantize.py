@@ -82,6 +82,12 @@ def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
         print(f"    {op}: {', '.join(names[:3])}{more}")
 
 
+def _print_skipped(skipped: list[dict]) -> None:
+    if skipped:
+        first = skipped[0]
+        print(f"  skipped {len(skipped)} unreadable files (first: {first['path']}: {first['reason']})")
+
+
 def _figures(row: dict) -> str:
     drop = f"{row['top1_drop']:.2f}" if row["top1_drop"] is not None else "-"
     return f"{drop:>10} {100 * row['top1_agreement']:>10.2f}% {row['min_cosine']:>10.4f} {row['cosine']:>10.4f}"
@@ -148,9 +154,8 @@ def run(args: argparse.Namespace) -> int:
         origin = (f"from the histograms cached in {cal['cache']}" if cal.get("from_histograms")
                   else f"cached in {cal['cache']}" if cal["cached"] else f"from {cal['images']} images")
         print(f"  calibration: {cal['method']} ranges for {cal['tensors']} tensors, {origin}")
-        if cal["skipped"]:
-            first = cal["skipped"][0]
-            print(f"  skipped {len(cal['skipped'])} unreadable files (first: {first['path']}: {first['reason']})")
+        _print_skipped(cal["skipped"])
+    _print_skipped(result.skipped)
     if result.method_selection is not None:
         _print_methods(result.method_selection)
     if result.sensitivity is not None:

@@ -94,6 +94,21 @@ def test_some_corrupt_images_are_skipped_and_counted(digits, out, tmp_path, caps
     assert sorted(s["path"].rsplit("/", 1)[1] for s in calibration["skipped"]) == ["zz_broken.png", "zz_empty.jpg"]
 
 
+def test_fp16_says_which_check_images_it_skipped(digits, out, tmp_path, capsys):
+    """As INT8 does: the unreadable files are printed and listed in the manifest, not dropped silently."""
+    folder = tmp_path / "mixed"
+    shutil.copytree(digits.calib_dir / "3", folder / "3")
+    good = len(list(folder.rglob("*.png")))
+    (folder / "3" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (folder / "3" / "zz_empty.jpg").write_bytes(b"")
+    code = main(["quantize", "--onnx", str(digits.onnx), "--precision", "fp16", "--calib-data", str(folder),
+                 "--check-count", "all", "--output", str(out / "model.fp16.onnx")])
+    text = capsys.readouterr().out
+    assert code == 0 and "skipped 2 unreadable files" in text and f"on {good} images" in text
+    parity = read_manifest(out / "model.fp16.onnx")["parity"]
+    assert sorted(s["path"].rsplit("/", 1)[1] for s in parity["skipped"]) == ["zz_broken.png", "zz_empty.jpg"]
+
+
 def test_already_quantized_model(digits, tmp_path, out, capsys):
     first = tmp_path / "first"
     assert main(["quantize", "--onnx", str(digits.onnx), "--calib-data", str(digits.calib_dir), "--calib-count", "16",
