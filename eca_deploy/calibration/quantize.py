@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ..artifacts import check_outputs, ensure_output_dir, manifest_path, package_versions, sha256_file, write_artifact
+from ..artifacts import (check_outputs, ensure_output_dir, manifest_path, package_versions, sha256_file,
+                         source_weights, write_artifact)
 from ..data.sources import Dataset, label_problem, load_dataset, source_files
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs, judge, tolerance_for
@@ -264,7 +265,8 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         raise ParityError(f"FP16 output drifts from FP32 on {_describe(data)}: {'; '.join(verdict.failures)}; "
                           "not written (loosen with --atol/--rtol fp16=VALUE, as for parity)")
     manifest = write_artifact(output, half.SerializeToString(), "quantize", precision="fp16", target=None,
-                              source=source.name, source_sha256=sha256_file(source), io_dtype="float32",
+                              source=source.name, source_sha256=sha256_file(source), **source_weights(source),
+                              io_dtype="float32",
                               fp16=report.as_dict(),
                               parity={**parity, "data": _describe(data), "tolerance": asdict(tolerance),
                                       "checks": verdict.checks, "skipped": skipped_files(data)},
@@ -446,7 +448,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     qdq = chosen.summary.as_dict()
     manifest = write_artifact(
         output, chosen.model.SerializeToString(), "quantize", precision="int8", target=cfg.target,
-        source=source.name, source_sha256=model_sha256,
+        source=source.name, source_sha256=model_sha256, **source_weights(source),
         io_dtype="float32",
         quantization={"activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
                       "weights": "int8 symmetric per-channel", "bias": "float" if cfg.target == "tensorrt"
