@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
                              "a TensorRT .engine/.plan, or torch:<model>[:weights]")
     parser.add_argument("--imgsz", type=shared.image_size, default=None,
-                        help="input size for torch:<model> (default 224)")
+                        help="input size for torch:<model> (default: 224)")
     parser.add_argument("--precision", default=None, choices=PRECISION_NAMES,
                         help="label for the report (default: the manifest, else what the ONNX graph holds)")
     shared.add_groups(parser, (*GROUPS, OUTPUT))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import plural
 from . import args as shared
 
 NAME = "quantize"
@@ -85,7 +86,7 @@ def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
 def _print_skipped(skipped: list[dict]) -> None:
     if skipped:
         first = skipped[0]
-        print(f"  skipped {len(skipped)} unreadable files (first: {first['path']}: {first['reason']})")
+        print(f"  skipped {plural(len(skipped), 'unreadable file')} (first: {first['path']}: {first['reason']})")
 
 
 def _figures(row: dict) -> str:
