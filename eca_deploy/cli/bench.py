@@ -41,7 +41,7 @@ def default_output(model: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ..artifacts import check_outputs, ensure_output_dir, write_json
     from ..runtime.backends.registry import parse_spec
-    from ..runtime.harness.bench import BenchConfig, run_bench
+    from ..runtime.harness.bench import BenchConfig, run_bench, timing_notes
     from ..runtime.harness.device import describe_device
     from ..runtime.harness.report import new_report
 
@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{e['batch']:>5}  {e['clock']:<{clock_w}}{e['copies']:<{copies_w}}" + "".join(
             f"{e[k]:>8.2f}" for k in ("min", "p50", "p90", "p99", "mean")) + f"{e['fps']:>9.1f}{e['iterations']:>7}")
     print("latency in ms per call; FPS = images per second")
+    for note in timing_notes(result.entries):
+        print(f"note: {note}", file=sys.stderr)
     for warning in device["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {out}")
