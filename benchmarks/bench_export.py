@@ -1,6 +1,7 @@
 """Export wall time and the ECA overhead on onnxruntime CPU (issue 2).
 
-    python benchmarks/bench_export.py            # prints a table, writes benchmarks/results/export.json
+    python benchmarks/bench_export.py            # prints a table, writes runs/benchmarks/export.json
+    python benchmarks/bench_export.py --update-results  # into benchmarks/results/, what the README quotes
 
 1. Wall time of the `eca-deploy export --model eca_resnet50` process (median of --runs), and of each
    stage measured in-process.
@@ -22,8 +23,8 @@ import time
 from pathlib import Path
 
 from interleave import interleaved_latency
+from output import add_output_args, out_path
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def export_wall_times(runs: int, workdir: Path) -> list[float]:
@@ -62,8 +63,9 @@ def main() -> int:
     parser.add_argument("--imgsz", type=int, default=224)
     parser.add_argument("--threads", type=int, default=None,
                         help="onnxruntime intra-op threads (default: onnxruntime's choice, one per core)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "export.json"))
+    add_output_args(parser, "export.json")
     args = parser.parse_args()
+    args.out = out_path(args, "export.json")
 
     from eca_deploy.export.onnx_export import ExportConfig, export_model
 

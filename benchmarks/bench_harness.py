@@ -1,6 +1,7 @@
 """The runtime harness measured on this machine (issue 5).
 
-    python benchmarks/bench_harness.py     # prints three tables, writes benchmarks/results/harness.json
+    python benchmarks/bench_harness.py     # prints three tables, writes runs/benchmarks/harness.json
+    python benchmarks/bench_harness.py --update-results  # into benchmarks/results/, what the README quotes
 
 1. Pipeline total time: `run_pipeline` for eca_resnet50 at 224 on real PNG files written from
    scikit-learn's digits: INT8 calibrated on a few hundred, parity on another couple of hundred
@@ -28,9 +29,9 @@ import numpy as np
 
 from eca_deploy.testing.digits import digit_images, train, write_image_folder
 from interleave import side_by_side
+from output import add_output_args, out_path, results_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT_DIR = ROOT / "benchmarks" / "results" / "harness_pipeline"
 TRAIN_IMAGES = 900  # trains the benchmark checkpoint at 32x32; the first 300 also refit its classifier at 224
 TRAIN_EPOCHS = 6
 
@@ -81,7 +82,7 @@ def digits_checkpoint(path: Path, labels: np.ndarray, train_idx: np.ndarray, fit
     return path
 
 
-def run_pipeline_once(work: Path, calib_images: int, val_images: int, duration: float) -> dict:
+def run_pipeline_once(work: Path, calib_images: int, val_images: int, duration: float, report_dir: Path) -> dict:
     from eca_deploy.artifacts import atomic_write, ensure_output_dir
     from eca_deploy.calibration.quantize import QuantizeConfig
     from eca_deploy.export.onnx_export import ExportConfig
@@ -107,7 +108,7 @@ def run_pipeline_once(work: Path, calib_images: int, val_images: int, duration: 
         bench=BenchConfig(model=reference, batches=(1, 8), duration=duration, warmup=3))
     result = run_pipeline(cfg, echo=lambda line: print(line, file=sys.stderr))
     wall = time.perf_counter() - start
-    keep = ensure_output_dir(REPORT_DIR)  # the report and plots outlive the temporary artifacts
+    keep = ensure_output_dir(report_dir)  # the report and plots outlive the temporary artifacts
     for path in result.written.values():
         atomic_write(keep / Path(path).name, Path(path).read_bytes())
     return {"wall_s": round(wall, 1), "checkpoint_s": round(checkpoint_s, 1), "steps": result.report["steps"],
@@ -212,8 +213,9 @@ def main() -> None:
     parser.add_argument("--bench-duration", type=float, default=3.0, help="the pipeline's bench seconds per batch")
     parser.add_argument("--only-overhead", action="store_true",
                         help="measure the harness overhead alone and update it in --out")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "harness.json"))
+    add_output_args(parser, "harness.json")
     args = parser.parse_args()
+    args.out = out_path(args, "harness.json")
 
     from eca_deploy.artifacts import read_json, write_json
     from eca_deploy.runtime.harness.device import describe_device
@@ -224,7 +226,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not args.only_overhead:
-            results["pipeline"] = run_pipeline_once(work, args.calib_images, args.val_images, args.bench_duration)
+            results["pipeline"] = run_pipeline_once(work, args.calib_images, args.val_images, args.bench_duration,
+                                                    results_dir(args) / "harness_pipeline")
             artifacts = {r["precision"]: r["spec"] for r in results["pipeline"]["rows"] if r["format"] == "ONNX"}
             weights = results["pipeline"]["weights"]
             factories = {"torch eager fp32": lambda: TorchBackend("eca_resnet50", weights, device="cpu", imgsz=224)}

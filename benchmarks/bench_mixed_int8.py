@@ -1,6 +1,7 @@
 """What keeping layers in float costs (issue 12): FP32 vs full INT8 vs mixed INT8 on onnxruntime CPU.
 
-    python benchmarks/bench_mixed_int8.py    # prints a table, writes benchmarks/results/mixed_int8.json
+    python benchmarks/bench_mixed_int8.py    # prints a table, writes runs/benchmarks/mixed_int8.json
+    python benchmarks/bench_mixed_int8.py --update-results  # into benchmarks/results/, what the README quotes
 
 The model is the one the tests use: the trained digits ECA-ResNet-18 (32x32) with two planted outlier
 channels (eca_deploy/testing/outliers.py; FP32 function unchanged). On the cpu target:
@@ -26,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from interleave import interleaved_latency
+from output import add_output_args, out_path
 
-ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 64)
 
 
@@ -46,8 +47,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="onnxruntime intra-op threads (default 1: a shared machine times more steadily)")
     parser.add_argument("--budget", type=float, default=1.0, help="--max-top1-drop for the mixed model, points")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mixed_int8.json"))
+    add_output_args(parser, "mixed_int8.json")
     args = parser.parse_args()
+    args.out = out_path(args, "mixed_int8.json")
 
     import onnxruntime
     import torch

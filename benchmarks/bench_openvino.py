@@ -1,6 +1,7 @@
 """onnxruntime vs OpenVINO on the CPU, side by side, and what each does with the ECA gate (issue 13).
 
-    python benchmarks/bench_openvino.py      # prints the tables, writes benchmarks/results/openvino.json
+    python benchmarks/bench_openvino.py      # prints the tables, writes runs/benchmarks/openvino.json
+    python benchmarks/bench_openvino.py --update-results  # into benchmarks/results/, what the README quotes
 
 1. eca_resnet50 and resnet50 at 224 exported (dynamic batch), and their INT8 models (`quantize
    --target cpu`, Q/DQ) calibrated on --calib-count crops of the two photos scikit-learn ships.
@@ -33,8 +34,8 @@ import numpy as np
 
 from bench_quantize import make_images
 from interleave import side_by_side
+from output import add_output_args, out_path
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet50", "eca_resnet50")
 RUNTIMES = ("onnxruntime", "openvino")
 
@@ -214,8 +215,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="threads for both runtimes")
     parser.add_argument("--calib-count", type=int, default=32, help="calibration images for INT8")
     parser.add_argument("--imgsz", type=int, default=224)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "openvino.json"))
+    add_output_args(parser, "openvino.json")
     args = parser.parse_args()
+    args.out = out_path(args, "openvino.json")
     batches = (1, 8)
 
     with tempfile.TemporaryDirectory() as tmp:

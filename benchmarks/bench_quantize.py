@@ -1,6 +1,7 @@
 """FP16 / INT8 on onnxruntime CPU, and what 512-image calibration costs (issue 3).
 
-    python benchmarks/bench_quantize.py          # prints a table, writes benchmarks/results/quantize.json
+    python benchmarks/bench_quantize.py          # prints a table, writes runs/benchmarks/quantize.json
+    python benchmarks/bench_quantize.py --update-results  # into benchmarks/results/, what the README quotes
 
 1. Calibration of eca_resnet50 at 224 on 512 real-looking JPEGs (crops of the two photos scikit-learn
    ships, at varied sizes; or --images DIR): wall time of the calibration step and peak RSS of the
@@ -25,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from interleave import interleaved_latency
+from output import add_output_args, out_path
 
-ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
 import json, sys
@@ -80,8 +81,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8, help="interleaved latency rounds per batch size")
     parser.add_argument("--iters", type=int, default=5, help="timed runs per model per round")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quantize.json"))
+    add_output_args(parser, "quantize.json")
     args = parser.parse_args()
+    args.out = out_path(args, "quantize.json")
 
     import onnx
     import onnxruntime

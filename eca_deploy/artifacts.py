@@ -354,6 +354,38 @@ def read_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
     return payload
 
 
+WEIGHTS_FIELDS = ("weights_sha256", "random_init_seed")  # which weights an artifact was made from
+
+
+def weights_fields(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields of ``manifest`` that say which weights it was made from, for the manifest of an artifact made
+    from it (a quantized ONNX, an engine): every artifact records its weights, not just the export."""
+    return {key: manifest[key] for key in WEIGHTS_FIELDS if manifest and key in manifest}
+
+
+def source_weights(source: str | os.PathLike) -> dict[str, Any]:
+    """weights_fields of the manifest beside ``source``; {} where it has none or an unreadable one."""
+    try:
+        return weights_fields(read_manifest(source))
+    except ManifestError:
+        return {}
+
+
+def weights_identity(manifest: dict[str, Any] | None) -> str | None:
+    """'sha256 <hex>' of the weights file, 'random init (seed N)', or None where the manifest does not say."""
+    if not manifest or "weights_sha256" not in manifest:
+        return None
+    if manifest["weights_sha256"]:
+        return f"sha256 {manifest['weights_sha256']}"
+    seed = manifest.get("random_init_seed")
+    return f"random init (seed {seed})" if seed is not None else None
+
+
+def short_identity(identity: str) -> str:
+    """A weights identity short enough for one line: the first 12 hex digits of a sha256."""
+    return identity[:len("sha256 ") + 12] + "..." if identity.startswith("sha256 ") else identity
+
+
 def verified_manifest(artifact: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest beside ``artifact`` if it describes these very bytes (its sha256 matches), else None.
 

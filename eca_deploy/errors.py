@@ -76,6 +76,11 @@ def warn(message: str) -> None:
         print(f"eca-deploy: warning: {message}", file=sys.stderr)
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 artifact', '2 artifacts': a count and its noun for a message."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name where the message is empty."""
     for line in str(exc).splitlines():

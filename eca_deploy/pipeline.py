@@ -261,7 +261,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     no_openvino = openvino_skip_reason(cfg.openvino)  # asked for but not installed: fails before any work
 
     started = time.perf_counter()
-    loaded = load_model(model, cfg.export.weights)
+    loaded = load_model(model, cfg.export.weights, seed=cfg.export.seed)
     labels = data.labels if parity.use_labels else None
     check_labels(labels, data, loaded.num_classes, parity.data or "synthetic")  # before minutes of work
     export_cfg = replace(cfg.export, out_dir=str(out))

@@ -102,6 +102,7 @@ def ir_precision(path: str | Path) -> str:
 
 
 def variant_suffix(precision: str, layout: str | None = None) -> str:
-    """'fp16' -> 'fp16'; INT8 files also name a layout other than TensorRT's ('int8.cpu')."""
+    """'fp16' -> 'fp16' whatever the target (one FP16 file serves both); INT8 files also name a layout other
+    than TensorRT's ('int8.cpu')."""
     suffix = PRECISIONS[precision].suffix
-    return f"{suffix}.{layout}" if layout and layout != "tensorrt" else suffix
+    return f"{suffix}.{layout}" if precision == "int8" and layout and layout != "tensorrt" else suffix

@@ -57,6 +57,35 @@ def test_pipeline_report_is_readable(pipeline_run):
             assert image.format == "PNG"
 
 
+def _table(markdown: str) -> dict[str, tuple[str, str]]:
+    """Artifact -> (format, precision) of each row of the first report table in ``markdown``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Artifact | Format | Precision"))
+    rows = []
+    for line in lines[start + 2:]:  # past the header and its |---| line
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def test_readme_pipeline_sample_names_the_files_and_precisions_the_tool_writes(pipeline_run):
+    """The README's sample run: every file it names is one the pipeline writes (the FP16 file has no target
+    suffix), and each table row shows the format and precision the real report.md shows."""
+    import re
+    from pathlib import Path
+
+    _, out = pipeline_run
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    sample = readme[readme.index("$ eca-deploy pipeline --model eca_resnet18"):]
+    sample = sample[:sample.index("```")]
+    written = {p.name for p in out.iterdir()}
+    named = set(re.findall(r"(eca_resnet18[\w.]*\.(?:onnx|xml))", sample))
+    assert "eca_resnet18.fp16.onnx" in named and named <= written, named - written
+    real, shown = _table((out / "report.md").read_text()), _table(sample)
+    assert shown and all(real[artifact] == row for artifact, row in shown.items()), (shown, real)
+
+
 def test_pipeline_adds_openvino_rows(pipeline_run):
     """On an x86 CPU with OpenVINO installed: the FP32 IR, and every ONNX variant run on OpenVINO as well."""
     pytest.importorskip("openvino")

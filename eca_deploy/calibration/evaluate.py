@@ -42,7 +42,8 @@ def reference_run(model: onnx.ModelProto, data: Dataset, batch_size: int, what: 
                   use_labels: bool = True) -> Reference:
     """Decode ``data`` once and run FP32 on it; ``what`` says what the images are ("held-out images from X")."""
     batches, labels = [], []
-    for batch, batch_labels in data.batches(batch_size, desc="held-out"):
+    # "check images": held out or not, the description (``what``) says which; the progress line never does
+    for batch, batch_labels in data.batches(batch_size, desc="check images"):
         batches.append(batch)
         if batch_labels is not None and use_labels:
             labels.append(batch_labels)

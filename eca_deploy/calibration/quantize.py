@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ..artifacts import check_outputs, ensure_output_dir, manifest_path, package_versions, sha256_file, write_artifact
+from ..artifacts import (check_outputs, ensure_output_dir, manifest_path, package_versions, sha256_file,
+                         source_weights, write_artifact)
 from ..data.sources import Dataset, label_problem, load_dataset, source_files
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs, judge, tolerance_for
@@ -84,6 +85,7 @@ class QuantizeResult:
     sensitivity: dict | None = None  # ranked per-layer table and its plot (int8, with a budget or on request)
     fallback: dict | None = None  # budget, layers left in float and why, the steps tried (int8 with a budget)
     fp16: dict | None = None  # clamped/flushed weight counts (fp16)
+    skipped: list[dict] = field(default_factory=list)  # unreadable check images skipped (fp16; int8: calibration)
     timings: dict = field(default_factory=dict)
 
 
@@ -233,6 +235,11 @@ def _accuracy(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None) -> d
             "images": int(len(labels))}
 
 
+def skipped_files(data: Dataset | None) -> list[dict]:
+    """The unreadable files a pass over ``data`` skipped, as the manifest records them."""
+    return [{"path": p, "reason": r} for p, r in data.skipped] if data is not None else []
+
+
 def _describe(data: Dataset | None) -> str:
     if data is None:
         return "seeded random photo-like inputs"
@@ -260,14 +267,15 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         raise ParityError(f"FP16 output drifts from FP32 on {_describe(data)}: {'; '.join(verdict.failures)}; "
                           "not written (loosen with --atol/--rtol fp16=VALUE, as for parity)")
     manifest = write_artifact(output, half.SerializeToString(), "quantize", precision="fp16", target=None,
-                              source=source.name, source_sha256=sha256_file(source), io_dtype="float32",
+                              source=source.name, source_sha256=sha256_file(source), **source_weights(source),
+                              io_dtype="float32",
                               fp16=report.as_dict(),
                               parity={**parity, "data": _describe(data), "tolerance": asdict(tolerance),
-                                      "checks": verdict.checks},
+                                      "checks": verdict.checks, "skipped": skipped_files(data)},
                               accuracy=accuracy, versions=package_versions("onnx", "onnxruntime"))
     timings["total"] = time.perf_counter() - t0
     return QuantizeResult(output, manifest, "fp16", None, parity, accuracy, _describe(data),
-                          fp16=report.as_dict(), timings=timings)
+                          fp16=report.as_dict(), timings=timings, skipped=skipped_files(data))
 
 
 def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, data: Dataset, cfg: QuantizeConfig,
@@ -335,8 +343,7 @@ def _collect(model: onnx.ModelProto, tensors: list[str], data: Dataset, cfg: Qua
         store_ranges(cache, entries, used)
         if histograms:
             store_histograms(cache, histogram_key(model_sha256, data.data_hash), stats, used)
-    skipped = [{"path": p, "reason": r} for p, r in data.skipped]
-    return {m: entries[key] for m, key in keys.items()}, used, skipped
+    return {m: entries[key] for m, key in keys.items()}, used, skipped_files(data)
 
 
 def held_out(cfg: QuantizeConfig, imgsz: int, calibration: Dataset) -> tuple[Dataset, str, bool]:
@@ -481,7 +488,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     qdq = chosen.summary.as_dict()
     manifest = write_artifact(
         output, chosen.model.SerializeToString(), "quantize", precision="int8", target=cfg.target,
-        source=source.name, source_sha256=model_sha256,
+        source=source.name, source_sha256=model_sha256, **source_weights(source),
         io_dtype="float32",
         quantization={"activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
                       "weights": "int8 symmetric per-channel", "bias": "float" if cfg.target == "tensorrt"

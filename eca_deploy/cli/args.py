@@ -205,7 +205,7 @@ class RuntimeArgs(Group):
                             help="torch device for torch:<model>: auto (cuda where available), cpu, cuda, cuda:1")
         parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                             help="inference threads: onnxruntime's intra-op pool, OpenVINO's INFERENCE_NUM_THREADS, "
-                                 "and torch's while the reference runs (default: onnxruntime one per physical core, "
+                                 "and torch's while a torch:<model> runs (default: onnxruntime one per physical core, "
                                  "OpenVINO and torch their own defaults)")
         parser.add_argument("--ov-hint", default="latency", choices=["latency", "throughput"],
                             help="OpenVINO's PERFORMANCE_HINT for .xml and openvino:<file.onnx>: latency = one "

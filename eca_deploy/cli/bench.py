@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
                              "a TensorRT .engine/.plan, or torch:<model>[:weights]")
     parser.add_argument("--imgsz", type=shared.image_size, default=None,
-                        help="input size for torch:<model> (default 224)")
+                        help="input size for torch:<model> (default: 224)")
     parser.add_argument("--precision", default=None, choices=PRECISION_NAMES,
                         help="label for the report (default: the manifest, else what the ONNX graph holds)")
     shared.add_groups(parser, (*GROUPS, OUTPUT))
@@ -41,7 +41,7 @@ def default_output(model: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ..artifacts import check_outputs, ensure_output_dir, write_json
     from ..runtime.backends.registry import parse_spec
-    from ..runtime.harness.bench import BenchConfig, run_bench
+    from ..runtime.harness.bench import BenchConfig, run_bench, timing_notes
     from ..runtime.harness.device import describe_device
     from ..runtime.harness.report import new_report
 
@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
           + (f"; W = mean board power ({result.power['total']}), mJ/img = energy per image" if energy else ""))
     if "unavailable" in result.power:
         print(f"power: not measured: {result.power['unavailable']}")
+    for note in timing_notes(result.entries):
+        print(f"note: {note}", file=sys.stderr)
     for warning in device["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {out}")

@@ -22,12 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shared.deprecated(parser, "--batch", "--static-batch", "batch", shared.positive_int)
     parser.add_argument("--imgsz", type=shared.image_size, default=224, help="input height and width, 32 or more")
     parser.add_argument("--num-classes", type=shared.positive_int, default=None,
-                        help="classifier size when no weights are given (default 1000; with weights, read from them)")
+                        help="classifier size when no weights are given (default: 1000; with weights, read from them)")
     parser.add_argument("--no-simplify", dest="simplify", action="store_false",
                         help="skip onnxsim (the export is still verified against PyTorch)")
     parser.add_argument("--format", default="onnx", choices=["onnx", "openvino"],
                         help="onnx: <model>.onnx; openvino: that ONNX, then OpenVINO IR <model>.xml + .bin "
-                             "converted from it, verified against PyTorch too (needs eca-deploy[openvino])")
+                             "converted from it and verified against PyTorch too, with eca-deploy[openvino] installed")
     parser.add_argument("--fp16-weights", action="store_true",
                         help="with --format openvino: store the IR's weights as FP16 (<model>.fp16.xml, half "
                              "the size; computed in FP32, checked by cosine >= 0.9999 to PyTorch)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import traceback
@@ -54,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """parse_args, except that a flag the command does not know is answered by the command's own parser: its
+    --help, and the flag it most likely meant (argparse would point at `eca-deploy --help`)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        flags = [flag for action in command._actions for flag in action.option_strings]
+        typed = next((u for u in unknown if u.startswith("-")), unknown[0]).split("=")[0]
+        close = difflib.get_close_matches(typed, flags, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}{hint} (see `{command.prog} --help`)")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         # File names need not be UTF-8 (undecodable bytes become surrogates): print them escaped, never fail.
@@ -83,7 +98,7 @@ def _stdout_to_devnull() -> None:
 def _run(argv: Sequence[str] | None) -> int:
     args = None  # a usage error comes before there are any
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(build_parser(), argv)
         return int(args.run(args) or 0)
     except EcaDeployError as exc:
         if getattr(args, "verbose", False):

@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..calibration.quantize import QuantizeConfig
-    from ..errors import ParityError
+    from ..errors import ParityError, plural
     from ..export.onnx_export import ExportConfig
     from ..models.download import resolve_weights
     from ..pipeline import PipelineConfig, run_pipeline
@@ -98,6 +98,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     print(f"total {report['timings_s']['total']:.1f} s; wrote " + ", ".join(str(p) for p in result.written.values()))
     if result.failed:
-        raise ParityError(f"{len(result.failed)} artifacts failed: " + "; ".join(
+        raise ParityError(f"{plural(len(result.failed), 'artifact')} failed: " + "; ".join(
             f"{r['artifact']}: {r['reason']}" for r in result.failed))
     return 0

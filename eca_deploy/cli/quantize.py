@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import plural
 from . import args as shared
 
 NAME = "quantize"
@@ -23,7 +24,7 @@ def groups() -> tuple[shared.Group, ...]:
                       "preprocessed float32 NCHW tensors. Required for int8; for fp16 they are the check images "
                       "(default: seeded random inputs)",
             method_help="how activation ranges are chosen: auto builds a model with each of the others from one "
-                        "histogram pass and keeps the one closest to FP32 on the held-out images (top-1 drop then "
+                        "histogram pass and keeps the one closest to FP32 on the check images (top-1 drop then "
                         "agreement with labels; agreement then worst-sample cosine without); or max |x|, "
                         "KL-divergence threshold (TensorRT's entropy calibration), a percentile of |x|",
             cache_help="JSON cache of calibration ranges keyed by model hash + data hash + method (default: "
@@ -58,11 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="held-out images (same forms as --calib-data) for the parity and accuracy figures "
                              "(default: a subset of the calibration images)")
     parser.add_argument("--check-count", type=shared.count, default=128, metavar="N|all",
-                        help="held-out images for the parity figures, --calib-method auto, the sensitivity and "
-                             "the budget, or 'all'")
+                        help="check images for the parity figures, --calib-method auto, the sensitivity and "
+                             "the budget (held out from calibration where possible: --val-data or the calibration "
+                             "images --calib-count leaves), or 'all'")
     parser.add_argument("--max-float-layers", type=shared.positive_int, default=None, metavar="N",
                         help="with an INT8 budget (--max-top1-drop / --min-agreement, as for `parity`: the most "
-                             "sensitive layers stay in float, fewest first, until it holds on the held-out images; "
+                             "sensitive layers stay in float, fewest first, until it holds on the check images; "
                              "nothing is written if it cannot be met): give up (exit 1) rather than leave more than "
                              "N layers in float (default: no limit)")
     parser.add_argument("--sensitivity", action="store_true",
@@ -81,13 +83,19 @@ def _print_float_nodes(float_nodes: dict[str, list[str]]) -> None:
         print(f"    {op}: {', '.join(names[:3])}{more}")
 
 
+def _print_skipped(skipped: list[dict]) -> None:
+    if skipped:
+        first = skipped[0]
+        print(f"  skipped {plural(len(skipped), 'unreadable file')} (first: {first['path']}: {first['reason']})")
+
+
 def _figures(row: dict) -> str:
     drop = f"{row['top1_drop']:.2f}" if row["top1_drop"] is not None else "-"
     return f"{drop:>10} {100 * row['top1_agreement']:>10.2f}% {row['min_cosine']:>10.4f} {row['cosine']:>10.4f}"
 
 
 def _print_methods(selection: dict) -> None:
-    print("  calibration methods, judged on the held-out images:")
+    print("  calibration methods, judged on the check images:")
     print(f"    {'method':<12} {'top-1 drop':>10} {'agreement':>11} {'worst cos':>10} {'mean cos':>10}")
     for row in selection["candidates"]:
         mark = "*" if row["method"] == selection["chosen"] else " "
@@ -147,9 +155,8 @@ def run(args: argparse.Namespace) -> int:
                   else f"{cal['recomputed']} from {cal['images']} images, the others cached in {cal['cache']}"
                   if cal.get("recomputed") else f"from {cal['images']} images")
         print(f"  calibration: {cal['method']} ranges for {cal['tensors']} tensors, {origin}")
-        if cal["skipped"]:
-            first = cal["skipped"][0]
-            print(f"  skipped {len(cal['skipped'])} unreadable files (first: {first['path']}: {first['reason']})")
+        _print_skipped(cal["skipped"])
+    _print_skipped(result.skipped)
     if result.method_selection is not None:
         _print_methods(result.method_selection)
     if result.sensitivity is not None:

@@ -168,9 +168,9 @@ def load_dataset(source: str | os.PathLike, imgsz: int = 224, count: int | None 
     if count is not None and count < 1:
         raise DataError(f"image count must be a positive integer, got {count}")
     if not source.exists():
-        raise DataError(f"calibration data not found: {source}")
+        raise DataError(f"data not found: {source}")  # not only calibration: parity's --data and --val-data too
     if not source.is_dir() and not_regular(source):
-        raise DataError(f"calibration data {source} is {not_regular(source)}; give an image folder, a list or a .npy")
+        raise DataError(f"data {source} is {not_regular(source)}; give an image folder, a list or a .npy")
     settings = f"{config.settings}|imgsz={imgsz}|count={count}|seed={seed}|exclude={exclude}"
     if source.is_file() and source.suffix.lower() == ".npy":
         return _load_npy(source, imgsz, count, seed, settings, exclude)

@@ -24,9 +24,10 @@ import numpy as np
 import onnx
 import torch
 
-from ..artifacts import check_outputs, manifest_path, output_dir, package_versions, write_artifact
+from ..artifacts import (check_outputs, manifest_path, output_dir, package_versions, short_identity, source_weights,
+                         weights_identity, write_artifact)
 from ..data.preprocess import MIN_IMAGE_SIZE
-from ..errors import ExportError, first_line
+from ..errors import ExportError, OutputError, first_line
 from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model, photo_like_batch
 from ..graph.compare import compare_outputs
 from ..graph.session import run_once
@@ -174,10 +175,26 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
         return _export_into(out_dir, cfg, loaded, timings, t0)
 
 
+def _weights(loaded: LoadedModel, cfg: ExportConfig) -> dict:
+    """The manifest's weights fields: the file's sha256, or the seed of the random init."""
+    return {"weights_sha256": loaded.weights_sha256, "random_init_seed": None if loaded.weights else cfg.seed}
+
+
+def check_same_weights(onnx_path: Path, weights: dict) -> None:
+    """Refuse to replace an earlier export made from other weights: the quantized files, IRs and engines made from
+    it would sit beside the new one and parity would compare unrelated models. Same weights: replaced as before."""
+    earlier = weights_identity(source_weights(onnx_path))  # none, or an unreadable one: nothing to protect
+    now = weights_identity(weights)
+    if earlier and now and earlier != now:
+        raise OutputError(f"{onnx_path} was made from other weights ({short_identity(earlier)}) than this run's "
+                          f"({short_identity(now)}); give another --output folder, or delete that folder first")
+
+
 def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings: dict[str, float],
                  t0: float) -> ExportResult:
     onnx_path = out_dir / f"{safe_name(cfg.model)}.onnx"
     check_outputs([onnx_path, manifest_path(onnx_path)], [cfg.weights])
+    check_same_weights(onnx_path, _weights(loaded, cfg))
 
     t = time.perf_counter()
     graph = to_onnx(loaded, cfg.opset, cfg.batch, cfg.imgsz)
@@ -210,7 +227,7 @@ def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings:
         onnx_path, graph.SerializeToString(), "export",
         model=loaded.name,
         weights=loaded.weights,
-        weights_sha256=loaded.weights_sha256,
+        **_weights(loaded, cfg),
         num_classes=loaded.num_classes,
         data_config=loaded.data_config.as_dict(),
         eca_k_per_stage=k_per_stage(loaded.model),

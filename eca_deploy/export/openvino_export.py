@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..artifacts import (atomic_write, check_outputs, disk_full_error, free_bytes, manifest_path, package_versions,
-                         read_manifest, sha256_file, staging_dir, write_artifact)
+                         read_manifest, sha256_file, staging_dir, weights_fields, write_artifact)
 from ..errors import ExportError
 from ..graph.compare import compare_outputs
 from ..graph.openvino_session import import_openvino, ov_message, run_once
@@ -71,7 +71,7 @@ def export_openvino(cfg: ExportConfig, fp16_weights: bool = False, loaded: Loade
     """Export and verify the ONNX (export_model), then convert it to a verified IR (write_ir)."""
     import_openvino()  # before minutes of export: a missing openvino fails first, in one line
     if loaded is None:
-        loaded = load_model(cfg.model, cfg.weights, cfg.num_classes)
+        loaded = load_model(cfg.model, cfg.weights, cfg.num_classes, seed=cfg.seed)
     return write_ir(export_model(cfg, loaded=loaded), loaded, cfg, fp16_weights)
 
 
@@ -112,8 +112,9 @@ def write_ir(onnx_result: ExportResult, loaded: LoadedModel, cfg: ExportConfig, 
             inference_precision="f32",  # what it was verified in, and what the backend compiles it in
             bin={"artifact": bin_path.name, "sha256": sha256_file(bin_path), "size_bytes": bin_path.stat().st_size},
             source_onnx={"artifact": onnx_result.onnx_path.name, "sha256": source.get("sha256")},
-            **{key: source.get(key) for key in ("model", "weights", "weights_sha256", "num_classes", "eca_k_per_stage",
+            **{key: source.get(key) for key in ("model", "weights", "num_classes", "eca_k_per_stage",
                                                 "eca_blocks", "input", "output", "dynamic_axes")},
+            **weights_fields(source),
             parity={"openvino": parity},
             versions=package_versions("torch", "onnx", "openvino"),
         )

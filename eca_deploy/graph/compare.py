@@ -121,7 +121,13 @@ class Verdict:
 
     @property
     def failures(self) -> list[str]:
-        return [f"{c['check']}: {c['value']:.4g} (limit {c['limit']:.4g})" for c in self.checks if not c["passed"]]
+        return [f"{c['check']}: {figure(c['value'])} (limit {figure(c['limit'])})" for c in self.checks
+                if not c["passed"]]
+
+
+def figure(value: float) -> str:
+    """A count as the whole number it is (54740, never 5.474e+04); other values to 4 significant digits."""
+    return f"{int(value)}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:.4g}"
 
 
 def judge(tol: Tolerance, candidate: np.ndarray, reference: np.ndarray, reference_top1: float | None,

@@ -146,7 +146,7 @@ def test_cli_prints_the_methods_the_ranking_and_the_layers_in_float(digits, outl
     assert code == 0
     # No --val-data: the 50 calibration images not drawn for calibration are the held-out ones.
     assert "on 50 images of" in text and "not used for calibration" in text
-    assert "calibration methods, judged on the held-out images" in text and "chose entropy" in text
+    assert "calibration methods, judged on the check images" in text and "chose entropy" in text
     assert "comparing calibration methods: 0/3 methods" in err and "comparing calibration methods: 3/3 methods" in err
     # entropy alone meets the budget: no layer needs ranking, so no sensitivity pass runs
     assert "met with every layer in INT8" in text and "per-layer sensitivity" not in text

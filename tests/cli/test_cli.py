@@ -208,3 +208,44 @@ def test_parity_names_full_paths_when_file_names_clash_and_counts_in_words(capsy
     assert code == 0
     row = next(line for line in out.splitlines() if "none (host memory)" in line)
     assert len(row) < 100, row  # was 111 characters: 28 for "host", 20 for the copies
+
+
+def test_a_mistyped_flag_points_to_the_commands_own_help_and_the_flag_it_meant(capsys):
+    assert main(["bench", "m.onnx", "--treads", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["eca-deploy: error: unrecognized arguments: --treads 2; did you mean --threads? "
+                   "(see `eca-deploy bench --help`)"]
+    assert main(["parity", "--reference", "a.onnx", "--candidate", "b.onnx", "--zzz"]) == 2
+    err = capsys.readouterr().err
+    assert "see `eca-deploy parity --help`" in err and "did you mean" not in err
+
+
+def test_help_says_defaults_one_way_and_only_what_the_command_does(capsys):
+    import re
+
+    texts = {}
+    for command in ("export", "quantize", "build", "parity", "bench", "pipeline", "report"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        texts[command] = " ".join(capsys.readouterr().out.split())
+    for command, text in texts.items():
+        assert not re.search(r"\(default [^:(]", text), (command, re.findall(r"\(default [^)]*\)", text))
+        assert not re.search(r"\(needs [^)]*\) \(", text), command  # one parenthesis per note
+    assert "the reference" not in texts["bench"]  # bench has no reference; parity and pipeline do
+
+
+def test_wording_of_counts_and_missing_data(tmp_path, capsys):
+    """'data not found' wherever the data came from; counts as whole numbers, with a singular for one."""
+    import numpy as np
+
+    from eca_deploy.data.sources import load_dataset
+    from eca_deploy.errors import DataError, plural
+    from eca_deploy.graph.compare import judge, tolerance_for
+
+    with pytest.raises(DataError, match=r"^data not found: "):
+        load_dataset(tmp_path / "nonexistent")
+    reference = np.random.default_rng(0).standard_normal((64, 1000)).astype(np.float32)
+    verdict, _ = judge(tolerance_for("fp32"), reference + 50, reference, None, None)
+    (failure,) = [f for f in verdict.failures if f.startswith("elements over")]
+    assert failure.endswith(": 64000 (limit 0)") and "e+" not in failure
+    assert (plural(1, "artifact"), plural(2, "artifact")) == ("1 artifact", "2 artifacts")

@@ -96,6 +96,21 @@ def test_some_corrupt_images_are_skipped_and_counted(digits, out, tmp_path, caps
     assert sorted(s["path"].rsplit("/", 1)[1] for s in calibration["skipped"]) == ["zz_broken.png", "zz_empty.jpg"]
 
 
+def test_fp16_says_which_check_images_it_skipped(digits, out, tmp_path, capsys):
+    """As INT8 does: the unreadable files are printed and listed in the manifest, not dropped silently."""
+    folder = tmp_path / "mixed"
+    shutil.copytree(digits.calib_dir / "3", folder / "3")
+    good = len(list(folder.rglob("*.png")))
+    (folder / "3" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (folder / "3" / "zz_empty.jpg").write_bytes(b"")
+    code = main(["quantize", "--onnx", str(digits.onnx), "--precision", "fp16", "--calib-data", str(folder),
+                 "--check-count", "all", "--output", str(out / "model.fp16.onnx")])
+    text = capsys.readouterr().out
+    assert code == 0 and "skipped 2 unreadable files" in text and f"on {good} images" in text
+    parity = read_manifest(out / "model.fp16.onnx")["parity"]
+    assert sorted(s["path"].rsplit("/", 1)[1] for s in parity["skipped"]) == ["zz_broken.png", "zz_empty.jpg"]
+
+
 def test_already_quantized_model(digits, tmp_path, out, capsys):
     first = tmp_path / "first"
     assert main(["quantize", "--onnx", str(digits.onnx), "--calib-data", str(digits.calib_dir), "--calib-count", "16",
@@ -201,8 +216,9 @@ def test_int8_checks_on_images_it_did_not_calibrate_on_and_says_which(random_r50
     evaluation = read_manifest(tmp_path / "a.onnx")["evaluation"]
     assert evaluation["held_out"] is True and evaluation["images"] == 3
     assert main([*base, "--calib-count", "all", "--output", str(tmp_path / "b.onnx")]) == 0
-    out = capsys.readouterr().out
-    assert "NOT held out" in out
+    out, err = capsys.readouterr()
+    # one word for one thing: images that are not held out are never called held-out, not even in progress
+    assert "NOT held out" in out and "held-out" not in out + err and "check images: 0/" in err
     evaluation = read_manifest(tmp_path / "b.onnx")["evaluation"]
     assert evaluation["held_out"] is False and evaluation["images"] == 8
 
@@ -242,3 +258,13 @@ def test_inspect_reads_through_qdq_and_judges_each_layout(random_r50, photos, tm
     out = capsys.readouterr().out
     assert "NOT plain: Q/DQ or Cast inside the ECA path at Conv -> Reshape" in out
     assert "some ECA blocks are not plain" in out
+
+
+def test_the_fp16_file_is_named_without_a_target_and_int8_with_its_layout():
+    from pathlib import Path
+
+    from eca_deploy.calibration.quantize import default_output
+
+    names = {(p, t): default_output(Path("m/a.onnx"), p, t).name for p in ("fp16", "int8") for t in ("cpu", "tensorrt")}
+    assert names == {("fp16", "cpu"): "a.fp16.onnx", ("fp16", "tensorrt"): "a.fp16.onnx",
+                     ("int8", "cpu"): "a.int8.cpu.onnx", ("int8", "tensorrt"): "a.int8.onnx"}

@@ -94,7 +94,7 @@ def test_quantize_lists_the_skipped_fifo(digits, tmp_path):
         raise SystemExit(main(["quantize", "--onnx", {str(digits.onnx)!r}, "--calib-data", {str(listing)!r},
                                "--output", {str(tmp_path / 'm.int8.onnx')!r}, "--no-calib-cache"]))
     """, timeout=300)
-    assert f"skipped 1 unreadable files (first: {pipe}: not a regular file: a FIFO)" in out
+    assert f"skipped 1 unreadable file (first: {pipe}: not a regular file: a FIFO)" in out
 
 
 @pytest.mark.parametrize("special", ["/dev/zero", "fifo"])

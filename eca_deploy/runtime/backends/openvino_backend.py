@@ -37,10 +37,12 @@ class OpenVinoBackend(Backend):
         self._request = self.compiled.create_infer_request()
         self._queue = None
         if hint == "throughput" and self._spec.shape[0] is None:  # a static batch cannot be sliced
+            # No Python callback on the queue: OpenVINO's worker threads would then need the GIL, and a
+            # worker still finishing a callback while close() drops the compiled model (which joins the
+            # workers with the GIL held) deadlocks. The results are read from the requests instead.
             self._queue = ov.AsyncInferQueue(self.compiled,
                                              int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-            self._slices: dict[int, np.ndarray] = {}
-            self._queue.set_callback(self._keep)
+            self._calls = 0
 
     @property
     def input_spec(self) -> InputSpec:
@@ -51,21 +53,23 @@ class OpenVinoBackend(Backend):
         """What the compiled model computes in, as OpenVINO reports it (e.g. 'f32')."""
         return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
-    def _keep(self, request, index: int) -> None:
-        self._slices[index] = request.get_output_tensor(0).data.copy()
-
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if batch.dtype != self._dtype or not batch.flags.c_contiguous:
             batch = np.ascontiguousarray(batch, dtype=self._dtype)
         if self._queue is None or len(batch) == 1:
             return self._request.infer(batch, share_inputs=True)[0]
         parts = np.array_split(batch, min(len(batch), len(self._queue)))
-        self._slices.clear()
+        self._calls += 1  # tags this call's requests: the others still hold an earlier call's userdata
         for index, part in enumerate(parts):
-            self._queue.start_async(part, index, share_inputs=True)
+            self._queue.start_async(part, (self._calls, index), share_inputs=True)
         self._queue.wait_all()
-        return np.concatenate([self._slices[i] for i in range(len(parts))])
+        slices = {tag[1]: request.get_output_tensor(0).data.copy()
+                  for request, tag in zip(self._queue, self._queue.userdata) if tag and tag[0] == self._calls}
+        return np.concatenate([slices[i] for i in range(len(parts))])
 
     def close(self) -> None:
+        """Wait for every request, then drop the queue and requests before the compiled model that owns them."""
+        if self._queue is not None:
+            self._queue.wait_all()
         self._request = self._queue = None
         self.compiled = None

@@ -25,6 +25,8 @@ from .power import PowerSampler, power_meter
 from .rows import ReportRow
 
 MIN_TIMED_ITERATIONS = 5
+STABLE_P99_CALLS = 100  # below this a p99 is the slowest call, or an interpolation next to it
+WIDE_SPREAD = 1.5  # calls "vary widely" where p90 is over this times p50: one call in ten is that much slower
 
 
 @dataclass
@@ -52,6 +54,20 @@ def latency_stats(seconds: np.ndarray, batch: int) -> dict:
     return {"min": float(ms.min()), "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
             "p99": float(np.percentile(ms, 99)), "mean": mean, "fps": batch * 1e3 / mean,
             "iterations": int(ms.size)}
+
+
+def timing_notes(entries: list[dict]) -> list[str]:
+    """What a reader should know before trusting the numbers: a p99 from too few calls, calls that varied widely."""
+    notes = []
+    few = [e["iterations"] for e in entries if e["iterations"] < STABLE_P99_CALLS]
+    if few:
+        notes.append(f"p99 from {min(few)} calls is about the slowest call, not a stable percentile: time at least "
+                     f"{STABLE_P99_CALLS} calls (--iterations, or a longer --duration) before trusting it")
+    noisy = [str(e["batch"]) for e in entries if e["p90"] > WIDE_SPREAD * e["p50"]]
+    if noisy:
+        notes.append(f"calls varied widely at batch {', '.join(dict.fromkeys(noisy))} (p90 over {WIDE_SPREAD:g}x p50): "
+                     "other work on this machine? rerun and compare before trusting these numbers")
+    return notes
 
 
 def time_loop(step, warmup: int, iterations: int | None, duration: float, own_clock: bool = False) -> np.ndarray:

@@ -19,9 +19,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ...artifacts import atomic_write, sha256_file
+from ...artifacts import atomic_write, sha256_file, short_identity, weights_identity
 from ...data.sources import label_problem, load_dataset
-from ...errors import DataError, EcaDeployError, ParityError, first_line
+from ...errors import DataError, EcaDeployError, ParityError, first_line, warn
 from ...graph.compare import Verdict, compare_outputs, judge, tolerance_for, topk_accuracy
 from ...precisions import PRECISIONS, Tolerance
 from ...progress import progress
@@ -30,6 +30,14 @@ from ..base import Backend
 from .rows import ReportRow
 
 
+
+
+def weights_of(artifact: Artifact) -> str | None:
+    """Which weights an artifact was made from (artifacts.weights_identity): a torch spec's weights file, else
+    what its manifest records; None where that is not known."""
+    if artifact.kind == "torch":
+        return f"sha256 {sha256_file(artifact.weights)}" if artifact.weights else None
+    return weights_identity(artifact.manifest)
 
 
 def parse_override(text: str) -> tuple[str, float | None]:
@@ -146,6 +154,7 @@ class ReferenceRun:
     data: dict  # what the comparison ran on (data_record)
     batch: int = 16
     overrides: dict = field(default_factory=dict)  # {"atol": {"*": 1e-3}, "max_top1_drop": {"int8": 2.0}}
+    weights: str | None = None  # which weights the reference is (weights_identity); None: not known
 
     @classmethod
     def measure(cls, artifact: Artifact, backend: Backend, data, source: str | None, batch: int = 16,
@@ -155,10 +164,14 @@ class ReferenceRun:
         check_labels(labels, data, logits.shape[1], source or "synthetic")
         metrics = {**accuracy(logits, labels), "samples": int(len(logits))}
         return cls(artifact, backend.name, logits, labels, metrics, data_record(data, source, len(logits), use_labels),
-                   batch, dict(overrides or {}))
+                   batch, dict(overrides or {}), weights_of(artifact))
 
     def judge(self, artifact: Artifact, backend: Backend, data, precision: str | None = None) -> CandidateResult:
         """Run ``data`` through the candidate and apply the tolerances of its precision."""
+        theirs = weights_of(artifact)
+        if self.weights and theirs and theirs != self.weights:  # said first: its figures will be far off
+            warn(f"{artifact.label}: this candidate was made from other weights ({short_identity(theirs)}) than the "
+                 f"reference ({short_identity(self.weights)}); the comparison is of two different models")
         logits, _ = collect_logits(backend, data, self.batch, f"{artifact.label} {backend.name}")
         if logits.shape != self.logits.shape:
             raise DataError(f"{artifact.label} outputs {logits.shape[1]} classes, the reference "
@@ -180,7 +193,7 @@ class ReferenceRun:
         artifact = self.artifact
         meta = {"format": SAVED_REFERENCE_FORMAT, "reference": artifact.spec, "kind": artifact.kind,
                 "backend": self.backend, "precision": artifact.precision()[0], "model": artifact.model,
-                "weights_sha256": sha256_file(artifact.weights) if artifact.weights else None,
+                "weights_sha256": sha256_file(artifact.weights) if artifact.weights else None, "weights": self.weights,
                 "model_sha256": sha256_file(artifact.path) if artifact.path else None,
                 "data": self.data, "imgsz": imgsz, "count": count, "seed": seed, "metrics": self.metrics}
         labels = self.labels if self.labels is not None else np.zeros(0, np.int64)
@@ -210,9 +223,10 @@ class ReferenceRun:
         labels = labels if use_labels and labels is not None else None
         artifact = RecordedArtifact(meta["reference"], meta["kind"], meta.get("model"), meta["precision"])
         metrics = {**accuracy(logits, labels), "samples": int(len(logits))}
+        weights = meta.get("weights") or weights_identity({"weights_sha256": meta.get("weights_sha256")})
         return cls(artifact, meta["backend"], logits, labels, metrics,
                    {**data_record(data, source, len(logits), use_labels), "saved_reference": name},
-                   batch, dict(overrides or {}))
+                   batch, dict(overrides or {}), weights)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
-from statistics import median
+from statistics import median_low
 
 from ...artifacts import atomic_path, atomic_write, ensure_output_dir, read_json, write_json
 from ...errors import DataError, first_line, visible_text
@@ -334,7 +334,15 @@ def _group(rows: list[dict], multi: bool) -> dict[str, list[dict]]:
 
 
 def _named(label: str, rows: int) -> str:
+    """A series of several runs is summarised by median_low: a value one of the runs measured, never the mean of two."""
     return label if rows == 1 else f"{label}, median of {rows}"
+
+
+RUNS_OF = {"pass": "passed runs", "fail": "failed runs", "reference": "as the reference"}
+
+
+def _verdict(status: str) -> str:
+    return "fail" if status in ("fail", "error") else ("reference" if status == "reference" else "pass")
 
 
 def _left_out(what: str, shown: int, total: int, rule: str) -> str | None:
@@ -361,7 +369,7 @@ def latency_series(report: dict) -> tuple[list[tuple[str, dict[int, tuple[float,
     batches = all_batches[:MAX_BATCHES]
     series = []
     for label, entries in per_label.items():
-        summary = {b: (median(p[0] for p in entries[b]), median(p[1] for p in entries[b])) for b in batches
+        summary = {b: (median_low(p[0] for p in entries[b]), median_low(p[1] for p in entries[b])) for b in batches
                    if b in entries}
         if summary:
             series.append((_named(label, counts[label]), summary))
@@ -377,17 +385,22 @@ def latency_series(report: dict) -> tuple[list[tuple[str, dict[int, tuple[float,
 def accuracy_bars(report: dict) -> tuple[list[tuple[str, float, str]], str, list[str]]:
     """([(label, percent, status)], metric name, notes): top-1 accuracy where labels exist, else top-1 agreement
     with the reference; the median per series, at most MAX_SERIES (the lowest first); series that ended only
-    in errors get an empty slot with status "error"."""
+    in errors get an empty slot with status "error". Runs of one series that passed and failed are two bars
+    ("passed runs", "failed runs"): one median over both would be a value no run produced."""
     multi = len(report["devices"]) > 1
     rows = [r for r in report["rows"] if r.get("parity")]
     labeled = any(r["parity"].get("top1") is not None for r in rows)
     key, name = ("top1", "top-1 accuracy") if labeled else ("top1_agreement", "top-1 agreement with the reference")
     bars = []
+    measured = set()
     for label, group in _group([r for r in rows if r["parity"].get(key) is not None], multi).items():
-        statuses = {r["status"] for r in group}
-        status = "fail" if statuses & {"fail", "error"} else ("reference" if statuses == {"reference"} else "pass")
-        bars.append((_named(label, len(group)), 100 * median(r["parity"][key] for r in group), status))
-    measured = {b[0] for b in bars}
+        measured.add(label)
+        by_verdict: dict[str, list[dict]] = defaultdict(list)
+        for row in group:
+            by_verdict[_verdict(row["status"])].append(row)
+        for verdict, runs in by_verdict.items():
+            name = label if len(by_verdict) == 1 else f"{label}, {RUNS_OF[verdict]}"
+            bars.append((_named(name, len(runs)), 100 * median_low(r["parity"][key] for r in runs), verdict))
     errors = [(label, 0.0, "error") for label in _group([r for r in report["rows"] if r["status"] == "error"], multi)
               if label not in measured]
     total = len(bars) + len(errors)
@@ -405,9 +418,12 @@ def _pyplot():
     return plt
 
 
+LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
+
+
 def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    with atomic_path(path) as tmp:  # bbox "tight": the image grows to hold a legend beside the axes
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def plot_latency(report: dict, path: Path) -> list[str] | None:
@@ -440,7 +456,7 @@ def _grouped_bars(path: Path, batches: list[int], series: list[tuple[str, dict[i
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, **LEGEND_OUTSIDE)  # beside the axes: inside, it hid a bar
         fig.tight_layout()
         _save(fig, path)
     finally:
@@ -471,7 +487,7 @@ def plot_accuracy(report: dict, path: Path) -> list[str] | None:
         ax.set_title("Accuracy per precision and layout")
         shown = dict.fromkeys(status if status in colors else "pass" for _, _, status in bars)
         ax.legend(handles=[Patch(facecolor=colors[s], edgecolor="black", label=names[s]) for s in shown],
-                  fontsize=7, loc="lower right")
+                  fontsize=7, **LEGEND_OUTSIDE)
         fig.tight_layout()
         _save(fig, path)
     finally:
@@ -491,7 +507,7 @@ def energy_series(report: dict) -> tuple[list[tuple[str, dict[int, float]]], lis
                 if e["clock"] == "host" and e.get("fps_per_w") is not None:
                     values[e["batch"]].append(e["fps_per_w"])
         if values:
-            series.append((_named(label, len(rows)), {b: median(v) for b, v in values.items()}))
+            series.append((_named(label, len(rows)), {b: median_low(v) for b, v in values.items()}))
     batches = sorted({b for _, values in series for b in values})[:MAX_BATCHES]
     series = [(label, {b: v for b, v in values.items() if b in batches}) for label, values in series]
     series.sort(key=lambda s: -max(s[1].values(), default=0))

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...artifacts import atomic_write, ensure_output_dir, file_lock, package_versions, sha256_file, write_artifact
+from ...artifacts import (atomic_write, ensure_output_dir, file_lock, package_versions, sha256_file, source_weights,
+                          write_artifact)
 from ...data.sources import load_dataset
 from ...errors import EngineError, first_line
 from .calibrator import CalibrationData, cache_source, calibration_base, record_calibration_cache
@@ -80,6 +81,7 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         plan.engine_path, lambda tmp: tmp.write_bytes(built.plan), "build",
         source_onnx=str(plan.onnx_path),
         source_onnx_sha256=sha256_file(plan.onnx_path),
+        **source_weights(plan.onnx_path),
         tensorrt_version=version,
         gpu=gpu.as_dict(),
         precision=plan.precision,

@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from eca_deploy.cli.main import main
-from eca_deploy.runtime.harness.bench import MIN_TIMED_ITERATIONS, latency_stats, time_loop
+from eca_deploy.runtime.harness.bench import MIN_TIMED_ITERATIONS, latency_stats, time_loop, timing_notes
 from eca_deploy.runtime.harness.report import validate_report
 from eca_deploy.runtime.tensorrt.env import tensorrt_unavailable_reason
 
@@ -50,11 +50,22 @@ def test_latency_stats_on_a_known_series():
     assert stats["fps"] == pytest.approx(4 * 1000 / 50.5) and stats["iterations"] == 100
 
 
+def test_timing_notes_say_when_a_p99_or_the_whole_run_is_noise():
+    steady = latency_stats(np.full(200, 2e-3) + np.arange(200) * 1e-7, batch=1)  # 200 calls within 1%
+    assert timing_notes([{"batch": 1, **steady}]) == []
+    (few,) = timing_notes([{"batch": 1, **latency_stats(np.full(5, 2e-3), batch=1)}])
+    assert few.startswith("p99 from 5 calls")
+    spiky = np.where(np.arange(200) % 5 == 0, 6e-3, 2e-3)  # one call in five three times slower
+    (noisy,) = timing_notes([{"batch": 8, **steady}, {"batch": 8, **latency_stats(spiky, batch=8)}])
+    assert noisy.startswith("calls varied widely at batch 8 ")
+
+
 def test_bench_onnx_writes_every_batch(digits, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code, stdout, _ = run(capsys, "bench", str(digits.onnx), "--batch-sizes", "1,3", "--iterations", "4", "--warmup", "1",
-                          "--provider", "cpu", "--output", str(out))
+    code, stdout, stderr = run(capsys, "bench", str(digits.onnx), "--batch-sizes", "1,3", "--iterations", "4",
+                               "--warmup", "1", "--provider", "cpu", "--output", str(out))
     assert code == 0
+    assert "note: p99 from 4 calls is about the slowest call, not a stable percentile" in stderr
     report = validate_report(json.loads(out.read_text()))
     (row,) = report["rows"]
     assert row["status"] == "measured" and row["backend"] == "onnxruntime-cpu" and row["bench"]["imgsz"] == digits.imgsz

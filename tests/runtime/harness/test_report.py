@@ -150,3 +150,34 @@ def test_merged_rows_name_their_source_and_both_int8_layouts_and_errors_are_plot
     assert write_report(merged, tmp_path / "out")["accuracy"].is_file()
     single = combine([first], sources=["runs/parity.json"])
     assert "Source" not in summary_table(single)  # one file: nothing to tell apart
+
+
+def test_plots_show_what_was_measured_and_the_legend_hides_no_bar(tmp_path, monkeypatch):
+    """Two runs of one series, a pass (98.3%) and a fail (0%), are two bars, never one at 49.2%; a median of
+    several runs is a value one of them measured; neither plot's legend overlaps a bar."""
+    from eca_deploy.runtime.harness import report as module
+
+    passed, failed = parity_row("a/m.int8.onnx", "int8", "pass", 0.983, None), parity_row("b/m.int8.onnx", "int8",
+                                                                                            "fail", 0.0, None)
+    runs = [parity_row(f"{run}/m.onnx", "fp32", "pass", a, None) for run, a in (("a", 0.90), ("b", 0.96))]
+    rows = [passed, failed, *runs, *(bench_row(f"m{i}.onnx", "fp32", 1.0 + i) for i in range(4))]
+    merged = new_report("parity", device(tmp_path, "CPU A"), rows)
+    bars = {label: (round(value, 1), status) for label, value, status in module.accuracy_bars(merged)[0]}
+    assert bars["ONNX int8 (onnxruntime-cpu), passed runs"] == (98.3, "pass")
+    assert bars["ONNX int8 (onnxruntime-cpu), failed runs"] == (0.0, "fail")
+    assert bars["ONNX fp32 (onnxruntime-cpu), median of 2"] == (90.0, "pass")  # measured, not 93.0
+
+    overlaps = []
+
+    def inspect(fig, path):
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            legend = ax.get_legend().get_window_extent(renderer)
+            overlaps.extend(p for p in ax.patches if p.get_height() and legend.overlaps(p.get_window_extent(renderer)))
+        inspect.saved += 1
+
+    inspect.saved = 0
+    monkeypatch.setattr(module, "_save", inspect)
+    module.plot_latency(merged, tmp_path / "latency.png")
+    module.plot_accuracy(merged, tmp_path / "accuracy.png")
+    assert inspect.saved == 2 and not overlaps
