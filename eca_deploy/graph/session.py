@@ -35,9 +35,14 @@ def _proto(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
 
 
 def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str] | None = None,
-                 threads: int | None = None, spinning: bool = True, label: str | None = None):
+                 threads: int | None = None, spinning: bool = True, label: str | None = None,
+                 optimized: bool = True):
     """``spinning=False`` lets idle worker threads sleep: where several sessions are alive (benchmarks that
     interleave models), the default spin-waiting of an idle session takes CPU from the one being timed.
+
+    ``optimized=False`` runs the graph node by node as ONNX defines it: an INT8 model's DQ -> Conv -> Q then
+    compute in float, the model's math on any CPU. The default session fuses them into onnxruntime's integer
+    kernels, whose u8 x s8 products saturate on x86 CPUs without VNNI (graph/cpu.py): this CPU's result.
 
     A model onnxruntime refuses (an unknown op or domain, a bad graph) is an OnnxFileError naming ``label``
     (default: the file, or "the model")."""
@@ -45,7 +50,7 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # keep onnxruntime's warnings out of the user's terminal
-    if has_fp16_qdq(_proto(model)):
+    if not optimized or has_fp16_qdq(_proto(model)):
         # onnxruntime's graph optimizations, from the BASIC level on, computed Model Optimizer's FP16-glue
         # Q/DQ ECA-ResNet-50 wrongly and lose accuracy on ours (README: "onnxruntime and FP16-glue models").
         # Such a model targets TensorRT; on the CPU it is a reference, so it runs node by node as written.

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...errors import EcaDeployError, EngineError
+from ...errors import EcaDeployError, EngineError, warn
 from ...progress import progress
 from ..base import Backend
 from ..backends.registry import Artifact, open_backend, parse_spec
+from .device import int8_cpu_warning
 from .rows import ReportRow
 
 MIN_TIMED_ITERATIONS = 5
@@ -137,6 +138,9 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
                            threads=cfg.threads, ov_hint=cfg.ov_hint, allow_host_code=cfg.allow_host_code)
     try:
         check_batches(artifact, cfg.batches, backend)
+        saturation = int8_cpu_warning(artifact.path, backend.name)
+        if saturation:
+            warn(saturation + " (its speed here is still measured)")
         imgsz = backend.input_spec.image_size[0] or cfg.imgsz or 224
         entries = bench_backend(backend, cfg.batches, imgsz, cfg.warmup, cfg.iterations, cfg.duration, cfg.seed,
                                 artifact.label)

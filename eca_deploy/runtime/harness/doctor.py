@@ -101,7 +101,19 @@ def _machine_checks(facts: dict) -> list[Check]:
     else:
         checks.append(Check("JetPack/L4T", MISSING, "not a Jetson"))
         checks.append(Check("power/clocks", OK, f"CPU governor {cpu.get('governor') or 'unknown'}"))
+    checks.append(_cpu_features_check(cpu.get("features") or {}))
     return checks
+
+
+def _cpu_features_check(features: dict) -> Check:
+    """The CPU's vector features, and what they mean for INT8 run on this CPU (onnxruntime, OpenVINO)."""
+    from ...graph.cpu import describe_features, lacks_vnni
+
+    detail = describe_features(features)
+    if lacks_vnni(features):
+        detail += ("; no VNNI: INT8 with 8-bit weights saturates in onnxruntime/OpenVINO here, so deploy "
+                   "quantize --target cpu files made without --cpu-vnni (7-bit weights)")
+    return Check("CPU features", OK, detail)
 
 
 def tiny_eca_onnx(path: Path, seed: int = 0) -> Path:

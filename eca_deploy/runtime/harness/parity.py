@@ -18,12 +18,13 @@ import numpy as np
 
 from ...artifacts import atomic_write, sha256_file
 from ...data.sources import label_problem, load_dataset
-from ...errors import DataError, EcaDeployError, ParityError
+from ...errors import DataError, EcaDeployError, ParityError, warn
 from ...graph.compare import Verdict, compare_outputs, judge, tolerance_for, topk_accuracy
 from ...precisions import PRECISIONS, Tolerance
 from ...progress import progress
 from ..backends.registry import Artifact, open_backend, parse_spec
 from ..base import Backend
+from .device import int8_cpu_warning
 from .rows import ReportRow
 
 
@@ -286,6 +287,13 @@ def data_record(data, source: str | None, samples: int, use_labels: bool) -> dic
             "skipped": len(data.skipped), "hash": data.data_hash}
 
 
+def warn_int8_cpu(opened: list[tuple[Artifact, Backend]]) -> None:
+    for artifact, backend in opened:
+        message = int8_cpu_warning(artifact.path, backend.name)
+        if message:
+            warn(message)
+
+
 def run_parity(cfg: ParityConfig) -> Comparison:
     """Open everything first (so a bad candidate fails before minutes of inference), then compare."""
     if cfg.batch < 1:
@@ -308,6 +316,7 @@ def run_parity(cfg: ParityConfig) -> Comparison:
     try:
         for artifact in artifacts:
             opened.append((artifact, open_backend(artifact, **options)))
+        warn_int8_cpu(opened)
         labels = [a.label for a, _ in opened]  # full paths where two candidates share a file name
         imgsz = resolve_imgsz(cfg.imgsz, [(str(a.path) if labels.count(a.label) > 1 else a.label, b)
                                           for a, b in opened])
@@ -337,6 +346,7 @@ def _run_against_saved(cfg: ParityConfig) -> Comparison:
     try:
         for artifact in artifacts:
             opened.append((artifact, open_backend(artifact, **options)))
+        warn_int8_cpu(opened)
         imgsz = resolve_imgsz(cfg.imgsz or meta["imgsz"], [(a.label, b) for a, b in opened])
         data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)
         ref_run = ReferenceRun.load(cfg.reference, data, cfg.data, imgsz, cfg.use_labels, cfg.batch, cfg.overrides)
