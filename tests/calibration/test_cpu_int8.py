@@ -5,6 +5,10 @@ property of AVX2-only CPUs, so it is emulated here in numpy, the way vpmaddubsw 
 are checked against a fake /proc/cpuinfo of such a CPU.
 """
 
+import contextlib
+import io
+from types import SimpleNamespace
+
 import numpy as np
 import onnx
 import pytest
@@ -73,12 +77,28 @@ def test_int16_pair_sums_saturate_only_beyond_seven_bit_weights(qmax, saturates)
 
 @pytest.fixture(scope="module")
 def cpu_int8(digits, tmp_path_factory):
-    """The digits model's cpu-target INT8 with 7-bit weights (the default) and with --cpu-vnni's 8 bits."""
+    """The digits model's cpu-target INT8 with 7-bit weights (the default, through the API) and with --cpu-vnni's
+    8 bits (through the command line, whose printout is kept as "printed")."""
     out = tmp_path_factory.mktemp("cpu_int8")
     common = dict(onnx=digits.onnx, calib_data=digits.calib_dir, val_data=digits.val_dir, calib_method="minmax",
                   calib_count=64, check_count=64, target="cpu", calib_cache=out / "cache.json")
-    return {bits: quantize(QuantizeConfig(output=out / f"w{bits}.onnx", cpu_vnni=bits == 8, **common))
-            for bits in (7, 8)}
+    seven = quantize(QuantizeConfig(output=out / "w7.onnx", **common))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        code = main(["quantize", "--onnx", str(digits.onnx), "--calib-data", str(digits.calib_dir), "--val-data",
+                     str(digits.val_dir), "--calib-method", "minmax", "--calib-count", "64", "--check-count", "64",
+                     "--target", "cpu", "--cpu-vnni", "--calib-cache", str(out / "cache.json"),
+                     "--output", str(out / "w8.onnx")])
+    assert code == 0, printed.getvalue()
+    return {7: seven, 8: SimpleNamespace(path=out / "w8.onnx", printed=printed.getvalue())}
+
+
+def test_quantize_prints_the_weight_bits_and_what_it_judged_on(cpu_int8):
+    printed = cpu_int8[8].printed
+    assert "INT8 for cpu (minmax calibration), 8-bit weights (--cpu-vnni)" in printed
+    assert "judged on the model's math (onnxruntime, graph optimizations off)" in printed
+    differ = read_manifest(cpu_int8[8].path)["runtime"]["answers_differ"]
+    assert ("this CPU's onnxruntime" in printed) is (differ > 0)
 
 
 def test_cpu_target_weights_are_seven_bit_unless_the_cpu_has_vnni(cpu_int8):
