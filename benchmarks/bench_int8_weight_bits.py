@@ -6,7 +6,7 @@ x86 CPUs without VNNI add onnxruntime's (and OpenVINO's) u8 x s8 products pairwi
 8-bit weights; 7-bit ones ([-63, 63]) cannot saturate (2 x 255 x 64 < 32767), so `quantize --target cpu`
 uses them unless given --cpu-vnni. The model is the one the tests use: the trained digits ECA-ResNet-18
 (32x32), quantized with --calib-method auto both ways. For each, held-out top-1 (all 540 images):
-- the math: onnxruntime with graph optimizations off (Q/DQ computed in float, as ONNX defines it);
+- the math: onnxruntime with its Q/DQ fusion off (session.disable_quant_qdq; Q/DQ in float, as ONNX defines them);
 - this CPU's default onnxruntime session (fused integer kernels), and the answers that differ from the math;
 - the 8-bit model with session.x64quantprecision=1 (onnxruntime rewrites s8 weights of QLinearConv/QGemm/
   MatMulInteger/... to u8 and runs its slower u8u8 kernels, on x86 only; 7-bit weights it leaves alone).
@@ -39,7 +39,7 @@ def session(path: Path, optimized: bool = True, x64quantprecision: bool = False,
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimized:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.add_session_config_entry("session.disable_quant_qdq", "1")  # as eca_deploy's make_session
     if x64quantprecision:
         options.add_session_config_entry("session.x64quantprecision", "1")
     if threads:

@@ -54,7 +54,7 @@ def reference_run(model: onnx.ModelProto, data: Dataset, batch_size: int, what: 
 
 def run_model(model: onnx.ModelProto, ref: Reference, label: str = "the quantized model",
               math: bool = True) -> np.ndarray:
-    """Logits on the held-out batches. ``math``: graph optimizations off, the ONNX semantics (every choice is
+    """Logits on the held-out batches. ``math``: Q/DQ unfused, the ONNX semantics (every choice is
     made on these, the same on every CPU); else this CPU's default onnxruntime session (graph/session.py)."""
     session = make_session(model, label=label, optimized=not math)
     name = session.get_inputs()[0].name

@@ -85,7 +85,7 @@ class QuantizeResult:
     sensitivity: dict | None = None  # ranked per-layer table and its plot (int8, with a budget or on request)
     fallback: dict | None = None  # budget, layers left in float and why, the steps tried (int8 with a budget)
     fp16: dict | None = None  # clamped/flushed weight counts (fp16)
-    runtime: dict | None = None  # int8: this CPU's default onnxruntime session, where it differs from the math
+    runtime: dict | None = None  # int8: this CPU's default onnxruntime session beside the math (runtime_check)
     timings: dict = field(default_factory=dict)
 
 
@@ -350,7 +350,8 @@ def _candidate(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRa
     return _Candidate(quantized, summary, logits, score(ref, logits))
 
 
-JUDGED_ON = "the model's math: onnxruntime with graph optimizations off (Q/DQ computed in float, as ONNX defines it)"
+JUDGED_ON = ("the model's math: onnxruntime without its Q/DQ fusion (session.disable_quant_qdq: Q/DQ computed in "
+             "float, as ONNX defines them)")
 
 
 def runtime_check(chosen: _Candidate, ref: Reference) -> dict:
@@ -368,8 +369,9 @@ def describe_runtime(runtime: dict, images: int) -> str | None:
     """"this CPU's onnxruntime saturates: ..." where its default session differs from the math, else None."""
     if not runtime["answers_differ"]:
         return None
-    what = "saturates (8-bit weights, no VNNI)" if runtime["saturates"] else "differs from the model's math"
-    return (f"this CPU's onnxruntime {what}: {runtime['answers_differ']} of {images} answers differ, "
+    what, why = (("saturates", " (8-bit weights, no VNNI)") if runtime["saturates"]
+                 else ("differs from the model's math", ""))
+    return (f"this CPU's onnxruntime {what}: {runtime['answers_differ']} of {images} answers differ{why}, "
             f"{describe_figures(runtime['figures'])}")
 
 

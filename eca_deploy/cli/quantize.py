@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     if result.runtime is not None:
         from ..calibration.quantize import describe_runtime
 
-        print("  judged on the model's math (onnxruntime, graph optimizations off)")
+        print("  judged on the model's math (onnxruntime without its Q/DQ fusion)")
         differs = describe_runtime(result.runtime, p["samples"])
         if differs:
             print(f"  {differs}")

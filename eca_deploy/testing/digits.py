@@ -157,7 +157,8 @@ def cache_key() -> str:
 
 
 def _record(digits: Digits) -> dict:
-    return {key: str(Path(value).relative_to(digits.root)) if isinstance(value, Path) and key != "root" else value
+    """digits.json: the fields, with paths relative to the folder (which is renamed after the build)."""
+    return {key: str(value.relative_to(digits.root)) if isinstance(value, Path) else value
             for key, value in asdict(digits).items() if key != "root"}
 
 

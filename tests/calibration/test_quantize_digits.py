@@ -51,7 +51,7 @@ def test_fp16_within_a_tenth_of_a_point(results):
 
 @pytest.mark.parametrize("target", ["tensorrt", "tensorrt-fp32", "modelopt", "cpu"])
 def test_int8_within_one_point(results, target):
-    """The model's math (onnxruntime, graph optimizations off: what quantize judges) on every CPU; then this CPU's
+    """The model's math (onnxruntime without Q/DQ fusion: what quantize judges) on every CPU; then this CPU's
     default session, which must match it wherever it cannot saturate: the cpu target's 7-bit weights on any x86
     CPU, FP16-glue models (run unoptimized, graph/session.py), and 8-bit weights on a CPU with VNNI."""
     result = results[target]

@@ -36,7 +36,7 @@ def _logits(path, images, math=False):
 
 
 def _top1(path, val, math=False) -> float:
-    """Top-1 on ``val``: by the model's math (graph optimizations off), or in this CPU's default session."""
+    """Top-1 on ``val``: by the model's math (Q/DQ unfused), or in this CPU's default session."""
     images, labels = val
     return float(np.mean(_logits(path, images, math).argmax(1) == labels))
 
