@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from eca_deploy.testing import digits as digits_module
 from eca_deploy.testing.digits import Digits, cache_key, cached_digits
 
@@ -47,3 +49,18 @@ def test_the_key_follows_the_code(monkeypatch):
     key = cache_key()
     monkeypatch.setattr(digits_module, "CACHE_PACKAGES", digits_module.CACHE_PACKAGES + ("no-such-package",))
     assert cache_key() != key and len(key) == 16
+
+
+@pytest.mark.slow
+def test_training_is_deterministic(digits, tmp_path):
+    """Trained again from scratch, the digits model has bit-identical weights (seeds, one thread, deterministic
+    algorithms), so the cached one is the one this code makes."""
+    import torch
+
+    from eca_deploy.testing.digits import build_digits
+
+    again = build_digits(tmp_path / "again")
+    first, second = (torch.load(d.checkpoint, weights_only=True)["state_dict"] for d in (digits, again))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert again.val_accuracy == digits.val_accuracy

@@ -13,14 +13,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("onnx", help="path of the .onnx file to inspect")
 
 
-def weights_line(model, manifest: dict | None) -> str | None:
-    """Which CPUs an INT8 file's weights assume: 7-bit ones are exact on any x86 CPU, 8-bit ones need VNNI."""
+def weights_line(model, path: str) -> str | None:
+    """Which CPUs an INT8 file's weights assume: 7-bit ones are exact on any x86 CPU, 8-bit ones need VNNI;
+    with what its manifest (if any) says quantize was told."""
+    from ..artifacts import read_manifest
     from ..graph.cpu import int8_weight_max, weight_bits
 
     bits = weight_bits(model)
     if bits is None:
         return None
-    recorded = ((manifest or {}).get("quantization") or {}).get("cpu_vnni")
+    recorded = ((read_manifest(path) or {}).get("quantization") or {}).get("cpu_vnni")
     said = {True: " (quantized with --cpu-vnni)", False: " (quantized without --cpu-vnni)"}.get(recorded, "")
     if bits == 7:
         return (f"INT8 weights: 7-bit (|q| <= {int8_weight_max(model)}), VNNI not assumed: exact in onnxruntime and "
@@ -30,13 +32,12 @@ def weights_line(model, manifest: dict | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..artifacts import read_manifest
     from ..graph.graph import load_onnx, summarize
 
     model = load_onnx(args.onnx)
     summary = summarize(model)
     print(f"{args.onnx}: opset {summary.opset}, {sum(summary.ops.values())} nodes, {summary.layout}")
-    weights = weights_line(model, read_manifest(args.onnx))
+    weights = weights_line(model, args.onnx)
     if weights:
         print(weights)
     for label, items in (("input", summary.inputs), ("output", summary.outputs)):

@@ -12,7 +12,7 @@ import pytest
 
 from eca_deploy.artifacts import read_manifest
 from eca_deploy.calibration.collect import with_outputs
-from eca_deploy.calibration.quantize import QuantizeConfig, quantize
+from eca_deploy.calibration.quantize import JUDGED_ON, QuantizeConfig, quantize
 from eca_deploy.data.sources import load_dataset
 from eca_deploy.cli.main import main
 from eca_deploy.errors import ParityError
@@ -98,8 +98,9 @@ def test_fallback_leaves_the_planted_layers_in_float_and_meets_the_budget(digits
     assert len(ranked) == manifest["sensitivity"]["groups"] >= 20
 
     fallback = manifest["fallback"]
-    floated = {f["tensor"] for f in fallback["float_layers"]}
-    assert floated == set(outliers.tensors)  # fewer than a handful: exactly the two planted
+    floated = [f["tensor"] for f in fallback["float_layers"]]
+    # the two planted first; then, where one image of 96 still tips the 1-point budget, at most two more
+    assert set(floated[:2]) == set(outliers.tensors) and len(floated) <= 4
     assert all("sensitivity rank" in f["reason"] and "top-1 drop <= 1 points" in f["reason"]
                for f in fallback["float_layers"])
     assert [s["holds"] for s in fallback["steps"]] == [False] * (len(fallback["steps"]) - 1) + [True]
@@ -151,7 +152,7 @@ def test_cli_prints_the_methods_the_ranking_and_the_layers_in_float(digits, outl
     assert "per-layer sensitivity" in text and f"plot: {output.name}.sensitivity.png" in text
     manifest = json.loads(output.with_name(output.name + ".json").read_text())
     assert manifest["evaluation"] == {"data": "50 images of " + str(digits.calib_dir) + " not used for calibration",
-                                      "held_out": True, "images": 50, "labeled": True}
+                                      "held_out": True, "images": 50, "labeled": True, "judged_on": JUDGED_ON}
 
 
 def test_max_top1_drop_without_labels_is_bad_input(digits, outliers, val, tmp_path, capsys):
