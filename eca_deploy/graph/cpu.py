@@ -80,4 +80,4 @@ def saturation_warning(model: onnx.ModelProto, features: dict, runtime: str, lab
         return None
     return (f"{label} has 8-bit INT8 weights and this CPU has no VNNI: {runtime}'s u8s8 kernels saturate in int16 "
             f"here, so its results on this CPU are not the model's math; for x86 CPUs without VNNI quantize with "
-            f"--target cpu (7-bit weights)")
+            f"--target cpu and without --cpu-vnni (7-bit weights)")
