@@ -131,7 +131,7 @@ def test_inspect_says_which_cpus_the_weights_assume(cpu_int8, capsys):
         assert expected in capsys.readouterr().out
 
 
-def test_parity_warns_where_this_cpu_would_saturate_eight_bit_weights(digits, cpu_int8, monkeypatch, capsys):
+def test_parity_and_bench_warn_where_this_cpu_would_saturate_eight_bit_weights(digits, cpu_int8, monkeypatch, capsys):
     """On a CPU without VNNI (a fake Zen 2 cpuinfo), the 8-bit file gets a warning on onnxruntime and OpenVINO;
     the 7-bit one does not, and on a VNNI CPU neither does."""
     zen2, icelake = cpu_features(ZEN2), cpu_features(ICELAKE)
@@ -149,6 +149,10 @@ def test_parity_warns_where_this_cpu_would_saturate_eight_bit_weights(digits, cp
     assert code in (0, 1)
     assert f"{eight.name} has 8-bit INT8 weights and this CPU has no VNNI" in err
     assert f"{seven.name} has 8-bit" not in err
+    for path, warned in ((eight, True), (seven, False)):
+        assert main(["bench", str(path), "--batch-sizes", "1", "--iterations", "2", "--warmup", "0",
+                     "--output", str(path.with_suffix(".bench.json"))]) == 0
+        assert ("this CPU has no VNNI" in capsys.readouterr().err) is warned
 
 
 def test_a_row_failing_from_saturation_says_why():
