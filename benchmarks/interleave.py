@@ -22,6 +22,11 @@ def interleaved_latency(paths: dict[str, Path], batch: int, imgsz: int, rounds: 
     from eca_deploy.graph.session import make_session
 
     sessions = {name: make_session(path, threads=threads, spinning=False) for name, path in paths.items()}
+    return interleaved_sessions(sessions, batch, imgsz, rounds, iters)
+
+
+def interleaved_sessions(sessions: dict, batch: int, imgsz: int, rounds: int, iters: int) -> dict[str, float]:
+    """interleaved_latency over onnxruntime sessions made by the caller (other session options)."""
     x = np.random.default_rng(0).standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
     samples: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(rounds):

@@ -31,7 +31,7 @@ from .graph.openvino_session import import_openvino
 from .runtime.backends.registry import OPENVINO_PREFIX, Artifact, open_backend, parse_spec
 from .runtime.backends.torch_backend import TorchBackend
 from .runtime.harness.bench import BenchConfig, bench_backend, check_batches
-from .runtime.harness.device import describe_device
+from .runtime.harness.device import describe_device, int8_cpu_warning
 from .runtime.harness.parity import ParityConfig, ReferenceRun, check_labels, open_inputs, read_saved_meta
 from .runtime.harness.report import new_report, report_paths, write_report
 from .runtime.harness.rows import ReportRow
@@ -118,7 +118,7 @@ def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig)
     """quantize() writes beside the FP32 ONNX, named by precision and target, with its manifest."""
     budget = _int8_budget(cfg) if precision == "int8" else {}
     # --high-precision and --qdq-layout are the tensorrt target's; the cpu target takes its own layout
-    cpu_layout = {} if target == "tensorrt" else {"high_precision": None, "qdq_layout": "eca-deploy"}
+    cpu_layout = {"cpu_vnni": False} if target == "tensorrt" else {"high_precision": None, "qdq_layout": "eca-deploy"}
     return quantize(replace(cfg.quantize, onnx=str(onnx_path), precision=precision, target=target,
                             overrides=cfg.parity.overrides, **budget, **cpu_layout))
 
@@ -236,6 +236,21 @@ def _saved_reference(cfg: PipelineConfig, data) -> ReferenceRun:
                              parity.overrides)
 
 
+def explain_saturation(rows: list[ReportRow], saturated: dict[str, str]) -> None:
+    """A row that fails because this CPU's u8s8 kernels saturate its 8-bit weights says so, naming the
+    row of the same file that passes elsewhere (onnxruntime runs the FP16-glue file in float)."""
+    for row in rows:
+        if row.status != "fail" or row.identity not in saturated:
+            continue
+        file = row.identity.removeprefix(OPENVINO_PREFIX)
+        passing = [r.backend for r in rows if r is not row and r.status == "pass"
+                   and r.identity.removeprefix(OPENVINO_PREFIX) == file]
+        elsewhere = f"passes on {', '.join(passing)} but " if passing else ""
+        row.reason = (f"{row.reason}; this file {elsewhere}fails on {row.backend} because this CPU has no VNNI: "
+                      "its u8s8 kernels saturate the 8-bit weights in int16 (quantize --target cpu, 7-bit "
+                      "weights, does not)")
+
+
 def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> PipelineResult:
     model, imgsz, parity = cfg.export.model, cfg.export.imgsz, cfg.parity
     if parity.batch < 1 or not cfg.bench.batches or min(cfg.bench.batches) < 1:
@@ -305,6 +320,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
             reference.close()
         log.done("reference", f"{reference.name} on {ref_run.metrics['samples']} inputs, benchmarked", started)
 
+    saturated: dict[str, str] = {}  # row identity -> why this CPU's runtime saturates that file
     for spec in candidates:
         started = time.perf_counter()
         artifact = parse_spec(spec)
@@ -314,15 +330,22 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
             log.error(f"parity + bench {artifact.label}", str(exc))
             rows.append(ReportRow.of(artifact, artifact.precision()[0], "-", "error", str(exc)))
             continue
+        saturation = int8_cpu_warning(artifact.path, row.backend)
+        if saturation:
+            log.echo(f"[warning] {saturation}")
+            saturated[row.identity] = saturation
         rows.append(row)
         log.done(f"parity + bench {artifact.label}", row.status + (f" ({row.reason})" if row.reason else ""),
                  started)
 
+    explain_saturation(rows, saturated)
     rows += log.rows
     timings = {s.name: round(s.seconds, 2) for s in log.steps if s.status == "done"}
     timings["total"] = round(time.perf_counter() - total, 2)
+    device = describe_device(parity.threads)
+    device["warnings"] += list(saturated.values())
     report = new_report(
-        "pipeline", describe_device(parity.threads), rows,
+        "pipeline", device, rows,
         model={"name": loaded.name, "weights": weights, "num_classes": loaded.num_classes, "imgsz": imgsz,
                "eca_k_per_stage": k_per_stage(loaded.model)},
         data=ref_run.data,

@@ -1,20 +1,39 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the CPU the suite ran on in its header."""
+
+import os
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from eca_deploy.data.sources import load_dataset
-from eca_deploy.testing.digits import Digits, build_digits
+from eca_deploy.graph.cpu import describe_features, this_cpu_features
+from eca_deploy.testing.digits import Digits, cached_digits
 from eca_deploy.testing.outliers import OutlierModel, build_outlier_model
 
 
+def pytest_report_header(config):
+    """INT8 results on the CPU differ with its vector features (graph/cpu.py): every run says which it had."""
+    return f"CPU vector features: {describe_features(this_cpu_features())}"
+
+
+def _cache_dir(config) -> Path:
+    """$ECA_DEPLOY_TEST_CACHE, else pytest's cache folder, else the temp folder (pytest -p no:cacheprovider)."""
+    if os.environ.get("ECA_DEPLOY_TEST_CACHE"):
+        return Path(os.environ["ECA_DEPLOY_TEST_CACHE"])
+    cache = getattr(config, "cache", None)
+    return cache.mkdir("eca-deploy") if cache is not None else Path(tempfile.gettempdir()) / "eca-deploy-test-cache"
+
+
 @pytest.fixture(scope="session")
-def digits(tmp_path_factory) -> Digits:
+def digits(request) -> Digits:
     """A trained ECA-ResNet-18 on scikit-learn's handwritten digits, with ImageFolder calib/val splits on disk.
 
-    Built once per test session (about half a minute on two cores); treat everything in it as read-only.
+    Trained (deterministically, about half a minute on two cores) once per version of its code and reused by
+    later runs from the cache folder (eca_deploy/testing/digits.py: cached_digits); treat it as read-only.
     """
-    return build_digits(tmp_path_factory.mktemp("digits"))
+    return cached_digits(_cache_dir(request.config))
 
 
 @pytest.fixture(scope="session")

@@ -48,13 +48,16 @@ def reference_run(model: onnx.ModelProto, data: Dataset, batch_size: int, what: 
         if batch_labels is not None and use_labels:
             labels.append(batch_labels)
     ref = Reference(batches, np.empty(0), np.concatenate(labels) if labels else None, "", held_out)
-    ref.logits = run_model(model, ref, label="the input model")
+    ref.logits = run_model(model, ref, label="the input model", math=False)  # FP32: no integer kernels to differ
     ref.description = f"{ref.images} {what}"
     return ref
 
 
-def run_model(model: onnx.ModelProto, ref: Reference, label: str = "the quantized model") -> np.ndarray:
-    session = make_session(model, label=label)
+def run_model(model: onnx.ModelProto, ref: Reference, label: str = "the quantized model",
+              math: bool = True) -> np.ndarray:
+    """Logits on the held-out batches. ``math``: Q/DQ unfused, the ONNX semantics (every choice is
+    made on these, the same on every CPU); else this CPU's default onnxruntime session (graph/session.py)."""
+    session = make_session(model, label=label, optimized=not math)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: batch})[0] for batch in ref.batches])
 

@@ -25,7 +25,7 @@ with the fixed range [0, 1].
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import onnx
 
@@ -66,6 +66,7 @@ class QdqPlan:
     quantize_bias: bool
     eca_nodes: set[str] = field(default_factory=set)
     layout: str | None = None  # tensorrt target: one of QDQ_LAYOUTS
+    weight_bits: int = 8  # 7: weights in [-63, 63], exact in the u8s8 kernels of x86 CPUs without VNNI (graph/cpu.py)
 
     @property
     def calibrated_tensors(self) -> list[str]:
@@ -75,15 +76,15 @@ class QdqPlan:
         """The same placement with only ``groups`` quantized; everything else stays float."""
         tensors = {g.tensor for g in groups}
         nodes = {n for g in groups for n in g.weights}
-        return QdqPlan(self.target, [a for a in self.activations if a.tensor in tensors],
-                       [w for w in self.weights if w.node in nodes], self.quantize_bias, self.eca_nodes)
+        return replace(self, activations=[a for a in self.activations if a.tensor in tensors],
+                       weights=[w for w in self.weights if w.node in nodes])
 
     def without(self, groups: list[QdqGroup]) -> QdqPlan:
         """The same placement with ``groups`` left in float."""
         tensors = {g.tensor for g in groups}
         nodes = {n for g in groups for n in g.weights}
-        return QdqPlan(self.target, [a for a in self.activations if a.tensor not in tensors],
-                       [w for w in self.weights if w.node not in nodes], self.quantize_bias, self.eca_nodes)
+        return replace(self, activations=[a for a in self.activations if a.tensor not in tensors],
+                       weights=[w for w in self.weights if w.node not in nodes])
 
 
 @dataclass(frozen=True)
@@ -337,11 +338,13 @@ def _position(index: GraphIndex, tensor: str) -> int:
     return index.order[producer.name] if producer is not None else -1
 
 
-def make_plan(model: onnx.ModelProto, target: str, layout: str = "eca-deploy") -> QdqPlan:
+def make_plan(model: onnx.ModelProto, target: str, layout: str = "eca-deploy", cpu_vnni: bool = False) -> QdqPlan:
+    """``cpu_vnni``: the cpu target's deployment CPU has VNNI (or AMX), so its weights may use all 8 bits;
+    without it they keep to 7 (see graph/cpu.py). TensorRT's weights always use 8."""
     if target == "tensorrt":
         if layout not in QDQ_LAYOUTS:
             raise QuantizationError(f"unknown --qdq-layout {layout!r}; choose from {', '.join(QDQ_LAYOUTS)}")
         return plan_modelopt(model) if layout == "modelopt" else plan_tensorrt(model)
     if target == "cpu":
-        return plan_cpu(model)
+        return replace(plan_cpu(model), weight_bits=8 if cpu_vnni else 7)
     raise QuantizationError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")

@@ -60,11 +60,16 @@ def activation_params(rng: TensorRange, symmetric: bool) -> QuantParams:
     return QuantParams(scale, zero_point, TensorProto.UINT8)
 
 
-def weight_scales(weight: np.ndarray, axis: int) -> np.ndarray:
-    """Symmetric per-channel scales over ``axis`` (narrow range [-127, 127], as TensorRT expects)."""
+def weight_qmax(bits: int) -> int:
+    """The narrow symmetric range of ``bits``-bit weights: 127 for 8 bits (as TensorRT expects), 63 for 7."""
+    return 2 ** (bits - 1) - 1
+
+
+def weight_scales(weight: np.ndarray, axis: int, qmax: int = INT8_MAX) -> np.ndarray:
+    """Symmetric per-channel scales over ``axis``, mapping each channel's max |w| to ``qmax``."""
     reduce = tuple(i for i in range(weight.ndim) if i != axis)
     amax = np.max(np.abs(weight), axis=reduce) if reduce else np.abs(weight)
-    return np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+    return np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
 
 
 def _broadcast(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
@@ -113,15 +118,16 @@ def insert_qdq(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRa
 
     weight_dq: dict[tuple[str, int], str] = {}  # (weight, axis) -> dequantized name; shared weights quantize once
     weight_scale_of: dict[str, np.ndarray] = {}
+    qmax = weight_qmax(plan.weight_bits)
     for wq in plan.weights:
         node = index.nodes[wq.node]
         name = node.input[1]
         weight = numpy_helper.to_array(index.initializers[name]).astype(np.float32)
-        scales = weight_scales(weight, wq.axis)
+        scales = weight_scales(weight, wq.axis, qmax)
         weight_scale_of[wq.node] = scales
         key = (name, wq.axis)
         if key not in weight_dq:
-            q = np.clip(np.round(weight / _broadcast(scales, wq.axis, weight.ndim)), -INT8_MAX, INT8_MAX)
+            q = np.clip(np.round(weight / _broadcast(scales, wq.axis, weight.ndim)), -qmax, qmax)
             q_name = initializer(f"{name}_int8", q.astype(np.int8))
             s_name = initializer(f"{name}_scale", scales)
             z_name = initializer(f"{name}_zero_point", np.zeros_like(scales, dtype=np.int8))

@@ -24,6 +24,7 @@ from ..artifacts import (check_outputs, ensure_output_dir, manifest_path, packag
 from ..data.sources import Dataset, label_problem, load_dataset, source_files
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs, judge, tolerance_for
+from ..graph.cpu import lacks_vnni, this_cpu_features, weight_bits
 from ..graph.graph import load_onnx, onnx_inputs, opset_of, summarize
 from ..graph.session import make_session
 from ..models import photo_like_batch
@@ -33,10 +34,10 @@ from .cache import (cache_key, histogram_key, load_histograms, load_ranges, rang
                     store_ranges)
 from .calibrators import CALIB_METHODS, DEFAULT_PERCENTILE, METHODS, TensorRange
 from .collect import collect_stats
-from .evaluate import Budget, Reference, rank_key, reference_run, run_model, score
+from .evaluate import Budget, Reference, describe_figures, rank_key, reference_run, run_model, score
 from .fallback import keep_in_float
 from .placement import QDQ_LAYOUTS, TARGETS, QdqPlan, make_plan, name_nodes, qdq_groups
-from .qdq import QdqSummary, insert_qdq
+from .qdq import QdqSummary, insert_qdq, weight_qmax
 from .fp16 import HIGH_PRECISIONS, convert_to_fp16, qdq_glue_to_fp16
 from .sensitivity import MEASURE, measure_sensitivity, write_plot
 
@@ -53,6 +54,7 @@ class QuantizeConfig:
     target: str = "tensorrt"
     high_precision: str | None = None  # int8 tensorrt: glue dtype, fp16 (default) or fp32; cpu: fp32 only
     qdq_layout: str = "eca-deploy"  # int8 tensorrt: eca-deploy's Q/DQ placement or Model Optimizer's
+    cpu_vnni: bool = False  # int8 cpu: the deployment CPU has VNNI/AMX, so weights may use 8 bits (else 7)
     calib_method: str = CALIB_METHODS[0]
     calib_count: int | None = 512
     seed: int = 0
@@ -86,6 +88,7 @@ class QuantizeResult:
     fallback: dict | None = None  # budget, layers left in float and why, the steps tried (int8 with a budget)
     fp16: dict | None = None  # clamped/flushed weight counts (fp16)
     skipped: list[dict] = field(default_factory=list)  # unreadable check images skipped (fp16; int8: calibration)
+    runtime: dict | None = None  # int8: this CPU's default onnxruntime session beside the math (runtime_check)
     timings: dict = field(default_factory=dict)
 
 
@@ -152,6 +155,8 @@ def _validate(cfg: QuantizeConfig) -> None:
     if cfg.target == "cpu" and (cfg.high_precision == "fp16" or cfg.qdq_layout != "eca-deploy"):
         raise QuantizationError("--high-precision fp16 and --qdq-layout modelopt are for --target tensorrt; the cpu "
                                 "target's layout and FP32 glue are what onnxruntime fuses into integer kernels")
+    if cfg.cpu_vnni and cfg.target != "cpu":
+        raise QuantizationError("--cpu-vnni is for --target cpu (TensorRT's INT8 weights always use 8 bits)")
     if cfg.precision == "int8" and cfg.calib_data is None:
         raise QuantizationError("INT8 needs calibration images: pass --calib-data (a folder, list or .npy)")
 
@@ -389,6 +394,31 @@ def _candidate(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRa
     return _Candidate(quantized, summary, logits, score(ref, logits), report and report.as_dict())
 
 
+JUDGED_ON = ("the model's math: onnxruntime without its Q/DQ fusion (session.disable_quant_qdq: Q/DQ computed in "
+             "float, as ONNX defines them)")
+
+
+def runtime_check(chosen: _Candidate, ref: Reference) -> dict:
+    """The chosen model in this CPU's default onnxruntime session, beside its math: where fused integer
+    kernels answer differently (u8s8 saturation on x86 CPUs without VNNI), say so; it never decides anything."""
+    features = this_cpu_features()
+    logits = run_model(chosen.model, ref, label="the quantized model", math=False)
+    differ = int(np.sum(logits.argmax(1) != chosen.logits.argmax(1)))
+    saturates = lacks_vnni(features) and weight_bits(chosen.model) == 8
+    return {"cpu": features, "figures": score(ref, logits), "answers_differ": differ, "saturates": saturates,
+            "onnxruntime": package_versions("onnxruntime")["onnxruntime"]}
+
+
+def describe_runtime(runtime: dict, images: int) -> str | None:
+    """"this CPU's onnxruntime saturates: ..." where its default session differs from the math, else None."""
+    if not runtime["answers_differ"]:
+        return None
+    what, why = (("saturates", " (8-bit weights, no VNNI)") if runtime["saturates"]
+                 else ("differs from the model's math", ""))
+    return (f"this CPU's onnxruntime {what}: {runtime['answers_differ']} of {images} answers differ{why}, "
+            f"{describe_figures(runtime['figures'])}")
+
+
 def select_method(candidates: dict[str, _Candidate], labeled: bool) -> tuple[str, dict]:
     """The best method by the parity measure, with the table and a one-line reason."""
     order = sorted(candidates, key=lambda m: rank_key(candidates[m].figures))  # stable: METHODS order on ties
@@ -418,7 +448,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     name_nodes(model)
     data = load_dataset(cfg.calib_data, imgsz, cfg.calib_count, cfg.seed)
     model_sha256 = sha256_file(source)
-    plan = make_plan(model, cfg.target, cfg.qdq_layout)
+    plan = make_plan(model, cfg.target, cfg.qdq_layout, cfg.cpu_vnni)
     high_precision = high_precision_of(cfg)
     check, description, is_held_out = held_out(cfg, imgsz, data)
     use_labels = _labels_usable(check, model, str(cfg.val_data or cfg.calib_data),  # before minutes of calibration
@@ -475,6 +505,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
                             f"cache {cache}; not written: delete the cache or pass --no-calib-cache")
         raise ParityError("the INT8 model outputs NaN or infinity on the check images; not written")
     accuracy = _accuracy(ref.logits, chosen.logits, ref.labels)
+    runtime = runtime_check(chosen, ref)
     try:
         onnx.checker.check_model(chosen.model)
     except onnx.checker.ValidationError as exc:
@@ -491,14 +522,18 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         source=source.name, source_sha256=model_sha256, **source_weights(source),
         io_dtype="float32",
         quantization={"activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
-                      "weights": "int8 symmetric per-channel", "bias": "float" if cfg.target == "tensorrt"
-                      else "int32", "high_precision": high_precision,
+                      "weights": f"int8 symmetric per-channel, {plan.weight_bits}-bit "
+                                 f"[-{weight_qmax(plan.weight_bits)}, {weight_qmax(plan.weight_bits)}]",
+                      "weight_bits": plan.weight_bits, "cpu_vnni": cfg.cpu_vnni if cfg.target == "cpu" else None,
+                      "bias": "float" if cfg.target == "tensorrt" else "int32", "high_precision": high_precision,
                       "qdq_layout": plan.layout if cfg.target == "tensorrt" else None,
                       "opset": opset_of(chosen.model)},
         calibration={**calibration, "method": method, "requested": cfg.calib_method,
                      "percentile": cfg.percentile if method == "percentile" else None, "count": cfg.calib_count,
                      "seed": cfg.seed, "source": str(cfg.calib_data)},
-        evaluation={"data": ref.description, "held_out": ref.held_out, "images": ref.images, "labeled": ref.labeled},
+        evaluation={"data": ref.description, "held_out": ref.held_out, "images": ref.images, "labeled": ref.labeled,
+                    "judged_on": JUDGED_ON},
+        runtime=runtime,
         method_selection=selection if cfg.calib_method == "auto" else None,
         sensitivity=sensitivity, fallback=fallback, fp16=chosen.fp16,
         qdq=qdq, parity={**parity, "data": ref.description}, accuracy=accuracy,
@@ -507,4 +542,4 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     return QuantizeResult(output, manifest, "int8", cfg.target, parity, accuracy, ref.description, qdq=qdq,
                           calibration={**calibration, "method": method}, timings=timings,
                           method_selection=selection if cfg.calib_method == "auto" else None,
-                          sensitivity=sensitivity, fallback=fallback, fp16=chosen.fp16)
+                          sensitivity=sensitivity, fallback=fallback, fp16=chosen.fp16, runtime=runtime)

@@ -235,7 +235,7 @@ class HostCodeArgs(Group):
 
 
 class QdqArgs(Group):
-    """--high-precision, --qdq-layout -> high_precision, qdq_layout (INT8 for the tensorrt target)."""
+    """--high-precision, --qdq-layout, --cpu-vnni -> high_precision, qdq_layout, cpu_vnni (INT8 layout per target)."""
 
     def add(self, parser):
         from ..calibration.placement import QDQ_LAYOUTS
@@ -250,9 +250,16 @@ class QdqArgs(Group):
                             help="INT8 for TensorRT: where Q/DQ goes: eca-deploy's placement, or NVIDIA Model "
                                  "Optimizer's (also the ECA pool and gating Mul, both inputs of identity-block Adds, "
                                  "MaxPool and the final pool; classifier left float); build both, let `bench` decide")
+        parser.add_argument("--cpu-vnni", action="store_true",
+                            help="INT8 for the cpu target: the CPU it will run on has VNNI or AMX (Intel Ice Lake / "
+                                 "Alder Lake and later, AMD Zen 4 and later; `eca-deploy doctor` shows this CPU's), so "
+                                 "weights use all 8 bits. Without it they use 7 ([-63, 63]): onnxruntime's and "
+                                 "OpenVINO's u8s8 kernels add u8 x s8 products in int16 on x86 CPUs without VNNI and "
+                                 "saturate 8-bit weights, silently changing answers; 7-bit ones cannot saturate. "
+                                 "Recorded in the manifest; `inspect` shows which a file assumes")
 
     def fields(self, args):
-        return {"high_precision": args.high_precision, "qdq_layout": args.qdq_layout}
+        return {"high_precision": args.high_precision, "qdq_layout": args.qdq_layout, "cpu_vnni": args.cpu_vnni}
 
 
 TOLERANCE_FLAGS = {

@@ -13,11 +13,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("onnx", help="path of the .onnx file to inspect")
 
 
+def weights_line(model, path: str) -> str | None:
+    """Which CPUs an INT8 file's weights assume: 7-bit ones are exact on any x86 CPU, 8-bit ones need VNNI;
+    with what its manifest (if any) says quantize was told."""
+    from ..artifacts import read_manifest
+    from ..graph.cpu import int8_weight_max, weight_bits
+
+    bits = weight_bits(model)
+    if bits is None:
+        return None
+    recorded = ((read_manifest(path) or {}).get("quantization") or {}).get("cpu_vnni")
+    said = {True: " (quantized with --cpu-vnni)", False: " (quantized without --cpu-vnni)"}.get(recorded, "")
+    if bits == 7:
+        return (f"INT8 weights: 7-bit (|q| <= {int8_weight_max(model)}), VNNI not assumed: exact in onnxruntime and "
+                f"OpenVINO on any x86 CPU{said}")
+    return (f"INT8 weights: 8-bit (|q| up to {int8_weight_max(model)}), VNNI assumed{said}: for TensorRT or x86 CPUs "
+            "with VNNI/AMX; onnxruntime and OpenVINO saturate them on x86 CPUs without VNNI")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..graph.graph import load_onnx, summarize
 
-    summary = summarize(load_onnx(args.onnx))
+    model = load_onnx(args.onnx)
+    summary = summarize(model)
     print(f"{args.onnx}: opset {summary.opset}, {sum(summary.ops.values())} nodes, {summary.layout}")
+    weights = weights_line(model, args.onnx)
+    if weights:
+        print(weights)
     for label, items in (("input", summary.inputs), ("output", summary.outputs)):
         for name, dims in items:
             print(f"  {label} {name} {dims}")

@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
                          check_count=args.check_count, max_float_layers=args.max_float_layers,
                          sensitivity=args.sensitivity, **budget, **fields)
     what = "FP16" if cfg.precision == "fp16" else f"INT8 for {cfg.target} ({cfg.calib_method} calibration)"
+    if cfg.precision == "int8" and cfg.target == "cpu":
+        what += ", 8-bit weights (--cpu-vnni)" if cfg.cpu_vnni else ", 7-bit weights (exact without VNNI)"
     if cfg.precision == "int8" and cfg.target == "tensorrt":
         from ..calibration.quantize import high_precision_of
 
@@ -179,5 +181,12 @@ def run(args: argparse.Namespace) -> int:
         a = result.accuracy
         print(f"  top-1 accuracy: FP32 {100 * a['fp32']:.2f}%, {result.precision.upper()} "
               f"{100 * a['candidate']:.2f}% on {a['images']} labeled images")
+    if result.runtime is not None:
+        from ..calibration.quantize import describe_runtime
+
+        print("  judged on the model's math (onnxruntime without its Q/DQ fusion)")
+        differs = describe_runtime(result.runtime, p["samples"])
+        if differs:
+            print(f"  {differs}")
     print(f"  time: {result.timings['total']:.1f} s")
     return 0

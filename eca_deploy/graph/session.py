@@ -35,9 +35,15 @@ def _proto(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
 
 
 def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str] | None = None,
-                 threads: int | None = None, spinning: bool = True, label: str | None = None):
+                 threads: int | None = None, spinning: bool = True, label: str | None = None,
+                 optimized: bool = True):
     """``spinning=False`` lets idle worker threads sleep: where several sessions are alive (benchmarks that
     interleave models), the default spin-waiting of an idle session takes CPU from the one being timed.
+
+    ``optimized=False`` keeps an INT8 model's Q/DQ as ONNX defines them (session.disable_quant_qdq: DQ -> Conv
+    -> Q compute in float), the model's math on any CPU; the other optimizations stay (3x faster than none,
+    measured on the digits model). The default session fuses Q/DQ into onnxruntime's integer kernels, whose
+    u8 x s8 products saturate on x86 CPUs without VNNI (graph/cpu.py): this CPU's result.
 
     A model onnxruntime refuses (an unknown op or domain, a bad graph) is an OnnxFileError naming ``label``
     (default: the file, or "the model")."""
@@ -45,6 +51,8 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # keep onnxruntime's warnings out of the user's terminal
+    if not optimized:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     if has_fp16_qdq(_proto(model)):
         # onnxruntime's graph optimizations, from the BASIC level on, computed Model Optimizer's FP16-glue
         # Q/DQ ECA-ResNet-50 wrongly and lose accuracy on ours (README: "onnxruntime and FP16-glue models").

@@ -13,7 +13,12 @@ preprocessing the toolchain applies to image files. On disk:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +75,15 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int 
           batch: int = BATCH, seed: int = SEED) -> torch.nn.Module:
     """Adam with a one-cycle schedule; returns the model in eval mode.
 
-    One thread: the same numbers on any machine, and no OpenMP spin-waiting when other processes share the
-    cores (which stretched training many times over on a busy 2-core machine). Subnormal floats slowed some
-    steps by an order of magnitude, so they are flushed while training.
+    One thread and deterministic algorithms: the same numbers on every run of a machine, and no OpenMP
+    spin-waiting when other processes share the cores (which stretched training many times over on a busy
+    2-core machine). Subnormal floats slowed some steps by an order of magnitude, so they are flushed while
+    training.
     """
-    threads = torch.get_num_threads()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
+    torch.use_deterministic_algorithms(True)
     try:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         steps = epochs * ((len(x) + batch - 1) // batch)
@@ -93,6 +100,7 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int 
                 optimizer.step()
                 schedule.step()
     finally:
+        torch.use_deterministic_algorithms(deterministic)
         torch.set_flush_denormal(False)
         torch.set_num_threads(threads)
     return model.eval()
@@ -124,3 +132,62 @@ def build_digits(root: Path) -> Digits:
                                        imgsz=IMGSZ))
     return Digits(root, MODEL, checkpoint, result.onnx_path, IMGSZ, root / "calib", root / "val", NUM_CLASSES,
                   val_accuracy)
+
+
+# What the built files depend on: this file, the model, export and decode code, and the packages that run it.
+CACHE_SOURCES = ("testing/digits.py", "models", "export", "data", "graph", "artifacts.py", "precisions.py")
+CACHE_PACKAGES = ("torch", "numpy", "onnx", "onnxruntime", "onnxsim", "scikit-learn", "pillow")
+
+
+def cache_key() -> str:
+    """A hash of the code and package versions that make the digits files: a change to either rebuilds them."""
+    from importlib import metadata
+
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for name in CACHE_SOURCES:
+        for path in sorted((package / name).rglob("*.py")) if (package / name).is_dir() else [package / name]:
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    for name in CACHE_PACKAGES:
+        try:
+            digest.update(f"{name}={metadata.version(name)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{name}=absent".encode())
+    return digest.hexdigest()[:16]
+
+
+def _record(digits: Digits) -> dict:
+    """digits.json: the fields, with paths relative to the folder (which is renamed after the build)."""
+    return {key: str(value.relative_to(digits.root)) if isinstance(value, Path) else value
+            for key, value in asdict(digits).items() if key != "root"}
+
+
+def _load(root: Path) -> Digits:
+    record = json.loads((root / "digits.json").read_text())
+    paths = {k: root / v for k, v in record.items() if k in ("checkpoint", "onnx", "calib_dir", "val_dir")}
+    return Digits(root=root, **{**record, **paths})
+
+
+def cached_digits(cache_dir: Path) -> Digits:
+    """The digits files, built once per version of their code into ``cache_dir``/digits-<key> and reused.
+
+    Built in a private folder and renamed into place: the rename is atomic, so a concurrent run either wins
+    it or finds the winner's complete folder (and drops its own). Treat the files as read-only.
+    """
+    cache_dir = Path(cache_dir)
+    final = cache_dir / f"digits-{cache_key()}"
+    if (final / "digits.json").exists():
+        return _load(final)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    building = cache_dir / f".building-{uuid.uuid4().hex}"
+    try:
+        digits = build_digits(building)
+        (building / "digits.json").write_text(json.dumps(_record(digits)))
+        try:
+            os.rename(building, final)
+        except OSError:  # another run renamed its folder first: use that one
+            if not (final / "digits.json").exists():
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return _load(final)

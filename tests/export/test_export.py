@@ -147,7 +147,7 @@ def _weights_of(loaded, path):
     return path
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_fp32_export_passes_parity_on_real_photos(exported, photos, tmp_path, name):
     """A faithful FP32 export passes parity against its own random-weight PyTorch model on real photos."""
     from eca_deploy.runtime.harness.parity import ParityConfig, run_parity

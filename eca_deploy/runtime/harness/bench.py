@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import EcaDeployError, EngineError
+from ...errors import EcaDeployError, EngineError, warn
 from ...progress import progress
 from ..base import Backend
 from ..backends.registry import Artifact, open_backend, parse_spec
-from .device import Probe
+from .device import Probe, int8_cpu_warning
 from .power import PowerSampler, power_meter
 from .rows import ReportRow
 
@@ -172,6 +172,9 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
                            gpu=cfg.gpu)
     try:
         check_batches(artifact, cfg.batches, backend)
+        saturation = int8_cpu_warning(artifact.path, backend.name)
+        if saturation:
+            warn(saturation + " (its speed here is still measured)")
         imgsz = backend.input_spec.image_size[0] or cfg.imgsz or 224
         sampler, power = power_meter(Probe(root=Path(cfg.sysfs_root)))
         entries = bench_backend(backend, cfg.batches, imgsz, cfg.warmup, cfg.iterations, cfg.duration, cfg.seed,

@@ -19,6 +19,8 @@ from typing import Callable
 
 from ...artifacts import package_versions
 from ...errors import visible_text
+from ...graph.cpu import cpu_features, lacks_vnni, saturation_warning, this_cpu_features
+from ...graph.session import has_fp16_qdq
 from ..tensorrt.env import tensorrt_version_or_none
 
 # L4T release -> JetPack, from NVIDIA's JetPack archive; used only when dpkg has no nvidia-jetpack package.
@@ -127,7 +129,7 @@ def _cpu(probe: Probe) -> dict:
     governor = probe.read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     return {"model": model or platform.processor() or platform.machine(), "arch": platform.machine(),
             "logical_cores": os.cpu_count(), "physical_cores": len(cores) or None, "usable_cores": usable,
-            "governor": governor.strip() if governor else None}
+            "governor": governor.strip() if governor else None, "features": cpu_features(info)}
 
 
 def _threads(threads: int | None) -> dict:
@@ -288,3 +290,22 @@ def device_label(description: dict) -> str:
         return description["gpus"][0]["name"]
     cpu = description.get("cpu", {})
     return f"{cpu.get('model')} ({cpu.get('usable_cores')} cores)"
+
+
+CPU_RUNTIMES = {"onnxruntime-cpu": "onnxruntime", "openvino-cpu": "OpenVINO"}
+
+
+def int8_cpu_warning(path: Path | None, backend: str, features: dict | None = None) -> str | None:
+    """The warning parity, bench and pipeline print where ``backend`` runs the ONNX at ``path`` with 8-bit INT8
+    weights on a u8s8 path that saturates on this CPU (no VNNI); None elsewhere. onnxruntime runs FP16-glue
+    Q/DQ models unoptimized (graph/session.py), in float: those cannot saturate there."""
+    features = this_cpu_features() if features is None else features
+    runtime = next((name for prefix, name in CPU_RUNTIMES.items() if backend.startswith(prefix)), None)
+    if runtime is None or path is None or path.suffix.lower() != ".onnx" or not lacks_vnni(features):
+        return None  # checked before the file is read: on VNNI CPUs and GPUs nothing is loaded
+    import onnx
+
+    model = onnx.load(str(path))
+    if runtime == "onnxruntime" and has_fp16_qdq(model):
+        return None
+    return saturation_warning(model, features, runtime, path.name)

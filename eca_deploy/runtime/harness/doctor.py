@@ -143,6 +143,7 @@ def _machine_checks(facts: dict) -> list[Check]:
     else:
         checks.append(Check("JetPack/L4T", MISSING, "not a Jetson"))
         checks.append(Check("power/clocks", OK, f"CPU governor {cpu.get('governor') or 'unknown'}"))
+    checks.append(_cpu_features_check(cpu.get("features") or {}))
     return checks
 
 
@@ -168,6 +169,18 @@ def _gpu_checks(gpus: list[dict], cuda: dict) -> list[Check]:
     else:
         return [Check("GPU", OK, names), Check("driver/CUDA", OK, f"{detail} (kernel module {kernel})")]
     return [Check("GPU", PROBLEM, f"{names}; {problem}", fix), Check("driver/CUDA", PROBLEM, problem, fix)]
+
+
+
+def _cpu_features_check(features: dict) -> Check:
+    """The CPU's vector features, and what they mean for INT8 run on this CPU (onnxruntime, OpenVINO)."""
+    from ...graph.cpu import describe_features, lacks_vnni
+
+    detail = describe_features(features)
+    if lacks_vnni(features):
+        detail += ("; no VNNI: INT8 with 8-bit weights saturates in onnxruntime/OpenVINO here, so deploy "
+                   "quantize --target cpu files made without --cpu-vnni (7-bit weights)")
+    return Check("CPU features", OK, detail)
 
 
 def tiny_eca_onnx(path: Path, seed: int = 0) -> Path:

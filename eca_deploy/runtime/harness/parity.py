@@ -27,6 +27,7 @@ from ...precisions import PRECISIONS, Tolerance
 from ...progress import progress
 from ..backends.registry import ARTIFACT_KINDS, Artifact, open_backend, parse_spec
 from ..base import Backend
+from .device import int8_cpu_warning
 from .rows import ReportRow
 
 
@@ -420,6 +421,13 @@ def data_record(data, source: str | None, samples: int, use_labels: bool) -> dic
             "skipped": len(data.skipped), "hash": data.data_hash}
 
 
+def warn_int8_cpu(opened: list[tuple[Artifact, Backend]]) -> None:
+    for artifact, backend in opened:
+        message = int8_cpu_warning(artifact.path, backend.name)
+        if message:
+            warn(message)
+
+
 def run_parity(cfg: ParityConfig) -> Comparison:
     """Open everything first (so a bad candidate fails before minutes of inference), then compare."""
     if cfg.batch < 1:
@@ -442,6 +450,7 @@ def run_parity(cfg: ParityConfig) -> Comparison:
     try:
         for artifact in artifacts:
             opened.append((artifact, open_backend(artifact, **options)))
+        warn_int8_cpu(opened)
         labels = [a.label for a, _ in opened]  # full paths where two candidates share a file name
         imgsz = resolve_imgsz(cfg.imgsz, [(str(a.path) if labels.count(a.label) > 1 else a.label, b)
                                           for a, b in opened])
@@ -471,6 +480,7 @@ def _run_against_saved(cfg: ParityConfig) -> Comparison:
     try:
         for artifact in artifacts:
             opened.append((artifact, open_backend(artifact, **options)))
+        warn_int8_cpu(opened)
         imgsz = resolve_imgsz(cfg.imgsz or meta["imgsz"], [(a.label, b) for a, b in opened])
         data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)
         ref_run = ReferenceRun.load(cfg.reference, data, cfg.data, imgsz, cfg.use_labels, cfg.batch, cfg.overrides)

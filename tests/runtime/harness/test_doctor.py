@@ -11,7 +11,7 @@ from eca_deploy.runtime.harness import doctor
 from eca_deploy.runtime.tensorrt import env as tensorrt_env
 
 NAMES = ["Python", "eca-deploy", "torch", "onnxruntime", "OpenVINO", "timm", "TensorRT", "Polygraphy", "pycuda", "DLA",
-         "GPU", "driver/CUDA", "JetPack/L4T", "power/clocks", "memory", "smoke test"]
+         "GPU", "driver/CUDA", "JetPack/L4T", "power/clocks", "CPU features", "memory", "smoke test"]
 
 
 def test_doctor_runs_here_and_says_what_is_missing_in_one_line_each(capsys):

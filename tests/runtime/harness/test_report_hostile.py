@@ -72,13 +72,14 @@ def _many_rows(n, series):
                       bench=bench, parity=parity) for i in range(n)]
 
 
-def test_plots_of_200000_rows_are_summarised_and_say_what_was_left_out(tmp_path):
-    report = new_report("comparison", device(tmp_path, "CPU A"), _many_rows(200_000, 200_000))
+def test_plots_of_20000_rows_are_summarised_and_say_what_was_left_out(tmp_path):
+    """Hundreds of times more series than a plot can show (more rows only make the run slower: each is a copy)."""
+    report = new_report("comparison", device(tmp_path, "CPU A"), _many_rows(20_000, 20_000))
     series, batches, notes = latency_series(report)
     assert len(series) == MAX_SERIES and len(batches) <= MAX_BATCHES
-    assert notes == [f"latency plot: {MAX_SERIES} of 200000 series shown, the fastest; the tables list them all"]
+    assert notes == [f"latency plot: {MAX_SERIES} of 20000 series shown, the fastest; the tables list them all"]
     bars, _, notes = accuracy_bars(report)
-    assert len(bars) == MAX_SERIES and "of 200000 series shown" in notes[0]
+    assert len(bars) == MAX_SERIES and "of 20000 series shown" in notes[0]
 
 
 def test_rows_of_one_series_become_one_median_bar(tmp_path):
