@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import missing_dependency
-from ...models import LoadedModel, load_model
+from ...models import LoadedModel, float64_logits, load_model
 from ..base import Backend, InputSpec
 
 
@@ -40,6 +40,9 @@ class TorchBackend(Backend):
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
             return self.model(x).float().cpu().numpy()
+
+    def float64_logits(self, batch: np.ndarray) -> np.ndarray:
+        return float64_logits(self.model, batch)
 
     def device_runner(self, batch: np.ndarray):
         """(run, clock): run() does one inference on a GPU-resident batch and returns its CUDA-event time in ms.
