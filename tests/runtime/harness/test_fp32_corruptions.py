@@ -29,7 +29,7 @@ def _assert_verdicts(results: dict) -> None:
     faithful = results.pop(None)
     rounding = next(c for c in faithful.verdict.checks if c["check"] == "max error / logit scale")
     assert faithful.verdict.passed, faithful.verdict.failures
-    assert rounding["limit"] < 1e-4 and "float32-vs-float64 gap" in rounding["limit_from"]
+    assert rounding["limit"] < 5e-4 and "float32-vs-float64 gap" in rounding["limit_from"]
     for name, result in results.items():
         assert not result.verdict.passed, name
         assert [c["check"] for c in result.verdict.checks if not c["passed"]] == ["max error / logit scale"], name
