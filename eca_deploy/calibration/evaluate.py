@@ -127,7 +127,7 @@ class Budget:
         if tol.min_agreement is not None:
             parts.append(f"top-1 agreement >= {tol.min_agreement:g}")
         if tol.max_top1_drop is not None and labeled:
-            parts.append(f"top-1 drop <= {tol.max_top1_drop:g} points (right-to-wrong flips)")
+            parts.append(f"top-1 drop <= {tol.max_top1_drop:g} points from right-to-wrong flips")
         return " and ".join(parts) or "no INT8 accuracy check"
 
     def as_dict(self) -> dict:
