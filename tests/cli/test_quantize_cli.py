@@ -48,7 +48,7 @@ def test_int8_prints_counts_and_float_nodes(digits, out, capsys):
     captured = capsys.readouterr()
     text = captured.out
     assert code == 0
-    assert "parity's verdict on 8 held-out images" in text and ": pass: top-1 agreement" in text
+    assert "parity's verdict on 8 images of " in text and ": pass: top-1 agreement" in text
     # the default target writes FP16 glue: said to be for TensorRT, with what to use for onnxruntime
     assert "note: this file is for TensorRT" in text and "--target cpu or --high-precision fp32" in text
     # 8 images cannot resolve the 0.97 agreement default: said before the work, with what it takes
