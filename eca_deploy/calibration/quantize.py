@@ -374,8 +374,8 @@ def select_method(candidates: dict[str, _Candidate], images: int) -> tuple[str, 
     noise = flip_noise(a["flips"], b["flips"])
     within = b["flips"] - a["flips"] <= noise
     if within:
-        reason += (f"; within noise: {a['flips']} vs {b['flips']} flips on {images} images (a difference under "
-                   f"{noise:.3g} images is not resolved), so {runner} would serve as well")
+        reason += (f"; within noise: {a['flips']} vs {b['flips']} flips on {images} images (a difference of up "
+                   f"to {noise:.3g} images is not resolved), so {runner} would serve as well")
     return best, {"chosen": best, "candidates": table, "reason": reason, "within_noise": within,
                   "noise_flips": noise}
 
