@@ -65,6 +65,8 @@ def test_fp32_export_passes_with_accuracy_on_labeled_images(digits, tmp_path, ca
     assert report["devices"][0]["versions"]["onnxruntime"] and report["devices"][0]["threads"]["torch"] == 1
     assert torch.get_num_threads() == threads_before  # the reference gave the process its threads back
     assert "| pass |" in stdout and "the candidate passed" in stdout
+    assert f"{digits.onnx.name}: FP32 max error / logit scale " in stdout  # the limit and where it came from
+    assert "= 4 x the reference's float32-vs-float64 gap (" in stdout
 
 
 def test_a_different_model_fails_with_exit_1_and_still_writes_the_result(digits, other_model, tmp_path, capsys):
