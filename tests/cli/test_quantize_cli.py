@@ -42,7 +42,10 @@ def test_help_explains_every_flag(capsys):
         assert flag in text
 
 
-def test_int8_prints_counts_and_float_nodes(digits, out, capsys):
+def test_int8_prints_counts_and_float_nodes(digits, out, capsys, monkeypatch):
+    from eca_deploy import errors
+
+    monkeypatch.setattr(errors, "_WARNED", set())  # a warning is said once per process: as if this ran first
     code = main(_int8(digits, out, "--calib-data", str(digits.calib_dir), "--calib-count", "40",
                       "--check-count", "8", "--no-calib-cache"))
     captured = capsys.readouterr()
@@ -54,6 +57,10 @@ def test_int8_prints_counts_and_float_nodes(digits, out, capsys):
     # 8 images cannot resolve the 0.97 agreement default: said before the work, with what it takes
     assert ("warning: on 8 images top-1 agreement moves in steps of 12.5%: min agreement 0.97 allows no flip "
             "(every image must match); it takes 34 images to allow one") in captured.err
+    notes = read_manifest(out / "model.int8.onnx")["verdict"]["notes"]
+    assert notes[0].startswith("on 8 images top-1 agreement moves in steps of 12.5%") and notes[1] == (
+        "on 8 images the top-1 drop moves in steps of 12.5 points: 1 points allows no right-to-wrong flip; it takes "
+        "100 images to allow one") and len(notes) == 2
     assert "Q/DQ: 21 activation pairs, 21 per-channel weight DQ, bias in float" in text
     assert "left in float:" in text and "8 Sigmoid" in text and "/layer1/layer1.0/eca/conv/Conv" in text
     assert sorted(p.name for p in out.iterdir()) == ["model.int8.onnx", "model.int8.onnx.json"]
