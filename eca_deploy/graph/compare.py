@@ -1,8 +1,10 @@
 """Comparators: numbers that say how close a candidate's logits are to a reference's, and the verdict.
 
 Kept apart from the runners that produce the logits (Polygraphy's split). The tolerances and ``judge``
-live here, below both the precision stage and the parity harness, so "FP16 is faithful" means the same
-thing when quantize decides whether to write an FP16 model and when parity checks it.
+live here, below export, the precision stage and the parity harness, so one definition decides: FP32
+at its own rounding error (export's checks, parity, the pipeline), FP16 when quantize decides whether
+to write an FP16 model and when parity checks it, INT8 by flipped answers in quantize's verdict and
+in parity's.
 """
 
 from __future__ import annotations
