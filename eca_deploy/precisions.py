@@ -20,11 +20,23 @@ from .errors import OnnxFileError
 class Tolerance:
     atol: float | None = None  # element check runs when atol and rtol are both set
     rtol: float | None = None
-    max_top1_drop: float | None = None  # percentage points below the reference's top-1; needs labels
-    min_agreement: float | None = None  # top-1 agreement; used where the accuracy drop cannot be checked
+    max_top1_drop: float | None = None  # percentage points of images right in the reference, wrong in the candidate
+    min_agreement: float | None = None  # top-1 agreement with the reference, with or without labels
+    rounding: float | None = None  # FP32: error limit = this x the reference's own float32-vs-float64 gap
 
 
 TOLERANCE_FIELDS = ("atol", "rtol", "max_top1_drop", "min_agreement")
+
+# FP32 is judged at FP32's own error on the model and data at hand: the reference's float32 logits against
+# float64 ones on its first ROUNDING_SAMPLES inputs, in units of each sample's logit scale. Another FP32
+# implementation (onnxruntime, OpenVINO, TensorRT without TF32) rounds differently but no worse: measured
+# 1.3-1.6x that gap on every registered model (real photos, random init). ROUNDING_MARGIN leaves room for
+# inputs the gap was not measured on; ROUNDING_FLOOR (Polygraphy's FP32 default atol) for models that round
+# to nothing on those few. A corrupted model (classifier x1.02 on every 7th input, one ECA weight x1.01, one
+# BatchNorm mean off by 1% of its std) moves logits by 1e-3 and more of their scale.
+ROUNDING_MARGIN = 4.0
+ROUNDING_FLOOR = 1e-5
+ROUNDING_SAMPLES = 4
 
 
 @dataclass(frozen=True)
@@ -36,14 +48,17 @@ class Precision:
     description: str
 
 
-# FP32: different kernels and summation orders (onnxruntime, TensorRT without TF32) stay within 1e-3.
+# FP32: at its own rounding error (above). FP32_FIXED where the reference cannot run in float64 (an ONNX, IR
+# or engine reference, a saved reference without its gap): kernels and summation orders stay within 1e-3.
 # FP16: 10 mantissa bits; after ~50 layers every logit, near-zero ones included, moves by several 1e-2
 # (README, FP16 and INT8). A broken conversion (overflow, NaN, a wrong graph) moves them by ~1.
-# INT8: an accuracy drop of at most 1 point, the usual bar for post-training quantization.
+# INT8: at most 1 point of images the reference gets right turned wrong (the usual bar for post-training
+# quantization, counted from flips so wrong-to-right ones cannot hide it), and top-1 agreement of at least
+# 97% with or without labels (3 answers in 100 may change, e.g. among images both get wrong).
 PRECISIONS: dict[str, Precision] = {p.name: p for p in (
-    Precision("fp32", "", Tolerance(atol=1e-3, rtol=1e-3), None, "float32, as exported"),
+    Precision("fp32", "", Tolerance(rounding=ROUNDING_MARGIN), None, "float32, as exported"),
     Precision("fp16", "fp16", Tolerance(atol=1e-1, rtol=5e-2), "FP16", "float16 weights and activations, FP32 I/O"),
-    Precision("int8", "int8", Tolerance(max_top1_drop=1.0, min_agreement=0.9), "INT8",
+    Precision("int8", "int8", Tolerance(max_top1_drop=1.0, min_agreement=0.97), "INT8",
               "explicit Q/DQ, ranges calibrated on images"),
 )}
 PRECISION_NAMES = tuple(PRECISIONS)
@@ -52,6 +67,7 @@ LOW_PRECISIONS = tuple(name for name in PRECISIONS if name != "fp32")  # what qu
 # TensorRT runs an FP32 engine's convolutions in TF32 on Ampere and newer GPUs unless the build turns
 # it off: FP16's 10 mantissa bits with FP32's range, so FP16's tolerance.
 TF32_TOLERANCE = Tolerance(atol=1e-1, rtol=5e-2)
+FP32_FIXED = Tolerance(atol=1e-3, rtol=1e-3)
 
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
                            "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul"})

@@ -1,20 +1,23 @@
-"""Judge INT8 candidates against the FP32 model on held-out images, the way the parity harness judges them.
+"""Judge INT8 candidates against the FP32 model on held-out images with parity's verdict (graph.compare.judge).
 
 The held-out images are decoded once and the FP32 logits computed once; every candidate (a calibration
 method, a model with one layer quantized, a model with some layers left in float) is then one
-onnxruntime pass over the same batches. Ranking follows ``parity``: with labels, the top-1 accuracy drop
-first, then top-1 agreement with FP32; without labels, agreement first, then the worst sample's cosine.
+onnxruntime pass over the same batches. Candidates rank by closeness to FP32: fewest flipped answers,
+then the worst sample's cosine, then the mean cosine (a signed accuracy difference would reward a model
+whose wrong-to-right flips outnumber its right-to-wrong ones).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
 
 from ..errors import QuantizationError
-from ..graph.compare import compare_outputs
+from ..graph.compare import compare_outputs, count_flips, judge, tolerance_for
+from ..precisions import Tolerance
 from ..graph.session import make_session
 from ..data.sources import Dataset
 
@@ -62,66 +65,80 @@ def run_model(model: onnx.ModelProto, ref: Reference, label: str = "the quantize
     return np.concatenate([session.run(None, {name: batch})[0] for batch in ref.batches])
 
 
-def score(ref: Reference, logits: np.ndarray) -> dict:
-    """Parity figures of ``logits`` against FP32: agreement, cosines and (with labels) the top-1 drop in points."""
+def score(ref: Reference, logits: np.ndarray, tol: Tolerance | None = None) -> dict:
+    """Figures of ``logits`` against FP32: flips, agreement, cosines, with labels the top-1 drop counted from
+    right-to-wrong flips (points); with ``tol`` also parity's verdict on them (passed, failures)."""
     p = compare_outputs(ref.logits, logits)
-    result = {"top1_agreement": p.top1_agreement, "cosine": p.cosine, "min_cosine": p.min_cosine,
-              "top1": None, "top1_drop": None}
+    counts = count_flips(logits, ref.logits, ref.labels)
+    result = {"flips": counts["flips"], "top1_agreement": p.top1_agreement, "cosine": p.cosine,
+              "min_cosine": p.min_cosine, "top1": None, "top1_drop": None,
+              "right_to_wrong": counts["right_to_wrong"], "wrong_to_right": counts["wrong_to_right"]}
     if not np.all(np.isfinite(logits)):  # NaN or inf: worse than any finite model
-        result.update(top1_agreement=0.0, cosine=-1.0, min_cosine=-1.0)
+        result.update(flips=ref.images, top1_agreement=0.0, cosine=-1.0, min_cosine=-1.0)
     if ref.labeled:
-        fp32 = float(np.mean(ref.logits.argmax(1) == ref.labels))
         result["top1"] = float(np.mean(logits.argmax(1) == ref.labels))
-        result["top1_drop"] = 100.0 * (fp32 - result["top1"])
+        result["top1_drop"] = 100.0 * counts["right_to_wrong"] / max(ref.images, 1)
+    if tol is not None:
+        verdict, _ = judge(tol, logits, ref.logits, ref.labels)
+        result.update(passed=verdict.passed, failures=verdict.failures)
     return result
 
 
 def rank_key(figures: dict) -> tuple:
-    """Sort key, best first: (top-1 drop,) agreement, worst-sample cosine (mean cosine breaks exact ties)."""
-    key = (-figures["top1_agreement"], -figures["min_cosine"], -figures["cosine"])
-    return (figures["top1_drop"],) + key if figures["top1_drop"] is not None else key
+    """Sort key, closest to FP32 first: fewest flips (highest agreement), worst-sample cosine, mean cosine."""
+    return (-figures["top1_agreement"], -figures["min_cosine"], -figures["cosine"])
+
+
+def flip_noise(a: int, b: int) -> float:
+    """The largest difference between two flip counts on the same images that is still noise: two standard
+    deviations of a difference of two counts (Poisson: sqrt(a + b)), and never under two images."""
+    return max(2.0, 2.0 * math.sqrt(a + b))
 
 
 @dataclass(frozen=True)
 class Budget:
-    """An INT8 accuracy budget with ``parity``'s meaning: the top-1 drop where labels exist, else agreement."""
+    """The INT8 verdict quantize applies: parity's, with the same defaults and the user's --max-top1-drop /
+    --min-agreement (both apply where both are given). ``given``: the user asked for a budget, so the most
+    sensitive layers may stay in float until it holds."""
 
-    max_top1_drop: float | None = None  # percentage points
-    min_agreement: float | None = None  # fraction 0..1
+    tolerance: Tolerance
+    given: bool = False
+    drop_given: bool = False  # --max-top1-drop was asked for: it needs labels
 
-    def __post_init__(self):
-        if self.max_top1_drop is not None and not self.max_top1_drop >= 0:
-            raise QuantizationError(f"--max-top1-drop must be >= 0 points, got {self.max_top1_drop}")
-        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
-            raise QuantizationError(f"--min-agreement must be a fraction in [0, 1], got {self.min_agreement}")
+    @classmethod
+    def of(cls, overrides: dict | None = None, max_top1_drop: float | None = None,
+           min_agreement: float | None = None) -> "Budget":
+        if max_top1_drop is not None and not max_top1_drop >= 0:
+            raise QuantizationError(f"--max-top1-drop must be >= 0 points, got {max_top1_drop}")
+        if min_agreement is not None and not 0 <= min_agreement <= 1:
+            raise QuantizationError(f"--min-agreement must be a fraction in [0, 1], got {min_agreement}")
+        given = {name: value for name, value in (("max_top1_drop", max_top1_drop), ("min_agreement", min_agreement))
+                 if value is not None}
+        return cls(replace(tolerance_for("int8", overrides), **given), bool(given), max_top1_drop is not None)
 
-    @property
-    def given(self) -> bool:
-        return self.max_top1_drop is not None or self.min_agreement is not None
+    def check(self, labeled: bool) -> None:
+        """Refuse a budget that cannot be judged on these images."""
+        if self.drop_given and not labeled:
+            raise QuantizationError("--max-top1-drop needs labeled held-out images (an ImageFolder or a `path label` "
+                                    "list); give --min-agreement to judge by agreement instead")
 
-    def check(self, labeled: bool) -> str:
-        """Which figure the budget judges on data with/without labels; raises if it cannot judge at all."""
-        if self.max_top1_drop is not None and labeled:
-            return "top1_drop"
-        if self.min_agreement is not None:
-            return "top1_agreement"
-        raise QuantizationError("--max-top1-drop needs labeled held-out images (an ImageFolder or a `path label` "
-                                "list); give --min-agreement to judge by agreement instead")
-
-    def holds(self, figures: dict, labeled: bool) -> bool:
-        if self.check(labeled) == "top1_drop":
-            return figures["top1_drop"] <= self.max_top1_drop + 1e-9
-        return figures["top1_agreement"] >= self.min_agreement - 1e-9
+    @staticmethod
+    def holds(figures: dict) -> bool:
+        return figures["passed"]
 
     def describe(self, labeled: bool) -> str:
-        if self.check(labeled) == "top1_drop":
-            return f"top-1 drop <= {self.max_top1_drop:g} points"
-        return f"top-1 agreement >= {self.min_agreement:g}"
+        tol, parts = self.tolerance, []
+        if tol.min_agreement is not None:
+            parts.append(f"top-1 agreement >= {tol.min_agreement:g}")
+        if tol.max_top1_drop is not None and labeled:
+            parts.append(f"top-1 drop <= {tol.max_top1_drop:g} points from right-to-wrong flips")
+        return " and ".join(parts) or "no INT8 accuracy check"
 
     def as_dict(self) -> dict:
-        return {"max_top1_drop": self.max_top1_drop, "min_agreement": self.min_agreement}
+        return {"max_top1_drop": self.tolerance.max_top1_drop, "min_agreement": self.tolerance.min_agreement}
 
 
 def describe_figures(figures: dict) -> str:
     drop = f"top-1 drop {figures['top1_drop']:.2f} points, " if figures["top1_drop"] is not None else ""
-    return f"{drop}agreement {100 * figures['top1_agreement']:.2f}%, worst cosine {figures['min_cosine']:.4f}"
+    return (f"{drop}agreement {100 * figures['top1_agreement']:.2f}% ({figures['flips']} flips), "
+            f"worst cosine {figures['min_cosine']:.4f}")

@@ -36,7 +36,7 @@ def keep_in_float(model: onnx.ModelProto, plan: QdqPlan, groups: list[QdqGroup],
                   max_float_layers: int | None) -> FallbackResult | None:
     """None when the fully quantized model (``start``: its figures) already holds the budget."""
     labeled = ref.labeled
-    steps = [{"float_layers": 0, **start, "holds": budget.holds(start, labeled)}]
+    steps = [{"float_layers": 0, **start, "holds": budget.holds(start)}]
     if steps[0]["holds"]:
         return None
     by_tensor = {g.tensor: g for g in groups}
@@ -47,8 +47,8 @@ def keep_in_float(model: onnx.ModelProto, plan: QdqPlan, groups: list[QdqGroup],
         chosen = [by_tensor[r["tensor"]] for r in ranking[:k]]
         mixed, summary = insert_qdq(model, plan.without(chosen), ranges)
         logits = run_model(mixed, ref)
-        figures = score(ref, logits)
-        holds = budget.holds(figures, labeled)
+        figures = score(ref, logits, budget.tolerance)
+        holds = budget.holds(figures)
         steps.append({"float_layers": k, "added": ranking[k - 1]["tensor"], **figures, "holds": holds})
         if holds:
             bar.close()

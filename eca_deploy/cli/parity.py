@@ -47,6 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shared.add_groups(parser, (*GROUPS, OUTPUT))
 
 
+def _print_limits(comparison) -> None:
+    """Where each FP32 limit came from, and what an INT8 budget cannot resolve on this many images."""
+    from ..errors import warn
+
+    for candidate in comparison.candidates:
+        for check in candidate.verdict.checks:
+            if "limit_from" in check:
+                print(f"{candidate.artifact.label}: FP32 {check['check']} {check['value']:.3g}, limit "
+                      f"{check['limit']:.3g} = {check['limit_from']}")
+        for note in candidate.verdict.notes:
+            warn(note)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..artifacts import check_outputs, ensure_output_dir, write_json
     from ..data.sources import source_files
@@ -80,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary_table(report))
     for warning in device["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
+    _print_limits(comparison)
     print(f"wrote {out}" + (f" and {args.save_reference}" if args.save_reference else ""))
     raise_on_failure(comparison)
     count = len(comparison.candidates)

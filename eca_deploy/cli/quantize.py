@@ -24,9 +24,10 @@ def groups() -> tuple[shared.Group, ...]:
                       "preprocessed float32 NCHW tensors. Required for int8; for fp16 they are the check images "
                       "(default: seeded random inputs)",
             method_help="how activation ranges are chosen: auto builds a model with each of the others from one "
-                        "histogram pass and keeps the one closest to FP32 on the check images (top-1 drop then "
-                        "agreement with labels; agreement then worst-sample cosine without); or max |x|, "
-                        "KL-divergence threshold (TensorRT's entropy calibration), a percentile of |x|",
+                        "histogram pass and keeps the one closest to FP32 on the check images (fewest flipped "
+                        "top-1 answers, then worst-sample cosine, then mean cosine; it says when the choice is "
+                        "within noise); or max |x|, KL-divergence threshold (TensorRT's entropy calibration), a "
+                        "percentile of |x|",
             cache_help="JSON cache of calibration ranges keyed by model hash + data hash + method (default: "
                        "<model>.calib.json beside the output)"),
         shared.QdqArgs(),
@@ -91,12 +92,13 @@ def _print_skipped(skipped: list[dict]) -> None:
 
 def _figures(row: dict) -> str:
     drop = f"{row['top1_drop']:.2f}" if row["top1_drop"] is not None else "-"
-    return f"{drop:>10} {100 * row['top1_agreement']:>10.2f}% {row['min_cosine']:>10.4f} {row['cosine']:>10.4f}"
+    return (f"{row['flips']:>6} {100 * row['top1_agreement']:>10.2f}% {drop:>10} {row['min_cosine']:>10.4f} "
+            f"{row['cosine']:>10.4f}")
 
 
 def _print_methods(selection: dict) -> None:
-    print("  calibration methods, judged on the check images:")
-    print(f"    {'method':<12} {'top-1 drop':>10} {'agreement':>11} {'worst cos':>10} {'mean cos':>10}")
+    print("  calibration methods, judged on the check images (top-1 drop: right-to-wrong flips):")
+    print(f"    {'method':<12} {'flips':>6} {'agreement':>11} {'top-1 drop':>10} {'worst cos':>10} {'mean cos':>10}")
     for row in selection["candidates"]:
         mark = "*" if row["method"] == selection["chosen"] else " "
         print(f"  {mark} {row['method']:<12} {_figures(row)}")
@@ -119,15 +121,21 @@ def _print_fallback(fallback: dict) -> None:
     print(f"  budget ({fallback['budget']['judged_by']}) met with {len(floated)} layers left in float:")
     for layer in floated:
         print(f"    {layer['tensor']} (read by {', '.join(layer['nodes'])})")
-    by_drop = fallback["budget"]["judged_by"].startswith("top-1 drop")
-    tried = ", ".join(f"{s['float_layers']} in float: {_budget_figure(s, by_drop)}" for s in fallback["steps"])
+    tried = ", ".join(f"{s['float_layers']} in float: {_budget_figure(s)}" for s in fallback["steps"])
     print(f"  tried: {tried}")
 
 
-def _budget_figure(step: dict, by_drop: bool) -> str:
-    if by_drop:
-        return f"drop {step['top1_drop']:.2f}"
-    return f"agreement {100 * step['top1_agreement']:.2f}%"
+def _budget_figure(step: dict) -> str:
+    drop = f", drop {step['top1_drop']:.2f}" if step["top1_drop"] is not None else ""
+    return f"agreement {100 * step['top1_agreement']:.2f}%{drop}"
+
+
+def _print_verdict(verdict: dict) -> None:
+    """Parity's verdict on this file (the same function and defaults `eca-deploy parity` applies)."""
+    checks = [c for c in verdict["checks"] if c["check"] != "non-finite outputs"]
+    text = ", ".join(f"{c['check']} {c['value']:.4g} ({'>=' if 'agreement' in c['check'] else '<='} "
+                     f"{c['limit']:g})" for c in checks)
+    print(f"  parity's verdict on {verdict['data']}: {'pass' if verdict['passed'] else 'FAIL'}: {text}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,10 +151,12 @@ def run(args: argparse.Namespace) -> int:
     what = "FP16" if cfg.precision == "fp16" else f"INT8 for {cfg.target} ({cfg.calib_method} calibration)"
     if cfg.precision == "int8" and cfg.target == "cpu":
         what += ", 8-bit weights (--cpu-vnni)" if cfg.cpu_vnni else ", 7-bit weights (exact without VNNI)"
+    fp16_glue = False
     if cfg.precision == "int8" and cfg.target == "tensorrt":
         from ..calibration.quantize import high_precision_of
 
         what += f", {cfg.qdq_layout} Q/DQ layout, {high_precision_of(cfg).upper()} glue"
+        fp16_glue = high_precision_of(cfg) == "fp16"
     print(f"quantizing {cfg.onnx} to {what} ...", file=sys.stderr)
     result = quantize(cfg)
     print(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MB) and {result.manifest_path.name}")
@@ -188,5 +198,19 @@ def run(args: argparse.Namespace) -> int:
         differs = describe_runtime(result.runtime, p["samples"])
         if differs:
             print(f"  {differs}")
+    if result.verdict is not None:
+        _print_verdict(result.verdict)
+    if fp16_glue:
+        from ..calibration.quantize import FP16_GLUE_NOTE
+
+        print(f"  note: {FP16_GLUE_NOTE}")
     print(f"  time: {result.timings['total']:.1f} s")
+    if result.verdict is not None and not result.verdict["passed"]:
+        from ..errors import ParityError
+
+        failures = "; ".join(f"{c['check']} {c['value']:.4g} (limit {c['limit']:.4g})"
+                             for c in result.verdict["checks"] if not c["passed"])
+        raise ParityError(f"{result.path.name} fails parity's INT8 verdict on {result.verdict['data']}: {failures}; "
+                          "a budget (--max-top1-drop / --min-agreement) keeps the most sensitive layers in float "
+                          "until it holds")
     return 0

@@ -9,7 +9,6 @@ Opset 17 is what TensorRT 8.6 (JetPack 6.0) parses fully.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import io
 import os
@@ -28,8 +27,9 @@ from ..artifacts import (check_outputs, manifest_path, output_dir, package_versi
                          weights_identity, write_artifact)
 from ..data.preprocess import MIN_IMAGE_SIZE
 from ..errors import ExportError, OutputError, first_line
-from ..models import TIMM_PREFIX, LoadedModel, k_per_stage, load_model, photo_like_batch
-from ..graph.compare import compare_outputs
+from ..models import TIMM_PREFIX, LoadedModel, float64_logits, k_per_stage, load_model, photo_like_batch
+from ..graph.compare import compare_outputs, rounding_check, rounding_gap
+from ..precisions import PRECISIONS
 from ..graph.session import run_once
 from ..graph.graph import summarize
 from ..data.preprocess import DataConfig
@@ -37,7 +37,6 @@ from .simplify import simplify
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-FP32_ATOL = 1e-4
 # What torch 2.x's TorchScript exporter writes (its ONNX_MIN_OPSET .. ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET);
 # outside it torch prints its whole IR before failing.
 OPSETS = range(7, 21)
@@ -80,36 +79,29 @@ def torch_logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(batch)).numpy()
 
 
-def float64_gap(model: torch.nn.Module, batch: np.ndarray, reference: np.ndarray) -> float:
-    """How far PyTorch's own float32 logits are from float64 ones: the rounding floor of this model."""
-    exact = copy.deepcopy(model).double()
-    with torch.no_grad():
-        return float(np.abs(exact(torch.from_numpy(batch).double()).numpy() - reference).max())
+def rounding_gap_of(model: torch.nn.Module, batch: np.ndarray, reference: np.ndarray) -> Callable[[], float]:
+    """PyTorch's own float32-vs-float64 gap on ``batch`` (graph.compare.rounding_gap), computed once, when first
+    needed (every check of one export shares it)."""
+    return functools.cache(lambda: rounding_gap(reference, float64_logits(model, batch)))
 
 
-def rounding_limit(model: torch.nn.Module, batch: np.ndarray, reference: np.ndarray) -> Callable[[], float]:
-    """The FP32 limit past 1e-4, computed once and only when needed: twice PyTorch's own gap to float64."""
-    return functools.cache(lambda: max(FP32_ATOL, 2 * float64_gap(model, batch, reference)))
-
-
-def judge_fp32(out: np.ndarray, reference: np.ndarray, step: str, limit_past_atol: Callable[[], float],
+def judge_fp32(out: np.ndarray, reference: np.ndarray, step: str, gap: Callable[[], float],
                what: str = "ONNX") -> dict:
-    """Pass at max abs error <= 1e-4; a deeper model whose own float32 rounding exceeds that (ECA-ResNet152
-    at random init: 3e-4 from float64) passes within twice PyTorch's own gap to float64."""
+    """Pass at FP32's own rounding error: the check parity and the pipeline apply to an FP32 candidate
+    (graph.compare.rounding_check), with PyTorch's float64 run on the same batch as the measure."""
+    check = rounding_check(PRECISIONS["fp32"].tolerance, reference, out, gap())
+    if not check["value"] <= check["limit"]:  # also catches NaN
+        raise ExportError(f"{step}: {what} output differs from PyTorch by {check['value']:.3g} of its logit scale "
+                          f"(limit {check['limit']:.3g}: {check['limit_from']}); the graph is not faithful")
     cmp = compare_outputs(reference, out)
-    limit = FP32_ATOL
-    if not cmp.max_abs <= limit:  # also catches NaN
-        limit = limit_past_atol()
-        if not cmp.max_abs <= limit:
-            raise ExportError(f"{step}: {what} output differs from PyTorch by {cmp.max_abs:.3g} "
-                              f"(limit {limit:.3g}); the graph is not faithful")
-    return {"max_abs": cmp.max_abs, "limit": limit, "cosine": cmp.cosine,
-            "top1_agreement": cmp.top1_agreement, "batch": int(out.shape[0])}
+    return {"max_abs": cmp.max_abs, "error": check["value"], "limit": check["limit"],
+            "limit_from": check["limit_from"], "cosine": cmp.cosine, "top1_agreement": cmp.top1_agreement,
+            "batch": int(out.shape[0])}
 
 
 def verify_fp32(onnx_model: onnx.ModelProto, reference: np.ndarray, batch: np.ndarray, step: str,
-                limit_past_atol: Callable[[], float]) -> dict:
-    return judge_fp32(run_once(onnx_model, batch), reference, step, limit_past_atol)
+                gap: Callable[[], float]) -> dict:
+    return judge_fp32(run_once(onnx_model, batch), reference, step, gap)
 
 
 def check_opset(opset: int) -> int:
@@ -202,9 +194,9 @@ def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings:
 
     batch = verification_batch(cfg.batch, cfg.imgsz, cfg.seed, loaded.data_config)
     reference = torch_logits(loaded.model, batch)
-    limit_past_atol = rounding_limit(loaded.model, batch, reference)
+    gap = rounding_gap_of(loaded.model, batch, reference)
     t = time.perf_counter()
-    parity = {"export": verify_fp32(graph, reference, batch, "after export", limit_past_atol)}
+    parity = {"export": verify_fp32(graph, reference, batch, "after export", gap)}
     timings["verify_export"] = time.perf_counter() - t
 
     if cfg.simplify:
@@ -212,7 +204,7 @@ def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings:
         graph = simplify(graph)
         timings["simplify"] = time.perf_counter() - t
         t = time.perf_counter()
-        parity["simplify"] = verify_fp32(graph, reference, batch, "after onnxsim", limit_past_atol)
+        parity["simplify"] = verify_fp32(graph, reference, batch, "after onnxsim", gap)
         timings["verify_simplify"] = time.perf_counter() - t
 
     summary = summarize(graph)

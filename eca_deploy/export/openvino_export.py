@@ -20,7 +20,7 @@ from ..errors import ExportError
 from ..graph.compare import compare_outputs
 from ..graph.openvino_session import import_openvino, ov_message, run_once
 from ..models import LoadedModel, load_model
-from .onnx_export import (ExportConfig, ExportResult, export_model, judge_fp32, rounding_limit, torch_logits,
+from .onnx_export import (ExportConfig, ExportResult, export_model, judge_fp32, rounding_gap_of, torch_logits,
                           verification_batch)
 
 # FP16 weights, FP32 arithmetic: the same bar as quantize's FP16 check (worst-sample cosine to FP32).
@@ -45,7 +45,7 @@ def verify_ir(xml: Path, loaded: LoadedModel, cfg: ExportConfig, fp16_weights: b
     reference = torch_logits(loaded.model, batch)
     out = run_once(xml, batch, "fp32")
     if not fp16_weights:
-        return judge_fp32(out, reference, "OpenVINO IR", rounding_limit(loaded.model, batch, reference),
+        return judge_fp32(out, reference, "OpenVINO IR", rounding_gap_of(loaded.model, batch, reference),
                           "OpenVINO IR")
     cmp = compare_outputs(reference, out)
     if not cmp.min_cosine >= FP16_WEIGHTS_MIN_COSINE:  # also catches NaN

@@ -1,17 +1,20 @@
 """Comparators: numbers that say how close a candidate's logits are to a reference's, and the verdict.
 
 Kept apart from the runners that produce the logits (Polygraphy's split). The tolerances and ``judge``
-live here, below both the precision stage and the parity harness, so "FP16 is faithful" means the same
-thing when quantize decides whether to write an FP16 model and when parity checks it.
+live here, below export, the precision stage and the parity harness, so one definition decides: FP32
+at its own rounding error (export's checks, parity, the pipeline), FP16 when quantize decides whether
+to write an FP16 model and when parity checks it, INT8 by flipped answers in quantize's verdict and
+in parity's.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..precisions import PRECISIONS, TF32_TOLERANCE, Tolerance
+from ..precisions import FP32_FIXED, PRECISIONS, ROUNDING_FLOOR, ROUNDING_SAMPLES, TF32_TOLERANCE, Tolerance
 
 
 @dataclass(frozen=True)
@@ -90,17 +93,54 @@ def check_elements(reference: np.ndarray, candidate: np.ndarray, atol: float, rt
                         elements=int(diff.size), required_rtol=required, max_scale=float(scale.max(initial=1.0)))
 
 
+def rounding_gap(float32: np.ndarray, float64: np.ndarray) -> float:
+    """A model's own FP32 error on some inputs: the largest |float32 - float64| logit, each sample's in units
+    of its logit scale."""
+    exact = np.asarray(float64, dtype=np.float64).reshape(len(float64), -1)
+    diff = np.abs(np.asarray(float32, dtype=np.float64).reshape(exact.shape) - exact)
+    return float(np.max(diff.max(axis=1, initial=0.0) / logit_scale(exact), initial=0.0))
+
+
+def scaled_error(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """The candidate's largest |error|, each sample's in units of its reference logit scale (NaN: infinity)."""
+    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    diff, _ = _abs_rel(ref, np.asarray(candidate, dtype=np.float64).reshape(ref.shape))
+    worst = np.where(np.isnan(diff), np.inf, diff).max(axis=1, initial=0.0) / logit_scale(ref)
+    return float(worst.max(initial=0.0))
+
+
+def rounding_limit(gap: float, margin: float) -> float:
+    """FP32's limit in units of the logit scale: ``margin`` x its own gap to float64, at least the floor."""
+    return max(margin * gap, ROUNDING_FLOOR)
+
+
+def rounding_check(tol: Tolerance, reference: np.ndarray, candidate: np.ndarray, gap: float) -> dict:
+    """The FP32 check, with where its limit came from (export, parity and the pipeline all judge FP32 here)."""
+    return {"check": "max error / logit scale", "value": scaled_error(reference, candidate),
+            "limit": rounding_limit(gap, tol.rounding),
+            "limit_from": f"{tol.rounding:g} x the reference's float32-vs-float64 gap ({gap:.3g} of its logit "
+                          f"scale on {ROUNDING_SAMPLES} of the same inputs), at least {ROUNDING_FLOOR:g}",
+            "gap": gap, "margin": tol.rounding, "floor": ROUNDING_FLOOR}
+
+
 def tolerance_for(precision: str, overrides: dict[str, dict[str, float | None]] | None = None,
-                  fp32_math: str = "fp32") -> Tolerance:
+                  fp32_math: str = "fp32", rounding_known: bool = True) -> Tolerance:
     """The default for ``precision`` (TF32's where the backend runs FP32 in TF32) with overrides applied:
-    {'atol': {'*': 1e-3, 'fp16': None}, ...}; overrides are keyed by the artifact's precision."""
+    {'atol': {'*': 1e-3, 'fp16': None}, ...}; overrides are keyed by the artifact's precision.
+
+    FP32 is judged at its own rounding error where the reference can tell it (``rounding_known``: a PyTorch
+    reference runs in float64 too), else, or where the user sets --atol/--rtol for it, by the fixed element
+    check FP32_FIXED with the user's values."""
     tf32 = precision == "fp32" and fp32_math == "tf32"
     tol = TF32_TOLERANCE if tf32 else PRECISIONS[precision].tolerance
+    given = {}
     for name, per_precision in (overrides or {}).items():
         for key in ("*", precision):  # a precision-specific value wins over one for all
             if key in per_precision:
-                tol = replace(tol, **{name: per_precision[key]})
-    return tol
+                given[name] = per_precision[key]
+    if tol.rounding is not None and (not rounding_known or "atol" in given or "rtol" in given):
+        tol = FP32_FIXED
+    return replace(tol, **given)
 
 
 def given_overrides(overrides: dict[str, dict[str, float | None]], precision: str,
@@ -117,7 +157,8 @@ def given_overrides(overrides: dict[str, dict[str, float | None]], precision: st
 @dataclass
 class Verdict:
     passed: bool
-    checks: list[dict] = field(default_factory=list)  # {"check", "value", "limit", "passed"}
+    checks: list[dict] = field(default_factory=list)  # {"check", "value", "limit", "passed", ...}
+    notes: list[str] = field(default_factory=list)  # what the data cannot resolve (a budget finer than 1/N)
 
     @property
     def failures(self) -> list[str]:
@@ -130,27 +171,80 @@ def figure(value: float) -> str:
     return f"{int(value)}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:.4g}"
 
 
-def judge(tol: Tolerance, candidate: np.ndarray, reference: np.ndarray, reference_top1: float | None,
-          candidate_top1: float | None) -> tuple[Verdict, dict | None]:
-    """Apply ``tol``; returns the verdict and the element check (None when atol/rtol are off)."""
+def allowed_flips(fraction: float, images: int) -> int:
+    """How many of ``images`` may flip within ``fraction`` of them (the budget moves in steps of 1/N)."""
+    return math.floor(fraction * images + 1e-9)
+
+
+def resolution_notes(tol: Tolerance, images: int, labeled: bool) -> list[str]:
+    """Where an INT8 budget is finer than ``images`` can resolve: it then allows no flip at all."""
+    notes = []
+    step = 100.0 / max(images, 1)
+    if tol.min_agreement is not None and tol.min_agreement < 1 and not allowed_flips(1 - tol.min_agreement, images):
+        notes.append(f"on {images} images top-1 agreement moves in steps of {step:.3g}%: min agreement "
+                     f"{tol.min_agreement:g} allows no flip (every image must match); it takes "
+                     f"{math.ceil(1 / (1 - tol.min_agreement))} images to allow one")
+    if labeled and tol.max_top1_drop and not allowed_flips(tol.max_top1_drop / 100, images):
+        notes.append(f"on {images} images the top-1 drop moves in steps of {step:.3g} points: "
+                     f"{tol.max_top1_drop:g} points allows no right-to-wrong flip; it takes "
+                     f"{math.ceil(100 / tol.max_top1_drop)} images to allow one")
+    return notes
+
+
+def count_flips(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None) -> dict:
+    """Images whose top-1 answer changed; with labels also those right in the reference and wrong in the
+    candidate (right_to_wrong) and the reverse (wrong_to_right). None where there are no labels."""
+    ref_top1, cand_top1 = np.argmax(reference, 1), np.argmax(candidate, 1)
+    counts = {"images": int(len(ref_top1)), "flips": int(np.count_nonzero(ref_top1 != cand_top1)),
+              "right_to_wrong": None, "wrong_to_right": None}
+    if labels is not None:
+        right = ref_top1 == np.asarray(labels).reshape(-1)
+        counts["right_to_wrong"] = int(np.count_nonzero(right & (cand_top1 != ref_top1)))
+        counts["wrong_to_right"] = int(np.count_nonzero(~right & (cand_top1 == np.asarray(labels).reshape(-1))))
+    return counts
+
+
+def flip_checks(tol: Tolerance, candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> list[dict]:
+    """INT8's checks, counted from the images whose top-1 answer changed: agreement with the reference (with
+    or without labels) and, with labels, the top-1 drop from right-to-wrong flips only (wrong-to-right flips
+    cannot cancel them, as they do in a difference of accuracies)."""
+    counts = count_flips(candidate, reference, labels)
+    images = max(counts["images"], 1)
+    checks = []
+    if tol.min_agreement is not None:
+        checks.append({"check": "top-1 agreement", "value": 1.0 - counts["flips"] / images,
+                       "limit": tol.min_agreement, "min": True, **counts,
+                       "allowed_flips": allowed_flips(1 - tol.min_agreement, images)})
+    if tol.max_top1_drop is not None and labels is not None:
+        checks.append({"check": "top-1 drop (right-to-wrong flips, points)",
+                       "value": 100.0 * counts["right_to_wrong"] / images, "limit": tol.max_top1_drop, **counts,
+                       "allowed_flips": allowed_flips(tol.max_top1_drop / 100, images)})
+    return checks
+
+
+def judge(tol: Tolerance, candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None,
+          rounding_gap: float | None = None) -> tuple[Verdict, dict | None]:
+    """Apply ``tol``: the one verdict of parity, the pipeline and quantize's own checks. Returns it and the
+    element check (None when atol/rtol are off). ``rounding_gap`` (rounding_gap()) is needed for FP32's check."""
     checks = [{"check": "non-finite outputs", "value": float(np.count_nonzero(~np.isfinite(candidate))),
                "limit": 0.0}]
     elements = None
+    if tol.rounding is not None:
+        if rounding_gap is None:
+            raise ValueError("FP32 at its rounding error needs the reference's float64 gap (tolerance_for "
+                             "with rounding_known=False gives the fixed check)")
+        checks.append(rounding_check(tol, reference, candidate, rounding_gap))
     if tol.atol is not None and tol.rtol is not None:
         result = check_elements(reference, candidate, tol.atol, tol.rtol)
         elements = result.as_dict()
         checks.append({"check": f"elements over atol {tol.atol:g} x logit scale and rtol {tol.rtol:g}",
                        "value": float(result.mismatched), "limit": 0.0})
-    if tol.max_top1_drop is not None and reference_top1 is not None and candidate_top1 is not None:
-        checks.append({"check": "top-1 drop (points)", "value": 100.0 * (reference_top1 - candidate_top1),
-                       "limit": tol.max_top1_drop})
-    elif tol.min_agreement is not None:
-        agreement = float(np.mean(np.argmax(candidate, 1) == np.argmax(reference, 1)))
-        checks.append({"check": "top-1 agreement", "value": agreement, "limit": tol.min_agreement, "min": True})
+    checks += flip_checks(tol, candidate, reference, labels)
     for check in checks:
         check["passed"] = bool(check["value"] >= check["limit"] if check.pop("min", False)
                                else check["value"] <= check["limit"])
-    return Verdict(all(c["passed"] for c in checks), checks), elements
+    return Verdict(all(c["passed"] for c in checks), checks,
+                   resolution_notes(tol, len(reference), labels is not None)), elements
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:

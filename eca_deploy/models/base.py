@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+import torch
 from torch import nn
 
 from ..data.preprocess import DataConfig
@@ -47,3 +50,11 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def float64_logits(model: nn.Module, batch: np.ndarray) -> np.ndarray:
+    """``model``'s logits computed in float64 on a copy: the exact answer its float32 logits are a rounding of."""
+    exact = copy.deepcopy(model).double()
+    device = next(exact.parameters()).device
+    with torch.no_grad():
+        return exact(torch.from_numpy(np.asarray(batch, dtype=np.float64)).to(device)).cpu().numpy()

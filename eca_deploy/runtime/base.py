@@ -68,6 +68,11 @@ class Backend(ABC):
             return int(self.batch_range[0]), int(self.batch_range[1])
         return 1, None
 
+    def float64_logits(self, batch: np.ndarray) -> np.ndarray | None:
+        """The same model's logits computed in float64, where this backend can (the PyTorch reference): the
+        measure of FP32's own error on these inputs. None elsewhere."""
+        return None
+
     def device_runner(self, batch: np.ndarray) -> DeviceRunner | None:
         """A runner that keeps ``batch`` and the outputs on the device, for device-side timing; None on a CPU."""
         return None

@@ -144,14 +144,14 @@ def _val_logits(digits, path) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["tensorrt", "cpu"])
 def test_auto_is_never_worse_than_the_best_single_method(digits, results, tmp_path, target):
-    """Each method quantized on its own, every model scored afresh on all held-out images by parity's measure."""
-    fp32, labels = _val_logits(digits, digits.onnx)
+    """Each method quantized on its own, every model scored afresh on all held-out images by auto's measure of
+    closeness to FP32: flipped answers, then the worst sample's cosine."""
+    fp32, _ = _val_logits(digits, digits.onnx)
 
     def key(path):
         logits, _ = _val_logits(digits, path)
         comparison = compare_outputs(fp32, logits)
-        drop = 100 * (np.mean(fp32.argmax(1) == labels) - np.mean(logits.argmax(1) == labels))
-        return (drop, -comparison.top1_agreement, -comparison.min_cosine)
+        return (-comparison.top1_agreement, -comparison.min_cosine)
 
     singles = {m: key(quantize(QuantizeConfig(onnx=digits.onnx, calib_data=digits.calib_dir, val_data=digits.val_dir,
                                               check_count=None, calib_method=m, target=target,

@@ -42,11 +42,25 @@ def test_help_explains_every_flag(capsys):
         assert flag in text
 
 
-def test_int8_prints_counts_and_float_nodes(digits, out, capsys):
+def test_int8_prints_counts_and_float_nodes(digits, out, capsys, monkeypatch):
+    from eca_deploy import errors
+
+    monkeypatch.setattr(errors, "_WARNED", set())  # a warning is said once per process: as if this ran first
     code = main(_int8(digits, out, "--calib-data", str(digits.calib_dir), "--calib-count", "40",
                       "--check-count", "8", "--no-calib-cache"))
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert code == 0
+    assert "parity's verdict on 8 images of " in text and ": pass: top-1 agreement" in text
+    # the default target writes FP16 glue: said to be for TensorRT, with what to use for onnxruntime
+    assert "note: this file is for TensorRT" in text and "--target cpu or --high-precision fp32" in text
+    # 8 images cannot resolve the 0.97 agreement default: said before the work, with what it takes
+    assert ("warning: on 8 images top-1 agreement moves in steps of 12.5%: min agreement 0.97 allows no flip "
+            "(every image must match); it takes 34 images to allow one") in captured.err
+    notes = read_manifest(out / "model.int8.onnx")["verdict"]["notes"]
+    assert notes[0].startswith("on 8 images top-1 agreement moves in steps of 12.5%") and notes[1] == (
+        "on 8 images the top-1 drop moves in steps of 12.5 points: 1 points allows no right-to-wrong flip; it takes "
+        "100 images to allow one") and len(notes) == 2
     assert "Q/DQ: 21 activation pairs, 21 per-channel weight DQ, bias in float" in text
     assert "left in float:" in text and "8 Sigmoid" in text and "/layer1/layer1.0/eca/conv/Conv" in text
     assert sorted(p.name for p in out.iterdir()) == ["model.int8.onnx", "model.int8.onnx.json"]
@@ -210,9 +224,11 @@ def test_int8_checks_on_images_it_did_not_calibrate_on_and_says_which(random_r50
     onnx_path, _ = random_r50
     base = ["quantize", "--onnx", str(onnx_path), "--calib-data", str(photos), "--no-calib-cache",
             "--target", "cpu", "--calib-method", "minmax"]
+    base += ["--min-agreement", "int8=off", "--max-top1-drop", "int8=off"]  # random weights: where, not how well
     assert main([*base, "--calib-count", "5", "--output", str(tmp_path / "a.onnx")]) == 0
     out = capsys.readouterr().out
     assert "3 images of" in out and "not used for calibration" in out
+    assert "this file is for TensorRT" not in out  # the cpu target runs in onnxruntime
     evaluation = read_manifest(tmp_path / "a.onnx")["evaluation"]
     assert evaluation["held_out"] is True and evaluation["images"] == 3
     assert main([*base, "--calib-count", "all", "--output", str(tmp_path / "b.onnx")]) == 0
@@ -232,7 +248,8 @@ def test_inspect_reads_through_qdq_and_judges_each_layout(random_r50, photos, tm
     for layout, path in files.items():
         precision = "fp16" if layout == "fp16" else "int8"
         target = ["--target", layout.split()[1], "--calib-data", str(photos), "--calib-count", "4",
-                  "--calib-method", "minmax", "--no-calib-cache"] if precision == "int8" else []
+                  "--calib-method", "minmax", "--no-calib-cache", "--min-agreement", "int8=off",
+                  "--max-top1-drop", "int8=off"] if precision == "int8" else []
         assert main(["quantize", "--onnx", str(onnx_path), "--precision", precision, *target,
                      "--output", str(path)]) == 0
     capsys.readouterr()

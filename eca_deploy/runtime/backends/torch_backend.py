@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ...errors import missing_dependency
-from ...models import LoadedModel, load_model
+from ...models import LoadedModel, float64_logits, load_model
 from ..base import Backend, InputSpec
+
+
+@contextlib.contextmanager
+def full_fp32(torch):
+    """FP32 convolutions and matmuls in FP32, not TF32 (torch's default for cuDNN convolutions on Ampere and
+    newer): the reference's own error is what FP32 candidates are judged by. The flags are process-wide, so
+    they are restored after each call."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 class TorchBackend(Backend):
@@ -37,9 +52,12 @@ class TorchBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
-        with torch.inference_mode():
+        with torch.inference_mode(), full_fp32(torch):
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
             return self.model(x).float().cpu().numpy()
+
+    def float64_logits(self, batch: np.ndarray) -> np.ndarray:
+        return float64_logits(self.model, batch)
 
     def device_runner(self, batch: np.ndarray):
         """(run, clock): run() does one inference on a GPU-resident batch and returns its CUDA-event time in ms.

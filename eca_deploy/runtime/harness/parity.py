@@ -1,9 +1,11 @@
 """Accuracy parity: the same inputs through a reference and candidates, then a verdict per candidate.
 
-Tolerances depend on the candidate's precision. FP32 and FP16 are judged element by element the
-way Polygraphy does (an element fails only when it is over BOTH atol and rtol); INT8 changes
-logits too much for that, so it is judged by its top-1 accuracy drop where labels exist, else by
-top-1 agreement with the reference.
+Tolerances depend on the candidate's precision (graph/compare.py holds the one definition). FP32 is
+judged at FP32's own error: the PyTorch reference's float32-vs-float64 gap on a few of the same inputs,
+with a margin and a floor. FP16 is judged element by element the way Polygraphy does (an element fails
+only when it is over BOTH atol and rtol); INT8 changes logits too much for that, so it is judged by the
+answers that flip: top-1 agreement with the reference, and where labels exist the top-1 drop counted
+from right-to-wrong flips.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import numpy as np
 from ...artifacts import atomic_write, sha256_file, short_identity, weights_identity
 from ...data.sources import label_problem, load_dataset
 from ...errors import DataError, EcaDeployError, ParityError, first_line, warn
-from ...graph.compare import Verdict, compare_outputs, judge, tolerance_for, topk_accuracy
-from ...precisions import PRECISIONS, Tolerance
+from ...graph.compare import Verdict, compare_outputs, judge, rounding_gap, tolerance_for, topk_accuracy
+from ...precisions import FP32_FIXED, PRECISIONS, ROUNDING_MARGIN, ROUNDING_SAMPLES, Tolerance
 from ...progress import progress
 from ..backends.registry import ARTIFACT_KINDS, Artifact, open_backend, parse_spec
 from ..base import Backend
@@ -130,7 +132,16 @@ class CandidateResult:
         return ReportRow.of(self.artifact, self.precision, self.backend, "pass" if self.verdict.passed else "fail",
                             "; ".join(self.verdict.failures), precision_source=self.precision_source,
                             parity={**self.metrics, "tolerance": asdict(self.tolerance),
-                                    "checks": self.verdict.checks})
+                                    "checks": self.verdict.checks, "notes": self.verdict.notes})
+
+
+def measure_rounding_gap(backend: Backend, data) -> float | None:
+    """FP32's own error on the first few of these inputs (graph.compare.rounding_gap), where the backend can
+    also run them in float64 (the PyTorch reference); None where it cannot."""
+    for images, _ in data.batches(ROUNDING_SAMPLES):
+        exact = backend.float64_logits(images)
+        return None if exact is None else rounding_gap(backend.infer(images), exact)
+    return None
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> dict:
@@ -156,16 +167,18 @@ class ReferenceRun:
     batch: int = 16
     overrides: dict = field(default_factory=dict)  # {"atol": {"*": 1e-3}, "max_top1_drop": {"int8": 2.0}}
     weights: str | None = None  # which weights the reference is (weights_identity); None: not known
+    rounding_gap: float | None = None  # the reference's own FP32 error (None: it cannot run in float64)
 
     @classmethod
     def measure(cls, artifact: Artifact, backend: Backend, data, source: str | None, batch: int = 16,
                 use_labels: bool = True, overrides: dict | None = None) -> "ReferenceRun":
+        gap = measure_rounding_gap(backend, data)  # first: the full pass below records the skipped files
         logits, labels = collect_logits(backend, data, batch, f"reference {backend.name}")
         labels = labels if use_labels else None
         check_labels(labels, data, logits.shape[1], source or "synthetic")
         metrics = {**accuracy(logits, labels), "samples": int(len(logits))}
         return cls(artifact, backend.name, logits, labels, metrics, data_record(data, source, len(logits), use_labels),
-                   batch, dict(overrides or {}), weights_of(artifact))
+                   batch, dict(overrides or {}), weights=weights_of(artifact), rounding_gap=gap)
 
     def judge(self, artifact: Artifact, backend: Backend, data, precision: str | None = None) -> CandidateResult:
         """Run ``data`` through the candidate and apply the tolerances of its precision."""
@@ -178,9 +191,10 @@ class ReferenceRun:
             raise DataError(f"{artifact.label} outputs {logits.shape[1]} classes, the reference "
                             f"{self.logits.shape[1]}: they are not the same model")
         prec, prec_source = artifact.precision(precision)
-        tol = tolerance_for(prec, self.overrides, fp32_math=backend.fp32_math)
+        tol = tolerance_for(prec, self.overrides, fp32_math=backend.fp32_math,
+                            rounding_known=self.rounding_gap is not None)
         acc = accuracy(logits, self.labels)
-        verdict, elements = judge(tol, logits, self.logits, self.metrics["top1"], acc["top1"])
+        verdict, elements = judge(tol, logits, self.logits, self.labels, self.rounding_gap)
         metrics = {**acc, **compare_outputs(self.logits, logits).as_dict(), "elements": elements}
         return CandidateResult(artifact, backend.name, prec, prec_source, tol, verdict, metrics)
 
@@ -196,7 +210,8 @@ class ReferenceRun:
                 "backend": self.backend, "precision": artifact.precision()[0], "model": artifact.model,
                 "weights_sha256": sha256_file(artifact.weights) if artifact.weights else None, "weights": self.weights,
                 "model_sha256": sha256_file(artifact.path) if artifact.path else None,
-                "data": self.data, "imgsz": imgsz, "count": count, "seed": seed, "metrics": self.metrics}
+                "data": self.data, "imgsz": imgsz, "count": count, "seed": seed, "metrics": self.metrics,
+                "rounding_gap": self.rounding_gap}
         labels = self.labels if self.labels is not None else np.zeros(0, np.int64)
 
         def write(tmp: Path) -> None:
@@ -227,7 +242,7 @@ class ReferenceRun:
         weights = meta.get("weights") or weights_identity({"weights_sha256": meta.get("weights_sha256")})
         return cls(artifact, meta["backend"], logits, labels, metrics,
                    {**data_record(data, source, len(logits), use_labels), "saved_reference": name},
-                   batch, dict(overrides or {}), weights)
+                   batch, dict(overrides or {}), weights=weights, rounding_gap=meta.get("rounding_gap"))
 
 
 @dataclass
@@ -284,6 +299,8 @@ _META_FIELDS = {
     "seed": (int, None), "data": (dict, None),
 }
 _DATA_FIELDS = {"hash": (str, None), "samples": (int, lambda v: 0 < v)}
+# FP32's limit from a saved gap is never looser than the fixed check used where no gap is known
+_GAP_FIELD = {"rounding_gap": (float, lambda v: 0 <= v <= FP32_FIXED.atol / ROUNDING_MARGIN)}
 
 
 def _not_saved(path: Path, why: str) -> DataError:
@@ -339,6 +356,8 @@ def read_saved_meta(path: str | Path) -> dict:
         raise _not_saved(path, f"format is not {SAVED_REFERENCE_FORMAT}")
     _check_fields(meta, _META_FIELDS, "", path)
     _check_fields(meta["data"], _DATA_FIELDS, "data.", path)
+    if meta.get("rounding_gap") is not None:  # it sets FP32's limit: a file must not loosen the verdict
+        _check_fields(meta, _GAP_FIELD, "", path)
     return meta
 
 

@@ -104,7 +104,9 @@ def test_parity_passes_on_openvino_artifacts(digits, irs, tmp_path, capsys):
         (f"openvino:{digits.onnx.name}", "ONNX", "fp32", "openvino-cpu", "pass")]
     for row in rows:
         assert row["parity"]["top1"] == pytest.approx(ref["parity"]["top1"], abs=0.01)
-    assert rows[0]["parity"]["elements"]["mismatched"] == 0 and rows[0]["parity"]["max_abs"] < 1e-3
+    # OpenVINO's FP32 within FP32's own error (the PyTorch reference's float32-vs-float64 gap, with margin)
+    rounding = next(c for c in rows[0]["parity"]["checks"] if c["check"] == "max error / logit scale")
+    assert rounding["passed"] and rounding["limit"] < 1e-4 and rows[0]["parity"]["max_abs"] < 1e-3
 
 
 def test_bench_takes_ir_and_onnx_with_either_hint(digits, irs, tmp_path, capsys):

@@ -58,11 +58,15 @@ def test_fp32_export_passes_with_accuracy_on_labeled_images(digits, tmp_path, ca
     assert ref["parity"]["samples"] == sum(1 for _ in digits.val_dir.rglob("*.png"))
     assert cand["parity"]["top1"] == pytest.approx(ref["parity"]["top1"], abs=2e-3)
     assert cand["parity"]["top1_agreement"] >= 0.998
-    assert cand["precision"] == "fp32" and cand["parity"]["elements"]["mismatched"] == 0
+    rounding = next(c for c in cand["parity"]["checks"] if c["check"] == "max error / logit scale")
+    assert cand["precision"] == "fp32" and rounding["passed"] and 0 < rounding["gap"] < 1e-5
+    assert rounding["value"] <= rounding["limit"] < 1e-4 and "float32-vs-float64 gap" in rounding["limit_from"]
     assert report["data"]["labeled"] and report["data"]["num_classes"] == digits.num_classes
     assert report["devices"][0]["versions"]["onnxruntime"] and report["devices"][0]["threads"]["torch"] == 1
     assert torch.get_num_threads() == threads_before  # the reference gave the process its threads back
     assert "| pass |" in stdout and "the candidate passed" in stdout
+    assert f"{digits.onnx.name}: FP32 max error / logit scale " in stdout  # the limit and where it came from
+    assert "= 4 x the reference's float32-vs-float64 gap (" in stdout
 
 
 def test_a_different_model_fails_with_exit_1_and_still_writes_the_result(digits, other_model, tmp_path, capsys):
@@ -73,7 +77,8 @@ def test_a_different_model_fails_with_exit_1_and_still_writes_the_result(digits,
     assert "1 of 2 candidates failed parity" in one_line_error(err)
     rows = json.loads(out.read_text())["rows"]
     assert [r["status"] for r in rows] == ["reference", "pass", "fail"]
-    assert rows[2]["parity"]["elements"]["mismatched"] > 0  # synthetic inputs: judged element by element
+    failed = [c for c in rows[2]["parity"]["checks"] if not c["passed"]]
+    assert [c["check"] for c in failed] == ["max error / logit scale"]
 
 
 def test_tolerance_flags_change_the_verdict(digits, tmp_path, capsys):

@@ -182,3 +182,15 @@ def test_other_synthetic_data_names_what_differs(tmp_path, capsys, candidate):
     ref = _npz(tmp_path / "ref.npz", _meta())
     code, _, err = _parity(capsys, ref, candidate, "--seed", "3")
     _one_line(code, err, "data hash synthetic-normal-seed3-n8-16px vs synthetic-normal-seed0-n8-16px")
+
+
+@pytest.mark.parametrize("gap", [1.0, -1e-6, "1e-6", 1e300])
+def test_a_saved_rounding_gap_cannot_loosen_the_fp32_verdict(tmp_path, capsys, candidate, gap):
+    """The saved gap sets FP32's limit: a file claiming a huge (or nonsense) one is refused, never obeyed."""
+    code, _, err = _parity(capsys, _npz(tmp_path / "ref.npz", _meta(rounding_gap=gap)), candidate)
+    _one_line(code, err, 'meta "rounding_gap"')
+
+
+def test_a_saved_rounding_gap_within_fp32s_range_is_used(tmp_path, capsys, candidate):
+    code, _, err = _parity(capsys, _npz(tmp_path / "ref.npz", _meta(rounding_gap=1e-6)), candidate)
+    assert code in (0, 1), err
