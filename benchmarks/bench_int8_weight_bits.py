@@ -1,6 +1,7 @@
 """What 7-bit INT8 weights cost against 8-bit ones on the cpu target, by the math and on this CPU.
 
-    python benchmarks/bench_int8_weight_bits.py   # prints a table, writes benchmarks/results/int8_weight_bits-<host>.json
+    python benchmarks/bench_int8_weight_bits.py   # prints a table, writes runs/benchmarks/int8_weight_bits.json
+    (--update-results writes benchmarks/results/int8_weight_bits.json, the committed figures)
 
 x86 CPUs without VNNI add onnxruntime's (and OpenVINO's) u8 x s8 products pairwise in int16 and saturate
 8-bit weights; 7-bit ones ([-63, 63]) cannot saturate (2 x 255 x 64 < 32767), so `quantize --target cpu`
@@ -27,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from interleave import interleaved_sessions
+from output import add_output_args, out_path
 
-ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 32)
 
 
@@ -57,13 +58,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10, help="interleaved latency rounds per batch size")
     parser.add_argument("--iters", type=int, default=10, help="timed runs per model per round")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
-    parser.add_argument("--out", default=None,
-                        help="result JSON (default: benchmarks/results/int8_weight_bits-<host>.json; an existing "
-                             "file is never overwritten: give another name)")
+    add_output_args(parser, "int8_weight_bits.json")
     args = parser.parse_args()
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"int8_weight_bits-{platform.node() or 'host'}.json")
-    if out.exists():
-        parser.error(f"{out} exists (a committed result?); pass --out NEW.json")
+    out = out_path(args, "int8_weight_bits.json")
 
     import onnx
     import onnxruntime
