@@ -104,30 +104,12 @@ def test_calib_data_that_is_a_device_or_fifo_is_one_line(tmp_path, special):
         load_dataset(source, IMGSZ)
 
 
-def test_a_13000_pixel_image_is_decoded_small_and_quietly(tmp_path):
-    """main decoded it in full twice (peak 1001 MiB) with a DecompressionBombWarning on stderr."""
-    huge_flat_jpeg(tmp_path / "data" / "huge.jpg")
-    image(tmp_path / "data" / "small.png")
+def _load_in_a_child(folder: Path) -> tuple[str, list, int]:
+    """(first batch's shape, skipped files, peak MiB) of load_dataset(folder) in a fresh process, whose peak
+    memory is the decode's alone; its stderr must be empty (no warning on the user's screen)."""
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         from eca_deploy.data.sources import load_dataset
-        data = load_dataset({str(tmp_path / 'data')!r}, 224)
-        batches = [x for x, _ in data.batches(4)]
-        peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))  # this process only
-        print(batches[0].shape, len(data.skipped), int(peak.split()[1]) // 1024)
-    """)], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
-    assert done.returncode == 0 and done.stderr == ""  # no warning on the user's screen
-    shape, skipped, peak_mib = done.stdout.rsplit(" ", 2)
-    assert shape == "(2, 3, 224, 224)" and skipped == "0"
-    assert int(peak_mib) < 300  # full decode: 169 MB grey + 507 MB as RGB; draft at 1/8: under 3 MB
-
-
-def test_a_13000_pixel_png_is_refused_before_it_is_decoded_and_named(tmp_path):
-    """main decoded it in full (1186 MiB peak, 546 MiB without it): Pillow has no reduced decode for PNG."""
-    huge_flat_png(tmp_path / "data" / "huge.png")
-    image(tmp_path / "data" / "small.png")
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
-        from eca_deploy.data.sources import load_dataset
-        data = load_dataset({str(tmp_path / 'data')!r}, 224)
+        data = load_dataset({str(folder)!r}, 224)
         batches = [x for x, _ in data.batches(4)]
         peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))  # this process only
         print(batches[0].shape, int(peak.split()[1]) // 1024)
@@ -136,9 +118,26 @@ def test_a_13000_pixel_png_is_refused_before_it_is_decoded_and_named(tmp_path):
     assert done.returncode == 0 and done.stderr == ""
     first, skipped = done.stdout.splitlines()
     shape, peak_mib = first.rsplit(" ", 1)
+    return shape, skipped, int(peak_mib)
+
+
+def test_a_13000_pixel_image_is_decoded_small_and_quietly(tmp_path):
+    """main decoded it in full twice (peak 1001 MiB) with a DecompressionBombWarning on stderr."""
+    huge_flat_jpeg(tmp_path / "data" / "huge.jpg")
+    image(tmp_path / "data" / "small.png")
+    shape, skipped, peak_mib = _load_in_a_child(tmp_path / "data")
+    assert shape == "(2, 3, 224, 224)" and skipped == "[]"
+    assert peak_mib < 300  # full decode: 169 MB grey + 507 MB as RGB; draft at 1/8: under 3 MB
+
+
+def test_a_13000_pixel_png_is_refused_before_it_is_decoded_and_named(tmp_path):
+    """main decoded it in full (1186 MiB peak, 546 MiB without it): Pillow has no reduced decode for PNG."""
+    huge_flat_png(tmp_path / "data" / "huge.png")
+    image(tmp_path / "data" / "small.png")
+    shape, skipped, peak_mib = _load_in_a_child(tmp_path / "data")
     assert shape == "(1, 3, 224, 224)" and "huge.png" in skipped
     assert "13000x13000 PNG is too large to decode (169 MP, limit 67 MP for formats other than JPEG)" in skipped
-    assert int(peak_mib) < 400  # the interpreter with numpy and Pillow: ~100 MiB; main: 1186
+    assert peak_mib < 400  # the interpreter with numpy and Pillow: ~100 MiB; main: 1186
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".png"])
