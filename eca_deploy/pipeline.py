@@ -269,7 +269,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     if cfg.quantize.calib_data:
         calib = load_dataset(cfg.quantize.calib_data, imgsz=imgsz, count=cfg.quantize.calib_count,
                              seed=cfg.quantize.seed)
-        budget = Budget(**_int8_budget(cfg))
+        budget = Budget.of(cfg.parity.overrides, **_int8_budget(cfg))
         if "int8" in cfg.precisions and budget.given:
             budget.check(calib.labels is not None)  # --max-top1-drop on unlabeled calibration images: before work
     provider = resolve_provider(parity.provider)
