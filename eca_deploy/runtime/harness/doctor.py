@@ -251,7 +251,8 @@ def smoke_test(folder: Path, device: int = 0) -> Check:
                                          opt_level=opt_level, device=device))
         with TensorRTBackend(built.engine_path, device=device) as backend:
             logits = backend.infer(images)
-            tol = tolerance_for(precision, fp32_math=backend.fp32_math)
+            # against onnxruntime, which has no float64 run: FP32's fixed check
+            tol = tolerance_for(precision, fp32_math=backend.fp32_math, rounding_known=False)
         check = check_elements(reference, logits, tol.atol, tol.rtol)
         results.append((precision, float(np.abs(logits - reference).max()), check.passed))
     seconds = time.perf_counter() - start
