@@ -110,7 +110,7 @@ def test_bidi_and_format_characters_in_names_become_spaces_in_report_md(tmp_path
     """main wrote U+202E (right-to-left override) and the other bidirectional controls into report.md as they
     were: `evil\u202egnp.onnx` showed as "evilxnno.png"."""
     rows = [parity_row(f"evil{c}gnp.onnx", "fp32", "pass", 1.0, 0.9) for c in HIDDEN]
-    report = new_report("parity", device(tmp_path, f"CPU\u202eA"), rows, data=f"val\u2067/")
+    report = new_report("parity", device(tmp_path, "CPU\u202eA"), rows, data="val\u2067/")
     text = write_report(report, tmp_path / "out", plots=False)["markdown"].read_text()
     assert not set(HIDDEN) & set(text)
     assert text.count("evil gnp.onnx") == len(HIDDEN)
