@@ -24,7 +24,7 @@ from .export.onnx_export import ExportConfig, export_model, safe_name
 from .export.openvino_export import write_ir
 from .graph.compare import given_overrides
 from .models import k_per_stage, load_model
-from .calibration.evaluate import Budget
+from .calibration.search.evaluate import Budget
 from .calibration.quantize import QuantizeConfig, quantize
 from .runtime.backends.onnxruntime_backend import resolve_provider
 from .graph.openvino_session import import_openvino

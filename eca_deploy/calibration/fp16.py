@@ -18,6 +18,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..graph.graph import opset_of
+from ..graph.qdq import QDQ_OPS
 
 HIGH_PRECISIONS = ("fp16", "fp32")  # the dtype of an INT8 model's non-quantized glue (tensorrt target)
 
@@ -25,7 +26,6 @@ FP16_MAX = float(np.finfo(np.float16).max)
 QDQ_FP16_OPSET = 19  # QuantizeLinear / DequantizeLinear take float16 inputs and scales from opset 19 on
 FP16_TINY = float(np.finfo(np.float16).smallest_subnormal)
 FP16_SMALLEST_NORMAL = float(np.finfo(np.float16).tiny)  # 2**-14: smaller float16 values lose precision
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass

@@ -31,16 +31,16 @@ from ..graph.session import has_fp16_qdq, make_session
 from ..models import photo_like_batch
 from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, Tolerance, variant_suffix
 from ..progress import progress
-from .cache import (cache_key, histogram_key, load_histograms, load_ranges, range_problem, store_histograms,
+from .int8.cache import (cache_key, histogram_key, load_histograms, load_ranges, range_problem, store_histograms,
                     store_ranges)
-from .calibrators import CALIB_METHODS, DEFAULT_PERCENTILE, METHODS, TensorRange
-from .collect import collect_stats
-from .evaluate import Budget, Reference, describe_figures, flip_noise, rank_key, reference_run, run_model, score
-from .fallback import keep_in_float
-from .placement import QDQ_LAYOUTS, TARGETS, QdqPlan, make_plan, name_nodes, qdq_groups
-from .qdq import QdqSummary, insert_qdq, weight_qmax
+from .int8.calibrators import CALIB_METHODS, DEFAULT_PERCENTILE, METHODS, TensorRange
+from .int8.collect import collect_stats
+from .search.evaluate import Budget, Reference, describe_figures, flip_noise, rank_key, reference_run, run_model, score
+from .search.fallback import keep_in_float
+from .qdq.placement import QDQ_LAYOUTS, TARGETS, QdqPlan, make_plan, name_nodes, qdq_groups
+from .qdq.rewrite import QdqSummary, insert_qdq, weight_qmax
 from .fp16 import HIGH_PRECISIONS, convert_to_fp16, qdq_glue_to_fp16
-from .sensitivity import MEASURE, measure_sensitivity, write_plot
+from .search.sensitivity import MEASURE, measure_sensitivity, write_plot
 
 LOW_PRECISION_TYPES = {TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16", TensorProto.INT8: "INT8",
                        TensorProto.UINT8: "UINT8"}

@@ -238,7 +238,7 @@ class QdqArgs(Group):
     """--high-precision, --qdq-layout, --cpu-vnni -> high_precision, qdq_layout, cpu_vnni (INT8 layout per target)."""
 
     def add(self, parser):
-        from ..calibration.placement import QDQ_LAYOUTS
+        from ..calibration.qdq.placement import QDQ_LAYOUTS
         from ..calibration.fp16 import HIGH_PRECISIONS
 
         parser.add_argument("--high-precision", choices=HIGH_PRECISIONS, default=None,

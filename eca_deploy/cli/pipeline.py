@@ -21,7 +21,7 @@ BENCH = (shared.TimingArgs(sizes="1,8"), RUNTIME, SEED)
 
 
 def calibration() -> shared.CalibrationArgs:
-    from ..calibration.calibrators import CALIB_METHODS
+    from ..calibration.int8.calibrators import CALIB_METHODS
 
     return shared.CalibrationArgs(
         CALIB_METHODS, method=CALIB_METHODS[0], count=None,

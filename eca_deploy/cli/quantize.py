@@ -14,7 +14,7 @@ HELP = ("write an FP16 ONNX (FP32 inputs/outputs) or an INT8 ONNX with explicit 
 
 
 def groups() -> tuple[shared.Group, ...]:
-    from ..calibration.calibrators import CALIB_METHODS
+    from ..calibration.int8.calibrators import CALIB_METHODS
 
     return (
         shared.CalibrationArgs(
@@ -40,8 +40,8 @@ def groups() -> tuple[shared.Group, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..calibration.calibrators import DEFAULT_PERCENTILE
-    from ..calibration.placement import TARGETS
+    from ..calibration.int8.calibrators import DEFAULT_PERCENTILE
+    from ..calibration.qdq.placement import TARGETS
     from ..precisions import LOW_PRECISIONS
 
     parser.add_argument("--onnx", required=True, help="the FP32 model from `eca-deploy export`")

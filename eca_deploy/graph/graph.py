@@ -23,12 +23,12 @@ import onnx
 from ..artifacts import manifest_path, require_file
 from ..errors import OnnxFileError, first_line
 from ..precisions import graph_layout
+from .qdq import QDQ_OPS
 
 POOL_OPS = {"GlobalAveragePool", "ReduceMean"}
 RESHAPE_IN_OPS = {"Reshape", "Squeeze", "Flatten"}
 RESHAPE_OUT_OPS = {"Reshape", "Unsqueeze"}
-TRANSPARENT_OPS = {"QuantizeLinear", "DequantizeLinear", "Cast"}  # change the number format, not the values' path
-QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+TRANSPARENT_OPS = QDQ_OPS | {"Cast"}  # change the number format, not the values' path
 # Edges of the ECA path (named by the op types around them) where each layout may hold Q/DQ or Cast nodes.
 ALLOWED_CROSSINGS = {"fp32": set(), "fp16": set(), "int8 tensorrt": set(),
                      "int8 cpu": {"Sigmoid -> Mul"} | {f"{p} -> {r}" for p in POOL_OPS for r in RESHAPE_IN_OPS}}

@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+from ..errors import OnnxFileError, first_line
+from .qdq import QDQ_OPS
 
 
 def has_fp16_qdq(model: onnx.ModelProto) -> bool:
@@ -20,8 +21,6 @@ def has_fp16_qdq(model: onnx.ModelProto) -> bool:
     halves |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"
                and any(a.name == "value" and a.t.data_type == TensorProto.FLOAT16 for a in n.attribute)}
     return any(n.op_type in QDQ_OPS and len(n.input) > 1 and n.input[1] in halves for n in model.graph.node)
-
-from ..errors import OnnxFileError, first_line
 
 
 def _proto(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:

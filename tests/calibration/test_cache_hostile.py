@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from eca_deploy.calibration import cache as cache_module
+from eca_deploy.calibration.int8 import cache as cache_module
 from eca_deploy.calibration.quantize import QuantizeConfig, quantize
 from eca_deploy.cli.main import main
 from eca_deploy.errors import DataError

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eca_deploy.calibration.calibrators import (NUM_BINS, TensorStats, entropy_amax, percentile_amax)
+from eca_deploy.calibration.int8.calibrators import (NUM_BINS, TensorStats, entropy_amax, percentile_amax)
 
 
 def _batches(seed=0):

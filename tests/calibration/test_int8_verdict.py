@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from eca_deploy.calibration.evaluate import Budget, flip_noise
+from eca_deploy.calibration.search.evaluate import Budget, flip_noise
 from eca_deploy.calibration.quantize import select_method
 from eca_deploy.errors import QuantizationError
 from eca_deploy.precisions import PRECISIONS

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from eca_deploy.artifacts import read_manifest
-from eca_deploy.calibration.calibrators import METHODS
+from eca_deploy.calibration.int8.calibrators import METHODS
 from eca_deploy.calibration.quantize import QuantizeConfig, quantize
 from eca_deploy.data.sources import load_dataset
 from eca_deploy.graph.compare import compare_outputs

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from eca_deploy.artifacts import read_manifest
-from eca_deploy.calibration.collect import with_outputs
+from eca_deploy.calibration.int8.collect import with_outputs
 from eca_deploy.calibration.quantize import JUDGED_ON, QuantizeConfig, quantize
 from eca_deploy.data.sources import load_dataset
 from eca_deploy.cli.main import main

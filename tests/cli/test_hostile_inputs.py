@@ -537,8 +537,8 @@ def test_a_budget_on_labels_that_do_not_fit_says_what_differs(tmp_path, capsys):
 STORE_MANY = """
 import sys, time
 from pathlib import Path
-from eca_deploy.calibration.cache import store_ranges
-from eca_deploy.calibration.calibrators import TensorRange
+from eca_deploy.calibration.int8.cache import store_ranges
+from eca_deploy.calibration.int8.calibrators import TensorRange
 cache, worker, start = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 while not start.exists():
     time.sleep(0.001)

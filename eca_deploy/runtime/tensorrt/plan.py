@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...artifacts import check_outputs, manifest_path
-from ...calibration.qdq import tensorrt_incompatible_qdq
+from ...graph.qdq import tensorrt_incompatible_qdq
 from ...data.sources import source_files
 from ...errors import EngineError
 from ...graph.graph import load_onnx, onnx_inputs, summarize

@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 
-from ..errors import QuantizationError
-from ..graph.compare import compare_outputs, count_flips, judge, tolerance_for
-from ..precisions import Tolerance
-from ..graph.session import make_session
-from ..data.sources import Dataset
+from ...errors import QuantizationError
+from ...graph.compare import compare_outputs, count_flips, judge, tolerance_for
+from ...precisions import Tolerance
+from ...graph.session import make_session
+from ...data.sources import Dataset
 
 
 @dataclass

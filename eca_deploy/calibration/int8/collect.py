@@ -10,10 +10,10 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from ..errors import DataError
-from ..graph.session import make_session
+from ...errors import DataError
+from ...graph.session import make_session
 from .calibrators import TensorStats
-from ..data.sources import Dataset
+from ...data.sources import Dataset
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..errors import ParityError
-from ..progress import progress
-from .calibrators import TensorRange
+from ...errors import ParityError
+from ...progress import progress
+from ..int8.calibrators import TensorRange
 from .evaluate import Budget, Reference, describe_figures, run_model, score
-from .placement import QdqGroup, QdqPlan
-from .qdq import QdqSummary, insert_qdq
+from ..qdq.placement import QdqGroup, QdqPlan
+from ..qdq.rewrite import QdqSummary, insert_qdq
 
 
 @dataclass

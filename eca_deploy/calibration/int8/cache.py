@@ -19,8 +19,8 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from ..artifacts import ensure_output_dir, write_json
-from ..errors import DataError
+from ...artifacts import ensure_output_dir, write_json
+from ...errors import DataError
 from .calibrators import TensorRange, TensorStats
 
 CACHE_FORMAT = "eca-deploy-calibration-cache/1"

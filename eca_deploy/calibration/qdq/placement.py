@@ -29,8 +29,8 @@ from dataclasses import dataclass, field, replace
 
 import onnx
 
-from ..errors import QuantizationError
-from ..graph.graph import conv1d_weight_names
+from ...errors import QuantizationError
+from ...graph.graph import conv1d_weight_names
 
 TARGETS = ("tensorrt", "cpu")
 QDQ_LAYOUTS = ("eca-deploy", "modelopt")  # placements for the tensorrt target

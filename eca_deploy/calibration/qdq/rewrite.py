@@ -15,14 +15,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import QuantizationError
-from .calibrators import TensorRange
+from ...errors import QuantizationError
+from ...graph.qdq import QDQ_OPS
+from ..int8.calibrators import TensorRange
 from .placement import GraphIndex, QdqPlan
 
 INT8_MAX = 127
 UINT8_MAX = 255
 INT32_LIMIT = 2**31 - 1
-QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
 
 @dataclass(frozen=True)
@@ -203,18 +203,3 @@ def summarize_qdq(model: onnx.ModelProto) -> QdqSummary:
             floating.setdefault(node.op_type, []).append(node.name)
     return QdqSummary(pairs, weight_dq, bias_dq, quantized, floating)
 
-
-def tensorrt_incompatible_qdq(model: onnx.ModelProto) -> str | None:
-    """Why TensorRT cannot build this Q/DQ graph, or None: TensorRT takes symmetric INT8 only (int8
-    zero points, all zero), so the cpu target's uint8 activations with their non-zero zero points fail."""
-    initializers = {init.name: init for init in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type not in QDQ_OPS or len(node.input) < 3 or node.input[2] not in initializers:
-            continue
-        zero = initializers[node.input[2]]
-        if zero.data_type != TensorProto.INT8:
-            dtype = TensorProto.DataType.Name(zero.data_type).lower()
-            return f"{node.op_type} '{node.name}' has a {dtype} zero point"
-        if np.any(numpy_helper.to_array(zero)):
-            return f"{node.op_type} '{node.name}' has a non-zero zero point"
-    return None

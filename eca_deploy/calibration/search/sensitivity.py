@@ -16,12 +16,12 @@ from pathlib import Path
 
 import onnx
 
-from ..artifacts import atomic_write
-from ..progress import progress
-from .calibrators import TensorRange
+from ...artifacts import atomic_write
+from ...progress import progress
+from ..int8.calibrators import TensorRange
 from .evaluate import Reference, run_model, score
-from .placement import QdqGroup, QdqPlan
-from .qdq import insert_qdq
+from ..qdq.placement import QdqGroup, QdqPlan
+from ..qdq.rewrite import insert_qdq
 
 MEASURE = "1 - mean cosine of the logits vs FP32 with only this group quantized (others in float)"
 

@@ -1,0 +1,1 @@
+"""INT8 statistics: the calibration pass (collect), range choices (calibrators), the range cache (cache)."""
