@@ -23,12 +23,12 @@ from onnx import TensorProto
 from ..artifacts import (check_outputs, ensure_output_dir, manifest_path, package_versions, sha256_file,
                          source_weights, write_artifact)
 from ..data.sources import Dataset, label_problem, load_dataset, source_files
+from ..data.synthetic import photo_like_batch
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs, judge, resolution_notes, tolerance_for
 from ..graph.cpu import lacks_vnni, this_cpu_features, weight_bits
 from ..graph.graph import load_onnx, onnx_inputs, opset_of, summarize
 from ..graph.session import has_fp16_qdq, make_session
-from ..models import photo_like_batch
 from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, Tolerance, variant_suffix
 from ..progress import progress
 from .int8.cache import (cache_key, histogram_key, load_histograms, load_ranges, range_problem, store_histograms,
@@ -228,7 +228,7 @@ def _logits(reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Datase
                 make_session(candidate, label="the converted model")]
     name = sessions[0].get_inputs()[0].name
     if data is None:
-        batch = photo_like_batch(FP16_CHECK_BATCH, imgsz, seed).numpy()
+        batch = photo_like_batch(FP16_CHECK_BATCH, imgsz, seed)
         return sessions[0].run(None, {name: batch})[0], sessions[1].run(None, {name: batch})[0], None
     ref, cand, labels = [], [], []
     for batch, batch_labels in data.batches(batch_size, desc="checking"):

@@ -27,12 +27,13 @@ from ..artifacts import (check_outputs, manifest_path, output_dir, package_versi
                          weights_identity, write_artifact)
 from ..data.preprocess import MIN_IMAGE_SIZE
 from ..errors import ExportError, OutputError, first_line
-from ..models import TIMM_PREFIX, LoadedModel, float64_logits, k_per_stage, load_model, photo_like_batch
+from ..models import TIMM_PREFIX, LoadedModel, float64_logits, k_per_stage, load_model
 from ..graph.compare import compare_outputs, rounding_check, rounding_gap
 from ..precisions import PRECISIONS
 from ..graph.session import run_once
 from ..graph.graph import summarize
 from ..data.preprocess import DataConfig
+from ..data.synthetic import photo_like_batch
 from .simplify import simplify
 
 INPUT_NAME = "input"
@@ -71,7 +72,7 @@ def safe_name(model: str) -> str:
 def verification_batch(batch: int | None, imgsz: int, seed: int, config: DataConfig) -> np.ndarray:
     """Seeded photo-like images (what the model will see, not noise it never will); batch 2 for a dynamic
     model so the batch axis is really exercised."""
-    return photo_like_batch(batch or 2, imgsz, seed, config).numpy()
+    return photo_like_batch(batch or 2, imgsz, seed, config)
 
 
 def torch_logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
+from ..data import synthetic
 from ..data.preprocess import DEFAULT_DATA_CONFIG, DataConfig
 
 
@@ -24,24 +24,8 @@ def seeded_init(seed: int = 0) -> Iterator[None]:
 
 def photo_like_batch(count: int = 16, image_size: int = 96, seed: int = 0,
                      config: DataConfig = DEFAULT_DATA_CONFIG) -> torch.Tensor:
-    """Random images with the statistics of normalised photos: a 1/f amplitude spectrum (natural images'
-    scale-free structure), colour channels correlated through a shared luminance, pixels in [0, 1], then the
-    model's mean/std. i.i.d. N(0, 1) noise has none of that structure and settled BN up to 1000x off."""
-    rng = np.random.default_rng(seed)
-    freq = np.hypot(*np.meshgrid(np.fft.fftfreq(image_size), np.fft.fftfreq(image_size), indexing="ij"))
-    amplitude = 1.0 / np.maximum(freq, 1.0 / image_size)
-
-    def field(n: int) -> np.ndarray:
-        spectrum = amplitude * np.exp(2j * np.pi * rng.random((n, image_size, image_size)))
-        out = np.fft.ifft2(spectrum).real
-        return (out - out.mean(axis=(1, 2), keepdims=True)) / out.std(axis=(1, 2), keepdims=True)
-
-    luminance = field(count)[:, None]
-    colour = field(count * 3).reshape(count, 3, image_size, image_size)
-    pixels = rng.uniform(0.3, 0.6, (count, 3, 1, 1)) + 0.2 * (luminance + 0.4 * colour)
-    pixels = np.clip(pixels, 0.0, 1.0)
-    mean, std = np.array(config.mean)[:, None, None], np.array(config.std)[:, None, None]
-    return torch.from_numpy(((pixels - mean) / std).astype(np.float32))
+    """data.synthetic's photo-like images as a tensor, for the model code that feeds torch."""
+    return torch.from_numpy(synthetic.photo_like_batch(count, image_size, seed, config))
 
 
 def settle_batchnorm(model: nn.Module, image_size: int = 96, seed: int = 0,

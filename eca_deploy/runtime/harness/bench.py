@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data.synthetic import photo_like_batch
 from ...errors import EcaDeployError, EngineError, warn
 from ...progress import progress
 from ..base import Backend
@@ -121,10 +122,9 @@ def bench_backend(backend: Backend, batches: tuple[int, ...], imgsz: int, warmup
                   label: str | None = None, power: PowerSampler | None = None) -> list[dict]:
     """One entry per batch (and per clock on GPUs): latency stats, throughput, clock and copies; with
     ``power``, the board's mean power over the timed loop, mJ per image and FPS per watt."""
-    rng = np.random.default_rng(seed)
     entries = []
     for batch in progress(batches, desc=f"bench {label or backend.name}", unit="batch sizes"):
-        images = rng.standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
+        images = photo_like_batch(batch, imgsz, [seed, batch])
         device = backend.device_runner(images)
         copies = "included" if device else "none (host memory)"
         entries.append({"batch": batch, "clock": "host", "copies": copies,

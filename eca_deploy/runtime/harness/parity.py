@@ -17,16 +17,15 @@ import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
-from typing import Iterator
 
 import numpy as np
 
 from ...artifacts import atomic_write, sha256_file, short_identity, weights_identity
 from ...data.sources import label_problem, load_dataset
+from ...data.synthetic import SyntheticInputs
 from ...errors import DataError, EcaDeployError, ParityError, first_line, warn
 from ...graph.compare import Verdict, compare_outputs, judge, rounding_gap, tolerance_for, topk_accuracy
 from ...precisions import FP32_FIXED, PRECISIONS, ROUNDING_MARGIN, ROUNDING_SAMPLES, Tolerance
-from ...progress import progress
 from ..backends.registry import ARTIFACT_KINDS, Artifact, open_backend, parse_spec
 from ..base import Backend
 from .device import int8_cpu_warning
@@ -58,26 +57,6 @@ def parse_override(text: str) -> tuple[str, float | None]:
     if not math.isfinite(number) or number < 0:
         raise EcaDeployError(f"tolerance '{text}' must be a finite number >= 0")
     return precision, number
-
-
-class SyntheticInputs:
-    """Seeded N(0, 1) images; sample i is the same whatever the batch size, so backends see equal inputs."""
-
-    labels = None
-    num_classes = None
-    class_names = None
-    skipped = ()
-
-    def __init__(self, count: int, imgsz: int, seed: int = 0):
-        self.count, self.imgsz, self.seed = count, imgsz, seed
-        self.data_hash = f"synthetic-normal-seed{seed}-n{count}-{imgsz}px"
-
-    def batches(self, batch_size: int, desc: str | None = None) -> Iterator[tuple[np.ndarray, None]]:
-        starts = range(0, self.count, batch_size)
-        for start in progress(starts, desc=desc, unit="batches"):
-            size = min(batch_size, self.count - start)
-            yield np.stack([np.random.default_rng([self.seed, start + i]).standard_normal(
-                (3, self.imgsz, self.imgsz), dtype=np.float32) for i in range(size)]), None
 
 
 def collect_logits(backend: Backend, data, batch: int, desc: str) -> tuple[np.ndarray, np.ndarray | None]:

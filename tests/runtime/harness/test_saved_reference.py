@@ -65,7 +65,7 @@ def test_pipeline_refuses_a_saved_reference_of_another_model_before_any_work(tmp
     meta = {"format": "eca-deploy-reference/1", "reference": "torch:eca_resnet50:w.pth", "kind": "torch",
             "backend": "torch", "precision": "fp32", "model": "eca_resnet50", "weights_sha256": None,
             "model_sha256": None, "imgsz": 32, "count": 4, "seed": 0, "metrics": {},
-            "data": {"hash": "synthetic-normal-seed0-n4-32px", "samples": 4}}
+            "data": {"hash": "synthetic-photo-like-seed0-n4-32px", "samples": 4}}
     np.savez(ref, logits=np.zeros((4, 10), np.float32), labels=np.zeros(0, np.int64), meta=np.array(json.dumps(meta)))
     code = main(["pipeline", "--model", "eca_resnet18", "--reference", str(ref), "--imgsz", "32", "--count", "4",
                  "--output", str(tmp_path / "out")])

@@ -181,7 +181,7 @@ def test_other_synthetic_data_names_what_differs(tmp_path, capsys, candidate):
     """main: "data hash synthetic-no vs synthetic-no": the two hashes cut to the same 12 characters."""
     ref = _npz(tmp_path / "ref.npz", _meta())
     code, _, err = _parity(capsys, ref, candidate, "--seed", "3")
-    _one_line(code, err, "data hash synthetic-normal-seed3-n8-16px vs synthetic-normal-seed0-n8-16px")
+    _one_line(code, err, "data hash synthetic-photo-like-seed3-n8-16px vs synthetic-photo-like-seed0-n8-16px")
 
 
 @pytest.mark.parametrize("gap", [1.0, -1e-6, "1e-6", 1e300])
