@@ -258,27 +258,13 @@ def atomic_write(destination: str | os.PathLike, data: bytes | str | Callable[[P
 
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Exclusive lock on ``<path>.lock`` across processes (as Polygraphy's util.LockFile takes before
-    updating a timing cache), for read-merge-write updates of a shared file."""
+    """Exclusive lock on ``<path>.lock`` across processes, for read-merge-write updates of a shared file that is
+    replaced by rename (so its own inode cannot carry the lock). Polygraphy's util.LockFile takes the same
+    ``<path>.lock`` before updating a timing cache, so a Polygraphy build and ours wait for each other."""
     lock = Path(path).with_name(Path(path).name + ".lock")
     with open(lock, "a+b") as fh:
-        if os.name == "nt":
-            import msvcrt
-
-            fh.seek(0)
-            msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if os.name == "nt":
-                fh.seek(0)
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
-            else:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def write_json(destination: str | os.PathLike, payload: Any) -> Path:

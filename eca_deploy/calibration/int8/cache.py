@@ -9,17 +9,14 @@ so another --percentile, or entropy after percentile, is answered without a pass
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import fcntl
 import json
-import os
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from ...artifacts import ensure_output_dir, write_json
+from ...artifacts import ensure_output_dir, file_lock, write_json
 from ...errors import DataError
 from .calibrators import TensorRange, TensorStats
 
@@ -112,20 +109,6 @@ def load_ranges(path: str | Path, key: str, tensors: list[str]) -> Lookup:
     return Lookup(ranges, images)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock while reading, merging and replacing the cache: runs sharing one cache wait for
-    each other instead of one writing over entries the other added since it read the file. The lock is on
-    the cache's folder (the cache itself is replaced by rename, so its inode cannot carry a lock), which
-    leaves no lock file behind."""
-    folder = os.open(ensure_output_dir(path.parent), os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(folder)  # closing releases the lock
-
-
 def store_ranges(path: str | Path, entries: dict[str, dict[str, TensorRange]], images: int) -> Path:
     """Add entries, written atomically; other entries in the file, also those another run added meanwhile, are kept.
 
@@ -134,7 +117,8 @@ def store_ranges(path: str | Path, entries: dict[str, dict[str, TensorRange]], i
     (the two targets calibrate different tensor sets of the same model).
     """
     path = Path(path)
-    with _locked(path):
+    ensure_output_dir(path.parent)
+    with file_lock(path):
         return _merge(path, entries, images)
 
 
