@@ -19,12 +19,12 @@ from typing import Callable
 from .artifacts import check_outputs, ensure_output_dir, sha256_file
 from .data.sources import load_dataset, source_files
 from .errors import DataError, EcaDeployError, MissingDependencyError, OutputError
-from .precisions import LOW_PRECISIONS
+from .precisions import EXPORTED, LOW_PRECISIONS, is_quantized
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .export.openvino_export import write_ir
 from .graph.compare import given_overrides
 from .models import k_per_stage, load_model
-from .calibration.search.evaluate import Budget
+from .calibration.search.evaluate import check_budget
 from .calibration.quantize import QuantizeConfig, quantize
 from .runtime.backends.onnxruntime_backend import resolve_provider
 from .graph.openvino_session import import_openvino
@@ -116,7 +116,7 @@ def _int8_budget(cfg: PipelineConfig) -> dict:
 
 def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig):
     """quantize() writes beside the FP32 ONNX, named by precision and target, with its manifest."""
-    budget = _int8_budget(cfg) if precision == "int8" else {}
+    budget = _int8_budget(cfg) if is_quantized(precision) else {}
     # --high-precision and --qdq-layout are the tensorrt target's; the cpu target takes its own layout
     cpu_layout = {"cpu_vnni": False} if target == "tensorrt" else {"high_precision": None, "qdq_layout": "eca-deploy"}
     return quantize(replace(cfg.quantize, onnx=str(onnx_path), precision=precision, target=target,
@@ -129,8 +129,8 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
     """FP16 / INT8 ONNX files (INT8 laid out for ``target``: onnxruntime on the CPU, or TensorRT)."""
     variants: dict[str, Path] = {}
     for precision in precisions:
-        name = f"{precision} ONNX" + (f" ({target} target)" if precision == "int8" else "")
-        if precision == "int8" and not cfg.quantize.calib_data:
+        name = f"{precision} ONNX" + (f" ({target} target)" if is_quantized(precision) else "")
+        if is_quantized(precision) and not cfg.quantize.calib_data:
             log.skip(name, "no --calib-data to calibrate INT8 ranges on")
             continue
         started = time.perf_counter()
@@ -169,10 +169,11 @@ def build_engines(sources: dict[str, Path], cfg: PipelineConfig, log: _Log) -> l
 def _engine_sources(onnx_path: Path, variants: dict[str, Path], ort_target: str, cfg: PipelineConfig,
                     log: _Log) -> dict[str, Path]:
     """The ONNX files engines are built from: INT8 needs the TensorRT Q/DQ layout."""
-    sources = {"fp32": onnx_path, **{p: v for p, v in variants.items() if p != "int8"}}
-    if "int8" in variants:
+    quantized = tuple(p for p in variants if is_quantized(p))
+    sources = {EXPORTED: onnx_path, **{p: v for p, v in variants.items() if p not in quantized}}
+    if quantized:
         sources.update(variants if ort_target == "tensorrt"
-                       else make_onnx_variants(onnx_path, ("int8",), "tensorrt", cfg, log))
+                       else make_onnx_variants(onnx_path, quantized, "tensorrt", cfg, log))
     return sources
 
 
@@ -269,9 +270,9 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     if cfg.quantize.calib_data:
         calib = load_dataset(cfg.quantize.calib_data, imgsz=imgsz, count=cfg.quantize.calib_count,
                              seed=cfg.quantize.seed)
-        budget = Budget.of(cfg.parity.overrides, **_int8_budget(cfg))
-        if "int8" in cfg.precisions and budget.given:
-            budget.check(calib.labels is not None)  # --max-top1-drop on unlabeled calibration images: before work
+        quantizes = any(is_quantized(p) for p in cfg.precisions)
+        # --max-top1-drop on unlabeled calibration images: refused before work
+        check_budget(**_int8_budget(cfg), labeled=calib.labels is not None if quantizes else None)
     provider = resolve_provider(parity.provider)
     no_openvino = openvino_skip_reason(cfg.openvino)  # asked for but not installed: fails before any work
 

@@ -21,6 +21,7 @@ from ..graph.graph import opset_of
 from ..graph.qdq import QDQ_OPS
 
 HIGH_PRECISIONS = ("fp16", "fp32")  # the dtype of an INT8 model's non-quantized glue (tensorrt target)
+FP16_GLUE, FP32_GLUE = HIGH_PRECISIONS  # named, so the glue is compared by name, not by a string typed again
 
 FP16_MAX = float(np.finfo(np.float16).max)
 QDQ_FP16_OPSET = 19  # QuantizeLinear / DequantizeLinear take float16 inputs and scales from opset 19 on

@@ -25,21 +25,22 @@ from ..artifacts import (check_outputs, ensure_output_dir, manifest_path, packag
 from ..data.sources import Dataset, label_problem, load_dataset, source_files
 from ..data.synthetic import photo_like_batch
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
-from ..graph.compare import compare_outputs, judge, resolution_notes, tolerance_for
+from ..graph.compare import compare_outputs, judge, resolution_notes
 from ..graph.cpu import lacks_vnni, this_cpu_features, weight_bits
 from ..graph.graph import load_onnx, onnx_inputs, opset_of, summarize
 from ..graph.session import has_fp16_qdq, make_session
-from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, Tolerance, variant_suffix
+from ..precisions import LOW_PRECISIONS, PRECISIONS, QUANTIZED_OPS, Tolerance, variant_suffix
 from ..progress import progress
 from .int8.cache import (cache_key, histogram_key, load_histograms, load_ranges, range_problem, store_histograms,
                     store_ranges)
 from .int8.calibrators import CALIB_METHODS, DEFAULT_PERCENTILE, METHODS, TensorRange
 from .int8.collect import collect_stats
-from .search.evaluate import Budget, Reference, describe_figures, flip_noise, rank_key, reference_run, run_model, score
+from .search.evaluate import (Reference, budget_record, budget_tolerance, check_budget, describe_budget,
+                              describe_figures, flip_noise, rank_key, reference_run, run_model, score)
 from .search.fallback import keep_in_float
 from .qdq.placement import QDQ_LAYOUTS, TARGETS, QdqPlan, make_plan, name_nodes, qdq_groups
 from .qdq.rewrite import QdqSummary, insert_qdq, weight_qmax
-from .fp16 import HIGH_PRECISIONS, convert_to_fp16, qdq_glue_to_fp16
+from .fp16 import FP16_GLUE, FP32_GLUE, HIGH_PRECISIONS, convert_to_fp16, qdq_glue_to_fp16
 from .search.sensitivity import MEASURE, measure_sensitivity, write_plot
 
 LOW_PRECISION_TYPES = {TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16", TensorProto.INT8: "INT8",
@@ -76,6 +77,24 @@ class QuantizeConfig:
     sensitivity: bool = False  # measure per-layer sensitivity even without a budget
     overrides: dict = field(default_factory=dict)  # parity's tolerance overrides: {"atol": {"fp16": 0.2}}
 
+    @property
+    def budget_given(self) -> bool:
+        """A budget was asked for: the most sensitive layers may stay in float until it holds."""
+        return self.max_top1_drop is not None or self.min_agreement is not None
+
+
+@dataclass
+class ConvertJob:
+    """What quantize() hands the precision's converter (its row's ``converter``), read and checked once."""
+
+    source: Path
+    model: onnx.ModelProto
+    imgsz: int
+    output: Path
+    cache: Path | None  # the calibration cache (precisions that calibrate, unless --no-calib-cache)
+    tolerance: Tolerance  # parity's verdict for this precision with the overrides, and the budget where it applies
+    t0: float
+
 
 @dataclass
 class QuantizeResult:
@@ -98,20 +117,20 @@ class QuantizeResult:
     timings: dict = field(default_factory=dict)
 
 
-def default_output(onnx_path: Path, precision: str, target: str, high_precision: str = "fp16",
+def default_output(onnx_path: Path, precision: str, target: str, high_precision: str = FP16_GLUE,
                    layout: str = "eca-deploy") -> Path:
     """<stem>.<variant suffix>.onnx; a tensorrt INT8 file other than the default (FP16 glue, eca-deploy
     layout) adds .modelopt / .fp32-glue, so the engines of a comparison can sit side by side."""
     suffix = variant_suffix(precision, target)
-    if precision == "int8" and target == "tensorrt":
-        suffix += (".modelopt" if layout == "modelopt" else "") + (".fp32-glue" if high_precision == "fp32" else "")
+    if PRECISIONS[precision].quantizes and target == "tensorrt":
+        suffix += (".modelopt" if layout == "modelopt" else "") + (".fp32-glue" if high_precision == FP32_GLUE else "")
     return onnx_path.with_name(f"{onnx_path.stem}.{suffix}.onnx")
 
 
 def high_precision_of(cfg: QuantizeConfig) -> str:
     """The INT8 glue dtype: fp16 by default on the tensorrt target (Model Optimizer's default for
     TensorRT), fp32 on the cpu target, whose integer kernels onnxruntime fuses from FP32 Q/DQ."""
-    return cfg.high_precision or ("fp16" if cfg.target == "tensorrt" else "fp32")
+    return cfg.high_precision or (FP16_GLUE if cfg.target == "tensorrt" else FP32_GLUE)
 
 
 def check_input_model(model: onnx.ModelProto, path: Path) -> int:
@@ -148,7 +167,7 @@ def _validate(cfg: QuantizeConfig) -> None:
                                 f"choose from {', '.join(CALIB_METHODS)}")
     if cfg.max_float_layers is not None and cfg.max_float_layers < 0:
         raise QuantizationError(f"--max-float-layers must be >= 0, got {cfg.max_float_layers}")
-    Budget.of(cfg.overrides, cfg.max_top1_drop, cfg.min_agreement)  # range checks
+    check_budget(cfg.max_top1_drop, cfg.min_agreement)
     if not 0 < cfg.percentile <= 100:
         raise QuantizationError(f"--percentile must be in (0, 100], got {cfg.percentile}")
     if cfg.batch_size < 1:
@@ -158,13 +177,14 @@ def _validate(cfg: QuantizeConfig) -> None:
                                 f"got {cfg.high_precision!r}")
     if cfg.qdq_layout not in QDQ_LAYOUTS:
         raise QuantizationError(f"unknown --qdq-layout {cfg.qdq_layout!r}; choose from {', '.join(QDQ_LAYOUTS)}")
-    if cfg.target == "cpu" and (cfg.high_precision == "fp16" or cfg.qdq_layout != "eca-deploy"):
+    if cfg.target == "cpu" and (cfg.high_precision == FP16_GLUE or cfg.qdq_layout != "eca-deploy"):
         raise QuantizationError("--high-precision fp16 and --qdq-layout modelopt are for --target tensorrt; the cpu "
                                 "target's layout and FP32 glue are what onnxruntime fuses into integer kernels")
     if cfg.cpu_vnni and cfg.target != "cpu":
         raise QuantizationError("--cpu-vnni is for --target cpu (TensorRT's INT8 weights always use 8 bits)")
-    if cfg.precision == "int8" and cfg.calib_data is None:
-        raise QuantizationError("INT8 needs calibration images: pass --calib-data (a folder, list or .npy)")
+    if PRECISIONS[cfg.precision].quantizes and cfg.calib_data is None:
+        raise QuantizationError(f"{cfg.precision.upper()} needs calibration images: pass --calib-data (a folder, "
+                                "list or .npy)")
 
 
 def quantize(cfg: QuantizeConfig) -> QuantizeResult:
@@ -175,20 +195,22 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     imgsz = check_input_model(model, source)
     output = Path(cfg.output) if cfg.output else default_output(source, cfg.precision, cfg.target,
                                                                  high_precision_of(cfg), cfg.qdq_layout)
+    row = PRECISIONS[cfg.precision]
     cache = calibration_cache(cfg, source, output)
-    plot = sensitivity_plot(output) if cfg.precision == "int8" and (cfg.sensitivity or Budget.of(
-        cfg.overrides, cfg.max_top1_drop, cfg.min_agreement).given) else None
+    plot = sensitivity_plot(output) if row.quantizes and (cfg.sensitivity or cfg.budget_given) else None
     check_outputs([output, manifest_path(output), cache, plot],
                   [*onnx_inputs(source), *source_files(cfg.calib_data), *source_files(cfg.val_data)])
     ensure_output_dir(output.parent)  # an unwritable folder fails before calibration, not after it
-    if cfg.precision == "fp16":
-        return _fp16(cfg, source, model, imgsz, output, t0)
-    return _int8(cfg, source, model, imgsz, output, cache, t0)
+    # the budget is the Q/DQ precisions': only they can leave layers in float until it holds
+    budget = (cfg.max_top1_drop, cfg.min_agreement) if row.quantizes else (None, None)
+    tolerance = budget_tolerance(cfg.precision, cfg.overrides, *budget)
+    return row.convert()(cfg, ConvertJob(source, model, imgsz, output, cache, tolerance, t0))
 
 
 def calibration_cache(cfg: QuantizeConfig, source: Path, output: Path) -> Path | None:
-    """The INT8 range cache this run reads and rewrites (None for FP16 or --no-calib-cache)."""
-    if cfg.precision != "int8" or not cfg.use_cache:
+    """The range cache this run reads and rewrites (None where the precision calibrates nothing, or
+    --no-calib-cache)."""
+    if not PRECISIONS[cfg.precision].quantizes or not cfg.use_cache:
         return None
     return Path(cfg.calib_cache) if cfg.calib_cache else output.with_name(f"{source.stem}.calib.json")
 
@@ -257,8 +279,9 @@ def _describe(data: Dataset | None) -> str:
     return f"{len(data) - len(data.skipped)} images from {data.description}"
 
 
-def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int, output: Path,
-          t0: float) -> QuantizeResult:
+def quantize_fp16(cfg: QuantizeConfig, job: ConvertJob) -> QuantizeResult:
+    """The fp16 row's converter: half-float weights and activations, checked against FP32 before writing."""
+    source, model, imgsz, output, tolerance = job.source, job.model, job.imgsz, job.output, job.tolerance
     timings = {}
     t = time.perf_counter()
     half, report = convert_to_fp16(model)
@@ -272,20 +295,19 @@ def _fp16(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     parity, accuracy = compare_outputs(ref, cand).as_dict(), _accuracy(ref, cand, labels)
     timings["check"] = time.perf_counter() - t
     # The judgement parity makes of an FP16 candidate, with the same overrides (--atol fp16=... etc.).
-    tolerance = tolerance_for("fp16", cfg.overrides)
     verdict, _ = judge(tolerance, cand, ref, labels)
     if not verdict.passed:
         raise ParityError(f"FP16 output drifts from FP32 on {_describe(data)}: {'; '.join(verdict.failures)}; "
                           "not written (loosen with --atol/--rtol fp16=VALUE, as for parity)")
-    manifest = write_artifact(output, half.SerializeToString(), "quantize", precision="fp16", target=None,
+    manifest = write_artifact(output, half.SerializeToString(), "quantize", precision=cfg.precision, target=None,
                               source=source.name, source_sha256=sha256_file(source), **source_weights(source),
                               io_dtype="float32",
                               fp16=report.as_dict(),
                               parity={**parity, "data": _describe(data), "tolerance": asdict(tolerance),
                                       "checks": verdict.checks, "skipped": skipped_files(data)},
                               accuracy=accuracy, versions=package_versions("onnx", "onnxruntime"))
-    timings["total"] = time.perf_counter() - t0
-    return QuantizeResult(output, manifest, "fp16", None, parity, accuracy, _describe(data),
+    timings["total"] = time.perf_counter() - job.t0
+    return QuantizeResult(output, manifest, cfg.precision, None, parity, accuracy, _describe(data),
                           fp16=report.as_dict(), timings=timings, skipped=skipped_files(data))
 
 
@@ -390,14 +412,17 @@ class _Candidate:
 
 
 def _candidate(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRange], ref: Reference,
-               tol: Tolerance, high_precision: str = "fp32") -> _Candidate:
+               tol: Tolerance, high_precision: str = FP32_GLUE) -> _Candidate:
     """The Q/DQ model with these ranges, as it will be written (FP16 glue where asked), judged against FP32."""
     quantized, summary = insert_qdq(model, plan, ranges)
-    report = None
-    if high_precision == "fp16":
-        quantized, report = qdq_glue_to_fp16(quantized)
+    quantized, report = with_glue(quantized, high_precision)
     logits = run_model(quantized, ref)
     return _Candidate(quantized, summary, logits, score(ref, logits, tol), report and report.as_dict())
+
+
+def with_glue(model: onnx.ModelProto, high_precision: str):
+    """An FP32-glue Q/DQ model with the glue ``high_precision`` names, and the FP16 conversion report (None: FP32)."""
+    return qdq_glue_to_fp16(model) if high_precision == FP16_GLUE else (model, None)
 
 
 JUDGED_ON = ("the model's math: onnxruntime without its Q/DQ fusion (session.disable_quant_qdq: Q/DQ computed in "
@@ -457,23 +482,24 @@ def select_method(candidates: dict[str, _Candidate], images: int) -> tuple[str, 
                   "noise_flips": noise}
 
 
-def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int, output: Path, cache: Path | None,
-          t0: float) -> QuantizeResult:
+def quantize_int8(cfg: QuantizeConfig, job: ConvertJob) -> QuantizeResult:
+    """The int8 row's converter: calibrated ranges written as Q/DQ of the row's dtype, in the target's layout,
+    accuracy first (method choice, sensitivity, float fallback until the budget ``job.tolerance`` holds)."""
+    source, model, imgsz, output, cache, budget = job.source, job.model, job.imgsz, job.output, job.cache, job.tolerance
     timings = {}
-    budget = Budget.of(cfg.overrides, cfg.max_top1_drop, cfg.min_agreement)
     name_nodes(model)
     data = load_dataset(cfg.calib_data, imgsz, cfg.calib_count, cfg.seed)
     model_sha256 = sha256_file(source)
-    plan = make_plan(model, cfg.target, cfg.qdq_layout, cfg.cpu_vnni)
+    plan = make_plan(model, cfg.target, cfg.qdq_layout, cfg.cpu_vnni, PRECISIONS[cfg.precision].qdq_dtype)
     high_precision = high_precision_of(cfg)
     check, description, is_held_out = held_out(cfg, imgsz, data)
     use_labels = _labels_usable(check, model, str(cfg.val_data or cfg.calib_data),  # before minutes of calibration
                                 needed=cfg.max_top1_drop is not None)
-    if budget.given:
-        budget.check(use_labels)  # before decoding a single image: an unusable budget is bad input
+    if cfg.budget_given:  # before decoding a single image: an unusable budget is bad input
+        check_budget(cfg.max_top1_drop, labeled=use_labels)
     t = time.perf_counter()
     ref = reference_run(model, check, cfg.batch_size, description, is_held_out, use_labels)
-    for note in resolution_notes(budget.tolerance, ref.images, ref.labeled):
+    for note in resolution_notes(budget, ref.images, ref.labeled):
         warn(f"{note} (--check-count / --val-data give more)")
     timings["reference"] = time.perf_counter() - t
 
@@ -484,7 +510,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
 
     t = time.perf_counter()
     compared = progress(methods, desc="comparing calibration methods" if len(methods) > 1 else None, unit="methods")
-    candidates = {m: _candidate(model, plan, per_method[m], ref, budget.tolerance, high_precision) for m in compared}
+    candidates = {m: _candidate(model, plan, per_method[m], ref, budget, high_precision) for m in compared}
     method, selection = select_method(candidates, ref.images)
     chosen = candidates[method]
     timings["judge_methods"] = time.perf_counter() - t
@@ -492,28 +518,28 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     sensitivity = fallback = mixed = None
     floated: set[str] = set()
     # fully INT8 already meeting the budget needs no layer ranked (the pass costs one run per layer)
-    if cfg.sensitivity or (budget.given and not budget.holds(chosen.figures)):
+    if cfg.sensitivity or (cfg.budget_given and not chosen.figures["passed"]):
         t = time.perf_counter()
         groups = qdq_groups(model, plan)
         ranking = measure_sensitivity(model, plan, groups, per_method[method], ref)
         timings["sensitivity"] = time.perf_counter() - t
         sensitivity = {"measure": MEASURE, "method": method, "data": ref.description, "groups": len(groups),
                        "ranked": ranking}
-        if budget.given:
+        if cfg.budget_given:
             t = time.perf_counter()
             mixed = keep_in_float(model, plan, groups, ranking, per_method[method], ref, budget, chosen.figures,
                                   cfg.max_float_layers)
             timings["fallback"] = time.perf_counter() - t
-    if budget.given:
+    if cfg.budget_given:
         steps = [{"float_layers": 0, **chosen.figures, "holds": True}] if mixed is None else mixed.steps
-        fallback = {"budget": {**budget.as_dict(), "judged_by": budget.describe(ref.labeled)},
+        fallback = {"budget": {**budget_record(budget), "judged_by": describe_budget(budget, ref.labeled)},
                     "float_layers": [] if mixed is None else mixed.floated, "steps": steps,
                     "data": ref.description}
     if mixed is not None:
         # the fallback judged FP32 glue; the file holds the glue this target asked for
-        model_out, report = qdq_glue_to_fp16(mixed.model) if high_precision == "fp16" else (mixed.model, None)
-        logits = run_model(model_out, ref) if high_precision == "fp16" else mixed.logits
-        chosen = _Candidate(model_out, mixed.summary, logits, score(ref, logits, budget.tolerance),
+        model_out, report = with_glue(mixed.model, high_precision)
+        logits = run_model(model_out, ref) if report is not None else mixed.logits
+        chosen = _Candidate(model_out, mixed.summary, logits, score(ref, logits, budget),
                             report and report.as_dict())
         floated = {f["tensor"] for f in mixed.floated}
 
@@ -526,9 +552,9 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
     accuracy = _accuracy(ref.logits, chosen.logits, ref.labels)
     runtime = runtime_check(chosen, ref)
     # the verdict `parity` gives this file on these images: the same function, defaults and overrides
-    judged, _ = judge(budget.tolerance, chosen.logits, ref.logits, ref.labels)
+    judged, _ = judge(budget, chosen.logits, ref.logits, ref.labels)
     verdict = {"passed": judged.passed, "checks": judged.checks, "notes": judged.notes,
-               "tolerance": asdict(budget.tolerance), "data": ref.description}
+               "tolerance": asdict(budget), "data": ref.description}
     try:
         onnx.checker.check_model(chosen.model)
     except onnx.checker.ValidationError as exc:
@@ -541,7 +567,7 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         sensitivity["plot"] = plot.name
     qdq = chosen.summary.as_dict()
     manifest = write_artifact(
-        output, chosen.model.SerializeToString(), "quantize", precision="int8", target=cfg.target,
+        output, chosen.model.SerializeToString(), "quantize", precision=cfg.precision, target=cfg.target,
         source=source.name, source_sha256=model_sha256, **source_weights(source),
         io_dtype="float32",
         quantization={"activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
@@ -561,8 +587,8 @@ def _int8(cfg: QuantizeConfig, source: Path, model: onnx.ModelProto, imgsz: int,
         sensitivity=sensitivity, fallback=fallback, fp16=chosen.fp16,
         qdq=qdq, parity={**parity, "data": ref.description}, accuracy=accuracy, verdict=verdict,
         versions=package_versions("onnx", "onnxruntime"))
-    timings["total"] = time.perf_counter() - t0
-    return QuantizeResult(output, manifest, "int8", cfg.target, parity, accuracy, ref.description, qdq=qdq,
+    timings["total"] = time.perf_counter() - job.t0
+    return QuantizeResult(output, manifest, cfg.precision, cfg.target, parity, accuracy, ref.description, qdq=qdq,
                           calibration={**calibration, "method": method}, timings=timings,
                           method_selection=selection if cfg.calib_method == "auto" else None,
                           sensitivity=sensitivity, fallback=fallback, fp16=chosen.fp16, runtime=runtime,

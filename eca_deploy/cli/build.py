@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from ..precisions import LOW_PRECISIONS
+from ..precisions import LOW_PRECISIONS, is_quantized
 from . import args as shared
 
 NAME = "build"
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
             version = installed_tensorrt_version()
         print(shlex.join(trtexec_command(plan, version)))
-        if cfg.legacy_precision == "int8":
+        if is_quantized(cfg.legacy_precision):
             print(f"note: trtexec cannot calibrate; it reads the cache {plan.calib_cache}, which an eca-deploy "
                   "build with --calib-data writes", file=sys.stderr)
         return 0

@@ -141,6 +141,7 @@ def _print_verdict(verdict: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..calibration.quantize import QuantizeConfig, quantize
     from ..graph.compare import given_overrides
+    from ..precisions import is_quantized
 
     fields = shared.fields(groups(), args)
     budget = given_overrides(fields["overrides"], "int8", ("max_top1_drop", "min_agreement"))
@@ -148,15 +149,17 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, percentile=args.percentile, val_data=args.val_data,
                          check_count=args.check_count, max_float_layers=args.max_float_layers,
                          sensitivity=args.sensitivity, **budget, **fields)
-    what = "FP16" if cfg.precision == "fp16" else f"INT8 for {cfg.target} ({cfg.calib_method} calibration)"
-    if cfg.precision == "int8" and cfg.target == "cpu":
+    quantizes = is_quantized(cfg.precision)
+    what = cfg.precision.upper() + (f" for {cfg.target} ({cfg.calib_method} calibration)" if quantizes else "")
+    if quantizes and cfg.target == "cpu":
         what += ", 8-bit weights (--cpu-vnni)" if cfg.cpu_vnni else ", 7-bit weights (exact without VNNI)"
     fp16_glue = False
-    if cfg.precision == "int8" and cfg.target == "tensorrt":
+    if quantizes and cfg.target == "tensorrt":
+        from ..calibration.fp16 import FP16_GLUE
         from ..calibration.quantize import high_precision_of
 
         what += f", {cfg.qdq_layout} Q/DQ layout, {high_precision_of(cfg).upper()} glue"
-        fp16_glue = high_precision_of(cfg) == "fp16"
+        fp16_glue = high_precision_of(cfg) == FP16_GLUE
     print(f"quantizing {cfg.onnx} to {what} ...", file=sys.stderr)
     result = quantize(cfg)
     print(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MB) and {result.manifest_path.name}")

@@ -131,7 +131,7 @@ def tolerance_for(precision: str, overrides: dict[str, dict[str, float | None]] 
     FP32 is judged at its own rounding error where the reference can tell it (``rounding_known``: a PyTorch
     reference runs in float64 too), else, or where the user sets --atol/--rtol for it, by the fixed element
     check FP32_FIXED with the user's values."""
-    tf32 = precision == "fp32" and fp32_math == "tf32"
+    tf32 = PRECISIONS[precision].exported and fp32_math == "tf32"
     tol = TF32_TOLERANCE if tf32 else PRECISIONS[precision].tolerance
     given = {}
     for name, per_precision in (overrides or {}).items():

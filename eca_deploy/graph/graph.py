@@ -29,7 +29,8 @@ POOL_OPS = {"GlobalAveragePool", "ReduceMean"}
 RESHAPE_IN_OPS = {"Reshape", "Squeeze", "Flatten"}
 RESHAPE_OUT_OPS = {"Reshape", "Unsqueeze"}
 TRANSPARENT_OPS = QDQ_OPS | {"Cast"}  # change the number format, not the values' path
-# Edges of the ECA path (named by the op types around them) where each layout may hold Q/DQ or Cast nodes.
+# Edges of the ECA path (named by the op types around them) where each layout may hold Q/DQ or Cast nodes;
+# a layout not named here (a precision added later) may hold none, the strictest reading.
 ALLOWED_CROSSINGS = {"fp32": set(), "fp16": set(), "int8 tensorrt": set(),
                      "int8 cpu": {"Sigmoid -> Mul"} | {f"{p} -> {r}" for p in POOL_OPS for r in RESHAPE_IN_OPS}}
 
@@ -110,7 +111,7 @@ def summarize(model: onnx.ModelProto) -> GraphSummary:
         pass
 
     layout = graph_layout(model)
-    blocks = [_eca_block(n, initializers, producers, consumers, shapes, ALLOWED_CROSSINGS[layout])
+    blocks = [_eca_block(n, initializers, producers, consumers, shapes, ALLOWED_CROSSINGS.get(layout, set()))
               for n in graph.node if n.op_type == "Conv" and _is_conv1d_weight(n, initializers)]
     graph_inputs = [i for i in graph.input if i.name not in initializers]
     return GraphSummary(

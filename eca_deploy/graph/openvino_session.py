@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OnnxFileError, UsageError, first_line, missing_dependency
+from ..precisions import PRECISIONS
 
 INSTALL = "pip install 'eca-deploy[openvino]'"
 DEVICE = "CPU"
@@ -44,10 +45,11 @@ def inference_precision(precision: str, core, model) -> str:
     convolutions run in INT8 either way). fp16: f16 where the graph computes in FP16 and the CPU can
     (OPTIMIZATION_CAPABILITIES lists FP16), else f32 (FP16-compressed weights, or an older CPU).
     """
-    if (precision == "fp16" and computes_in_fp16(model)
-            and "FP16" in core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")):
-        return "f16"
-    return "f32"
+    hint = PRECISIONS[precision].openvino_hint
+    if hint == "f16" and not (computes_in_fp16(model)
+                              and "FP16" in core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")):
+        return "f32"
+    return hint
 
 
 def compile_model(model, precision: str = "fp32", threads: int | None = None, hint: str = "latency"):

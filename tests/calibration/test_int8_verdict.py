@@ -5,24 +5,24 @@ from types import SimpleNamespace
 
 import pytest
 
-from eca_deploy.calibration.search.evaluate import Budget, flip_noise
+from eca_deploy.calibration.search.evaluate import budget_tolerance, check_budget, describe_budget, flip_noise
 from eca_deploy.calibration.quantize import select_method
 from eca_deploy.errors import QuantizationError
 from eca_deploy.precisions import PRECISIONS
 
 
 def test_budget_is_parity_int8_tolerance_with_the_given_values():
-    assert Budget.of().tolerance == PRECISIONS["int8"].tolerance and not Budget.of().given
-    both = Budget.of({}, max_top1_drop=2.0, min_agreement=0.99)
-    assert both.given and (both.tolerance.max_top1_drop, both.tolerance.min_agreement) == (2.0, 0.99)
-    assert both.describe(True) == "top-1 agreement >= 0.99 and top-1 drop <= 2 points from right-to-wrong flips"
-    assert both.describe(False) == "top-1 agreement >= 0.99"
+    assert budget_tolerance("int8") == PRECISIONS["int8"].tolerance
+    both = budget_tolerance("int8", {}, max_top1_drop=2.0, min_agreement=0.99)
+    assert (both.max_top1_drop, both.min_agreement) == (2.0, 0.99)
+    assert describe_budget(both, True) == "top-1 agreement >= 0.99 and top-1 drop <= 2 points from right-to-wrong flips"
+    assert describe_budget(both, False) == "top-1 agreement >= 0.99"
     # parity's flags reach it too: --min-agreement int8=off turns that check off
-    assert Budget.of({"min_agreement": {"int8": None}}).tolerance.min_agreement is None
+    assert budget_tolerance("int8", {"min_agreement": {"int8": None}}).min_agreement is None
     with pytest.raises(QuantizationError, match="needs labeled held-out images"):
-        Budget.of({}, max_top1_drop=1.0).check(labeled=False)
+        check_budget(max_top1_drop=1.0, labeled=False)
     with pytest.raises(QuantizationError, match="--min-agreement must be a fraction"):
-        Budget.of({}, min_agreement=1.5)
+        budget_tolerance("int8", {}, min_agreement=1.5)
 
 
 def _candidates(**figures):

@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 import onnx
+from onnx import TensorProto
 
 from ...errors import QuantizationError
 from ...graph.graph import conv1d_weight_names
@@ -66,6 +67,7 @@ class QdqPlan:
     quantize_bias: bool
     eca_nodes: set[str] = field(default_factory=set)
     layout: str | None = None  # tensorrt target: one of QDQ_LAYOUTS
+    dtype: int = TensorProto.INT8  # the precision row's Q/DQ dtype: weights, and activations on symmetric layouts
     weight_bits: int = 8  # 7: weights in [-63, 63], exact in the u8s8 kernels of x86 CPUs without VNNI (graph/cpu.py)
 
     @property
@@ -338,13 +340,15 @@ def _position(index: GraphIndex, tensor: str) -> int:
     return index.order[producer.name] if producer is not None else -1
 
 
-def make_plan(model: onnx.ModelProto, target: str, layout: str = "eca-deploy", cpu_vnni: bool = False) -> QdqPlan:
+def make_plan(model: onnx.ModelProto, target: str, layout: str = "eca-deploy", cpu_vnni: bool = False,
+              dtype: int = TensorProto.INT8) -> QdqPlan:
     """``cpu_vnni``: the cpu target's deployment CPU has VNNI (or AMX), so its weights may use all 8 bits;
-    without it they keep to 7 (see graph/cpu.py). TensorRT's weights always use 8."""
+    without it they keep to 7 (see graph/cpu.py). TensorRT's weights always use 8. ``dtype``: the precision
+    row's Q/DQ dtype."""
     if target == "tensorrt":
         if layout not in QDQ_LAYOUTS:
             raise QuantizationError(f"unknown --qdq-layout {layout!r}; choose from {', '.join(QDQ_LAYOUTS)}")
-        return plan_modelopt(model) if layout == "modelopt" else plan_tensorrt(model)
+        return replace(plan_modelopt(model) if layout == "modelopt" else plan_tensorrt(model), dtype=dtype)
     if target == "cpu":
-        return replace(plan_cpu(model), weight_bits=8 if cpu_vnni else 7)
+        return replace(plan_cpu(model), dtype=dtype, weight_bits=8 if cpu_vnni else 7)
     raise QuantizationError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")

@@ -29,7 +29,7 @@ INT32_LIMIT = 2**31 - 1
 class QuantParams:
     scale: float
     zero_point: int
-    dtype: int  # TensorProto.INT8 or TensorProto.UINT8
+    dtype: int  # the plan's dtype (symmetric), or TensorProto.UINT8 (asymmetric)
 
 
 @dataclass
@@ -47,10 +47,12 @@ class QdqSummary:
                 "float_nodes": self.float_nodes, "clipped_biases": self.clipped_biases}
 
 
-def activation_params(rng: TensorRange, symmetric: bool) -> QuantParams:
+def activation_params(rng: TensorRange, symmetric: bool, dtype: int = TensorProto.INT8) -> QuantParams:
+    """Symmetric: ``dtype`` with a zero zero point (TensorRT's only form); asymmetric: uint8, onnxruntime's
+    x86 activations."""
     if symmetric:
         amax = rng.amax if rng.amax > 0 else 1.0
-        return QuantParams(amax / INT8_MAX, 0, TensorProto.INT8)
+        return QuantParams(amax / _qmax(dtype), 0, dtype)
     lo, hi = rng.asymmetric
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if hi - lo <= 0:
@@ -58,6 +60,10 @@ def activation_params(rng: TensorRange, symmetric: bool) -> QuantParams:
     scale = (hi - lo) / UINT8_MAX
     zero_point = int(np.clip(round(-lo / scale), 0, UINT8_MAX))
     return QuantParams(scale, zero_point, TensorProto.UINT8)
+
+
+def _qmax(dtype: int) -> int:
+    return int(np.iinfo(helper.tensor_dtype_to_np_dtype(dtype)).max)
 
 
 def weight_qmax(bits: int) -> int:
@@ -79,7 +85,8 @@ def _broadcast(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
 
 
 def insert_qdq(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRange]) -> tuple[onnx.ModelProto, QdqSummary]:
-    """A new model with the plan's Q/DQ; ``ranges`` holds every tensor in ``plan.calibrated_tensors``."""
+    """A new model with the plan's Q/DQ, of the plan's dtype and in its target's layout; ``ranges`` holds every
+    tensor in ``plan.calibrated_tensors``."""
     index = GraphIndex(model)
     symmetric = plan.target == "tensorrt"
     missing = [t for t in plan.calibrated_tensors if t not in ranges]
@@ -99,9 +106,9 @@ def insert_qdq(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRa
     for act in plan.activations:
         rng = TensorRange(act.fixed_range[0], act.fixed_range[1], max(map(abs, act.fixed_range))) \
             if act.fixed_range else ranges[act.range_of]
-        params = activation_params(rng, symmetric)
+        params = activation_params(rng, symmetric, plan.dtype)
         act_params[act.tensor] = params
-        np_type = np.int8 if params.dtype == TensorProto.INT8 else np.uint8
+        np_type = helper.tensor_dtype_to_np_dtype(params.dtype)
         scale = initializer(f"{act.tensor}_scale", np.array(params.scale, dtype=np.float32))
         zero = initializer(f"{act.tensor}_zero_point", np.array(params.zero_point, dtype=np_type))
         quantized, dequantized = f"{act.tensor}_quantized", f"{act.tensor}_dequantized"
@@ -118,7 +125,8 @@ def insert_qdq(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRa
 
     weight_dq: dict[tuple[str, int], str] = {}  # (weight, axis) -> dequantized name; shared weights quantize once
     weight_scale_of: dict[str, np.ndarray] = {}
-    qmax = weight_qmax(plan.weight_bits)
+    qmax = min(weight_qmax(plan.weight_bits), _qmax(plan.dtype))
+    weight_type = helper.tensor_dtype_to_np_dtype(plan.dtype)
     for wq in plan.weights:
         node = index.nodes[wq.node]
         name = node.input[1]
@@ -128,9 +136,9 @@ def insert_qdq(model: onnx.ModelProto, plan: QdqPlan, ranges: dict[str, TensorRa
         key = (name, wq.axis)
         if key not in weight_dq:
             q = np.clip(np.round(weight / _broadcast(scales, wq.axis, weight.ndim)), -qmax, qmax)
-            q_name = initializer(f"{name}_int8", q.astype(np.int8))
+            q_name = initializer(f"{name}_int8", q.astype(weight_type))
             s_name = initializer(f"{name}_scale", scales)
-            z_name = initializer(f"{name}_zero_point", np.zeros_like(scales, dtype=np.int8))
+            z_name = initializer(f"{name}_zero_point", np.zeros_like(scales, dtype=weight_type))
             weight_dq[key] = f"{name}_dequantized"
             head_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [weight_dq[key]],
                                                name=f"{name}_DequantizeLinear", axis=wq.axis))

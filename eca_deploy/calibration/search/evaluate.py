@@ -95,47 +95,39 @@ def flip_noise(a: int, b: int) -> float:
     return max(2.0, 2.0 * math.sqrt(a + b))
 
 
-@dataclass(frozen=True)
-class Budget:
-    """The INT8 verdict quantize applies: parity's, with the same defaults and the user's --max-top1-drop /
-    --min-agreement (both apply where both are given). ``given``: the user asked for a budget, so the most
-    sensitive layers may stay in float until it holds."""
+def check_budget(max_top1_drop: float | None = None, min_agreement: float | None = None,
+                 labeled: bool | None = None) -> None:
+    """Refuse a budget out of range, or (``labeled`` known) one that cannot be judged on those images."""
+    if max_top1_drop is not None and not max_top1_drop >= 0:
+        raise QuantizationError(f"--max-top1-drop must be >= 0 points, got {max_top1_drop}")
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        raise QuantizationError(f"--min-agreement must be a fraction in [0, 1], got {min_agreement}")
+    if max_top1_drop is not None and labeled is False:
+        raise QuantizationError("--max-top1-drop needs labeled held-out images (an ImageFolder or a `path label` "
+                                "list); give --min-agreement to judge by agreement instead")
 
-    tolerance: Tolerance
-    given: bool = False
-    drop_given: bool = False  # --max-top1-drop was asked for: it needs labels
 
-    @classmethod
-    def of(cls, overrides: dict | None = None, max_top1_drop: float | None = None,
-           min_agreement: float | None = None) -> "Budget":
-        if max_top1_drop is not None and not max_top1_drop >= 0:
-            raise QuantizationError(f"--max-top1-drop must be >= 0 points, got {max_top1_drop}")
-        if min_agreement is not None and not 0 <= min_agreement <= 1:
-            raise QuantizationError(f"--min-agreement must be a fraction in [0, 1], got {min_agreement}")
-        given = {name: value for name, value in (("max_top1_drop", max_top1_drop), ("min_agreement", min_agreement))
-                 if value is not None}
-        return cls(replace(tolerance_for("int8", overrides), **given), bool(given), max_top1_drop is not None)
+def budget_tolerance(precision: str, overrides: dict | None = None, max_top1_drop: float | None = None,
+                     min_agreement: float | None = None) -> Tolerance:
+    """The verdict quantize applies: parity's for ``precision``, with the same defaults and overrides, and the
+    user's --max-top1-drop / --min-agreement (both apply where both are given)."""
+    check_budget(max_top1_drop, min_agreement)
+    given = {name: value for name, value in (("max_top1_drop", max_top1_drop), ("min_agreement", min_agreement))
+             if value is not None}
+    return replace(tolerance_for(precision, overrides), **given)
 
-    def check(self, labeled: bool) -> None:
-        """Refuse a budget that cannot be judged on these images."""
-        if self.drop_given and not labeled:
-            raise QuantizationError("--max-top1-drop needs labeled held-out images (an ImageFolder or a `path label` "
-                                    "list); give --min-agreement to judge by agreement instead")
 
-    @staticmethod
-    def holds(figures: dict) -> bool:
-        return figures["passed"]
+def describe_budget(tolerance: Tolerance, labeled: bool) -> str:
+    parts = []
+    if tolerance.min_agreement is not None:
+        parts.append(f"top-1 agreement >= {tolerance.min_agreement:g}")
+    if tolerance.max_top1_drop is not None and labeled:
+        parts.append(f"top-1 drop <= {tolerance.max_top1_drop:g} points from right-to-wrong flips")
+    return " and ".join(parts) or "no INT8 accuracy check"
 
-    def describe(self, labeled: bool) -> str:
-        tol, parts = self.tolerance, []
-        if tol.min_agreement is not None:
-            parts.append(f"top-1 agreement >= {tol.min_agreement:g}")
-        if tol.max_top1_drop is not None and labeled:
-            parts.append(f"top-1 drop <= {tol.max_top1_drop:g} points from right-to-wrong flips")
-        return " and ".join(parts) or "no INT8 accuracy check"
 
-    def as_dict(self) -> dict:
-        return {"max_top1_drop": self.tolerance.max_top1_drop, "min_agreement": self.tolerance.min_agreement}
+def budget_record(tolerance: Tolerance) -> dict:
+    return {"max_top1_drop": tolerance.max_top1_drop, "min_agreement": tolerance.min_agreement}
 
 
 def describe_figures(figures: dict) -> str:

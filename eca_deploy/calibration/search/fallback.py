@@ -17,7 +17,8 @@ import onnx
 from ...errors import ParityError
 from ...progress import progress
 from ..int8.calibrators import TensorRange
-from .evaluate import Budget, Reference, describe_figures, run_model, score
+from ...precisions import Tolerance
+from .evaluate import Reference, describe_budget, describe_figures, run_model, score
 from ..qdq.placement import QdqGroup, QdqPlan
 from ..qdq.rewrite import QdqSummary, insert_qdq
 
@@ -32,27 +33,28 @@ class FallbackResult:
 
 
 def keep_in_float(model: onnx.ModelProto, plan: QdqPlan, groups: list[QdqGroup], ranking: list[dict],
-                  ranges: dict[str, TensorRange], ref: Reference, budget: Budget, start: dict,
+                  ranges: dict[str, TensorRange], ref: Reference, tolerance: Tolerance, start: dict,
                   max_float_layers: int | None) -> FallbackResult | None:
-    """None when the fully quantized model (``start``: its figures) already holds the budget."""
-    labeled = ref.labeled
-    steps = [{"float_layers": 0, **start, "holds": budget.holds(start)}]
+    """None when the fully quantized model (``start``: its figures, judged by the budget ``tolerance``) already
+    holds the budget."""
+    budget = describe_budget(tolerance, ref.labeled)
+    steps = [{"float_layers": 0, **start, "holds": start["passed"]}]
     if steps[0]["holds"]:
         return None
     by_tensor = {g.tensor: g for g in groups}
     limit = len(ranking) if max_float_layers is None else min(max_float_layers, len(ranking))
-    bar = progress(total=limit, desc=f"float layers until {budget.describe(labeled)}", unit="steps")
+    bar = progress(total=limit, desc=f"float layers until {budget}", unit="steps")
     for k in range(1, limit + 1):
         bar.update(1)
         chosen = [by_tensor[r["tensor"]] for r in ranking[:k]]
         mixed, summary = insert_qdq(model, plan.without(chosen), ranges)
         logits = run_model(mixed, ref)
-        figures = score(ref, logits, budget.tolerance)
-        holds = budget.holds(figures)
+        figures = score(ref, logits, tolerance)
+        holds = figures["passed"]
         steps.append({"float_layers": k, "added": ranking[k - 1]["tensor"], **figures, "holds": holds})
         if holds:
             bar.close()
-            why = (f"needed to meet {budget.describe(labeled)} on {ref.description}: fully INT8 gave "
+            why = (f"needed to meet {budget} on {ref.description}: fully INT8 gave "
                    f"{describe_figures(start)}; with the {k} most sensitive in float, {describe_figures(figures)}")
             floated = [{"tensor": r["tensor"], "nodes": r["nodes"], "rank": r["rank"],
                         "sensitivity": r["sensitivity"],
@@ -61,6 +63,6 @@ def keep_in_float(model: onnx.ModelProto, plan: QdqPlan, groups: list[QdqGroup],
             return FallbackResult(mixed, summary, logits, floated, steps)
     bar.close()
     last = steps[-1]
-    raise ParityError(f"{budget.describe(labeled)} not met even with the {limit} most sensitive of "
+    raise ParityError(f"{budget} not met even with the {limit} most sensitive of "
                       f"{len(ranking)} quantized layers in float ({describe_figures(last)} on {ref.description}); "
                       "nothing written: loosen the budget, raise --max-float-layers, or use FP16")

@@ -17,7 +17,7 @@ import onnx
 from ...artifacts import manifest_path, read_manifest, require_file, verified_manifest
 from ...errors import EcaDeployError, EngineError, ManifestError, MissingDependencyError, OnnxFileError, UsageError, warn
 from ...graph.graph import onnx_inputs
-from ...precisions import PRECISIONS, graph_layout, ir_precision, onnx_precision
+from ...precisions import EXPORTED, PRECISIONS, graph_layout, ir_precision, is_quantized, onnx_precision
 from ..base import Backend, require_image_input
 from ..tensorrt.compat import refuse_stale_manifest
 from ..tensorrt.env import tensorrt_unavailable_reason
@@ -192,7 +192,7 @@ class Artifact:
 
     def layout(self, precision: str) -> str | None:
         """An INT8 file's layout (tensorrt or cpu): its manifest's target, else what its graph holds."""
-        if precision != "int8" or self.kind == "torch":
+        if not is_quantized(precision) or self.kind == "torch":
             return None
         if self.kind == "tensorrt":
             return "tensorrt"
@@ -204,7 +204,7 @@ class Artifact:
         if override:
             return override, "flag"
         if self.kind == "torch":
-            return "fp32", "pytorch"
+            return EXPORTED, "pytorch"
         recorded = (self.manifest or {}).get("precision")
         if recorded in PRECISIONS:
             return recorded, "manifest"
@@ -212,7 +212,7 @@ class Artifact:
             return onnx_precision(self.path), "graph"
         if self.kind == "openvino":
             return ir_precision(self.path), "graph"
-        return "fp32", "assumed (no manifest; pass --precision)"
+        return EXPORTED, "assumed (no manifest; pass --precision)"
 
 
 def parse_spec(spec: str) -> Artifact:

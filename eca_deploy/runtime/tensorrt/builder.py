@@ -30,6 +30,7 @@ from ...artifacts import (atomic_write, ensure_output_dir, file_lock, package_ve
                           write_artifact)
 from ...data.sources import load_dataset
 from ...errors import EngineError, first_line
+from ...precisions import is_quantized
 from .calibrator import CalibrationData, cache_source, calibration_base, record_calibration_cache
 from .compat import (check_builder_version, check_legacy_precision, check_new_options, check_onnx_opset,
                      precision_flags, strongly_typed, version_text)
@@ -61,10 +62,10 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     check_legacy_precision(version, cfg.legacy_precision)
     check_onnx_opset(version, plan.opset)
     dataset = None
-    if cfg.legacy_precision == "int8" and cfg.calib_data:
+    if is_quantized(cfg.legacy_precision) and cfg.calib_data:
         dataset = load_dataset(cfg.calib_data, imgsz=plan.image_shape[-1], count=cfg.calib_count, seed=cfg.seed)
     calib_source = None
-    if cfg.legacy_precision == "int8":
+    if is_quantized(cfg.legacy_precision):
         calib_source = cache_source(plan.calib_cache, sha256_file(plan.onnx_path), dataset, cfg.calib_method)
     cuda = import_cuda()
     gpu = gpu_info(cuda, cfg.device)
@@ -127,7 +128,7 @@ class _Built:
 
 def _build(trt: Any, plan: BuildPlan, dataset: Any, calib_source: Any) -> _Built:
     cfg = plan.config
-    if cfg.legacy_precision != "int8":
+    if not is_quantized(cfg.legacy_precision):
         return _run_build(trt, plan, None)
     # Polygraphy's Calibrator reads and writes the cache file itself, and only logs a failed write
     # (polygraphy/backend/trt/calibrator.py, write_calibration_cache): it works on a copy, and the copy

@@ -14,7 +14,7 @@ from ...graph.qdq import tensorrt_incompatible_qdq
 from ...data.sources import source_files
 from ...errors import EngineError
 from ...graph.graph import load_onnx, onnx_inputs, summarize
-from ...precisions import onnx_precision
+from ...precisions import is_exported, is_quantized, onnx_precision
 from .compat import LEGACY_PRECISIONS, BatchProfile
 
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -104,10 +104,10 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
         profile = BatchProfile.parse(cfg.batch or DEFAULT_DYNAMIC_BATCH)
 
     precision = onnx_precision(onnx_path)
-    if cfg.legacy_precision and precision != "fp32":
+    if cfg.legacy_precision and not is_exported(precision):
         raise EngineError(f"{onnx_path.name} already carries {precision} precision; --legacy-precision needs an "
                           "FP32 ONNX (drop the flag to build this one as it is)")
-    if precision == "int8":
+    if is_quantized(precision):
         problem = tensorrt_incompatible_qdq(model)
         if problem:
             raise EngineError(f"TensorRT cannot build {onnx_path.name}: {problem} (TensorRT takes symmetric int8 "
@@ -127,7 +127,7 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
                           f"got {engine_path.name}")
 
     calib_cache = None
-    if cfg.legacy_precision == "int8":
+    if is_quantized(cfg.legacy_precision):
         calib_cache = Path(cfg.calib_cache) if cfg.calib_cache else engine_path.with_name(engine_path.name + ".calib")
         if not cfg.calib_data and not calib_cache.is_file():
             raise EngineError("--legacy-precision int8 needs --calib-data (images to calibrate on) or an existing "
@@ -146,10 +146,10 @@ def _check_dla(cfg: BuildConfig, batch: BatchProfile, precision: str) -> None:
     if batch.min != batch.max:
         raise EngineError(f"--dla needs one fixed batch (DLA has no dynamic shapes), got --batch {batch}; "
                           f"pass e.g. --batch {batch.opt}")
-    if precision == "fp32":
+    if is_exported(precision):
         raise EngineError("--dla needs an FP16 or INT8 network (DLA runs no FP32 layers): build an FP16/INT8 ONNX "
                           "from `eca-deploy quantize` or add --legacy-precision fp16")
-    if cfg.legacy_precision == "int8" and cfg.calib_method != "entropy":
+    if is_quantized(cfg.legacy_precision) and cfg.calib_method != "entropy":
         raise EngineError(f"--dla with --legacy-precision int8 needs --calib-method entropy (the calibrator DLA "
                           f"requires), got {cfg.calib_method}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import EngineError
+from ...precisions import is_quantized
 from .compat import (FIRST_WITH_OPT_LEVEL, check_legacy_precision, check_new_options, check_onnx_opset,
                      precision_flags, strongly_typed, trt_major, trt_version, version_text)
 from .plan import BuildPlan
@@ -26,7 +27,7 @@ def check_trtexec_calibration(version: Any, legacy_precision: str | None) -> Non
     at 8.5.3, RndInt8Calibrator's constructor returns before its cudaMalloc when the cache file opens) and
     hands TensorRT null pointers if TensorRT rejects the cache; ours comes from an eca-deploy build, whose
     TensorRT need not be 8.5's."""
-    if legacy_precision == "int8" and trt_version(version) < FIRST_WITH_OPT_LEVEL:
+    if is_quantized(legacy_precision) and trt_version(version) < FIRST_WITH_OPT_LEVEL:
         raise EngineError(f"--legacy-precision int8 through trtexec {version_text(version)} is refused: it cannot "
                           "read a calibration cache made by a newer TensorRT; build Q/DQ INT8 instead (`eca-deploy "
                           "quantize --precision int8 --high-precision fp32` writes an opset-17 ONNX 8.5 builds)")
@@ -49,7 +50,7 @@ def trtexec_command(plan: BuildPlan, version: Any) -> list[str]:
         args.append("--stronglyTyped")
     flags = precision_flags(version, cfg.legacy_precision, plan.onnx_precision, dla)
     args += [f"--{flag.lower()}" for flag in flags]
-    if cfg.legacy_precision == "int8":
+    if is_quantized(cfg.legacy_precision):
         args.append(f"--calib={plan.calib_cache}")  # trtexec cannot calibrate from images, only read a cache
     if cfg.workspace_gib is not None:
         mib = int(cfg.workspace_gib * 1024)
