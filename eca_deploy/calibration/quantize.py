@@ -93,7 +93,6 @@ class ConvertJob:
     output: Path
     cache: Path | None  # the calibration cache (precisions that calibrate, unless --no-calib-cache)
     tolerance: Tolerance  # parity's verdict for this precision with the overrides, and the budget where it applies
-    t0: float
 
 
 @dataclass
@@ -204,7 +203,9 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     # the budget is the Q/DQ precisions': only they can leave layers in float until it holds
     budget = (cfg.max_top1_drop, cfg.min_agreement) if row.quantizes else (None, None)
     tolerance = budget_tolerance(cfg.precision, cfg.overrides, *budget)
-    return row.convert()(cfg, ConvertJob(source, model, imgsz, output, cache, tolerance, t0))
+    result = row.convert()(cfg, ConvertJob(source, model, imgsz, output, cache, tolerance))
+    result.timings["total"] = time.perf_counter() - t0  # every converter's, timed the same way
+    return result
 
 
 def calibration_cache(cfg: QuantizeConfig, source: Path, output: Path) -> Path | None:
@@ -306,7 +307,6 @@ def quantize_fp16(cfg: QuantizeConfig, job: ConvertJob) -> QuantizeResult:
                               parity={**parity, "data": _describe(data), "tolerance": asdict(tolerance),
                                       "checks": verdict.checks, "skipped": skipped_files(data)},
                               accuracy=accuracy, versions=package_versions("onnx", "onnxruntime"))
-    timings["total"] = time.perf_counter() - job.t0
     return QuantizeResult(output, manifest, cfg.precision, None, parity, accuracy, _describe(data),
                           fp16=report.as_dict(), timings=timings, skipped=skipped_files(data))
 
@@ -587,7 +587,6 @@ def quantize_int8(cfg: QuantizeConfig, job: ConvertJob) -> QuantizeResult:
         sensitivity=sensitivity, fallback=fallback, fp16=chosen.fp16,
         qdq=qdq, parity={**parity, "data": ref.description}, accuracy=accuracy, verdict=verdict,
         versions=package_versions("onnx", "onnxruntime"))
-    timings["total"] = time.perf_counter() - job.t0
     return QuantizeResult(output, manifest, cfg.precision, cfg.target, parity, accuracy, ref.description, qdq=qdq,
                           calibration={**calibration, "method": method}, timings=timings,
                           method_selection=selection if cfg.calib_method == "auto" else None,
