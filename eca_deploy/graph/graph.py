@@ -23,12 +23,7 @@ import onnx
 from ..artifacts import manifest_path, require_file
 from ..errors import OnnxFileError, first_line
 from ..precisions import graph_layout
-from .qdq import QDQ_OPS
-
-POOL_OPS = {"GlobalAveragePool", "ReduceMean"}
-RESHAPE_IN_OPS = {"Reshape", "Squeeze", "Flatten"}
-RESHAPE_OUT_OPS = {"Reshape", "Unsqueeze"}
-TRANSPARENT_OPS = QDQ_OPS | {"Cast"}  # change the number format, not the values' path
+from .eca import POOL_OPS, RESHAPE_IN_OPS, RESHAPE_OUT_OPS, EcaPath, Links, eca_paths, is_conv1d_weight
 # Edges of the ECA path (named by the op types around them) where each layout may hold Q/DQ or Cast nodes;
 # a layout not named here (a precision added later) may hold none, the strictest reading.
 ALLOWED_CROSSINGS = {"fp32": set(), "fp16": set(), "int8 tensorrt": set(),
@@ -92,15 +87,7 @@ def opset_of(model: onnx.ModelProto) -> int:
 
 def summarize(model: onnx.ModelProto) -> GraphSummary:
     graph = model.graph
-    initializers = {i.name: i for i in graph.initializer}
-    producers = {out: n for n in graph.node for out in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    for n in graph.node:  # Constant nodes act as initializers for our purposes
-        if n.op_type == "Constant" and n.attribute:
-            initializers.setdefault(n.output[0], n.attribute[0].t)
+    links = Links(model)
 
     shapes = {}
     try:
@@ -111,9 +98,8 @@ def summarize(model: onnx.ModelProto) -> GraphSummary:
         pass
 
     layout = graph_layout(model)
-    blocks = [_eca_block(n, initializers, producers, consumers, shapes, ALLOWED_CROSSINGS.get(layout, set()))
-              for n in graph.node if n.op_type == "Conv" and _is_conv1d_weight(n, initializers)]
-    graph_inputs = [i for i in graph.input if i.name not in initializers]
+    blocks = [_eca_block(path, links, shapes, ALLOWED_CROSSINGS.get(layout, set())) for path in eca_paths(model, links)]
+    graph_inputs = [i for i in graph.input if i.name not in links.initializers]
     return GraphSummary(
         ops=Counter(n.op_type for n in graph.node),
         inputs=[(i.name, _dims(i)) for i in graph_inputs],
@@ -124,32 +110,10 @@ def summarize(model: onnx.ModelProto) -> GraphSummary:
     )
 
 
-def _is_conv1d_weight(node: onnx.NodeProto, initializers) -> bool:
-    weight = initializers.get(node.input[1])
-    return weight is not None and len(weight.dims) == 3 and weight.dims[0] == 1 and weight.dims[1] == 1
-
-
-def _source(name: str, producers) -> tuple[str, bool]:
-    """The tensor ``name`` carries before any Q/DQ or Cast, and whether one was crossed."""
-    crossed = False
-    while (node := producers.get(name)) is not None and node.op_type in TRANSPARENT_OPS:
-        name, crossed = node.input[0], True
-    return name, crossed
-
-
-def _next_node(name: str, consumers) -> tuple[onnx.NodeProto | None, bool]:
-    """The single consumer of ``name`` past any Q/DQ or Cast (None where it fans out), and whether one was crossed."""
-    crossed = False
-    while True:
-        users = consumers.get(name, [])
-        node = users[0] if len(users) == 1 else None
-        if node is None or node.op_type not in TRANSPARENT_OPS:
-            return node, crossed
-        name, crossed = node.output[0], True
-
-
-def _eca_block(conv: onnx.NodeProto, initializers, producers, consumers, shapes, allowed: set[str]) -> EcaBlock:
-    k = int(initializers[conv.input[1]].dims[2])
+def _eca_block(eca: EcaPath, links: Links, shapes, allowed: set[str]) -> EcaBlock:
+    """The matcher's path judged against the plain shape, and its Q/DQ crossings against the layout's."""
+    conv = eca.conv
+    k = int(links.initializers[conv.input[1]].dims[2])
     path: list[str] = []
     problem = ""
     crossings: list[str] = []
@@ -158,10 +122,8 @@ def _eca_block(conv: onnx.NodeProto, initializers, producers, consumers, shapes,
         if crossed:
             crossings.append(f"{before} -> {after}")
 
-    pre_input, crossed_pre = _source(conv.input[0], producers)
-    pre = producers.get(pre_input)
-    pool_input, crossed_pool = _source(pre.input[0], producers) if pre is not None else ("", False)
-    pool = producers.get(pool_input) if pre is not None else None
+    pre, crossed_pre = eca.up(0)
+    pool, crossed_pool = eca.up(1)
     if pre is None or pre.op_type not in RESHAPE_IN_OPS:
         problem = f"input comes from {pre.op_type if pre else 'a graph input'}, not one reshape"
     elif pool is None or pool.op_type not in POOL_OPS:
@@ -178,16 +140,14 @@ def _eca_block(conv: onnx.NodeProto, initializers, producers, consumers, shapes,
         channels = conv_shape[2]
 
     if not problem:
-        post, crossed_post = _next_node(conv.output[0], consumers)
-        gate, crossed_gate = _next_node(post.output[0], consumers) if post is not None else (None, False)
-        mul, crossed_mul = _next_node(gate.output[0], consumers) if gate is not None else (None, False)
+        (post, crossed_post), (gate, crossed_gate), (mul, crossed_mul) = eca.down(0), eca.down(1), eca.down(2)
         if post is None or post.op_type not in RESHAPE_OUT_OPS:
             problem = f"Conv output goes to {post.op_type if post else 'several nodes'}, not one reshape"
         elif gate is None or gate.op_type != "Sigmoid":
             problem = f"reshape feeds {gate.op_type if gate else 'several nodes'}, not Sigmoid"
         elif mul is None or mul.op_type != "Mul":
             problem = f"Sigmoid feeds {mul.op_type if mul else 'several nodes'}, not Mul"
-        elif _source(pool.input[0], producers)[0] not in {_source(i, producers)[0] for i in mul.input}:
+        elif links.source(pool.input[0])[0] not in {links.source(i)[0] for i in mul.input}:
             problem = "the gating Mul does not scale the pooled tensor directly (Expand or copy between)"
         else:
             path += [post.op_type, gate.op_type, mul.op_type]
@@ -204,7 +164,7 @@ def _eca_block(conv: onnx.NodeProto, initializers, producers, consumers, shapes,
 def conv1d_weight_names(model: onnx.ModelProto) -> set[str]:
     """Initializer names of ECA Conv1d weights (so later stages can keep them in float)."""
     inits = {i.name: i for i in model.graph.initializer}
-    return {n.input[1] for n in model.graph.node if n.op_type == "Conv" and _is_conv1d_weight(n, inits)}
+    return {n.input[1] for n in model.graph.node if n.op_type == "Conv" and is_conv1d_weight(n, inits)}
 
 
 def onnx_inputs(path: str | Path) -> list[Path]:

@@ -31,15 +31,13 @@ import onnx
 from onnx import TensorProto
 
 from ...errors import QuantizationError
-from ...graph.graph import conv1d_weight_names
+from ...graph.eca import eca_node_names
 
 TARGETS = ("tensorrt", "cpu")
 QDQ_LAYOUTS = ("eca-deploy", "modelopt")  # placements for the tensorrt target
 WEIGHTED_OPS = {"Conv", "Gemm"}
 # Ops whose output may share the input's quantization (values are a subset of the input's).
 SHARED_RANGE_OPS = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze"}
-ECA_PRE_OPS = {"GlobalAveragePool", "ReduceMean", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose"}
-ECA_POST_OPS = {"Reshape", "Unsqueeze", "Squeeze", "Transpose", "Expand", "Sigmoid", "HardSigmoid"}
 # Outputs whose range is known: calibrating them can only lose values. Entropy calibration of an ECA gate
 # whose values sat in [0.28, 0.73] chose 0.28, clipping every gate to one value (cosine 0.86 on a digit).
 BOUNDED_OUTPUTS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0)}
@@ -173,29 +171,6 @@ def name_nodes(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
-def eca_nodes(index: GraphIndex, model: onnx.ModelProto) -> set[str]:
-    """Names of every node on an ECA path: pool -> reshapes -> Conv1d -> reshapes -> Sigmoid -> gating Mul."""
-    weights = conv1d_weight_names(model)
-    found: set[str] = set()
-    for node in index.nodes.values():
-        if node.op_type != "Conv" or node.input[1] not in weights:
-            continue
-        found.add(node.name)
-        upstream = index.producer.get(node.input[0])
-        while upstream is not None and upstream.op_type in ECA_PRE_OPS:
-            found.add(upstream.name)
-            if upstream.op_type in {"GlobalAveragePool", "ReduceMean"}:
-                break
-            upstream = index.producer.get(upstream.input[0])
-        downstream = index.only_consumer(node.output[0])
-        while downstream is not None and downstream.op_type in ECA_POST_OPS:
-            found.add(downstream.name)
-            downstream = index.only_consumer(downstream.output[0])
-        if downstream is not None and downstream.op_type == "Mul":
-            found.add(downstream.name)
-    return found
-
-
 def gating_muls(index: GraphIndex, eca: set[str]) -> list[onnx.NodeProto]:
     return [index.nodes[n] for n in eca if index.nodes[n].op_type == "Mul"]
 
@@ -244,7 +219,7 @@ def residual_input(index: GraphIndex, add: onnx.NodeProto, eca: set[str]) -> int
 
 def plan_tensorrt(model: onnx.ModelProto) -> QdqPlan:
     index = GraphIndex(model)
-    eca = eca_nodes(index, model)
+    eca = eca_node_names(model)
     consumers: dict[str, list[tuple[str, int]]] = {}
     weights = []
     for node in _quantizable_weighted(index, eca):
@@ -263,7 +238,7 @@ def plan_tensorrt(model: onnx.ModelProto) -> QdqPlan:
 def plan_modelopt(model: onnx.ModelProto) -> QdqPlan:
     """Model Optimizer's placement for the tensorrt target (see the module docstring)."""
     index = GraphIndex(model)
-    eca = eca_nodes(index, model)
+    eca = eca_node_names(model)
     consumers: dict[str, list[tuple[str, int]]] = {}
 
     def quantize(node: onnx.NodeProto, i: int) -> None:
@@ -293,7 +268,7 @@ def plan_modelopt(model: onnx.ModelProto) -> QdqPlan:
 
 def plan_cpu(model: onnx.ModelProto) -> QdqPlan:
     index = GraphIndex(model)
-    eca = eca_nodes(index, model)
+    eca = eca_node_names(model)
     gates = {n.name for n in gating_muls(index, eca)}
     range_of: dict[str, str] = {}  # quantized tensor -> the tensor whose range it uses
 
