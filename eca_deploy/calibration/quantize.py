@@ -22,25 +22,22 @@ from onnx import TensorProto
 
 from ..artifacts import (check_outputs, ensure_output_dir, manifest_path, package_versions, sha256_file,
                          source_weights, write_artifact)
-from ..data.sources import Dataset, label_problem, load_dataset, source_files
+from ..data.sources import Dataset, label_problem, load_dataset, skipped_files, source_files
 from ..data.synthetic import photo_like_batch
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs, judge, resolution_notes
-from ..graph.cpu import lacks_vnni, this_cpu_features, weight_bits
 from ..graph.graph import load_onnx, onnx_inputs, opset_of, summarize
-from ..graph.session import has_fp16_qdq, make_session
+from ..graph.session import make_session
 from ..precisions import LOW_PRECISIONS, PRECISIONS, QUANTIZED_OPS, Tolerance, variant_suffix
 from ..progress import progress
-from .int8.cache import (cache_key, histogram_key, load_histograms, load_ranges, range_problem, store_histograms,
-                    store_ranges)
+from .fp16 import FP16_GLUE, FP32_GLUE, HIGH_PRECISIONS, convert_to_fp16, qdq_glue_to_fp16
 from .int8.calibrators import CALIB_METHODS, DEFAULT_PERCENTILE, METHODS, TensorRange
-from .int8.collect import collect_stats
-from .search.evaluate import (Reference, budget_record, budget_tolerance, check_budget, describe_budget,
-                              describe_figures, flip_noise, rank_key, reference_run, run_model, score)
-from .search.fallback import keep_in_float
+from .int8.collect import calibrate
 from .qdq.placement import QDQ_LAYOUTS, TARGETS, QdqPlan, make_plan, name_nodes, qdq_groups
 from .qdq.rewrite import QdqSummary, insert_qdq, weight_qmax
-from .fp16 import FP16_GLUE, FP32_GLUE, HIGH_PRECISIONS, convert_to_fp16, qdq_glue_to_fp16
+from .search.evaluate import (JUDGED_ON, Reference, budget_record, budget_tolerance, check_budget, describe_budget,
+                              reference_run, run_model, runtime_check, score, select_method)
+from .search.fallback import keep_in_float
 from .search.sensitivity import MEASURE, measure_sensitivity, write_plot
 
 LOW_PRECISION_TYPES = {TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16", TensorProto.INT8: "INT8",
@@ -269,11 +266,6 @@ def _accuracy(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None) -> d
             "images": int(len(labels))}
 
 
-def skipped_files(data: Dataset | None) -> list[dict]:
-    """The unreadable files a pass over ``data`` skipped, as the manifest records them."""
-    return [{"path": p, "reason": r} for p, r in data.skipped] if data is not None else []
-
-
 def _describe(data: Dataset | None) -> str:
     if data is None:
         return "seeded random photo-like inputs"
@@ -309,74 +301,6 @@ def quantize_fp16(cfg: QuantizeConfig, job: ConvertJob) -> QuantizeResult:
                               accuracy=accuracy, versions=package_versions("onnx", "onnxruntime"))
     return QuantizeResult(output, manifest, cfg.precision, None, parity, accuracy, _describe(data),
                           fp16=report.as_dict(), timings=timings, skipped=skipped_files(data))
-
-
-def calibrate(model: onnx.ModelProto, tensors: list[str], model_sha256: str, data: Dataset, cfg: QuantizeConfig,
-              cache: Path | None, methods: tuple[str, ...]) -> tuple[dict[str, dict[str, TensorRange]], dict]:
-    """Ranges per method in ``methods`` from the cache, or from one pass over ``data`` (which fills the cache).
-
-    A histogram pass yields all three methods at no extra cost, so all of them go into the cache, and
-    so do the histograms themselves: any other --percentile is then answered from them, without a pass.
-    """
-    keys = {m: cache_key(model_sha256, data.data_hash, m, cfg.percentile) for m in methods}
-    hist_key = histogram_key(model_sha256, data.data_hash)
-    info = {"data_hash": data.data_hash, "tensors": len(tensors), "cache": str(cache) if cache else None,
-            "cache_ignored": None}
-    histograms = methods != ("minmax",)
-    if cache is not None and cache.exists():
-        cached = {m: load_ranges(cache, key, tensors) for m, key in keys.items()}
-        if all(c.ranges is not None for c in cached.values()):
-            images = next(iter(cached.values())).images
-            return {m: c.ranges for m, c in cached.items()}, {**info, "cached": True, "images": images, "skipped": []}
-        problems = [c.problem for c in cached.values() if c.problem]
-        kept = load_histograms(cache, hist_key, tensors) if histograms and not problems else None
-        if kept is not None:
-            stats, used = kept
-            entries = {keys[m]: {name: s.range(m, cfg.percentile) for name, s in stats.items()} for m in methods}
-            problems = [f"{name}: {problem}" for ranges in entries.values() for name, r in ranges.items()
-                        if (problem := range_problem(r))][:1]
-            if not problems:
-                store_ranges(cache, entries, used)
-                return ({m: entries[key] for m, key in keys.items()},
-                        {**info, "cached": True, "images": used, "skipped": [], "from_histograms": True})
-        lacking = _lacking(cached, tensors)
-        if lacking and not any(c.problem and not c.missing for c in cached.values()):
-            # the other target's run left these entries: compute only the tensors this target adds
-            ranges, used, skipped = _collect(model, lacking, data, cfg, cache, model_sha256, keys,
-                                             f"calibrating {len(lacking)} of {len(tensors)} tensors (the others "
-                                             f"cached in {cache.name})")
-            return ({m: {**cached[m].present, **ranges[m]} for m in methods},
-                    {**info, "cached": False, "images": used, "skipped": skipped, "recomputed": len(lacking)})
-        if problems:  # a stale or poisoned entry: recalibrate (and overwrite it) rather than trust it
-            info["cache_ignored"] = f"calibration cache {cache} ignored: {problems[0]}; recalibrated"
-            warn(info["cache_ignored"])  # said before the pass, not after it
-    ranges, used, skipped = _collect(model, tensors, data, cfg, cache, model_sha256, keys, "calibrating")
-    return ranges, {**info, "cached": False, "images": used, "skipped": skipped}
-
-
-def _lacking(cached: dict, tensors: list[str]) -> list[str]:
-    """The tensors some method's cache entry lacks, in network order, where every entry holds some of them
-    (a complete pass is no dearer than completing entries that hold nothing)."""
-    if any(not c.present for c in cached.values()):
-        return []
-    missing = {name for c in cached.values() for name in c.missing}
-    return [name for name in tensors if name in missing]
-
-
-def _collect(model: onnx.ModelProto, tensors: list[str], data: Dataset, cfg: QuantizeConfig, cache: Path | None,
-             model_sha256: str, keys: dict[str, str], desc: str):
-    """One statistics pass over ``tensors``: ranges per requested method (``keys``), stored in the cache (every
-    method the pass yields, added to the entries' other tensors), the image count and the files skipped."""
-    histograms = tuple(keys) != ("minmax",)
-    stats, used = collect_stats(model, tensors, data, cfg.batch_size, histograms=histograms, desc=desc)
-    computed = METHODS if histograms else ("minmax",)
-    entries = {cache_key(model_sha256, data.data_hash, m, cfg.percentile):
-               {name: s.range(m, cfg.percentile) for name, s in stats.items()} for m in computed}
-    if cache is not None:
-        store_ranges(cache, entries, used)
-        if histograms:
-            store_histograms(cache, histogram_key(model_sha256, data.data_hash), stats, used)
-    return {m: entries[key] for m, key in keys.items()}, used, skipped_files(data)
 
 
 def held_out(cfg: QuantizeConfig, imgsz: int, calibration: Dataset) -> tuple[Dataset, str, bool]:
@@ -425,63 +349,6 @@ def with_glue(model: onnx.ModelProto, high_precision: str):
     return qdq_glue_to_fp16(model) if high_precision == FP16_GLUE else (model, None)
 
 
-JUDGED_ON = ("the model's math: onnxruntime without its Q/DQ fusion (session.disable_quant_qdq: Q/DQ computed in "
-             "float, as ONNX defines them)")
-
-
-def runtime_check(chosen: _Candidate, ref: Reference) -> dict:
-    """The chosen model in this CPU's default onnxruntime session, beside its math: where fused integer
-    kernels answer differently (u8s8 saturation on x86 CPUs without VNNI), say so; it never decides anything."""
-    features = this_cpu_features()
-    # An FP16-glue model runs node by node in every session (graph/session.py): its math is this CPU's result,
-    # so a second run of it, the slowest kind of run there is, would only repeat the first.
-    logits = (chosen.logits if has_fp16_qdq(chosen.model)
-              else run_model(chosen.model, ref, label="the quantized model", math=False))
-    differ = int(np.sum(logits.argmax(1) != chosen.logits.argmax(1)))
-    saturates = lacks_vnni(features) and weight_bits(chosen.model) == 8
-    return {"cpu": features, "figures": score(ref, logits), "answers_differ": differ, "saturates": saturates,
-            "onnxruntime": package_versions("onnxruntime")["onnxruntime"]}
-
-
-def describe_runtime(runtime: dict, images: int) -> str | None:
-    """"this CPU's onnxruntime saturates: ..." where its default session differs from the math, else None."""
-    if not runtime["answers_differ"]:
-        return None
-    what, why = (("saturates", " (8-bit weights, no VNNI)") if runtime["saturates"]
-                 else ("differs from the model's math", ""))
-    return (f"this CPU's onnxruntime {what}: {runtime['answers_differ']} of {images} answers differ{why}, "
-            f"{describe_figures(runtime['figures'])}")
-
-
-def select_method(candidates: dict[str, _Candidate], images: int) -> tuple[str, dict]:
-    """The method closest to FP32 (rank_key), with the table, a one-line reason, and whether the runner-up's
-    flips are within noise of the winner's on these ``images`` (then the choice is not resolved by them)."""
-    order = sorted(candidates, key=lambda m: rank_key(candidates[m].figures))  # stable: METHODS order on ties
-    best, runner = order[0], order[1] if len(order) > 1 else None
-    table = [{"method": m, **candidates[m].figures} for m in candidates]
-    if runner is None:
-        return best, {"chosen": best, "candidates": table, "reason": "the only method", "within_noise": False}
-    a, b = candidates[best].figures, candidates[runner].figures
-    fields = ["flips", "min_cosine", "cosine"]
-    names = {"flips": ("fewer flipped answers", "{:d}"), "min_cosine": ("higher worst-sample cosine", "{:.6f}"),
-             "cosine": ("higher mean cosine", "{:.6f}")}
-    decided = next((f for f in fields if a[f] != b[f]), None)
-    if decided is None:
-        reason = f"{best} and {runner} tie on every figure; {best} comes first in {', '.join(METHODS)}"
-    else:
-        tied = fields[:fields.index(decided)]
-        prefix = f"ties with {runner} on {', '.join(tied)}; " if tied else ""
-        name, fmt = names[decided]
-        reason = f"{prefix}{name} than {runner}: {fmt.format(a[decided])} vs {fmt.format(b[decided])}"
-    noise = flip_noise(a["flips"], b["flips"])
-    within = b["flips"] - a["flips"] <= noise
-    if within:
-        reason += (f"; within noise: {a['flips']} vs {b['flips']} flips on {images} images (a difference of up "
-                   f"to {noise:.3g} images is not resolved), so {runner} would serve as well")
-    return best, {"chosen": best, "candidates": table, "reason": reason, "within_noise": within,
-                  "noise_flips": noise}
-
-
 def quantize_int8(cfg: QuantizeConfig, job: ConvertJob) -> QuantizeResult:
     """The int8 row's converter: calibrated ranges written as Q/DQ of the row's dtype, in the target's layout,
     accuracy first (method choice, sensitivity, float fallback until the budget ``job.tolerance`` holds)."""
@@ -505,7 +372,8 @@ def quantize_int8(cfg: QuantizeConfig, job: ConvertJob) -> QuantizeResult:
 
     methods = METHODS if cfg.calib_method == "auto" else (cfg.calib_method,)
     t = time.perf_counter()
-    per_method, calibration = calibrate(model, plan.calibrated_tensors, model_sha256, data, cfg, cache, methods)
+    per_method, calibration = calibrate(model, plan.calibrated_tensors, model_sha256, data, cache, methods,
+                                        cfg.batch_size, cfg.percentile)
     timings["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -550,7 +418,7 @@ def quantize_int8(cfg: QuantizeConfig, job: ConvertJob) -> QuantizeResult:
                             f"cache {cache}; not written: delete the cache or pass --no-calib-cache")
         raise ParityError("the INT8 model outputs NaN or infinity on the check images; not written")
     accuracy = _accuracy(ref.logits, chosen.logits, ref.labels)
-    runtime = runtime_check(chosen, ref)
+    runtime = runtime_check(chosen.model, chosen.logits, ref)
     # the verdict `parity` gives this file on these images: the same function, defaults and overrides
     judged, _ = judge(budget, chosen.logits, ref.logits, ref.labels)
     verdict = {"passed": judged.passed, "checks": judged.checks, "notes": judged.notes,

@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  top-1 accuracy: FP32 {100 * a['fp32']:.2f}%, {result.precision.upper()} "
               f"{100 * a['candidate']:.2f}% on {a['images']} labeled images")
     if result.runtime is not None:
-        from ..calibration.quantize import describe_runtime
+        from ..calibration.search.evaluate import describe_runtime
 
         print("  judged on the model's math (onnxruntime without its Q/DQ fusion)")
         differs = describe_runtime(result.runtime, p["samples"])

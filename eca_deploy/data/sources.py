@@ -383,3 +383,8 @@ def _hash_files(files: list[Path], labels: np.ndarray | None, settings: str) -> 
         digest.update(os.fsencode(path.name))
         digest.update(f"|{_file_digest(path)}|{labels[i] if labels is not None else ''}\n".encode())
     return digest.hexdigest()
+
+
+def skipped_files(data: Dataset | None) -> list[dict]:
+    """The unreadable files a pass over ``data`` skipped, as the manifest records them."""
+    return [{"path": p, "reason": r} for p, r in data.skipped] if data is not None else []

@@ -12,7 +12,8 @@ import pytest
 
 from eca_deploy.artifacts import read_manifest
 from eca_deploy.calibration.int8.collect import with_outputs
-from eca_deploy.calibration.quantize import JUDGED_ON, QuantizeConfig, quantize
+from eca_deploy.calibration.quantize import QuantizeConfig, quantize
+from eca_deploy.calibration.search.evaluate import JUDGED_ON
 from eca_deploy.data.sources import load_dataset
 from eca_deploy.cli.main import main
 from eca_deploy.errors import ParityError

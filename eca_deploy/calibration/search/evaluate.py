@@ -15,11 +15,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 
+from ...artifacts import package_versions
+from ...data.sources import Dataset
 from ...errors import QuantizationError
 from ...graph.compare import compare_outputs, count_flips, judge, tolerance_for
+from ...graph.cpu import lacks_vnni, this_cpu_features, weight_bits
+from ...graph.session import has_fp16_qdq, make_session
 from ...precisions import Tolerance
-from ...graph.session import make_session
-from ...data.sources import Dataset
+from ..int8.calibrators import METHODS
 
 
 @dataclass
@@ -134,3 +137,59 @@ def describe_figures(figures: dict) -> str:
     drop = f"top-1 drop {figures['top1_drop']:.2f} points, " if figures["top1_drop"] is not None else ""
     return (f"{drop}agreement {100 * figures['top1_agreement']:.2f}% ({figures['flips']} flips), "
             f"worst cosine {figures['min_cosine']:.4f}")
+
+
+JUDGED_ON = ("the model's math: onnxruntime without its Q/DQ fusion (session.disable_quant_qdq: Q/DQ computed in "
+             "float, as ONNX defines them)")
+
+
+def runtime_check(model: onnx.ModelProto, logits: np.ndarray, ref: Reference) -> dict:
+    """The chosen model (``logits``: its math) in this CPU's default onnxruntime session, beside its math: where fused integer
+    kernels answer differently (u8s8 saturation on x86 CPUs without VNNI), say so; it never decides anything."""
+    features = this_cpu_features()
+    # An FP16-glue model runs node by node in every session (graph/session.py): its math is this CPU's result,
+    # so a second run of it, the slowest kind of run there is, would only repeat the first.
+    session = logits if has_fp16_qdq(model) else run_model(model, ref, label="the quantized model", math=False)
+    differ = int(np.sum(session.argmax(1) != logits.argmax(1)))
+    saturates = lacks_vnni(features) and weight_bits(model) == 8
+    return {"cpu": features, "figures": score(ref, session), "answers_differ": differ, "saturates": saturates,
+            "onnxruntime": package_versions("onnxruntime")["onnxruntime"]}
+
+
+def describe_runtime(runtime: dict, images: int) -> str | None:
+    """"this CPU's onnxruntime saturates: ..." where its default session differs from the math, else None."""
+    if not runtime["answers_differ"]:
+        return None
+    what, why = (("saturates", " (8-bit weights, no VNNI)") if runtime["saturates"]
+                 else ("differs from the model's math", ""))
+    return (f"this CPU's onnxruntime {what}: {runtime['answers_differ']} of {images} answers differ{why}, "
+            f"{describe_figures(runtime['figures'])}")
+
+
+def select_method(candidates: dict, images: int) -> tuple[str, dict]:
+    """The method whose candidate (``.figures``) is closest to FP32 (rank_key), with the table, a one-line reason, and whether the runner-up's
+    flips are within noise of the winner's on these ``images`` (then the choice is not resolved by them)."""
+    order = sorted(candidates, key=lambda m: rank_key(candidates[m].figures))  # stable: METHODS order on ties
+    best, runner = order[0], order[1] if len(order) > 1 else None
+    table = [{"method": m, **candidates[m].figures} for m in candidates]
+    if runner is None:
+        return best, {"chosen": best, "candidates": table, "reason": "the only method", "within_noise": False}
+    a, b = candidates[best].figures, candidates[runner].figures
+    fields = ["flips", "min_cosine", "cosine"]
+    names = {"flips": ("fewer flipped answers", "{:d}"), "min_cosine": ("higher worst-sample cosine", "{:.6f}"),
+             "cosine": ("higher mean cosine", "{:.6f}")}
+    decided = next((f for f in fields if a[f] != b[f]), None)
+    if decided is None:
+        reason = f"{best} and {runner} tie on every figure; {best} comes first in {', '.join(METHODS)}"
+    else:
+        tied = fields[:fields.index(decided)]
+        prefix = f"ties with {runner} on {', '.join(tied)}; " if tied else ""
+        name, fmt = names[decided]
+        reason = f"{prefix}{name} than {runner}: {fmt.format(a[decided])} vs {fmt.format(b[decided])}"
+    noise = flip_noise(a["flips"], b["flips"])
+    within = b["flips"] - a["flips"] <= noise
+    if within:
+        reason += (f"; within noise: {a['flips']} vs {b['flips']} flips on {images} images (a difference of up "
+                   f"to {noise:.3g} images is not resolved), so {runner} would serve as well")
+    return best, {"chosen": best, "candidates": table, "reason": reason, "within_noise": within,
+                  "noise_flips": noise}

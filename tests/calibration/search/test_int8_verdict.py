@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from eca_deploy.calibration.search.evaluate import budget_tolerance, check_budget, describe_budget, flip_noise
-from eca_deploy.calibration.quantize import select_method
+from eca_deploy.calibration.search.evaluate import (budget_tolerance, check_budget, describe_budget, flip_noise,
+                                                    select_method)
 from eca_deploy.errors import QuantizationError
 from eca_deploy.precisions import PRECISIONS
 
