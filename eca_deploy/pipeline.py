@@ -109,14 +109,17 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def _int8_budget(cfg: PipelineConfig) -> dict:
-    """The --max-top1-drop / --min-agreement given for int8 (or every precision): also quantize's budget."""
-    return given_overrides(cfg.parity.overrides, "int8", ("max_top1_drop", "min_agreement"))
+def _budget(cfg: PipelineConfig, precision: str) -> dict:
+    """The --max-top1-drop / --min-agreement given for ``precision`` (or every precision): also quantize's budget
+    where the precision quantizes (none otherwise: only Q/DQ layers can be left in float until it holds)."""
+    if not is_quantized(precision):
+        return {}
+    return given_overrides(cfg.parity.overrides, precision, ("max_top1_drop", "min_agreement"))
 
 
 def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig):
     """quantize() writes beside the FP32 ONNX, named by precision and target, with its manifest."""
-    budget = _int8_budget(cfg) if is_quantized(precision) else {}
+    budget = _budget(cfg, precision)
     # --high-precision and --qdq-layout are the tensorrt target's; the cpu target takes its own layout
     cpu_layout = {"cpu_vnni": False} if target == "tensorrt" else {"high_precision": None, "qdq_layout": "eca-deploy"}
     return quantize(replace(cfg.quantize, onnx=str(onnx_path), precision=precision, target=target,
@@ -270,9 +273,8 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     if cfg.quantize.calib_data:
         calib = load_dataset(cfg.quantize.calib_data, imgsz=imgsz, count=cfg.quantize.calib_count,
                              seed=cfg.quantize.seed)
-        quantizes = any(is_quantized(p) for p in cfg.precisions)
-        # --max-top1-drop on unlabeled calibration images: refused before work
-        check_budget(**_int8_budget(cfg), labeled=calib.labels is not None if quantizes else None)
+        for precision in cfg.precisions:  # --max-top1-drop on unlabeled calibration images: refused before work
+            check_budget(**_budget(cfg, precision), labeled=calib.labels is not None)
     provider = resolve_provider(parity.provider)
     no_openvino = openvino_skip_reason(cfg.openvino)  # asked for but not installed: fails before any work
 

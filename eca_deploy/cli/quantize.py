@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
     from ..precisions import is_quantized
 
     fields = shared.fields(groups(), args)
-    budget = given_overrides(fields["overrides"], "int8", ("max_top1_drop", "min_agreement"))
+    # the budget given for this precision (or every one); quantize applies it where the precision quantizes
+    budget = given_overrides(fields["overrides"], args.precision, ("max_top1_drop", "min_agreement"))
     cfg = QuantizeConfig(onnx=args.onnx, precision=args.precision, target=args.target, use_cache=args.use_cache,
                          batch_size=args.batch_size, percentile=args.percentile, val_data=args.val_data,
                          check_count=args.check_count, max_float_layers=args.max_float_layers,
