@@ -188,7 +188,7 @@ def overheads(work: Path, pairs: int) -> dict:
     """Per-call cost on a one-node model, then interleaved pairs on eca_resnet50 at 224 and on a small, fast
     model (eca_resnet18 at 32x32) where per-call overhead would show first."""
     from eca_deploy.export.onnx_export import ExportConfig, export_model
-    from eca_deploy.runtime.backends.registry.onnxruntime_backend import OnnxRuntimeBackend
+    from eca_deploy.runtime.onnxruntime.backend import OnnxRuntimeBackend
 
     tiny = OnnxRuntimeBackend(tiny_model(work / "tiny.onnx", 8), provider="cpu")
     results = {"per_call": per_call_overhead(tiny, 8, calls=20000, blocks=11)}
@@ -219,8 +219,8 @@ def main() -> None:
 
     from eca_deploy.artifacts import read_json, write_json
     from eca_deploy.runtime.harness.device import describe_device
-    from eca_deploy.runtime.backends.registry.onnxruntime_backend import OnnxRuntimeBackend
-    from eca_deploy.runtime.backends.registry.torch_backend import TorchBackend
+    from eca_deploy.runtime.onnxruntime.backend import OnnxRuntimeBackend
+    from eca_deploy.runtime.torch.backend import TorchBackend
 
     results = read_json(args.out) if args.only_overhead else {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,10 +26,11 @@ from .graph.compare import given_overrides
 from .models import k_per_stage, load_model
 from .calibration.evaluate import Budget
 from .calibration.quantize import QuantizeConfig, quantize
-from .runtime.backends.onnxruntime_backend import resolve_provider
+from .runtime.onnxruntime.backend import resolve_provider
 from .graph.openvino_session import import_openvino
-from .runtime.backends.registry import OPENVINO_PREFIX, Artifact, open_backend, parse_spec
-from .runtime.backends.torch_backend import TorchBackend
+from .runtime.openvino.kind import PREFIX as OPENVINO_PREFIX
+from .runtime.registry import Artifact, open_backend, parse_spec
+from .runtime.torch.backend import TorchBackend
 from .runtime.harness.bench import BenchConfig, bench_backend, check_batches
 from .runtime.harness.device import describe_device, int8_cpu_warning
 from .runtime.harness.parity import ParityConfig, ReferenceRun, check_labels, open_inputs, read_saved_meta

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..precisions import PRECISION_NAMES
+from ..runtime.registry import spec_help
 from . import args as shared
 
 NAME = "parity"
@@ -30,8 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with --save-reference on another machine (then no PyTorch is needed here, and "
                              "--data/--count/--seed must select the data it saw)")
     parser.add_argument("--candidate", dest="candidates", action="append", default=[], metavar="FILE",
-                        help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
-                             "or a TensorRT .engine/.plan to check; repeat for several")
+                        help=f"a model to check: {spec_help()}; repeat for several")
     parser.add_argument("--save-reference", default=None, metavar="FILE.npz",
                         help="also write the reference's outputs and what identifies them (model and weights "
                              "hashes, data hash, image size, count, seed) to FILE.npz, for judging candidates "
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ..artifacts import check_outputs, ensure_output_dir, write_json
     from ..data.sources import source_files
     from ..errors import EcaDeployError
-    from ..runtime.backends.registry import parse_spec
+    from ..runtime.registry import parse_spec
     from ..runtime.harness.parity import SAVED_REFERENCE_SUFFIX
     from ..runtime.harness.device import describe_device
     from ..runtime.harness.parity import ParityConfig, raise_on_failure, run_parity
@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = ParityConfig(reference=args.reference, candidates=args.candidates, imgsz=args.imgsz, batch=args.batch,
                        precision=args.precision, save_reference=args.save_reference, **shared.fields(GROUPS, args))
-    first = args.candidates[0] if args.candidates else args.save_reference
-    out = Path(args.output) if args.output else Path(first).parent / "parity.json"
+    # beside the first candidate's file (its spec may carry a prefix: openvino:<file.onnx>), else the saved reference
+    folder = parse_spec(args.candidates[0]).folder if args.candidates else Path(args.save_reference).parent
+    out = Path(args.output) if args.output else folder / "parity.json"
     if args.save_reference and not args.save_reference.lower().endswith(".npz"):
         raise EcaDeployError(f"--save-reference must end in .npz, got {args.save_reference}")
     saved = args.reference.lower().endswith(SAVED_REFERENCE_SUFFIX)  # a file of logits, not a model

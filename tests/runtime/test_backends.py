@@ -9,7 +9,7 @@ from eca_deploy.data.sources import load_dataset
 from eca_deploy.errors import EngineError, MissingDependencyError, OnnxFileError, UsageError
 from eca_deploy.runtime.base import Backend
 from eca_deploy.precisions import onnx_precision
-from eca_deploy.runtime.backends.registry import open_backend, parse_spec
+from eca_deploy.runtime.registry import open_backend, parse_spec
 from eca_deploy.runtime.tensorrt.env import tensorrt_unavailable_reason
 
 
@@ -122,7 +122,7 @@ def test_the_torch_reference_computes_in_fp32_and_gives_the_tf32_flags_back():
     """TF32 would make the reference's own error, by which FP32 candidates are judged, TF32's."""
     import torch
 
-    from eca_deploy.runtime.backends.torch_backend import full_fp32
+    from eca_deploy.runtime.torch.backend import full_fp32
 
     flags = lambda: (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)  # noqa: E731
     before = flags()

@@ -19,7 +19,7 @@ import numpy as np
 from ...errors import EcaDeployError, EngineError, warn
 from ...progress import progress
 from ..base import Backend
-from ..backends.registry import Artifact, open_backend, parse_spec
+from ..registry import Artifact, open_backend, parse_spec
 from .device import Probe, int8_cpu_warning
 from .power import PowerSampler, power_meter
 from .rows import ReportRow

@@ -27,7 +27,7 @@ from ...errors import DataError, EcaDeployError, ParityError, first_line, warn
 from ...graph.compare import Verdict, compare_outputs, judge, rounding_gap, tolerance_for, topk_accuracy
 from ...precisions import FP32_FIXED, PRECISIONS, ROUNDING_MARGIN, ROUNDING_SAMPLES, Tolerance
 from ...progress import progress
-from ..backends.registry import ARTIFACT_KINDS, Artifact, open_backend, parse_spec
+from ..registry import ARTIFACT_KINDS, Artifact, open_backend, parse_spec
 from ..base import Backend
 from .device import int8_cpu_warning
 from .rows import ReportRow
@@ -38,7 +38,7 @@ from .rows import ReportRow
 def weights_of(artifact: Artifact) -> str | None:
     """Which weights an artifact was made from (artifacts.weights_identity): a torch spec's weights file, else
     what its manifest records; None where that is not known."""
-    if artifact.kind == "torch":
+    if not artifact.path:  # a model its spec names, with its weights file
         return f"sha256 {sha256_file(artifact.weights)}" if artifact.weights else None
     return weights_identity(artifact.manifest)
 
@@ -407,7 +407,9 @@ class RecordedArtifact:
 
     @property
     def label(self) -> str:
-        return f"{self.model} (PyTorch)" if self.kind == "torch" else (PurePath(self.spec).name or self.spec)
+        if self.model:  # a model its spec named (torch:)
+            return f"{self.model} ({self.format})"
+        return PurePath(self.spec).name or self.spec
 
     @property
     def identity(self) -> str:
@@ -459,9 +461,9 @@ def run_parity(cfg: ParityConfig) -> Comparison:
     if saved:
         return _run_against_saved(cfg)
     ref_artifact = parse_spec(cfg.reference)
-    if ref_artifact.kind == "torch" and not ref_artifact.weights:
+    if not ref_artifact.path and not ref_artifact.weights:
         raise EcaDeployError(f"reference {cfg.reference} has no weights, and a random init matches no exported "
-                             f"model; use torch:{ref_artifact.model}:WEIGHTS")
+                             f"model; use {ref_artifact.row.prefix}{ref_artifact.model}:WEIGHTS")
     artifacts = [parse_spec(c) for c in cfg.candidates]
     opened: list[tuple[Artifact, Backend]] = []
     options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads, "ov_hint": cfg.ov_hint,

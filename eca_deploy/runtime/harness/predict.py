@@ -19,7 +19,7 @@ from ...data.labels import class_names, read_labels
 from ...data.preprocess import DEFAULT_DATA_CONFIG, INTERPOLATIONS, DataConfig, preprocess_file
 from ...data.sources import not_regular
 from ...errors import DataError, first_line, warn
-from ..backends.registry import Artifact, open_backend, parse_spec
+from ..registry import Artifact, open_backend, parse_spec
 from ..base import Backend
 from .parity import collect_logits, resolve_imgsz
 

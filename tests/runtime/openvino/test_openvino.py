@@ -3,6 +3,7 @@ FP32 really computed in FP32, and the one-line error without openvino."""
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from eca_deploy.cli.main import main
 from eca_deploy.errors import MissingDependencyError
 from eca_deploy.export.onnx_export import ExportConfig
 from eca_deploy.precisions import ir_precision
-from eca_deploy.runtime.backends.registry import open_backend, parse_spec
+from eca_deploy.runtime.registry import open_backend, parse_spec
 from eca_deploy.runtime.harness.report import validate_report
 
 
@@ -123,9 +124,12 @@ def test_bench_takes_ir_and_onnx_with_either_hint(digits, irs, tmp_path, capsys)
 
 def test_bench_results_of_one_file_on_two_runtimes_do_not_collide():
     from eca_deploy.cli.bench import default_output
+    from eca_deploy.runtime.registry import Artifact
 
-    outputs = {default_output(spec) for spec in ("m/a.onnx", "openvino:m/a.onnx", "m/a.xml")}
-    assert {p.name for p in outputs} == {"bench-a.json", "bench-a.openvino.json", "bench-a.ir.json"}
+    artifacts = [Artifact("m/a.onnx", "onnx", Path("m/a.onnx")), Artifact("m/a.xml", "openvino", Path("m/a.xml")),
+                 Artifact("openvino:m/a.onnx", "openvino", Path("m/a.onnx"))]
+    outputs = {default_output(artifact) for artifact in artifacts}
+    assert outputs == {Path("m/bench-a.json"), Path("m/bench-a.openvino.json"), Path("m/bench-a.ir.json")}
 
 
 def test_throughput_hint_splits_a_batch_into_parallel_requests_with_the_same_logits(ov, digits):

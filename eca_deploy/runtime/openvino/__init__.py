@@ -1,0 +1,1 @@
+"""Inference backends (torch, onnxruntime, ...) and the registry that opens one from what the user typed."""
