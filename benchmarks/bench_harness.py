@@ -84,11 +84,10 @@ def digits_checkpoint(path: Path, labels: np.ndarray, train_idx: np.ndarray, fit
 
 def run_pipeline_once(work: Path, calib_images: int, val_images: int, duration: float, report_dir: Path) -> dict:
     from eca_deploy.artifacts import atomic_write, ensure_output_dir
-    from eca_deploy.calibration.quantize import QuantizeConfig
     from eca_deploy.export.onnx_export import ExportConfig
     from eca_deploy.pipeline import PipelineConfig, run_pipeline
-    from eca_deploy.runtime.harness.bench import BenchConfig
-    from eca_deploy.runtime.harness.parity import ParityConfig
+    from eca_deploy.runtime.base import OpenOptions
+    from eca_deploy.runtime.harness.bench import Timing
 
     images, labels = digit_images(224, "RGB")
     order = np.random.default_rng(0).permutation(len(images))
@@ -100,12 +99,10 @@ def run_pipeline_once(work: Path, calib_images: int, val_images: int, duration: 
     calib = write_image_folder(work / "calib", images, labels, calib_idx)
     val = write_image_folder(work / "val", images, labels, val_idx)
     start = time.perf_counter()
-    reference = f"torch:eca_resnet50:{weights}"
     cfg = PipelineConfig(
         export=ExportConfig(model="eca_resnet50", weights=str(weights), out_dir=str(work / "pipeline"), imgsz=224),
-        quantize=QuantizeConfig(onnx="", calib_data=str(calib), calib_count=None),
-        parity=ParityConfig(reference=reference, candidates=[], data=str(val), provider="cpu", device="cpu"),
-        bench=BenchConfig(model=reference, batches=(1, 8), duration=duration, warmup=3))
+        calib_data=str(calib), data=str(val), options=OpenOptions(provider="cpu", device="cpu"),
+        timing=Timing(batches=(1, 8), duration=duration, warmup=3))
     result = run_pipeline(cfg, echo=lambda line: print(line, file=sys.stderr))
     wall = time.perf_counter() - start
     keep = ensure_output_dir(report_dir)  # the report and plots outlive the temporary artifacts

@@ -12,7 +12,7 @@ from . import args as shared
 
 NAME = "bench"
 HELP = "measure latency (min/p50/p90/p99/mean) and throughput of a model per batch size on this device"
-GROUPS = (shared.TimingArgs(sizes="1"), shared.RuntimeArgs(), shared.HostCodeArgs(),
+GROUPS = (shared.TimingArgs(sizes="1"), shared.RuntimeArgs(),
           shared.SeedArgs("the random input batch"))
 OUTPUT = shared.OutputArgs("output", "where to write the JSON result (default: bench-<name>.json beside the model)")
 

@@ -19,7 +19,6 @@ GROUPS = (
     shared.SeedArgs("the image subset and synthetic inputs"),
     shared.ToleranceArgs(),
     shared.RuntimeArgs(),
-    shared.HostCodeArgs(),
 )
 # The JSON result is the command's, not the stage's: the output stays out of ParityConfig.
 OUTPUT = shared.OutputArgs("output", "where to write the JSON result (default: parity.json beside the first candidate)")
@@ -38,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on another machine with --reference FILE.npz; candidates are then optional")
     parser.add_argument("--imgsz", type=shared.image_size, default=None,
                         help="input size (default: the candidates' input size, else 224)")
-    parser.add_argument("--batch-size", dest="batch", type=shared.positive_int, default=16, metavar="N",
+    parser.add_argument("--batch-size", dest="batch_size", type=shared.positive_int, default=16, metavar="N",
                         help="images per inference batch")
-    shared.deprecated(parser, "--batch", "--batch-size", "batch", shared.positive_int)
+    shared.deprecated(parser, "--batch", "--batch-size", "batch_size", shared.positive_int)
     parser.add_argument("--precision", default=None, choices=PRECISION_NAMES,
                         help="precision of every candidate, for the tolerances (default: each candidate's "
                              "manifest, else what its ONNX graph holds)")
@@ -70,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.harness.parity import ParityConfig, raise_on_failure, run_parity
     from ..runtime.harness.report import new_report, summary_table
 
-    cfg = ParityConfig(reference=args.reference, candidates=args.candidates, imgsz=args.imgsz, batch=args.batch,
+    cfg = ParityConfig(reference=args.reference, candidates=args.candidates, imgsz=args.imgsz,
+                       batch_size=args.batch_size,
                        precision=args.precision, save_reference=args.save_reference, **shared.fields(GROUPS, args))
     # beside the first candidate's file (its spec may carry a prefix: openvino:<file.onnx>), else the saved reference
     folder = parse_spec(args.candidates[0]).folder if args.candidates else Path(args.save_reference).parent

@@ -92,7 +92,7 @@ class Backend(ABC):
 @dataclass(frozen=True)
 class OpenOptions:
     """How an artifact is opened, whatever its kind: what the command line's runtime flags say (cli/args.py's
-    RuntimeArgs and HostCodeArgs build it); each kind's opener reads the fields it has a use for."""
+    RuntimeArgs builds it); each kind's opener reads the fields it has a use for."""
 
     provider: str = "auto"  # onnxruntime execution provider: auto / cpu / cuda / tensorrt (--provider)
     device: str = "auto"  # torch device for torch: references (--device)

@@ -28,7 +28,7 @@ from ...graph.compare import Verdict, compare_outputs, judge, rounding_gap, tole
 from ...precisions import FP32_FIXED, PRECISIONS, ROUNDING_MARGIN, ROUNDING_SAMPLES, Tolerance
 from ...progress import progress
 from ..registry import ARTIFACT_KINDS, Artifact, open_backend, parse_spec
-from ..base import Backend
+from ..base import Backend, OpenOptions
 from .device import int8_cpu_warning
 from .rows import ReportRow
 
@@ -268,17 +268,12 @@ class ParityConfig:
     data: str | None = None  # an image folder (ImageFolder gives labels); None: seeded synthetic inputs
     count: int | None = None  # images to use (default: all), or synthetic samples (default 32)
     imgsz: int | None = None  # default: the candidates' input size, else 224
-    batch: int = 16
+    batch_size: int = 16
     seed: int = 0
     use_labels: bool = True
     precision: str | None = None  # overrides every candidate's manifest
     overrides: dict = field(default_factory=dict)  # {"atol": {"*": 1e-3}, "max_top1_drop": {"int8": 2.0}}
-    provider: str = "auto"
-    device: str = "auto"  # torch reference: cuda where available
-    threads: int | None = None
-    ov_hint: str = "latency"  # OpenVINO's performance hint
-    allow_host_code: bool = False  # engines: let TensorRT run code stored in them (--allow-host-code)
-    gpu: int = 0  # CUDA GPU index for TensorRT engines (--gpu)
+    options: OpenOptions = field(default_factory=OpenOptions)  # how reference and candidates are opened
     save_reference: str | None = None  # write the reference's outputs here (.npz) for another machine
 
 
@@ -407,7 +402,7 @@ class RecordedArtifact:
 
     @property
     def label(self) -> str:
-        if self.model:  # a model its spec named (torch:)
+        if not ARTIFACT_KINDS[self.kind].suffixes:  # a kind of models named by their spec (torch:), not files
             return f"{self.model} ({self.format})"
         return PurePath(self.spec).name or self.spec
 
@@ -451,8 +446,8 @@ def warn_int8_cpu(opened: list[tuple[Artifact, Backend]]) -> None:
 
 def run_parity(cfg: ParityConfig) -> Comparison:
     """Open everything first (so a bad candidate fails before minutes of inference), then compare."""
-    if cfg.batch < 1:
-        raise EcaDeployError(f"--batch-size must be a positive integer, got {cfg.batch}")
+    if cfg.batch_size < 1:
+        raise EcaDeployError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
     if not cfg.candidates and not cfg.save_reference:
         raise EcaDeployError("give at least one --candidate (or --save-reference FILE to only save the reference)")
     saved = cfg.reference.lower().endswith(SAVED_REFERENCE_SUFFIX)
@@ -466,20 +461,18 @@ def run_parity(cfg: ParityConfig) -> Comparison:
                              f"model; use {ref_artifact.row.prefix}{ref_artifact.model}:WEIGHTS")
     artifacts = [parse_spec(c) for c in cfg.candidates]
     opened: list[tuple[Artifact, Backend]] = []
-    options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads, "ov_hint": cfg.ov_hint,
-               "allow_host_code": cfg.allow_host_code, "gpu": cfg.gpu}
     try:
         for artifact in artifacts:
-            opened.append((artifact, open_backend(artifact, **options)))
+            opened.append((artifact, open_backend(artifact, cfg.options)))
         warn_int8_cpu(opened)
         labels = [a.label for a, _ in opened]  # full paths where two candidates share a file name
         imgsz = resolve_imgsz(cfg.imgsz, [(str(a.path) if labels.count(a.label) > 1 else a.label, b)
                                           for a, b in opened])
-        reference = open_backend(ref_artifact, imgsz=imgsz, **options)
+        reference = open_backend(ref_artifact, cfg.options, imgsz=imgsz)
         opened.insert(0, (ref_artifact, reference))
         check_input_size(f"reference {ref_artifact.label}", reference, imgsz)
         data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)
-        ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.batch, cfg.use_labels,
+        ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.batch_size, cfg.use_labels,
                                        cfg.overrides)
         if cfg.save_reference:
             ref_run.save(cfg.save_reference, imgsz, cfg.count, cfg.seed)
@@ -495,16 +488,15 @@ def _run_against_saved(cfg: ParityConfig) -> Comparison:
     PyTorch can judge engines against a PyTorch reference run elsewhere."""
     meta = read_saved_meta(cfg.reference)
     artifacts = [parse_spec(c) for c in cfg.candidates]
-    options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads,
-               "allow_host_code": cfg.allow_host_code, "gpu": cfg.gpu}
     opened: list[tuple[Artifact, Backend]] = []
     try:
         for artifact in artifacts:
-            opened.append((artifact, open_backend(artifact, **options)))
+            opened.append((artifact, open_backend(artifact, cfg.options)))  # --ov-hint and all
         warn_int8_cpu(opened)
         imgsz = resolve_imgsz(cfg.imgsz or meta["imgsz"], [(a.label, b) for a, b in opened])
         data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)
-        ref_run = ReferenceRun.load(cfg.reference, data, cfg.data, imgsz, cfg.use_labels, cfg.batch, cfg.overrides)
+        ref_run = ReferenceRun.load(cfg.reference, data, cfg.data, imgsz, cfg.use_labels, cfg.batch_size,
+                                  cfg.overrides)
         results = [ref_run.judge(artifact, backend, data, cfg.precision) for artifact, backend in opened]
     finally:
         for _, backend in opened:
