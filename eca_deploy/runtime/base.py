@@ -9,15 +9,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from ..artifacts import manifest_path, verified_manifest
 from ..errors import EcaDeployError, ManifestError, OnnxFileError, warn
-
-if TYPE_CHECKING:
-    from .registry import Artifact
 
 
 @dataclass(frozen=True)
@@ -117,11 +114,11 @@ def optional_manifest(path: Path) -> dict | None:
     return manifest
 
 
-def file_and_manifest(artifact: "Artifact") -> list[Path]:
+def file_and_manifest(artifact) -> list[Path]:
     return [artifact.path, manifest_path(artifact.path)]
 
 
-def recorded_layout(artifact: "Artifact") -> str:
+def recorded_layout(artifact) -> str:
     """An INT8 ONNX file's Q/DQ layout (tensorrt or cpu): its manifest's target, else what its graph holds."""
     import onnx
 
@@ -135,13 +132,14 @@ def recorded_layout(artifact: "Artifact") -> str:
 class ArtifactKind:
     """One row of the artifact-kinds table (runtime/registry.py): everything in which one kind of artifact
     differs from another, so that nothing above the table asks which kind it holds. Each framework folder
-    defines its rows in its kind.py; a new backend is that folder and one entry in the table."""
+    defines its row in its kind.py; a new backend is that folder and one entry in the table. The callables
+    take the registry's Artifact (``Any`` here: the registry sits above this module)."""
 
     name: str  # saved references record it
     label: str  # the report's "format" column
     noun: str  # how messages name one file of it ("ONNX file")
     help: tuple[str, ...]  # how --help and errors name its specs ("a .onnx file")
-    opener: Callable[["Artifact", OpenOptions], Backend]
+    opener: Callable[[Any, OpenOptions], Backend]
     suffixes: tuple[str, ...] = ()  # file suffixes that select it
     prefix: str | None = None  # a spec prefix that selects it ("torch:")
     named: Callable[[str, str], dict] | None = None  # (spec, text after the prefix) -> the Artifact's fields
@@ -150,6 +148,6 @@ class ArtifactKind:
     check: Callable[[Path], None] = lambda path: None  # what else a file of this kind needs (an IR its .bin)
     companions: tuple[str, ...] = ()  # suffixes of the files beside it that are part of it: counted in its size
     output_tag: str = ""  # added to the stem of a default output name, apart from an ONNX file's (an IR: ".ir")
-    precision: Callable[["Artifact"], tuple[str, str]] | None = None  # (precision, source) no manifest records
-    inputs: Callable[["Artifact"], list[Path]] = file_and_manifest  # every file running it reads
-    int8_layout: Callable[["Artifact"], str | None] = lambda artifact: None  # an INT8 artifact's Q/DQ layout
+    precision: Callable[[Any], tuple[str, str]] | None = None  # (precision, source) no manifest records
+    inputs: Callable[[Any], list[Path]] = file_and_manifest  # every file running it reads
+    int8_layout: Callable[[Any], str | None] = lambda artifact: None  # an INT8 artifact's Q/DQ layout
