@@ -1,1 +1,1 @@
-"""Inference backends (torch, onnxruntime, ...) and the registry that opens one from what the user typed."""
+"""onnxruntime: the backend on its CPU, CUDA or TensorRT execution provider, and the ONNX artifact kind."""

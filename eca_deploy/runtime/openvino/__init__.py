@@ -1,1 +1,1 @@
-"""Inference backends (torch, onnxruntime, ...) and the registry that opens one from what the user typed."""
+"""OpenVINO on the CPU: the backend and the artifact kind (an IR .xml, or openvino:<file.onnx>)."""

@@ -1,1 +1,1 @@
-"""Inference backends (torch, onnxruntime, ...) and the registry that opens one from what the user typed."""
+"""PyTorch: the eager backend (the reference every artifact is judged against) and the torch: artifact kind."""
