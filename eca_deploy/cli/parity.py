@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.harness.report import new_report, summary_table
 
     cfg = ParityConfig(reference=args.reference, candidates=args.candidates, imgsz=args.imgsz,
-                       batch_size=args.batch_size,
-                       precision=args.precision, save_reference=args.save_reference, **shared.fields(GROUPS, args))
+                       batch_size=args.batch_size, precision=args.precision, save_reference=args.save_reference,
+                       **shared.fields(GROUPS, args))
     # beside the first candidate's file (its spec may carry a prefix: openvino:<file.onnx>), else the saved reference
     folder = parse_spec(args.candidates[0]).folder if args.candidates else Path(args.save_reference).parent
     out = Path(args.output) if args.output else folder / "parity.json"

@@ -22,7 +22,8 @@ def _judge(model: str, state: dict, classifier: str, photos, root, corruptions) 
         exports[name] = export_model(ExportConfig(model=model, weights=str(weights), imgsz=IMGSZ, simplify=False,
                                                   out_dir=str(root / str(len(exports))))).onnx_path
     comparison = run_parity(ParityConfig(reference=f"torch:{model}:{faithful}", data=str(photos),
-                                         options=OpenOptions(threads=1), candidates=[str(p) for p in exports.values()], use_labels=False))
+                                         options=OpenOptions(threads=1), use_labels=False,
+                                         candidates=[str(p) for p in exports.values()]))
     return {name: c for name, c in zip(exports, comparison.candidates)}
 
 
