@@ -84,11 +84,10 @@ def digits_checkpoint(path: Path, labels: np.ndarray, train_idx: np.ndarray, fit
 
 def run_pipeline_once(work: Path, calib_images: int, val_images: int, duration: float, report_dir: Path) -> dict:
     from eca_deploy.artifacts import atomic_write, ensure_output_dir
-    from eca_deploy.calibration.quantize import QuantizeConfig
     from eca_deploy.export.onnx_export import ExportConfig
     from eca_deploy.pipeline import PipelineConfig, run_pipeline
-    from eca_deploy.runtime.harness.bench import BenchConfig
-    from eca_deploy.runtime.harness.parity import ParityConfig
+    from eca_deploy.runtime.base import OpenOptions
+    from eca_deploy.runtime.harness.bench import Timing
 
     images, labels = digit_images(224, "RGB")
     order = np.random.default_rng(0).permutation(len(images))
@@ -100,12 +99,10 @@ def run_pipeline_once(work: Path, calib_images: int, val_images: int, duration: 
     calib = write_image_folder(work / "calib", images, labels, calib_idx)
     val = write_image_folder(work / "val", images, labels, val_idx)
     start = time.perf_counter()
-    reference = f"torch:eca_resnet50:{weights}"
     cfg = PipelineConfig(
         export=ExportConfig(model="eca_resnet50", weights=str(weights), out_dir=str(work / "pipeline"), imgsz=224),
-        quantize=QuantizeConfig(onnx="", calib_data=str(calib), calib_count=None),
-        parity=ParityConfig(reference=reference, candidates=[], data=str(val), provider="cpu", device="cpu"),
-        bench=BenchConfig(model=reference, batches=(1, 8), duration=duration, warmup=3))
+        calib_data=str(calib), data=str(val), options=OpenOptions(provider="cpu", device="cpu"),
+        timing=Timing(batches=(1, 8), duration=duration, warmup=3))
     result = run_pipeline(cfg, echo=lambda line: print(line, file=sys.stderr))
     wall = time.perf_counter() - start
     keep = ensure_output_dir(report_dir)  # the report and plots outlive the temporary artifacts
@@ -188,7 +185,7 @@ def overheads(work: Path, pairs: int) -> dict:
     """Per-call cost on a one-node model, then interleaved pairs on eca_resnet50 at 224 and on a small, fast
     model (eca_resnet18 at 32x32) where per-call overhead would show first."""
     from eca_deploy.export.onnx_export import ExportConfig, export_model
-    from eca_deploy.runtime.backends.registry.onnxruntime_backend import OnnxRuntimeBackend
+    from eca_deploy.runtime.onnxruntime.backend import OnnxRuntimeBackend
 
     tiny = OnnxRuntimeBackend(tiny_model(work / "tiny.onnx", 8), provider="cpu")
     results = {"per_call": per_call_overhead(tiny, 8, calls=20000, blocks=11)}
@@ -219,8 +216,8 @@ def main() -> None:
 
     from eca_deploy.artifacts import read_json, write_json
     from eca_deploy.runtime.harness.device import describe_device
-    from eca_deploy.runtime.backends.registry.onnxruntime_backend import OnnxRuntimeBackend
-    from eca_deploy.runtime.backends.registry.torch_backend import TorchBackend
+    from eca_deploy.runtime.onnxruntime.backend import OnnxRuntimeBackend
+    from eca_deploy.runtime.torch.backend import TorchBackend
 
     results = read_json(args.out) if args.only_overhead else {}
     with tempfile.TemporaryDirectory() as tmp:

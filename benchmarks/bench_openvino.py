@@ -167,7 +167,7 @@ def onnxruntime_layout(path: Path, threads: int, work: Path) -> dict:
 
 
 def factories(paths: dict, threads: int) -> dict:
-    from eca_deploy.runtime.backends.registry import open_backend
+    from eca_deploy.runtime.registry import open_backend
 
     made = {}
     for (model, precision), path in paths.items():

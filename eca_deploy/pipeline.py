@@ -26,13 +26,15 @@ from .graph.compare import given_overrides
 from .models import k_per_stage, load_model
 from .calibration.search.evaluate import check_budget
 from .calibration.quantize import QuantizeConfig, quantize
-from .runtime.backends.onnxruntime_backend import resolve_provider
+from .runtime.onnxruntime.backend import resolve_provider
 from .graph.openvino_session import import_openvino
-from .runtime.backends.registry import OPENVINO_PREFIX, Artifact, open_backend, parse_spec
-from .runtime.backends.torch_backend import TorchBackend
-from .runtime.harness.bench import BenchConfig, bench_backend, check_batches
+from .runtime.openvino.kind import PREFIX as OPENVINO_PREFIX
+from .runtime.registry import Artifact, open_backend, parse_spec
+from .runtime.torch.backend import TorchBackend
+from .runtime.base import OpenOptions
+from .runtime.harness.bench import Timing, bench_backend, check_batches
 from .runtime.harness.device import describe_device, int8_cpu_warning
-from .runtime.harness.parity import ParityConfig, ReferenceRun, check_labels, open_inputs, read_saved_meta
+from .runtime.harness.parity import ReferenceRun, check_labels, open_inputs, read_saved_meta
 from .runtime.harness.report import new_report, report_paths, write_report
 from .runtime.harness.rows import ReportRow
 from .runtime.tensorrt.builder import BuildConfig, build_engine
@@ -44,20 +46,25 @@ X86 = ("x86_64", "amd64", "i386", "i686")
 
 @dataclass
 class PipelineConfig:
-    """The pipeline's settings as the configs of the stages it runs, the same ones their own commands build.
-
-    A stage config's required fields that only the pipeline knows (the ONNX to quantize, the reference and
-    candidates, the model to time) are filled step by step; the templates' values there are never read.
-    One image size and the model come from ``export``; each stage uses its own seed.
+    """The pipeline's settings, named as its command line names them; each step builds its stage's config
+    (the ONNX to quantize, the candidates to check) from them. The model and image size come from ``export``.
     """
 
     export: ExportConfig  # model, weights (None: random init), out_dir (default: artifacts/<model>/), imgsz, opset
-    # calib_data (without it INT8 is skipped), calib_method, calib_count (None: all), ...
-    quantize: QuantizeConfig = field(default_factory=lambda: QuantizeConfig(onnx="", calib_count=None))
-    # data (None: seeded synthetic inputs), count, use_labels, batch, overrides, provider, device, threads
-    parity: ParityConfig = field(default_factory=lambda: ParityConfig(reference="", candidates=[]))
-    # batches, warmup, iterations, duration
-    bench: BenchConfig = field(default_factory=lambda: BenchConfig(model="", batches=(1, 8)))
+    calib_data: str | None = None  # images to calibrate INT8 on; without them INT8 is skipped
+    calib_count: int | None = None  # None: all
+    calib_method: str = QuantizeConfig.calib_method
+    high_precision: str | None = None  # INT8 for TensorRT: the glue dtype (None: quantize's default)
+    qdq_layout: str = QuantizeConfig.qdq_layout  # INT8 for TensorRT: whose Q/DQ placement
+    cpu_vnni: bool = False  # INT8 for the cpu target: 8-bit weights
+    data: str | None = None  # images parity compares on (None: seeded synthetic inputs)
+    count: int | None = None
+    use_labels: bool = True
+    batch_size: int = 16  # images per inference batch of the accuracy runs
+    overrides: dict = field(default_factory=dict)  # tolerance overrides (--atol, --max-top1-drop, ...)
+    options: OpenOptions = field(default_factory=OpenOptions)  # how every artifact is opened
+    timing: Timing = field(default_factory=lambda: Timing(batches=(1, 8)))
+    seed: int = 0  # subsets, synthetic inputs and benchmarks
     precisions: tuple[str, ...] = LOW_PRECISIONS
     openvino: bool | None = None  # OpenVINO rows: None where it is installed and the CPU is x86; True; False
 
@@ -114,16 +121,18 @@ def _budget(cfg: PipelineConfig, precision: str) -> dict:
     where the precision quantizes (none otherwise: only Q/DQ layers can be left in float until it holds)."""
     if not is_quantized(precision):
         return {}
-    return given_overrides(cfg.parity.overrides, precision, ("max_top1_drop", "min_agreement"))
+    return given_overrides(cfg.overrides, precision, ("max_top1_drop", "min_agreement"))
 
 
 def _quantize(onnx_path: Path, precision: str, target: str, cfg: PipelineConfig):
     """quantize() writes beside the FP32 ONNX, named by precision and target, with its manifest."""
     budget = _budget(cfg, precision)
     # --high-precision and --qdq-layout are the tensorrt target's; the cpu target takes its own layout
-    cpu_layout = {"cpu_vnni": False} if target == "tensorrt" else {"high_precision": None, "qdq_layout": "eca-deploy"}
-    return quantize(replace(cfg.quantize, onnx=str(onnx_path), precision=precision, target=target,
-                            overrides=cfg.parity.overrides, **budget, **cpu_layout))
+    layout = (QuantizeConfig(str(onnx_path), high_precision=cfg.high_precision, qdq_layout=cfg.qdq_layout)
+              if target == "tensorrt" else QuantizeConfig(str(onnx_path), cpu_vnni=cfg.cpu_vnni))
+    return quantize(replace(layout, precision=precision, target=target, calib_data=cfg.calib_data,
+                            calib_count=cfg.calib_count, calib_method=cfg.calib_method, seed=cfg.seed,
+                            overrides=cfg.overrides, **budget))
 
 
 
@@ -133,7 +142,7 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
     variants: dict[str, Path] = {}
     for precision in precisions:
         name = f"{precision} ONNX" + (f" ({target} target)" if is_quantized(precision) else "")
-        if is_quantized(precision) and not cfg.quantize.calib_data:
+        if is_quantized(precision) and not cfg.calib_data:
             log.skip(name, "no --calib-data to calibrate INT8 ranges on")
             continue
         started = time.perf_counter()
@@ -151,14 +160,14 @@ def make_onnx_variants(onnx_path: Path, precisions: tuple[str, ...], target: str
 
 def build_engines(sources: dict[str, Path], cfg: PipelineConfig, log: _Log) -> list[Path]:
     """One engine per precision, with a batch profile covering the benchmark and parity batches."""
-    largest = max((*cfg.bench.batches, cfg.parity.batch))
-    profile = f"1:{max(cfg.bench.batches)}:{largest}"
+    largest = max((*cfg.timing.batches, cfg.batch_size))
+    profile = f"1:{max(cfg.timing.batches)}:{largest}"
     engines = []
     for precision, onnx_path in sources.items():
         started = time.perf_counter()
         try:
-            result = build_engine(BuildConfig(onnx=str(onnx_path), batch=profile, seed=cfg.quantize.seed,
-                                              device=cfg.parity.gpu))
+            result = build_engine(BuildConfig(onnx=str(onnx_path), profile=profile, seed=cfg.seed,
+                                              gpu=cfg.options.gpu))
         except OutputError:
             raise
         except EcaDeployError as exc:
@@ -209,16 +218,15 @@ def make_ir(exported, loaded, export_cfg: ExportConfig, log: _Log) -> list[str]:
 
 
 def _measure(backend, artifact: Artifact, cfg: PipelineConfig, imgsz: int) -> dict:
-    timing = cfg.bench
+    timing = cfg.timing
     check_batches(artifact, timing.batches, backend)
     return {"imgsz": imgsz, "batches": bench_backend(backend, timing.batches, imgsz, timing.warmup, timing.iterations,
-                                                    timing.duration, timing.seed, artifact.label)}
+                                                    timing.duration, cfg.seed, artifact.label)}
 
 
 def _check_candidate(artifact: Artifact, provider: str, data, ref_run: ReferenceRun,
                      cfg: PipelineConfig) -> ReportRow:
-    backend = open_backend(artifact, provider=provider, threads=cfg.parity.threads, ov_hint=cfg.parity.ov_hint,
-                           gpu=cfg.parity.gpu)
+    backend = open_backend(artifact, cfg.options, provider=provider)
     try:
         row = ref_run.judge(artifact, backend, data).row()
         row.bench = _measure(backend, artifact, cfg, cfg.export.imgsz)
@@ -231,13 +239,13 @@ def _saved_reference(cfg: PipelineConfig, data) -> ReferenceRun:
     """The saved reference, refused in one line when it is of another model or weights, or other data."""
     meta = read_saved_meta(cfg.reference)
     name = Path(cfg.reference).name
-    model, weights, parity = cfg.export.model, cfg.export.weights, cfg.parity
+    model, weights = cfg.export.model, cfg.export.weights
     if meta.get("model") and meta["model"] != model:
         raise DataError(f"{name} is a reference of {meta['model']}, not {model}")
     if weights and meta.get("weights_sha256") and meta["weights_sha256"] != sha256_file(weights):
         raise DataError(f"{name} was saved from other weights than {weights} (sha256 differs)")
-    return ReferenceRun.load(cfg.reference, data, parity.data, cfg.export.imgsz, parity.use_labels, parity.batch,
-                             parity.overrides)
+    return ReferenceRun.load(cfg.reference, data, cfg.data, cfg.export.imgsz, cfg.use_labels, cfg.batch_size,
+                             cfg.overrides)
 
 
 def explain_saturation(rows: list[ReportRow], saturated: dict[str, str]) -> None:
@@ -256,9 +264,10 @@ def explain_saturation(rows: list[ReportRow], saturated: dict[str, str]) -> None
 
 
 def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> PipelineResult:
-    model, imgsz, parity = cfg.export.model, cfg.export.imgsz, cfg.parity
-    if parity.batch < 1 or not cfg.bench.batches or min(cfg.bench.batches) < 1:
+    model, imgsz = cfg.export.model, cfg.export.imgsz
+    if cfg.batch_size < 1:
         raise EcaDeployError("batch sizes must be positive integers")
+    cfg.timing.check()
     unknown = set(cfg.precisions) - set(LOW_PRECISIONS)
     if unknown:
         raise EcaDeployError(f"--precisions takes {', '.join(LOW_PRECISIONS)}; got {', '.join(sorted(unknown))}")
@@ -267,29 +276,28 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     out = ensure_output_dir(cfg.export.out_dir or Path("artifacts") / safe_name(model))
     # each stage refuses to overwrite what it reads; the report, written last, is checked before any work
     check_outputs(report_paths(out).values(),
-                  [cfg.export.weights, *source_files(cfg.quantize.calib_data), *source_files(parity.data)])
-    data = open_inputs(parity.data, imgsz, parity.count, parity.seed)  # a bad data folder fails before any work
+                  [cfg.export.weights, *source_files(cfg.calib_data), *source_files(cfg.data)])
+    data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)  # a bad data folder fails before any work
     saved = _saved_reference(cfg, data) if cfg.reference else None  # wrong data or model: refused before work
-    if cfg.quantize.calib_data:
-        calib = load_dataset(cfg.quantize.calib_data, imgsz=imgsz, count=cfg.quantize.calib_count,
-                             seed=cfg.quantize.seed)
+    if cfg.calib_data:
+        calib = load_dataset(cfg.calib_data, imgsz=imgsz, count=cfg.calib_count, seed=cfg.seed)
         for precision in cfg.precisions:  # --max-top1-drop on unlabeled calibration images: refused before work
             check_budget(**_budget(cfg, precision), labeled=calib.labels is not None)
-    provider = resolve_provider(parity.provider)
+    provider = resolve_provider(cfg.options.provider)
     no_openvino = openvino_skip_reason(cfg.openvino)  # asked for but not installed: fails before any work
 
     started = time.perf_counter()
     loaded = load_model(model, cfg.export.weights, seed=cfg.export.seed)
-    labels = data.labels if parity.use_labels else None
-    check_labels(labels, data, loaded.num_classes, parity.data or "synthetic")  # before minutes of work
+    labels = data.labels if cfg.use_labels else None
+    check_labels(labels, data, loaded.num_classes, cfg.data or "synthetic")  # before minutes of work
     export_cfg = replace(cfg.export, out_dir=str(out))
     exported = export_model(export_cfg, loaded=loaded)
     log.done("export", f"{exported.onnx_path.name}, simplified and verified against PyTorch", started)
 
     no_tensorrt = build_unavailable_reason()
-    if not no_tensorrt and cfg.quantize.high_precision is None:
+    if not no_tensorrt and cfg.high_precision is None:
         if trt_major(installed_tensorrt_version()) < 10:  # 8.x parses opset <= 17: FP32 glue, FP16 comes from its flag
-            cfg = replace(cfg, quantize=replace(cfg.quantize, high_precision="fp32"))
+            cfg = replace(cfg, high_precision="fp32")
     ort_target = cfg.target or ("cpu" if provider == "cpu" else "tensorrt")
     variants = make_onnx_variants(exported.onnx_path, cfg.precisions, ort_target, cfg, log)
     engines: list[Path] = []
@@ -312,12 +320,12 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
         log.done("reference", f"saved {Path(cfg.reference).name} ({ref_run.backend}) on "
                               f"{ref_run.metrics['samples']} inputs", started)
     else:
-        reference = TorchBackend(model, weights, device=parity.device, imgsz=imgsz, loaded=loaded,
-                                 threads=parity.threads)
+        reference = TorchBackend(model, weights, device=cfg.options.device, imgsz=imgsz, loaded=loaded,
+                                 threads=cfg.options.threads)
         ref_artifact = parse_spec(f"torch:{model}" + (f":{weights}" if weights else ""))
         try:
-            ref_run = ReferenceRun.measure(ref_artifact, reference, data, parity.data, parity.batch,
-                                           parity.use_labels, parity.overrides)
+            ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.batch_size,
+                                           cfg.use_labels, cfg.overrides)
             rows = [ref_run.row(bench=_measure(reference, ref_artifact, cfg, imgsz))]
         finally:
             reference.close()
@@ -345,7 +353,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     rows += log.rows
     timings = {s.name: round(s.seconds, 2) for s in log.steps if s.status == "done"}
     timings["total"] = round(time.perf_counter() - total, 2)
-    device = describe_device(parity.threads)
+    device = describe_device(cfg.options.threads)
     device["warnings"] += list(saturated.values())
     report = new_report(
         "pipeline", device, rows,

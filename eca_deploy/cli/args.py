@@ -18,6 +18,7 @@ import sys
 from typing import Any, Callable, Iterable
 
 from ..errors import EcaDeployError
+from ..runtime.base import OpenOptions
 
 
 # --- value types: raise ArgumentTypeError, so argparse reports "argument --flag: ..." and exits 2 ------------
@@ -195,7 +196,11 @@ class DataArgs(Group):
 
 
 class RuntimeArgs(Group):
-    """--provider, --device, --threads, --ov-hint, --gpu -> provider, device, threads, ov_hint, gpu."""
+    """--provider, --device, --threads, --ov-hint, --gpu (and --allow-host-code where the command runs engines
+    it did not build) -> options: the OpenOptions every artifact is opened with."""
+
+    def __init__(self, host_code: bool = True):
+        self.host_code = host_code
 
     def add(self, parser):
         parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"],
@@ -215,23 +220,19 @@ class RuntimeArgs(Group):
         parser.add_argument("--gpu", type=non_negative_int, default=0, metavar="N",
                             help="CUDA GPU index TensorRT engines run on (an engine built for another GPU model "
                                  "or compute capability is refused)")
+        if self.host_code:
+            parser.add_argument("--allow-host-code", action="store_true",
+                                help="let TensorRT run host code stored in an engine (the lean runtime of a "
+                                     "--versionCompatible plan, e.g. one trtexec built): only for engines you trust; "
+                                     "never switched on by a manifest, which is as untrusted as the engine beside "
+                                     "it")
+
+    def build(self, args: argparse.Namespace) -> OpenOptions:
+        return OpenOptions(provider=args.provider, device=args.device, threads=args.threads, ov_hint=args.ov_hint,
+                           gpu=args.gpu, allow_host_code=args.allow_host_code if self.host_code else False)
 
     def fields(self, args):
-        return {"provider": args.provider, "device": args.device, "threads": args.threads, "ov_hint": args.ov_hint,
-                "gpu": args.gpu}
-
-
-class HostCodeArgs(Group):
-    """--allow-host-code -> allow_host_code (TensorRT engines)."""
-
-    def add(self, parser):
-        parser.add_argument("--allow-host-code", action="store_true",
-                            help="let TensorRT run host code stored in an engine (the lean runtime of a "
-                                 "--versionCompatible plan, e.g. one trtexec built): only for engines you trust; "
-                                 "never switched on by a manifest, which is as untrusted as the engine beside it")
-
-    def fields(self, args):
-        return {"allow_host_code": args.allow_host_code}
+        return {"options": self.build(args)}
 
 
 class QdqArgs(Group):
@@ -297,7 +298,7 @@ class ToleranceArgs(Group):
 
 
 class TimingArgs(Group):
-    """--batch-sizes, --warmup, --iterations, --duration -> batches, warmup, iterations, duration (BenchConfig)."""
+    """--batch-sizes, --warmup, --iterations, --duration -> timing: a Timing (bench's and the pipeline's)."""
 
     def __init__(self, sizes: str):
         self.sizes = sizes
@@ -313,9 +314,13 @@ class TimingArgs(Group):
         parser.add_argument("--duration", type=positive_float, default=3.0,
                             help="seconds of timed iterations per batch size when --iterations is not given")
 
+    def build(self, args: argparse.Namespace):
+        from ..runtime.harness.bench import Timing
+
+        return Timing(batches=args.batches, warmup=args.warmup, iterations=args.iterations, duration=args.duration)
+
     def fields(self, args):
-        return {"batches": args.batches, "warmup": args.warmup, "iterations": args.iterations,
-                "duration": args.duration}
+        return {"timing": self.build(args)}
 
 
 class CalibrationArgs(Group):

@@ -7,19 +7,19 @@ import sys
 from pathlib import Path
 
 from ..precisions import PRECISION_NAMES
+from ..runtime.registry import Artifact, spec_help
 from . import args as shared
 
 NAME = "bench"
 HELP = "measure latency (min/p50/p90/p99/mean) and throughput of a model per batch size on this device"
-GROUPS = (shared.TimingArgs(sizes="1"), shared.RuntimeArgs(), shared.HostCodeArgs(),
+GROUPS = (shared.TimingArgs(sizes="1"), shared.RuntimeArgs(),
           shared.SeedArgs("the random input batch"))
 OUTPUT = shared.OutputArgs("output", "where to write the JSON result (default: bench-<name>.json beside the model)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL",
-                        help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
-                             "a TensorRT .engine/.plan, or torch:<model>[:weights]")
+                        help=f"the model to time: {spec_help()}")
     parser.add_argument("--imgsz", type=shared.image_size, default=None,
                         help="input size for torch:<model> (default: 224)")
     parser.add_argument("--precision", default=None, choices=PRECISION_NAMES,
@@ -27,27 +27,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shared.add_groups(parser, (*GROUPS, OUTPUT))
 
 
-def default_output(model: str) -> Path:
-    if model.startswith("torch:"):
-        return Path(f"bench-{model.split(':')[1]}.json")
-    if model.startswith("openvino:"):  # beside the ONNX file, named apart from its onnxruntime result
-        path = Path(model[len("openvino:"):])
-        return path.parent / f"bench-{path.stem}.openvino.json"
-    path = Path(model)
-    # an IR sits beside the ONNX it came from, under the same stem
-    return path.parent / f"bench-{path.stem}{'.ir' if path.suffix.lower() == '.xml' else ''}.json"
+def default_output(artifact: Artifact) -> Path:
+    """Beside the model's file, named apart from the result of another runtime on the same stem (an IR sits
+    beside the ONNX it came from; openvino:<file.onnx> runs that very file)."""
+    return artifact.folder / f"bench-{artifact.stem}.json"
 
 
 def run(args: argparse.Namespace) -> int:
     from ..artifacts import check_outputs, ensure_output_dir, write_json
-    from ..runtime.backends.registry import parse_spec
+    from ..runtime.registry import parse_spec
     from ..runtime.harness.bench import BenchConfig, run_bench, timing_notes
     from ..runtime.harness.device import describe_device
     from ..runtime.harness.report import new_report
 
     cfg = BenchConfig(model=args.model, imgsz=args.imgsz, precision=args.precision, **shared.fields(GROUPS, args))
-    out = Path(args.output) if args.output else default_output(args.model)
-    check_outputs([out], parse_spec(args.model).inputs)
+    artifact = parse_spec(args.model)
+    out = Path(args.output) if args.output else default_output(artifact)
+    check_outputs([out], artifact.inputs)
     ensure_output_dir(out.parent)  # before the timing runs, not after
     result = run_bench(cfg)
     device = {**describe_device(args.threads), "power": result.power}

@@ -36,10 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", required=True,
                         help="the ONNX to build; its precision (FP32, FP16, INT8 Q/DQ) becomes the engine's on "
                              "TensorRT 10.x/11.x strongly typed networks")
-    parser.add_argument("--profile", dest="batch", type=profile, default=None, metavar="MIN:OPT:MAX",
+    parser.add_argument("--profile", type=profile, default=None, metavar="MIN:OPT:MAX",
                         help="optimization profile of the batch axis, MIN <= OPT <= MAX, TensorRT tunes for OPT "
                              "(default: 1:8:32, or a static-batch ONNX's own batch)")
-    shared.deprecated(parser, "--batch", "--profile", "batch", profile)
+    shared.deprecated(parser, "--batch", "--profile", "profile", profile)
     parser.add_argument("--workspace", type=shared.positive_float, default=None, metavar="GIB",
                         help="builder workspace limit in GiB (default: TensorRT's, all GPU memory)")
     parser.add_argument("--timing-cache", default=None, metavar="FILE",
@@ -57,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", dest="calib_batch", type=shared.positive_int, default=8, metavar="N",
                         help="--legacy-precision int8: images per calibration batch")
     shared.deprecated(parser, "--calib-batch", "--batch-size", "calib_batch", shared.positive_int)
-    parser.add_argument("--gpu", dest="device", type=shared.non_negative_int, default=0, help="CUDA GPU index")
-    shared.deprecated(parser, "--device", "--gpu", "device", shared.non_negative_int)
+    parser.add_argument("--gpu", type=shared.non_negative_int, default=0, help="CUDA GPU index")
+    shared.deprecated(parser, "--device", "--gpu", "gpu", shared.non_negative_int)
     parser.add_argument("--print-trtexec", action="store_true",
                         help="print the equivalent trtexec command and exit without building (needs no TensorRT "
                              "with --trt-version)")
@@ -75,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.trt_version and not args.print_trtexec:
         raise UsageError("--trt-version only applies to --print-trtexec; a build uses the installed TensorRT")
-    cfg = BuildConfig(onnx=args.onnx, batch=args.batch, workspace_gib=args.workspace, timing_cache=args.timing_cache,
+    cfg = BuildConfig(onnx=args.onnx, profile=args.profile, workspace_gib=args.workspace,
+                      timing_cache=args.timing_cache,
                       opt_level=args.opt_level, dla_core=args.dla, version_compatible=args.version_compatible,
-                      legacy_precision=args.legacy_precision, calib_batch=args.calib_batch, device=args.device,
+                      legacy_precision=args.legacy_precision, calib_batch=args.calib_batch, gpu=args.gpu,
                       **shared.fields(GROUPS, args))
     if args.print_trtexec:
         from ..runtime.tensorrt.trtexec import trtexec_command

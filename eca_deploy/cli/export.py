@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shared.add_groups(parser, GROUPS)
     parser.add_argument("--opset", type=shared.opset, default=17, help="ONNX opset version, 7 to 20")
     # Not --batch-size: this fixes the graph's batch axis, it is not how many images run at once.
-    parser.add_argument("--static-batch", dest="batch", type=shared.positive_int, default=None, metavar="N",
+    parser.add_argument("--static-batch", dest="static_batch", type=shared.positive_int, default=None, metavar="N",
                         help="fix the batch axis to N (default: a dynamic batch axis named 'batch')")
-    shared.deprecated(parser, "--batch", "--static-batch", "batch", shared.positive_int)
+    shared.deprecated(parser, "--batch", "--static-batch", "static_batch", shared.positive_int)
     parser.add_argument("--imgsz", type=shared.image_size, default=224, help="input height and width, 32 or more")
     parser.add_argument("--num-classes", type=shared.positive_int, default=None,
                         help="classifier size when no weights are given (default: 1000; with weights, read from them)")
@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if not fields["model"].startswith(TIMM_PREFIX):
         get_spec(fields["model"])  # an unknown name fails before anything is printed
     fields["weights"] = resolve_weights(fields["weights"])  # a missing file too; a URL is downloaded first
-    cfg = ExportConfig(**fields, opset=args.opset, batch=args.batch, imgsz=args.imgsz, simplify=args.simplify,
-                       num_classes=args.num_classes)
+    cfg = ExportConfig(**fields, opset=args.opset, static_batch=args.static_batch, imgsz=args.imgsz,
+                       simplify=args.simplify, num_classes=args.num_classes)
     print(f"exporting {cfg.model}" + (f" with weights {cfg.weights}" if cfg.weights else " (random weights)")
           + " ...", flush=True)
     if args.format == "openvino":

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..precisions import PRECISION_NAMES
+from ..runtime.registry import spec_help
 from . import args as shared
 
 NAME = "parity"
@@ -18,7 +19,6 @@ GROUPS = (
     shared.SeedArgs("the image subset and synthetic inputs"),
     shared.ToleranceArgs(),
     shared.RuntimeArgs(),
-    shared.HostCodeArgs(),
 )
 # The JSON result is the command's, not the stage's: the output stays out of ParityConfig.
 OUTPUT = shared.OutputArgs("output", "where to write the JSON result (default: parity.json beside the first candidate)")
@@ -30,17 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with --save-reference on another machine (then no PyTorch is needed here, and "
                              "--data/--count/--seed must select the data it saw)")
     parser.add_argument("--candidate", dest="candidates", action="append", default=[], metavar="FILE",
-                        help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
-                             "or a TensorRT .engine/.plan to check; repeat for several")
+                        help=f"a model to check: {spec_help()}; repeat for several")
     parser.add_argument("--save-reference", default=None, metavar="FILE.npz",
                         help="also write the reference's outputs and what identifies them (model and weights "
                              "hashes, data hash, image size, count, seed) to FILE.npz, for judging candidates "
                              "on another machine with --reference FILE.npz; candidates are then optional")
     parser.add_argument("--imgsz", type=shared.image_size, default=None,
                         help="input size (default: the candidates' input size, else 224)")
-    parser.add_argument("--batch-size", dest="batch", type=shared.positive_int, default=16, metavar="N",
+    parser.add_argument("--batch-size", dest="batch_size", type=shared.positive_int, default=16, metavar="N",
                         help="images per inference batch")
-    shared.deprecated(parser, "--batch", "--batch-size", "batch", shared.positive_int)
+    shared.deprecated(parser, "--batch", "--batch-size", "batch_size", shared.positive_int)
     parser.add_argument("--precision", default=None, choices=PRECISION_NAMES,
                         help="precision of every candidate, for the tolerances (default: each candidate's "
                              "manifest, else what its ONNX graph holds)")
@@ -64,16 +63,18 @@ def run(args: argparse.Namespace) -> int:
     from ..artifacts import check_outputs, ensure_output_dir, write_json
     from ..data.sources import source_files
     from ..errors import EcaDeployError
-    from ..runtime.backends.registry import parse_spec
+    from ..runtime.registry import parse_spec
     from ..runtime.harness.parity import SAVED_REFERENCE_SUFFIX
     from ..runtime.harness.device import describe_device
     from ..runtime.harness.parity import ParityConfig, raise_on_failure, run_parity
     from ..runtime.harness.report import new_report, summary_table
 
-    cfg = ParityConfig(reference=args.reference, candidates=args.candidates, imgsz=args.imgsz, batch=args.batch,
-                       precision=args.precision, save_reference=args.save_reference, **shared.fields(GROUPS, args))
-    first = args.candidates[0] if args.candidates else args.save_reference
-    out = Path(args.output) if args.output else Path(first).parent / "parity.json"
+    cfg = ParityConfig(reference=args.reference, candidates=args.candidates, imgsz=args.imgsz,
+                       batch_size=args.batch_size, precision=args.precision, save_reference=args.save_reference,
+                       **shared.fields(GROUPS, args))
+    # beside the first candidate's file (its spec may carry a prefix: openvino:<file.onnx>), else the saved reference
+    folder = parse_spec(args.candidates[0]).folder if args.candidates else Path(args.save_reference).parent
+    out = Path(args.output) if args.output else folder / "parity.json"
     if args.save_reference and not args.save_reference.lower().endswith(".npz"):
         raise EcaDeployError(f"--save-reference must end in .npz, got {args.save_reference}")
     saved = args.reference.lower().endswith(SAVED_REFERENCE_SUFFIX)  # a file of logits, not a model

@@ -10,14 +10,14 @@ NAME = "pipeline"
 HELP = ("export, quantize (FP16, INT8), build TensorRT engines where present, check every artifact against "
         "PyTorch, benchmark it, and write one report")
 SEED = shared.SeedArgs("subsets, synthetic inputs and benchmarks")
-RUNTIME = shared.RuntimeArgs()
-# Which stage config each group feeds.
 EXPORT = (shared.ModelArgs(), shared.OutputArgs("out_dir", "output folder for every artifact and report "
                                                            "(default: artifacts/<model>/)"), SEED)
-PARITY = (shared.DataArgs("labeled validation images (ImageFolder root) for accuracy (default: seeded synthetic "
+# The PipelineConfig fields the rest of the groups give.
+GROUPS = (shared.DataArgs("labeled validation images (ImageFolder root) for accuracy (default: seeded synthetic "
                           "inputs, agreement only)"),
-          shared.ToleranceArgs(), RUNTIME, SEED)
-BENCH = (shared.TimingArgs(sizes="1,8"), RUNTIME, SEED)
+          shared.ToleranceArgs(), shared.RuntimeArgs(host_code=False),  # it runs only the engines it builds
+          shared.TimingArgs(sizes="1,8"), SEED)
+QDQ = shared.QdqArgs()
 
 
 def calibration() -> shared.CalibrationArgs:
@@ -44,14 +44,14 @@ def precisions(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    shared.add_groups(parser, dict.fromkeys((*EXPORT, calibration(), *PARITY, *BENCH)))
+    shared.add_groups(parser, dict.fromkeys((*EXPORT, calibration(), *GROUPS)))
     parser.add_argument("--imgsz", type=shared.image_size, default=224, help="input height and width")
     parser.add_argument("--opset", type=shared.opset, default=17, help="ONNX opset")
     parser.add_argument("--precisions", type=precisions, default="fp16,int8",
                         help="quantized variants to make, comma-separated")
-    parser.add_argument("--batch-size", dest="batch", type=shared.positive_int, default=16, metavar="N",
+    parser.add_argument("--batch-size", dest="batch_size", type=shared.positive_int, default=16, metavar="N",
                         help="images per inference batch of the accuracy runs")
-    shared.deprecated(parser, "--parity-batch", "--batch-size", "batch", shared.positive_int)
+    shared.deprecated(parser, "--parity-batch", "--batch-size", "batch_size", shared.positive_int)
     parser.add_argument("--openvino", action=argparse.BooleanOptionalAction, default=None,
                         help="also convert the FP32 model to OpenVINO IR and run the IR and every ONNX variant on "
                              "OpenVINO (extra rows); default: where OpenVINO is installed and the CPU is x86. "
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Q/DQ layout of the INT8 ONNX checked here: tensorrt (what a Jetson builds; a CPU box "
                              "can prepare it) or cpu (onnxruntime's integer kernels); default: cpu with the cpu "
                              "provider, else tensorrt")
-    shared.QdqArgs().add(parser)
+    QDQ.add(parser)
     parser.add_argument("--reference", dest="saved_reference", default=None, metavar="REF.npz",
                         help="judge every artifact against this reference saved by `parity --save-reference` "
                              "(same model, weights, --data, --count, --seed and --imgsz, else refused) instead of "
@@ -68,27 +68,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibration.quantize import QuantizeConfig
     from ..errors import ParityError, plural
     from ..export.onnx_export import ExportConfig
     from ..models.download import resolve_weights
     from ..pipeline import PipelineConfig, run_pipeline
-    from ..runtime.harness.bench import BenchConfig
-    from ..runtime.harness.parity import ParityConfig
     from ..runtime.harness.report import summary_table
 
     model = shared.fields(EXPORT, args)
     model["weights"] = resolve_weights(model["weights"])  # a missing file fails here; a URL is downloaded first
-    reference = f"torch:{model['model']}" + (f":{model['weights']}" if model["weights"] else "")
     cfg = PipelineConfig(
-        export=ExportConfig(**model, imgsz=args.imgsz, opset=args.opset),
-        # the ONNX to quantize, its precision and layout, the candidates: each step fills its own
-        quantize=QuantizeConfig(onnx="", seed=args.seed, **calibration().fields(args),
-                                **shared.QdqArgs().fields(args)),
-        parity=ParityConfig(reference=reference, candidates=[], imgsz=args.imgsz, batch=args.batch,
-                            **shared.fields(PARITY, args)),
-        bench=BenchConfig(model=reference, imgsz=args.imgsz, **shared.fields(BENCH, args)),
-        precisions=args.precisions, openvino=args.openvino, target=args.target, reference=args.saved_reference)
+        export=ExportConfig(**model, imgsz=args.imgsz, opset=args.opset), **calibration().fields(args),
+        **shared.fields((*GROUPS, QDQ), args), batch_size=args.batch_size, precisions=args.precisions,
+        openvino=args.openvino, target=args.target, reference=args.saved_reference)
     result = run_pipeline(cfg)
     report = result.report
     print(summary_table(report))

@@ -49,7 +49,7 @@ class ExportConfig:
     weights: str | None = None
     out_dir: str | None = None  # default: artifacts/<model>/
     opset: int = 17
-    batch: int | None = None  # None: dynamic batch axis
+    static_batch: int | None = None  # None: dynamic batch axis
     imgsz: int = 224
     simplify: bool = True
     num_classes: int | None = None
@@ -156,8 +156,8 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
     check_opset(cfg.opset)
     if cfg.imgsz < MIN_IMAGE_SIZE:
         raise ExportError(f"--imgsz must be at least {MIN_IMAGE_SIZE}, got {cfg.imgsz}")
-    if cfg.batch is not None and cfg.batch < 1:
-        raise ExportError(f"--static-batch must be a positive integer, got {cfg.batch}")
+    if cfg.static_batch is not None and cfg.static_batch < 1:
+        raise ExportError(f"--static-batch must be a positive integer, got {cfg.static_batch}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if loaded is None:
@@ -190,10 +190,10 @@ def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings:
     check_same_weights(onnx_path, _weights(loaded, cfg))
 
     t = time.perf_counter()
-    graph = to_onnx(loaded, cfg.opset, cfg.batch, cfg.imgsz)
+    graph = to_onnx(loaded, cfg.opset, cfg.static_batch, cfg.imgsz)
     timings["export"] = time.perf_counter() - t
 
-    batch = verification_batch(cfg.batch, cfg.imgsz, cfg.seed, loaded.data_config)
+    batch = verification_batch(cfg.static_batch, cfg.imgsz, cfg.seed, loaded.data_config)
     reference = torch_logits(loaded.model, batch)
     gap = rounding_gap_of(loaded.model, batch, reference)
     t = time.perf_counter()
@@ -226,9 +226,9 @@ def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings:
         eca_k_per_stage=k_per_stage(loaded.model),
         eca_blocks=[{"module": n, "channels": c, "k": k} for n, c, k in loaded.eca_blocks],
         opset=cfg.opset,
-        input={"name": INPUT_NAME, "shape": [cfg.batch or "batch", 3, cfg.imgsz, cfg.imgsz], "dtype": "float32"},
-        output={"name": OUTPUT_NAME, "shape": [cfg.batch or "batch", loaded.num_classes]},
-        dynamic_axes={} if cfg.batch else {INPUT_NAME: {"0": "batch"}, OUTPUT_NAME: {"0": "batch"}},
+        input={"name": INPUT_NAME, "shape": [cfg.static_batch or "batch", 3, cfg.imgsz, cfg.imgsz], "dtype": "float32"},
+        output={"name": OUTPUT_NAME, "shape": [cfg.static_batch or "batch", loaded.num_classes]},
+        dynamic_axes={} if cfg.static_batch else {INPUT_NAME: {"0": "batch"}, OUTPUT_NAME: {"0": "batch"}},
         simplified=cfg.simplify,
         op_histogram=dict(sorted(summary.ops.items())),
         parity=parity,

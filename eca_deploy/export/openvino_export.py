@@ -41,7 +41,7 @@ class IrExportResult:
 
 def verify_ir(xml: Path, loaded: LoadedModel, cfg: ExportConfig, fp16_weights: bool) -> dict:
     """The IR's logits (compiled in f32, as the backend does) against PyTorch's on the export's batch."""
-    batch = verification_batch(cfg.batch, cfg.imgsz, cfg.seed, loaded.data_config)
+    batch = verification_batch(cfg.static_batch, cfg.imgsz, cfg.seed, loaded.data_config)
     reference = torch_logits(loaded.model, batch)
     out = run_once(xml, batch, "fp32")
     if not fp16_weights:

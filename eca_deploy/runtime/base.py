@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import OnnxFileError
+from ..artifacts import manifest_path, verified_manifest
+from ..errors import EcaDeployError, ManifestError, OnnxFileError, warn
 
 
 @dataclass(frozen=True)
@@ -82,3 +84,70 @@ class Backend(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """How an artifact is opened, whatever its kind: what the command line's runtime flags say (cli/args.py's
+    RuntimeArgs builds it); each kind's opener reads the fields it has a use for."""
+
+    provider: str = "auto"  # onnxruntime execution provider: auto / cpu / cuda / tensorrt (--provider)
+    device: str = "auto"  # torch device for torch: references (--device)
+    imgsz: int = 224  # torch only: the input size the model is traced at
+    threads: int | None = None  # onnxruntime intra-op / OpenVINO threads, or torch's while the backend is open
+    ov_hint: str = "latency"  # OpenVINO's performance hint: latency or throughput (--ov-hint)
+    allow_host_code: bool = False  # engines: let TensorRT run code stored in them (--allow-host-code)
+    gpu: int = 0  # engines: the CUDA GPU index they run on (--gpu)
+
+
+def optional_manifest(path: Path) -> dict | None:
+    """A file's manifest where it only adds its recorded precision (the file tells it too): a broken one is
+    ignored, said in one line."""
+    try:
+        manifest = verified_manifest(path)  # a stale one (sha256 of other bytes) is ignored, said once
+    except ManifestError as exc:
+        warn(f"{exc}; ignored (the precision is read from the graph)")
+        return None
+    if manifest is not None and not isinstance(manifest.get("precision", ""), str):
+        warn(f"manifest {manifest_path(path)} has a non-string \"precision\"; ignored")
+        return None
+    return manifest
+
+
+def file_and_manifest(artifact) -> list[Path]:
+    return [artifact.path, manifest_path(artifact.path)]
+
+
+def recorded_layout(artifact) -> str:
+    """An INT8 ONNX file's Q/DQ layout (tensorrt or cpu): its manifest's target, else what its graph holds."""
+    import onnx
+
+    from ..precisions import graph_layout
+
+    target = (artifact.manifest or {}).get("target")
+    return target if target else graph_layout(onnx.load(str(artifact.path), load_external_data=False)).split()[-1]
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    """One row of the artifact-kinds table (runtime/registry.py): everything in which one kind of artifact
+    differs from another, so that nothing above the table asks which kind it holds. Each framework folder
+    defines its row in its kind.py; a new backend is that folder and one entry in the table. The callables
+    take the registry's Artifact (``Any`` here: the registry sits above this module)."""
+
+    name: str  # saved references record it
+    label: str  # the report's "format" column
+    noun: str  # how messages name one file of it ("ONNX file")
+    help: tuple[str, ...]  # how --help and errors name its specs ("a .onnx file")
+    opener: Callable[[Any, OpenOptions], Backend]
+    suffixes: tuple[str, ...] = ()  # file suffixes that select it
+    prefix: str | None = None  # a spec prefix that selects it ("torch:")
+    named: Callable[[str, str], dict] | None = None  # (spec, text after the prefix) -> the Artifact's fields
+    not_found: type[EcaDeployError] = OnnxFileError  # the error for a named file that is missing
+    manifest: Callable[[Path], dict | None] = optional_manifest  # reads (and checks) the manifest beside a file
+    check: Callable[[Path], None] = lambda path: None  # what else a file of this kind needs (an IR its .bin)
+    companions: tuple[str, ...] = ()  # suffixes of the files beside it that are part of it: counted in its size
+    output_tag: str = ""  # added to the stem of a default output name, apart from an ONNX file's (an IR: ".ir")
+    precision: Callable[[Any], tuple[str, str]] | None = None  # (precision, source) no manifest records
+    inputs: Callable[[Any], list[Path]] = file_and_manifest  # every file running it reads
+    int8_layout: Callable[[Any], str | None] = lambda artifact: None  # an INT8 artifact's Q/DQ layout

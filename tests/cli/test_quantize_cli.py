@@ -202,6 +202,7 @@ def random_r50(tmp_path_factory):
 def test_fp16_gate_is_parity_fp16_verdict_and_takes_its_flags(random_r50, photos, tmp_path, capsys):
     """The README's FP16 command writes on the default random-weight model with real photos; the gate is the
     judgement parity makes of FP16 (parity then passes the file), and parity's flags tighten or loosen it."""
+    from eca_deploy.runtime.base import OpenOptions
     from eca_deploy.runtime.harness.parity import ParityConfig, run_parity
 
     onnx_path, weights = random_r50
@@ -210,7 +211,7 @@ def test_fp16_gate_is_parity_fp16_verdict_and_takes_its_flags(random_r50, photos
                  "--output", str(half)]) == 0
     assert read_manifest(half)["parity"]["tolerance"]["atol"] == 0.1
     comparison = run_parity(ParityConfig(reference=f"torch:eca_resnet50:{weights}", candidates=[str(half)],
-                                         data=str(photos), device="cpu", threads=1))
+                                         data=str(photos), options=OpenOptions(device="cpu", threads=1)))
     assert comparison.candidates[0].verdict.passed
     capsys.readouterr()
     strict = tmp_path / "strict.fp16.onnx"

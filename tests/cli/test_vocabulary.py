@@ -37,16 +37,16 @@ def must_not_run(monkeypatch, target):
 
 @pytest.mark.parametrize("argv, dest, value, old, new", [
     (["export", "--model", "m", "--out", "d"], "output", "d", "--out", "--output"),
-    (["export", "--model", "m", "--batch", "2"], "batch", 2, "--batch", "--static-batch"),
-    (["parity", "--reference", "r", "--candidate", "c", "--batch", "4"], "batch", 4, "--batch", "--batch-size"),
+    (["export", "--model", "m", "--batch", "2"], "static_batch", 2, "--batch", "--static-batch"),
+    (["parity", "--reference", "r", "--candidate", "c", "--batch", "4"], "batch_size", 4, "--batch", "--batch-size"),
     (["parity", "--reference", "r", "--candidate", "c", "--out", "p.json"], "output", "p.json", "--out", "--output"),
     (["bench", "m.onnx", "--batch", "1,8"], "batches", (1, 8), "--batch", "--batch-sizes"),
     (["bench", "m.onnx", "--out", "b.json"], "output", "b.json", "--out", "--output"),
     (["pipeline", "--model", "m", "--batch", "1,4"], "batches", (1, 4), "--batch", "--batch-sizes"),
-    (["pipeline", "--model", "m", "--parity-batch", "8"], "batch", 8, "--parity-batch", "--batch-size"),
+    (["pipeline", "--model", "m", "--parity-batch", "8"], "batch_size", 8, "--parity-batch", "--batch-size"),
     (["pipeline", "--model", "m", "--out", "d"], "output", "d", "--out", "--output"),
-    (["build", "--onnx", "m.onnx", "--batch", "1:4:8"], "batch", "1:4:8", "--batch", "--profile"),
-    (["build", "--onnx", "m.onnx", "--device", "1"], "device", 1, "--device", "--gpu"),
+    (["build", "--onnx", "m.onnx", "--batch", "1:4:8"], "profile", "1:4:8", "--batch", "--profile"),
+    (["build", "--onnx", "m.onnx", "--device", "1"], "gpu", 1, "--device", "--gpu"),
     (["build", "--onnx", "m.onnx", "--calib-batch", "4"], "calib_batch", 4, "--calib-batch", "--batch-size"),
     (["report", "r.json", "--out", "d"], "output", "d", "--out", "--output"),
 ])
@@ -57,14 +57,14 @@ def test_deprecated_spelling_warns_and_keeps_its_meaning(capsys, argv, dest, val
 
 
 @pytest.mark.parametrize("argv, dest, value", [
-    (["export", "--model", "m", "-o", "d", "--static-batch", "2"], "batch", 2),
+    (["export", "--model", "m", "-o", "d", "--static-batch", "2"], "static_batch", 2),
     (["parity", "--reference", "r", "--candidate", "c", "--batch-size", "4", "-o", "p.json"], "output", "p.json"),
     (["parity", "--reference", "r", "--candidate", "c", "--count", "all"], "count", None),
     (["bench", "m.onnx", "--batch-sizes", "1,8,8,32"], "batches", (1, 8, 32)),
-    (["pipeline", "--model", "m", "--batch-sizes", "2", "--batch-size", "4"], "batch", 4),
+    (["pipeline", "--model", "m", "--batch-sizes", "2", "--batch-size", "4"], "batch_size", 4),
     (["pipeline", "--model", "m", "--calib-count", "all", "--count", "all"], "calib_count", None),
     (["quantize", "--onnx", "m.onnx", "--calib-count", "all", "--check-count", "all"], "check_count", None),
-    (["build", "--onnx", "m.onnx", "--profile", "1:4:8", "--gpu", "1", "--calib-count", "all"], "device", 1),
+    (["build", "--onnx", "m.onnx", "--profile", "1:4:8", "--gpu", "1", "--calib-count", "all"], "gpu", 1),
     (["report", "r.json", "-o", "d"], "output", "d"),
 ])
 def test_new_spellings_parse_quietly(capsys, argv, dest, value):

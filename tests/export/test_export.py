@@ -105,7 +105,7 @@ def test_naive_official_forward_is_flagged_not_plain():
 
 
 def test_static_batch_and_other_sizes(tmp_path):
-    result = export_model(ExportConfig(model="eca_resnet18", out_dir=str(tmp_path), batch=3, imgsz=96,
+    result = export_model(ExportConfig(model="eca_resnet18", out_dir=str(tmp_path), static_batch=3, imgsz=96,
                                        opset=13, simplify=False))
     summary = summarize(load_onnx(result.onnx_path))
     assert summary.inputs == [("input", [3, 3, 96, 96])]
@@ -151,12 +151,13 @@ def _weights_of(loaded, path):
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_fp32_export_passes_parity_on_real_photos(exported, photos, tmp_path, name):
     """A faithful FP32 export passes parity against its own random-weight PyTorch model on real photos."""
+    from eca_deploy.runtime.base import OpenOptions
     from eca_deploy.runtime.harness.parity import ParityConfig, run_parity
 
     loaded, result = exported[name]
     weights = _weights_of(loaded, tmp_path / f"{name}.pth")
     comparison = run_parity(ParityConfig(reference=f"torch:{name}:{weights}", candidates=[str(result.onnx_path)],
-                                         data=str(photos), device="cpu", threads=1))
+                                         data=str(photos), options=OpenOptions(device="cpu", threads=1)))
     [candidate] = comparison.candidates
     assert candidate.verdict.passed, candidate.verdict.failures
 
@@ -165,6 +166,7 @@ def test_corrupted_fp32_export_fails_parity_on_real_photos(exported, photos, tmp
     """The control: the same export with its first ECA Conv1d weight scaled by 1.2 fails."""
     from onnx import numpy_helper
 
+    from eca_deploy.runtime.base import OpenOptions
     from eca_deploy.runtime.harness.parity import ParityConfig, run_parity
 
     loaded, result = exported["eca_resnet18"]
@@ -177,5 +179,5 @@ def test_corrupted_fp32_export_fails_parity_on_real_photos(exported, photos, tmp
     onnx.save(model, str(corrupted))
     weights = _weights_of(loaded, tmp_path / "eca_resnet18.pth")
     comparison = run_parity(ParityConfig(reference=f"torch:eca_resnet18:{weights}", candidates=[str(corrupted)],
-                                         data=str(photos), device="cpu", threads=1))
+                                         data=str(photos), options=OpenOptions(device="cpu", threads=1)))
     assert not comparison.candidates[0].verdict.passed

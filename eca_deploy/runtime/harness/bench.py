@@ -19,8 +19,8 @@ import numpy as np
 from ...data.synthetic import photo_like_batch
 from ...errors import EcaDeployError, EngineError, warn
 from ...progress import progress
-from ..base import Backend
-from ..backends.registry import Artifact, open_backend, parse_spec
+from ..base import Backend, OpenOptions
+from ..registry import Artifact, open_backend, parse_spec
 from .device import Probe, int8_cpu_warning
 from .power import PowerSampler, power_meter
 from .rows import ReportRow
@@ -30,22 +30,32 @@ STABLE_P99_CALLS = 100  # below this a p99 is the slowest call, or an interpolat
 WIDE_SPREAD = 1.5  # calls "vary widely" where p90 is over this times p50: one call in ten is that much slower
 
 
-@dataclass
-class BenchConfig:
-    model: str  # backend spec: torch:<model>[:weights], .onnx, openvino:<file.onnx>, .xml, .engine/.plan
+@dataclass(frozen=True)
+class Timing:
+    """How long each batch size is timed (--batch-sizes, --warmup, --iterations, --duration)."""
+
     batches: tuple[int, ...] = (1,)
     warmup: int = 10
     iterations: int | None = None  # a fixed count; None: run for ``duration`` seconds
     duration: float = 3.0
-    provider: str = "auto"
-    device: str = "auto"  # torch backend only: cuda where available
-    threads: int | None = None
-    allow_host_code: bool = False  # TensorRT engines: run host code stored in the plan (explicit flag only)
+
+    def check(self) -> None:
+        if not self.batches or min(self.batches) < 1:
+            raise EcaDeployError("batch sizes must be positive integers")
+        if self.iterations is not None and self.iterations < 1:
+            raise EcaDeployError(f"--iterations must be positive, got {self.iterations}")
+        if self.duration <= 0 or self.warmup < 0:
+            raise EcaDeployError("--duration must be positive and --warmup not negative")
+
+
+@dataclass
+class BenchConfig:
+    model: str  # backend spec: torch:<model>[:weights], .onnx, openvino:<file.onnx>, .xml, .engine/.plan
+    timing: Timing = field(default_factory=Timing)
+    options: OpenOptions = field(default_factory=OpenOptions)  # how the model is opened (--provider, --threads, ...)
     imgsz: int | None = None  # torch backend only (ONNX and engines carry their size)
     precision: str | None = None
     seed: int = 0
-    ov_hint: str = "latency"  # OpenVINO's performance hint
-    gpu: int = 0  # CUDA GPU index for TensorRT engines (--gpu)
     sysfs_root: str = "/"  # where /sys is read from (power rails); tests point it at a fake tree
 
 
@@ -162,23 +172,19 @@ class BenchResult:
 
 def run_bench(cfg: BenchConfig) -> BenchResult:
     artifact = parse_spec(cfg.model)
-    check_batches(artifact, cfg.batches)  # an engine's profile is checked before TensorRT is even needed
-    if cfg.iterations is not None and cfg.iterations < 1:
-        raise EcaDeployError(f"--iterations must be positive, got {cfg.iterations}")
-    if cfg.duration <= 0 or cfg.warmup < 0:
-        raise EcaDeployError("--duration must be positive and --warmup not negative")
-    backend = open_backend(artifact, provider=cfg.provider, device=cfg.device, imgsz=cfg.imgsz or 224,
-                           threads=cfg.threads, ov_hint=cfg.ov_hint, allow_host_code=cfg.allow_host_code,
-                           gpu=cfg.gpu)
+    timing = cfg.timing
+    timing.check()
+    check_batches(artifact, timing.batches)  # an engine's profile is checked before TensorRT is even needed
+    backend = open_backend(artifact, cfg.options, imgsz=cfg.imgsz or 224)
     try:
-        check_batches(artifact, cfg.batches, backend)
+        check_batches(artifact, timing.batches, backend)
         saturation = int8_cpu_warning(artifact.path, backend.name)
         if saturation:
             warn(saturation + " (its speed here is still measured)")
         imgsz = backend.input_spec.image_size[0] or cfg.imgsz or 224
         sampler, power = power_meter(Probe(root=Path(cfg.sysfs_root)))
-        entries = bench_backend(backend, cfg.batches, imgsz, cfg.warmup, cfg.iterations, cfg.duration, cfg.seed,
-                                artifact.label, sampler)
+        entries = bench_backend(backend, timing.batches, imgsz, timing.warmup, timing.iterations, timing.duration,
+                                cfg.seed, artifact.label, sampler)
         return BenchResult(artifact, backend.name, artifact.precision(cfg.precision)[0], imgsz, entries, power)
     finally:
         backend.close()

@@ -247,8 +247,8 @@ def smoke_test(folder: Path, device: int = 0) -> Check:
     start, results = time.perf_counter(), []
     opt_level = fastest_opt_level(installed_tensorrt_version())  # None on 8.5, which has no levels
     for precision, path in (("fp32", fp32), ("fp16", fp16)):
-        built = build_engine(BuildConfig(onnx=str(path), batch=f"1:{SMOKE_BATCH}:{SMOKE_BATCH}", workspace_gib=0.25,
-                                         opt_level=opt_level, device=device))
+        built = build_engine(BuildConfig(onnx=str(path), profile=f"1:{SMOKE_BATCH}:{SMOKE_BATCH}",
+                                         workspace_gib=0.25, opt_level=opt_level, gpu=device))
         with TensorRTBackend(built.engine_path, device=device) as backend:
             logits = backend.infer(images)
             # against onnxruntime, which has no float64 run: FP32's fixed check

@@ -26,8 +26,8 @@ from ...data.synthetic import SyntheticInputs
 from ...errors import DataError, EcaDeployError, ParityError, first_line, warn
 from ...graph.compare import Verdict, compare_outputs, judge, rounding_gap, tolerance_for, topk_accuracy
 from ...precisions import FP32_FIXED, PRECISIONS, ROUNDING_MARGIN, ROUNDING_SAMPLES, Tolerance
-from ..backends.registry import ARTIFACT_KINDS, Artifact, open_backend, parse_spec
-from ..base import Backend
+from ..registry import ARTIFACT_KINDS, Artifact, open_backend, parse_spec
+from ..base import Backend, OpenOptions
 from .device import int8_cpu_warning
 from .rows import ReportRow
 
@@ -37,7 +37,7 @@ from .rows import ReportRow
 def weights_of(artifact: Artifact) -> str | None:
     """Which weights an artifact was made from (artifacts.weights_identity): a torch spec's weights file, else
     what its manifest records; None where that is not known."""
-    if artifact.kind == "torch":
+    if not artifact.path:  # a model its spec names, with its weights file
         return f"sha256 {sha256_file(artifact.weights)}" if artifact.weights else None
     return weights_identity(artifact.manifest)
 
@@ -247,17 +247,12 @@ class ParityConfig:
     data: str | None = None  # an image folder (ImageFolder gives labels); None: seeded synthetic inputs
     count: int | None = None  # images to use (default: all), or synthetic samples (default 32)
     imgsz: int | None = None  # default: the candidates' input size, else 224
-    batch: int = 16
+    batch_size: int = 16
     seed: int = 0
     use_labels: bool = True
     precision: str | None = None  # overrides every candidate's manifest
     overrides: dict = field(default_factory=dict)  # {"atol": {"*": 1e-3}, "max_top1_drop": {"int8": 2.0}}
-    provider: str = "auto"
-    device: str = "auto"  # torch reference: cuda where available
-    threads: int | None = None
-    ov_hint: str = "latency"  # OpenVINO's performance hint
-    allow_host_code: bool = False  # engines: let TensorRT run code stored in them (--allow-host-code)
-    gpu: int = 0  # CUDA GPU index for TensorRT engines (--gpu)
+    options: OpenOptions = field(default_factory=OpenOptions)  # how reference and candidates are opened
     save_reference: str | None = None  # write the reference's outputs here (.npz) for another machine
 
 
@@ -386,7 +381,9 @@ class RecordedArtifact:
 
     @property
     def label(self) -> str:
-        return f"{self.model} (PyTorch)" if self.kind == "torch" else (PurePath(self.spec).name or self.spec)
+        if not ARTIFACT_KINDS[self.kind].suffixes:  # a kind of models named by their spec (torch:), not files
+            return f"{self.model} ({self.format})"
+        return PurePath(self.spec).name or self.spec
 
     @property
     def identity(self) -> str:
@@ -428,8 +425,8 @@ def warn_int8_cpu(opened: list[tuple[Artifact, Backend]]) -> None:
 
 def run_parity(cfg: ParityConfig) -> Comparison:
     """Open everything first (so a bad candidate fails before minutes of inference), then compare."""
-    if cfg.batch < 1:
-        raise EcaDeployError(f"--batch-size must be a positive integer, got {cfg.batch}")
+    if cfg.batch_size < 1:
+        raise EcaDeployError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
     if not cfg.candidates and not cfg.save_reference:
         raise EcaDeployError("give at least one --candidate (or --save-reference FILE to only save the reference)")
     saved = cfg.reference.lower().endswith(SAVED_REFERENCE_SUFFIX)
@@ -438,25 +435,23 @@ def run_parity(cfg: ParityConfig) -> Comparison:
     if saved:
         return _run_against_saved(cfg)
     ref_artifact = parse_spec(cfg.reference)
-    if ref_artifact.kind == "torch" and not ref_artifact.weights:
+    if not ref_artifact.path and not ref_artifact.weights:
         raise EcaDeployError(f"reference {cfg.reference} has no weights, and a random init matches no exported "
-                             f"model; use torch:{ref_artifact.model}:WEIGHTS")
+                             f"model; use {ref_artifact.row.prefix}{ref_artifact.model}:WEIGHTS")
     artifacts = [parse_spec(c) for c in cfg.candidates]
     opened: list[tuple[Artifact, Backend]] = []
-    options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads, "ov_hint": cfg.ov_hint,
-               "allow_host_code": cfg.allow_host_code, "gpu": cfg.gpu}
     try:
         for artifact in artifacts:
-            opened.append((artifact, open_backend(artifact, **options)))
+            opened.append((artifact, open_backend(artifact, cfg.options)))
         warn_int8_cpu(opened)
         labels = [a.label for a, _ in opened]  # full paths where two candidates share a file name
         imgsz = resolve_imgsz(cfg.imgsz, [(str(a.path) if labels.count(a.label) > 1 else a.label, b)
                                           for a, b in opened])
-        reference = open_backend(ref_artifact, imgsz=imgsz, **options)
+        reference = open_backend(ref_artifact, cfg.options, imgsz=imgsz)
         opened.insert(0, (ref_artifact, reference))
         check_input_size(f"reference {ref_artifact.label}", reference, imgsz)
         data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)
-        ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.batch, cfg.use_labels,
+        ref_run = ReferenceRun.measure(ref_artifact, reference, data, cfg.data, cfg.batch_size, cfg.use_labels,
                                        cfg.overrides)
         if cfg.save_reference:
             ref_run.save(cfg.save_reference, imgsz, cfg.count, cfg.seed)
@@ -472,16 +467,15 @@ def _run_against_saved(cfg: ParityConfig) -> Comparison:
     PyTorch can judge engines against a PyTorch reference run elsewhere."""
     meta = read_saved_meta(cfg.reference)
     artifacts = [parse_spec(c) for c in cfg.candidates]
-    options = {"provider": cfg.provider, "device": cfg.device, "threads": cfg.threads,
-               "allow_host_code": cfg.allow_host_code, "gpu": cfg.gpu}
     opened: list[tuple[Artifact, Backend]] = []
     try:
         for artifact in artifacts:
-            opened.append((artifact, open_backend(artifact, **options)))
+            opened.append((artifact, open_backend(artifact, cfg.options)))  # --ov-hint and all
         warn_int8_cpu(opened)
         imgsz = resolve_imgsz(cfg.imgsz or meta["imgsz"], [(a.label, b) for a, b in opened])
         data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)
-        ref_run = ReferenceRun.load(cfg.reference, data, cfg.data, imgsz, cfg.use_labels, cfg.batch, cfg.overrides)
+        ref_run = ReferenceRun.load(cfg.reference, data, cfg.data, imgsz, cfg.use_labels, cfg.batch_size,
+                                  cfg.overrides)
         results = [ref_run.judge(artifact, backend, data, cfg.precision) for artifact, backend in opened]
     finally:
         for _, backend in opened:

@@ -19,7 +19,8 @@ from ...data.labels import class_names, read_labels
 from ...data.preprocess import DEFAULT_DATA_CONFIG, INTERPOLATIONS, DataConfig, preprocess_file
 from ...data.sources import not_regular
 from ...errors import DataError, first_line, warn
-from ..backends.registry import Artifact, open_backend, parse_spec
+from ..base import OpenOptions
+from ..registry import Artifact, open_backend, parse_spec
 from ..base import Backend
 from .parity import collect_logits, resolve_imgsz
 
@@ -95,12 +96,12 @@ def top_k(logits: np.ndarray, names: list[str] | None, k: int = TOP_K) -> list[t
 
 
 def predict(spec: str, images: list[str | os.PathLike], labels: str | None = None, imgsz: int | None = None,
-            **options) -> list[Prediction]:
-    """Top-5 of every image through ``spec`` (any artifact the backends open); ``options`` are OpenOptions."""
+            options: OpenOptions | None = None) -> list[Prediction]:
+    """Top-5 of every image through ``spec`` (any artifact the table of kinds opens), opened with ``options``."""
     paths = check_images([str(image) for image in images])
     names = read_labels(labels) if labels is not None else None  # a bad labels file fails before the model opens
     artifact = parse_spec(spec)
-    with open_backend(artifact, imgsz=imgsz or DEFAULT_DATA_CONFIG.input_size, **options) as backend:
+    with open_backend(artifact, options, imgsz=imgsz or DEFAULT_DATA_CONFIG.input_size) as backend:
         size = resolve_imgsz(imgsz, [(artifact.label, backend)])
         batch = load_images(paths, size, data_config(artifact, backend))
         logits, _ = collect_logits(backend, _Images(batch), BATCH, desc=None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..backends.registry import Artifact
+from ..registry import Artifact
 
 STATUSES = ("reference", "pass", "fail", "measured", "skipped", "error")
 

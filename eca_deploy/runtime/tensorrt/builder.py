@@ -68,10 +68,10 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     if is_quantized(cfg.legacy_precision):
         calib_source = cache_source(plan.calib_cache, sha256_file(plan.onnx_path), dataset, cfg.calib_method)
     cuda = import_cuda()
-    gpu = gpu_info(cuda, cfg.device)
+    gpu = gpu_info(cuda, cfg.gpu)
 
     start = time.perf_counter()
-    primary_context(cuda, cfg.device)
+    primary_context(cuda, cfg.gpu)
     built = _build(trt, plan, dataset, calib_source)
     seconds = time.perf_counter() - start
 

@@ -26,7 +26,7 @@ MAX_OPT_LEVEL = 5
 class BuildConfig:
     onnx: str
     output: str | None = None  # default: beside the ONNX, <name>.engine
-    batch: str | None = None  # MIN:OPT:MAX; default 1:8:32, or the ONNX's static batch
+    profile: str | None = None  # the batch axis's MIN:OPT:MAX; default 1:8:32, or the ONNX's static batch
     workspace_gib: float | None = None  # None: TensorRT's default (the GPU's memory)
     timing_cache: str | None = None  # read if present, written back after the build
     opt_level: int | None = None  # builder optimization level 0-5; None: TensorRT's default (3)
@@ -39,7 +39,7 @@ class BuildConfig:
     calib_cache: str | None = None  # legacy int8: default <engine>.calib
     calib_method: str = "entropy"
     seed: int = 0
-    device: int = 0
+    gpu: int = 0  # the CUDA GPU index it is built on
 
 
 @dataclass
@@ -96,12 +96,12 @@ def prepare_build(cfg: BuildConfig) -> BuildPlan:
     static = isinstance(dims[0], int) and dims[0] > 0
     if static:
         fixed = BatchProfile(dims[0], dims[0], dims[0])
-        profile = BatchProfile.parse(cfg.batch) if cfg.batch else fixed
+        profile = BatchProfile.parse(cfg.profile) if cfg.profile else fixed
         if profile != fixed:
             raise EngineError(f"{onnx_path.name} has a static batch of {dims[0]}, so --profile must be {dims[0]}; "
                               "export with a dynamic batch (eca-deploy export without --static-batch) for a range")
     else:
-        profile = BatchProfile.parse(cfg.batch or DEFAULT_DYNAMIC_BATCH)
+        profile = BatchProfile.parse(cfg.profile or DEFAULT_DYNAMIC_BATCH)
 
     precision = onnx_precision(onnx_path)
     if cfg.legacy_precision and not is_exported(precision):

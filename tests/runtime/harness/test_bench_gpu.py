@@ -52,7 +52,7 @@ def test_tensorrt_engine_bench_profile_and_parity(digits, tmp_path, capsys):
     from eca_deploy.runtime.tensorrt.builder import BuildConfig, build_engine
 
     engine = build_engine(BuildConfig(onnx=str(digits.onnx), output=str(tmp_path / "digits.engine"),
-                                      batch="1:4:16")).engine_path
+                                      profile="1:4:16")).engine_path
     assert_two_clocks(bench(tmp_path, capsys, str(engine), "--batch-sizes", "1,4"), "CUDA events, I/O on the GPU")
     assert main(["bench", str(engine), "--batch-sizes", "32", "--output", str(tmp_path / "b.json")]) == 2
     assert "max batch 16" in capsys.readouterr().err

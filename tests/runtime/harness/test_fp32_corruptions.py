@@ -6,6 +6,7 @@ import torch
 
 from eca_deploy.export.onnx_export import ExportConfig, export_model
 from eca_deploy.models import get_spec, list_models, load_model
+from eca_deploy.runtime.base import OpenOptions
 from eca_deploy.runtime.harness.parity import ParityConfig, run_parity
 from eca_deploy.testing.corrupt import CORRUPTIONS, write_checkpoint
 
@@ -20,8 +21,9 @@ def _judge(model: str, state: dict, classifier: str, photos, root, corruptions) 
         weights = faithful if name is None else write_checkpoint(state, root / f"{len(exports)}.pth", name, classifier)
         exports[name] = export_model(ExportConfig(model=model, weights=str(weights), imgsz=IMGSZ, simplify=False,
                                                   out_dir=str(root / str(len(exports))))).onnx_path
-    comparison = run_parity(ParityConfig(reference=f"torch:{model}:{faithful}", data=str(photos), threads=1,
-                                         candidates=[str(p) for p in exports.values()], use_labels=False))
+    comparison = run_parity(ParityConfig(reference=f"torch:{model}:{faithful}", data=str(photos),
+                                         options=OpenOptions(threads=1), use_labels=False,
+                                         candidates=[str(p) for p in exports.values()]))
     return {name: c for name, c in zip(exports, comparison.candidates)}
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from eca_deploy.cli.main import main
-from eca_deploy.runtime.harness.bench import BenchConfig, run_bench
+from eca_deploy.runtime.base import OpenOptions
+from eca_deploy.runtime.harness.bench import BenchConfig, Timing, run_bench
 from eca_deploy.runtime.harness.device import Probe, describe_device
 from eca_deploy.runtime.harness.doctor import tiny_eca_onnx
 from eca_deploy.runtime.harness.power import NO_RAILS, find_rails, power_meter
@@ -68,8 +69,8 @@ def test_rails_of_jetpack_5_6_and_jetpack_4(tmp_path):
 
 def test_bench_on_a_fake_jetson_reports_power_energy_per_image_and_fps_per_watt(tiny, tmp_path):
     root = orin_sysfs(tmp_path / "sys-root")
-    result = run_bench(BenchConfig(model=str(tiny), batches=(1, 4), iterations=20, warmup=1, provider="cpu",
-                                   threads=1, sysfs_root=str(root)))
+    result = run_bench(BenchConfig(model=str(tiny), timing=Timing(batches=(1, 4), iterations=20, warmup=1),
+                                   options=OpenOptions(provider="cpu", threads=1), sysfs_root=str(root)))
     assert result.power["total"] == "VDD_IN" and "NC" not in result.power["rails"]
     for entry in result.entries:
         assert entry["power_w"] == pytest.approx(15.2)  # the module input, not the sum of rails

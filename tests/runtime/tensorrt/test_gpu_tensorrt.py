@@ -107,7 +107,7 @@ def test_engine_matches_onnxruntime(precision, onnx_models, held_out, gpu, tmp_p
     images, labels = held_out
     onnx_path = onnx_models[precision]
     result = build_engine(BuildConfig(onnx=str(onnx_path), output=str(tmp_path / f"{precision}.engine"),
-                                      batch=PROFILE))
+                                      profile=PROFILE))
     assert result.precision == precision
     engine_logits = _run_engine(result.engine_path, images)
     cmp = compare_outputs(run_once(onnx_path, images), engine_logits)
@@ -121,7 +121,7 @@ def test_legacy_precision_engines_on_8_6_and_10(legacy, digits, held_out, gpu, t
         pytest.skip(f"TensorRT {gpu} has no weak typing: --legacy-precision is refused there")
     images, labels = held_out
     cache = tmp_path / "scales.calib"
-    cfg = BuildConfig(onnx=str(digits.onnx), output=str(tmp_path / f"legacy-{legacy}.engine"), batch=PROFILE,
+    cfg = BuildConfig(onnx=str(digits.onnx), output=str(tmp_path / f"legacy-{legacy}.engine"), profile=PROFILE,
                       legacy_precision=legacy, calib_data=str(digits.calib_dir), calib_cache=str(cache))
     result = build_engine(cfg)
     engine_logits = _run_engine(result.engine_path, images)
@@ -138,10 +138,10 @@ def test_legacy_precision_engines_on_8_6_and_10(legacy, digits, held_out, gpu, t
 def test_timing_cache_is_written_then_reused(onnx_models, tmp_path):
     cache = tmp_path / "timing.cache"
     first = build_engine(BuildConfig(onnx=str(onnx_models["fp32"]), output=str(tmp_path / "a.engine"),
-                                     batch="1:1:4", timing_cache=str(cache), opt_level=1, workspace_gib=1))
+                                     profile="1:1:4", timing_cache=str(cache), opt_level=1, workspace_gib=1))
     assert first.timing_cache == "created" and cache.stat().st_size > 0
     second = build_engine(BuildConfig(onnx=str(onnx_models["fp32"]), output=str(tmp_path / "b.engine"),
-                                      batch="1:1:4", timing_cache=str(cache), opt_level=1, workspace_gib=1))
+                                      profile="1:1:4", timing_cache=str(cache), opt_level=1, workspace_gib=1))
     assert second.timing_cache == "reused"
 
 
@@ -150,7 +150,7 @@ def test_backend_limits_device_timing_and_foreign_manifests(onnx_models, held_ou
 
     images, _ = held_out
     result = build_engine(BuildConfig(onnx=str(onnx_models["fp32"]), output=str(tmp_path / "m.engine"),
-                                      batch="1:2:4"))
+                                      profile="1:2:4"))
     with TensorRTBackend(result.engine_path) as backend:
         assert backend.input_spec.shape[0] is None and backend.batch_range == (1, 4)
         with pytest.raises(EngineError, match="outside the engine's profile 1..4"):
@@ -175,7 +175,7 @@ def test_engines_open_together_close_in_every_order_and_parity_keeps_its_results
 
     images, _ = held_out
     paths = [build_engine(BuildConfig(onnx=str(onnx_models[p]), output=str(tmp_path / f"{p}.engine"),
-                                      batch="1:2:4")).engine_path for p in ("fp32", "fp16", "int8")]
+                                      profile="1:2:4")).engine_path for p in ("fp32", "fp16", "int8")]
     for order in itertools.permutations(range(3)):
         backends = [TensorRTBackend(p) for p in paths]
         for closed, index in enumerate(order):

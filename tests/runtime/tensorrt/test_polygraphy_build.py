@@ -56,7 +56,7 @@ def _manifest(result):
     ("8.6.1", 1, False, True), ("8.5.3", 1, False, True)])
 def test_the_build_hands_polygraphy_what_compat_decides(machine, models, version, model, typed, fp16):
     poly = machine(version)
-    result = build_engine(BuildConfig(onnx=str(models[model]), batch="1:4:8", workspace_gib=0.5))
+    result = build_engine(BuildConfig(onnx=str(models[model]), profile="1:4:8", workspace_gib=0.5))
     assert poly.calls["NetworkFromOnnxPath"] == {"_args": (str(models[model]),), "strongly_typed": typed}
     config = poly.calls["CreateConfig"]
     assert (config["fp16"], config["int8"], config["use_dla"], config["calibrator"]) == (fp16, False, False, None)
@@ -82,7 +82,7 @@ def test_tensorrt_8_5_builds_but_refuses_what_it_lacks(machine, models):
 def test_dla_runs_on_the_asked_core_weakly_typed_on_10x(machine, models):
     """CreateConfig(use_dla=True) always picks core 0 (polygraphy/backend/trt/config.py); ours sets --dla N."""
     poly = machine("10.3.0.30", dla_cores=2)
-    result = build_engine(BuildConfig(onnx=str(models[1]), batch="4", dla_core=1))
+    result = build_engine(BuildConfig(onnx=str(models[1]), profile="4", dla_core=1))
     assert poly.config.DLA_core == 1
     config = poly.calls["CreateConfig"]
     assert (config["use_dla"], config["allow_gpu_fallback"], config["fp16"]) == (True, True, True)
@@ -90,7 +90,7 @@ def test_dla_runs_on_the_asked_core_weakly_typed_on_10x(machine, models):
     assert _manifest(result)["dla"] == {"network_layers": 3, "layers_dla_capable": 2}
     poly = machine("10.3.0.30", dla_cores=1)
     with pytest.raises(EngineError, match="--dla 1: this device has 1 DLA core"):
-        build_engine(BuildConfig(onnx=str(models[1]), batch="4", dla_core=1))
+        build_engine(BuildConfig(onnx=str(models[1]), profile="4", dla_core=1))
 
 
 def test_a_polygraphy_failure_is_one_line(machine, models):
@@ -115,7 +115,7 @@ def test_timing_cache_of_another_gpu_is_replaced_not_merged(machine, models, tmp
 
 
 def _legacy(models, tmp_path, method="entropy", data=None, cache="tiny.calib"):
-    return BuildConfig(onnx=str(models[0]), batch="1:4:8", legacy_precision="int8", calib_data=data,
+    return BuildConfig(onnx=str(models[0]), profile="1:4:8", legacy_precision="int8", calib_data=data,
                        calib_batch=4, calib_method=method, calib_cache=str(tmp_path / cache))
 
 
@@ -146,7 +146,7 @@ def test_a_one_batch_profile_calibrates_at_its_batch_without_a_second_profile(ma
     """DLA needs one fixed batch; an extra calibration profile there would be a second optimization profile."""
     poly = machine(dla_cores=1)
     config = _legacy(models, tmp_path, data=str(digit_folder))
-    config.batch, config.dla_core = "5", 0
+    config.profile, config.dla_core = "5", 0
     build_engine(config)
     assert [dict(p) for p in poly.calls["CreateConfig"]["profiles"]] == [{"input": ((5, 3, 16, 16),) * 3}]
     assert [b.shape[0] for b in poly.batches] == [5] * 4 and poly.config.DLA_core == 0
@@ -182,7 +182,7 @@ def test_a_cache_tensorrt_failed_to_write_is_not_recorded(machine, models, tmp_p
 def test_calibration_data_errors_surface_after_the_build(machine, models, tmp_path, digit_folder):
     machine()
     with pytest.raises(Exception, match="fewer images than one batch of 32"):
-        build_engine(BuildConfig(onnx=str(models[0]), batch="1:4:8", legacy_precision="int8",
+        build_engine(BuildConfig(onnx=str(models[0]), profile="1:4:8", legacy_precision="int8",
                                  calib_data=str(digit_folder), calib_batch=32,
                                  calib_cache=str(tmp_path / "tiny.calib")))
 

@@ -183,7 +183,7 @@ def test_cli_batch_min_above_opt_and_opt_above_max_exit_2_in_one_line(fp32_onnx,
 # --- prepare_build: the ONNX and the paths --------------------------------------------------------------------
 
 def test_plan_reads_input_and_profile_from_the_onnx(fp32_onnx):
-    plan = prepare_build(BuildConfig(onnx=str(fp32_onnx), batch="2:4:16"))
+    plan = prepare_build(BuildConfig(onnx=str(fp32_onnx), profile="2:4:16"))
     assert plan.input_name == "input" and plan.image_shape == (3, IMGSZ, IMGSZ) and not plan.static_batch
     assert plan.shapes() == ((2, 3, IMGSZ, IMGSZ), (4, 3, IMGSZ, IMGSZ), (16, 3, IMGSZ, IMGSZ))
     assert plan.onnx_precision == "fp32" and plan.engine_path == fp32_onnx.with_name("eca_resnet18.engine")
@@ -198,7 +198,7 @@ def test_static_batch_onnx_takes_only_its_own_batch(fp32_onnx, tmp_path):
     onnx.save(model, str(static))
     assert prepare_build(BuildConfig(onnx=str(static))).profile == BatchProfile(2, 2, 2)
     with pytest.raises(EngineError, match="static batch of 2, so --profile must be 2"):
-        prepare_build(BuildConfig(onnx=str(static), batch="1:8:32"))
+        prepare_build(BuildConfig(onnx=str(static), profile="1:8:32"))
 
 
 def test_missing_onnx_and_a_file_that_is_not_onnx_exit_2_in_one_line(tmp_path, capsys):
@@ -261,7 +261,7 @@ def _trtexec(onnx_path, version, **settings):
 
 
 def test_trtexec_flags_follow_the_release(fp32_onnx, tmp_path):
-    common = dict(batch="1:8:16", workspace_gib=2, timing_cache=str(tmp_path / "t.cache"), opt_level=4)
+    common = dict(profile="1:8:16", workspace_gib=2, timing_cache=str(tmp_path / "t.cache"), opt_level=4)
     v86, v103, v111 = (_trtexec(fp32_onnx, v, **common) for v in ("8.6.1", "10.3", "11.1"))
     shapes = [f"--minShapes=input:1x3x{IMGSZ}x{IMGSZ}", f"--optShapes=input:8x3x{IMGSZ}x{IMGSZ}",
               f"--maxShapes=input:16x3x{IMGSZ}x{IMGSZ}"]
@@ -278,7 +278,7 @@ def test_trtexec_precision_flags_per_release(fp32_onnx, tmp_path):
     legacy = _trtexec(fp32_onnx, "10.3", legacy_precision="int8", calib_data=str(tmp_path))
     assert {"--int8", "--fp16"} <= set(legacy) and "--stronglyTyped" not in legacy
     assert any(a.startswith("--calib=") and a.endswith("eca_resnet18.legacy-int8.engine.calib") for a in legacy)
-    dla = _trtexec(int8, "10.3", dla_core=1, version_compatible=True, batch="4")
+    dla = _trtexec(int8, "10.3", dla_core=1, version_compatible=True, profile="4")
     assert {"--useDLACore=1", "--allowGPUFallback", "--versionCompatible"} <= set(dla)
 
 
@@ -459,10 +459,10 @@ def test_trtexec_dla_line_on_10x_is_weakly_typed(tmp_path):
     fp16 = _tiny_model(tmp_path / "m.fp16.onnx", "fp16")
     int8 = _tiny_model(tmp_path / "m.int8.onnx", "int8")
     for model, flags in ((fp16, {"--fp16"}), (int8, {"--int8", "--fp16"})):
-        line = _trtexec(model, "10.3", dla_core=0, batch="4")
+        line = _trtexec(model, "10.3", dla_core=0, profile="4")
         assert "--stronglyTyped" not in line and flags | {"--useDLACore=0", "--allowGPUFallback"} <= set(line)
-        assert "--stronglyTyped" in _trtexec(model, "10.3", batch="4")
-        v11 = _trtexec(model, "11.1", dla_core=0, batch="4")
+        assert "--stronglyTyped" in _trtexec(model, "10.3", profile="4")
+        v11 = _trtexec(model, "11.1", dla_core=0, profile="4")
         assert not {"--fp16", "--int8", "--stronglyTyped"} & set(v11) and "--useDLACore=0" in v11
 
 
@@ -492,9 +492,9 @@ def test_build_refuses_the_cpu_target_int8_model_also_for_trtexec(tmp_path, caps
 
 
 @pytest.mark.parametrize("settings, message", [
-    (dict(batch="1:8:32"), "--dla needs one fixed batch (DLA has no dynamic shapes)"),
-    (dict(batch="8"), "--dla needs an FP16 or INT8 network"),
-    (dict(batch="8", legacy_precision="int8", calib_method="minmax"), "needs --calib-method entropy"),
+    (dict(profile="1:8:32"), "--dla needs one fixed batch (DLA has no dynamic shapes)"),
+    (dict(profile="8"), "--dla needs an FP16 or INT8 network"),
+    (dict(profile="8", legacy_precision="int8", calib_method="minmax"), "needs --calib-method entropy"),
 ])
 def test_dla_refuses_what_it_cannot_run(fp32_onnx, tmp_path, settings, message):
     with pytest.raises(EngineError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -506,7 +506,7 @@ def test_dla_refusal_also_under_print_trtexec_and_fp16_fixed_batch_passes(fp32_o
                           "--trt-version", "10.3")
     assert code == 2 and "--dla needs one fixed batch" in err
     fp16 = _tiny_model(tmp_path / "m.fp16.onnx", "fp16")
-    args = _trtexec(fp16, "10.3", dla_core=1, batch="4")
+    args = _trtexec(fp16, "10.3", dla_core=1, profile="4")
     assert {"--useDLACore=1", "--allowGPUFallback"} <= set(args)
 
 

@@ -20,7 +20,7 @@ from eca_deploy.artifacts import write_artifact
 from eca_deploy.errors import EngineError
 from eca_deploy.runtime.tensorrt import env as tensorrt_env
 from eca_deploy.cli.main import main
-from eca_deploy.runtime.backends.registry import open_backend
+from eca_deploy.runtime.registry import open_backend
 from eca_deploy.runtime.tensorrt.backend import TensorRTBackend, fp32_math_of
 from eca_deploy.runtime.tensorrt.env import GpuInfo
 

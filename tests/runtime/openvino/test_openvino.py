@@ -3,6 +3,7 @@ FP32 really computed in FP32, and the one-line error without openvino."""
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from eca_deploy.cli.main import main
 from eca_deploy.errors import MissingDependencyError
 from eca_deploy.export.onnx_export import ExportConfig
 from eca_deploy.precisions import ir_precision
-from eca_deploy.runtime.backends.registry import open_backend, parse_spec
+from eca_deploy.runtime.registry import open_backend, parse_spec
 from eca_deploy.runtime.harness.report import validate_report
 
 
@@ -123,9 +124,12 @@ def test_bench_takes_ir_and_onnx_with_either_hint(digits, irs, tmp_path, capsys)
 
 def test_bench_results_of_one_file_on_two_runtimes_do_not_collide():
     from eca_deploy.cli.bench import default_output
+    from eca_deploy.runtime.registry import Artifact
 
-    outputs = {default_output(spec) for spec in ("m/a.onnx", "openvino:m/a.onnx", "m/a.xml")}
-    assert {p.name for p in outputs} == {"bench-a.json", "bench-a.openvino.json", "bench-a.ir.json"}
+    artifacts = [Artifact("m/a.onnx", "onnx", Path("m/a.onnx")), Artifact("m/a.xml", "openvino", Path("m/a.xml")),
+                 Artifact("openvino:m/a.onnx", "openvino", Path("m/a.onnx"))]
+    outputs = {default_output(artifact) for artifact in artifacts}
+    assert outputs == {Path("m/bench-a.json"), Path("m/bench-a.openvino.json"), Path("m/bench-a.ir.json")}
 
 
 def test_throughput_hint_splits_a_batch_into_parallel_requests_with_the_same_logits(ov, digits):
@@ -200,3 +204,42 @@ def test_export_command_writes_the_ir(ov, tmp_path, capsys):
     assert read_manifest(tmp_path / "eca_resnet18.onnx")["stage"] == "export"  # the ONNX it came from
     code, _, err = run(capsys, "export", "--model", "eca_resnet18", "--fp16-weights", "--output", str(tmp_path))
     assert code == 2 and "--fp16-weights applies to --format openvino" in err
+
+
+def _onnx_copy(digits, folder):
+    """The digits ONNX (and its manifest) in ``folder``, to name by a relative path."""
+    from eca_deploy.artifacts import manifest_path
+
+    folder.mkdir()
+    copy = folder / digits.onnx.name
+    copy.write_bytes(digits.onnx.read_bytes())
+    manifest_path(copy).write_bytes(manifest_path(digits.onnx).read_bytes())
+    return copy
+
+
+def test_parity_writes_its_default_output_beside_an_openvino_candidates_file(ov, digits, tmp_path, monkeypatch,
+                                                                                capsys):
+    """`--candidate openvino:models/m.onnx` without --output: parity.json goes in models/, where the file is; the
+    raw spec's parent was a folder named "openvino:models" made in the working folder."""
+    monkeypatch.chdir(tmp_path)
+    copy = _onnx_copy(digits, tmp_path / "models")
+    spec = f"openvino:models/{copy.name}"
+    code, stdout, _ = run(capsys, "parity", "--reference", f"models/{copy.name}", "--candidate", spec,
+                          "--count", "4", "--threads", "1")
+    assert code == 0, stdout
+    assert (tmp_path / "models" / "parity.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+def test_a_saved_reference_run_opens_openvino_candidates_with_the_ov_hint(ov, digits, tmp_path, capsys):
+    """--ov-hint reached the candidates when parity ran its reference, and was dropped against a saved one."""
+    ref = tmp_path / "ref.npz"
+    common = ["--count", "4", "--threads", "1", "--imgsz", str(digits.imgsz)]
+    code, stdout, err = run(capsys, "parity", "--reference", str(digits.onnx), "--save-reference", str(ref), *common)
+    assert code == 0, err
+    out = tmp_path / "parity.json"
+    code, stdout, err = run(capsys, "parity", "--reference", str(ref), "--candidate", f"openvino:{digits.onnx}",
+                          "--ov-hint", "throughput", "--output", str(out), *common)
+    assert code == 0, err
+    reference, candidate = json.loads(out.read_text())["rows"]
+    assert (reference["backend"], candidate["backend"]) == ("onnxruntime-cpu", "openvino-cpu-throughput")

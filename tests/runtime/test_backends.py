@@ -9,7 +9,7 @@ from eca_deploy.data.sources import load_dataset
 from eca_deploy.errors import EngineError, MissingDependencyError, OnnxFileError, UsageError
 from eca_deploy.runtime.base import Backend
 from eca_deploy.precisions import onnx_precision
-from eca_deploy.runtime.backends.registry import open_backend, parse_spec
+from eca_deploy.runtime.registry import open_backend, parse_spec
 from eca_deploy.runtime.tensorrt.env import tensorrt_unavailable_reason
 
 
@@ -100,15 +100,6 @@ def test_export_manifest_and_onnxruntime_backend_agree_with_torch(digits):
         torch_backend.close()
 
 
-def test_a_provider_that_is_not_installed_is_a_one_line_error(digits):
-    import onnxruntime
-
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        pytest.skip("this machine has onnxruntime's CUDA provider")
-    with pytest.raises(MissingDependencyError, match="CUDAExecutionProvider is not installed"):
-        open_backend(str(digits.onnx), provider="cuda")
-
-
 def test_an_engine_without_tensorrt_is_a_missing_dependency(tmp_path):
     if tensorrt_unavailable_reason() is None:
         pytest.skip("TensorRT and a GPU are present")
@@ -116,20 +107,3 @@ def test_an_engine_without_tensorrt_is_a_missing_dependency(tmp_path):
     engine.write_bytes(b"\0" * 64)
     with pytest.raises(MissingDependencyError, match="cannot run the engine model.engine"):
         open_backend(str(engine))
-
-
-def test_the_torch_reference_computes_in_fp32_and_gives_the_tf32_flags_back():
-    """TF32 would make the reference's own error, by which FP32 candidates are judged, TF32's."""
-    import torch
-
-    from eca_deploy.runtime.backends.torch_backend import full_fp32
-
-    flags = lambda: (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)  # noqa: E731
-    before = flags()
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        with full_fp32(torch):
-            assert flags() == (False, False)
-        assert flags() == (True, True)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
