@@ -3,7 +3,6 @@ trained digits model and checked against DeepStream's own key list, our preproce
 
 from __future__ import annotations
 
-import configparser
 import json
 import shutil
 import struct
@@ -20,18 +19,7 @@ from eca_deploy.data.preprocess import DataConfig, center_crop, preprocess, resi
 from eca_deploy.packaging.deepstream import normalization, pick_artifact
 from eca_deploy.runtime.tensorrt.calibration_table import parse_calibration_table
 from eca_deploy.runtime.tensorrt.calibrator import read_calibration_cache
-
-KEYS_FILE = Path(__file__).parent / "data" / "gstnvinfer_property_keys.txt"
-NVINFER_KEYS = {line.strip() for line in KEYS_FILE.read_text().splitlines() if line.strip() and line[0] != "#"}
-
-
-def read_config(path: Path) -> dict[str, str]:
-    """The [property] group as GKeyFile sees it: one group, case-sensitive keys, '#' comments, no duplicates."""
-    parser = configparser.ConfigParser(delimiters=("=",), comment_prefixes=("#",), interpolation=None, strict=True)
-    parser.optionxform = str
-    parser.read_string(path.read_text())
-    assert parser.sections() == ["property"]
-    return dict(parser["property"])
+from nvinfer import NVINFER_KEYS, read_config
 
 
 def write(args: list[str], capsys) -> tuple[int, str]:
@@ -173,3 +161,30 @@ def test_pipeline_hands_deepstream_the_fastest_passing_artifact_tensorrt_can_run
             row("openvino:a.onnx", "pass", 0.3, identity="openvino:/x/a.onnx"), row("a.int8.onnx", "pass", 2.0)]
     assert pick_artifact({"rows": rows}) == "a.int8.onnx"
     assert pick_artifact({"rows": rows[1:5]}) is None
+
+
+def uint8_nhwc_classifier(path: Path) -> Path:
+    """A real ONNX classifier that takes uint8 [N, 32, 32, 3] pixels (as `export --input-format uint8-nhwc` makes
+    them): Cast, Flatten, one Gemm to 10 logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.random.default_rng(0).standard_normal((32 * 32 * 3, 10)).astype(np.float32),
+                                      "w")
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["input"], ["x"], to=TensorProto.FLOAT), helper.make_node("Flatten", ["x"], ["f"]),
+         helper.make_node("Gemm", ["f", "w"], ["logits"])], "uint8_nhwc",
+        [helper.make_tensor_value_info("input", TensorProto.UINT8, ["batch", 32, 32, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], [weights])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_uint8_input_model_gets_raw_pixels_and_the_float_tensor_caveat(tmp_path, capsys):
+    model = uint8_nhwc_classifier(tmp_path / "bytes.onnx")
+    code, err = write([str(model), "-o", str(tmp_path / "c.txt")], capsys)
+    keys = read_config(tmp_path / "c.txt")
+    assert code == 0 and set(keys) <= NVINFER_KEYS
+    assert (keys["net-scale-factor"], keys["offsets"], keys["network-input-order"], keys["infer-dims"]) \
+        == ("1", "0;0;0", "1", "3;32;32")
+    assert "normalises them itself" in err and "float32 tensors" in err and "one net-scale-factor" not in err
