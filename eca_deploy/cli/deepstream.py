@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "of this file: a calibration cache from `quantize` or a TensorRT calibration cache "
                              "from `build --legacy-precision int8`")
     parser.add_argument("--calib-method", default=None, metavar="METHOD",
-                        help="the entry of --calib-cache to use, where it holds several for this model (entropy, "
-                             "minmax, percentile:99.99, ...)")
+                        help="the entry of --calib-cache to use, where it holds several for this model: entropy "
+                             "(default: the method of nvinfer's own calibrator), minmax, percentile:99.99, ...")
     parser.add_argument("--tensorrt-version", type=shared.trt_version, default="8.6.1", metavar="X.Y.Z",
                         help="TensorRT version named in a calibration table made from our ranges")
 

@@ -231,7 +231,17 @@ def batch_size(facts: ModelFacts, wanted: int | None) -> int:
     return wanted
 
 
-def _ranges_table(cache: Path, facts: ModelFacts, method: str | None, version: str) -> CalibrationTable:
+def coverage_warning(onnx_path: Path, scaled: dict) -> str:
+    """Our ranges cover the tensors quantize puts Q/DQ on; TensorRT's implicit INT8 wants one per tensor."""
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    tensors = {name for node in graph.node for name in node.output} | {i.name for i in graph.input}
+    return (f"the table holds scales for {len(tensors & set(scaled))} of the {len(tensors)} tensors of "
+            f"{onnx_path.name} (the inputs of the layers quantize makes INT8); TensorRT runs a layer whose "
+            "tensors have no scale in higher precision")
+
+
+def _ranges_table(cache: Path, facts: ModelFacts, method: str | None, version: str,
+                  warnings: list[str]) -> CalibrationTable:
     """A table from our calibration cache's entry for this model: scale = amax / 127 per calibrated tensor."""
     if facts.fp32_onnx_sha256 is None:
         raise DataError("the FP32 ONNX our calibration ranges are keyed by is not beside the artifact")
@@ -242,6 +252,8 @@ def _ranges_table(cache: Path, facts: ModelFacts, method: str | None, version: s
                         f"({type(exc).__name__})") from None
     mine = {key: entry.get("method") for key, entry in entries.items()
             if key.startswith(facts.fp32_onnx_sha256 + "|") and isinstance(entry, dict) and "ranges" in entry}
+    if method is None and len(mine) > 1:
+        method = "entropy"  # the method of nvinfer's own calibrator (IInt8EntropyCalibrator2)
     chosen = [key for key, m in mine.items() if method in (None, m)]
     if len(chosen) != 1:
         held = ", ".join(sorted(set(mine.values()))) or "none"
@@ -251,6 +263,7 @@ def _ranges_table(cache: Path, facts: ModelFacts, method: str | None, version: s
     lookup = load_ranges(cache, chosen[0], sorted(entries[chosen[0]]["ranges"]))
     if lookup.ranges is None:
         raise DataError(f"{cache}: {lookup.problem}")
+    warnings.append(coverage_warning(facts.onnx, lookup.ranges))
     return table_from_ranges({name: r.amax for name, r in lookup.ranges.items()}, version_code(version),
                              NVINFER_ALGORITHM)
 
@@ -268,7 +281,8 @@ def calibration_table(cfg: DeepStreamConfig, facts: ModelFacts, warnings: list[s
     if text.startswith("TRT-"):
         table = parse_calibration_table(text, str(source))
     else:
-        table = _ranges_table(source, facts, cfg.calib_method, facts.tensorrt_version or cfg.tensorrt_version)
+        table = _ranges_table(source, facts, cfg.calib_method, facts.tensorrt_version or cfg.tensorrt_version,
+                              warnings)
     if table.algorithm != NVINFER_ALGORITHM:
         warnings.append(f"{source.name} says {table.algorithm}; its header is written as {NVINFER_ALGORITHM}, the "
                         "calibrator nvinfer reads tables with (TensorRT ignores a table of another algorithm)")

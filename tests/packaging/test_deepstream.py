@@ -88,6 +88,7 @@ def test_int8_from_our_calibration_cache_writes_a_table_that_round_trips(calibra
         assert struct.pack(">f", table.scales[name]) == struct.pack(">f", r.amax / 127)
     assert table.text() == text and read_calibration_cache(table_path) is not None
     assert "says" not in err  # written as EntropyCalibration2 from the start: nothing renamed
+    assert f"scales for {len(ranges)} of the" in err  # TensorRT wants one per tensor: the rest run in float
 
 
 def test_tensorrt_written_tables_parse_as_nvidia_reads_them():
