@@ -127,7 +127,8 @@ def test_legacy_int8_engine_config_carries_its_onnx_and_calibration_table(calibr
     assert (keys["model-engine-file"], keys["onnx-file"], keys["batch-size"], keys["network-mode"]) \
         == ("../eca_resnet18.int8.engine", "../eca_resnet18.onnx", "8", "1")
     table = parse_calibration_table((out.parent / keys["int8-calib-file"]).read_text())
-    assert table.algorithm == "EntropyCalibration2" and table.scales == parse_calibration_table(calib.read_text()).scales
+    assert table.algorithm == "EntropyCalibration2"
+    assert table.scales == parse_calibration_table(calib.read_text()).scales
     assert "says MinMaxCalibration" in err
     code, err = write([str(engine), "-o", str(out), "--batch-size", "16"], capsys)
     assert code == 2 and "profile's maximum is 8" in err and err.count("\n") == 1
