@@ -30,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-method", default=None, metavar="METHOD",
                         help="the entry of --calib-cache to use, where it holds several for this model: entropy "
                              "(default: the method of nvinfer's own calibrator), minmax, percentile:99.99, ...")
-    parser.add_argument("--tensorrt-version", type=shared.trt_version, default="8.6.1", metavar="X.Y.Z",
-                        help="TensorRT version named in a calibration table made from our ranges")
+    parser.add_argument("--tensorrt-version", type=shared.trt_version, default=None, metavar="X.Y.Z",
+                        help="TensorRT version named in a calibration table made from our ranges (default: 8.6.1, "
+                             "the TensorRT of DeepStream 6.3 and 7.0)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ from eca_deploy.artifacts import sha256_file, write_artifact
 from eca_deploy.calibration.cache import load_ranges
 from eca_deploy.cli.main import main
 from eca_deploy.data.preprocess import DataConfig, center_crop, preprocess, resize_shorter, resize_size
-from eca_deploy.packaging.deepstream import normalization, pick_artifact
+from eca_deploy.packaging.deepstream import pick_artifact
+from eca_deploy.packaging.nvinfer_preprocess import normalization
 from eca_deploy.runtime.tensorrt.calibration_table import parse_calibration_table
 from eca_deploy.runtime.tensorrt.calibrator import read_calibration_cache
 from nvinfer import NVINFER_KEYS, read_config
@@ -190,3 +191,12 @@ def test_uint8_input_model_gets_raw_pixels_and_the_float_tensor_caveat(tmp_path,
     assert (keys["net-scale-factor"], keys["offsets"], keys["network-input-order"], keys["infer-dims"]) \
         == ("1", "0;0;0", "1", "3;32;32")
     assert "normalises them itself" in err and "float32 tensors" in err and "one net-scale-factor" not in err
+
+
+def test_a_calibration_cache_of_neither_format_is_refused_in_one_line(calibrated_digits, tmp_path, capsys):
+    cache = tmp_path / "scales.txt"
+    cache.write_text("input 0.05\n")  # a hand-made list, not TensorRT's format nor ours
+    code, err = write([str(calibrated_digits / "eca_resnet18.onnx"), "-o", str(tmp_path / "c.txt"), "--calib-cache",
+                       str(cache)], capsys)
+    assert code == 2 and "neither a TensorRT calibration table nor" in err and err.count("\n") == 1
+    assert not (tmp_path / "c.txt").exists()
