@@ -10,7 +10,7 @@ import onnx
 
 from ..artifacts import manifest_path, sha256_file
 from ..data.preprocess import DataConfig
-from ..errors import DataError, UsageError
+from ..errors import DataError, OnnxFileError, UsageError
 from ..export.onnx_export import OUTPUT_NAME
 from ..runtime.backends.registry import Artifact, parse_spec
 from ..runtime.harness.predict import data_config
@@ -43,10 +43,8 @@ def _source_of(path: Path, manifest: dict | None) -> Path | None:
         manifest.get("source_onnx_sha256") or manifest.get("source_sha256")
     if not isinstance(named, str):
         return None
-    for candidate in (Path(named), path.parent / Path(named).name):
-        if candidate.is_file() and sha256_file(candidate) == sha:
-            return candidate
-    return None
+    candidate = _beside(path, named)
+    return candidate if candidate.is_file() and sha256_file(candidate) == sha else None
 
 
 def _lineage(artifact: Artifact) -> list[Artifact]:
@@ -64,7 +62,9 @@ def _graph_io(path: Path) -> tuple[tuple, bool, str, int]:
     """(input shape, uint8 input, output name, classes) of an ONNX graph; dims without a value are names."""
     graph = onnx.load(str(path), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
-    image = next(i for i in graph.input if i.name not in weights)
+    image = next((i for i in graph.input if i.name not in weights), None)
+    if image is None or not graph.output:
+        raise OnnxFileError(f"{path.name} has no image input or no output for a classifier config")
     dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                  for d in image.type.tensor_type.shape.dim)
     output = graph.output[0]
@@ -97,7 +97,7 @@ def model_facts(artifact: Artifact) -> ModelFacts:
 def _engine_facts(artifact: Artifact, chain: list[Artifact], onnx_path: Path | None, fp32: Artifact | None,
                   precision: str) -> ModelFacts:
     manifest = artifact.manifest
-    if not manifest or "input" not in manifest or "profile" not in manifest:
+    if not manifest or not isinstance(manifest.get("input"), dict) or not (manifest.get("profile") or {}).get("max"):
         raise DataError(f"{artifact.label} has no manifest from `eca-deploy build` ({manifest_path(artifact.path)}):"
                         " its input size and batch profile cannot be read without TensorRT")
     shape = tuple(manifest["profile"]["max"])
@@ -107,9 +107,16 @@ def _engine_facts(artifact: Artifact, chain: list[Artifact], onnx_path: Path | N
         _, _, output, classes = _graph_io(onnx_path)
     if not classes:
         raise DataError(f"cannot tell how many classes {artifact.label} has: its source ONNX is not beside it")
-    cache = ((manifest.get("calibration") or {}).get("cache"))
+    cache = (manifest.get("calibration") or {}).get("cache")
     return ModelFacts(onnx_path, artifact.path, precision, shape, manifest["input"].get("dtype") == "uint8",
                       output, classes, shape[0], _recorded_data_config(chain),
                       sha256_file(fp32.path) if fp32 else manifest.get("source_onnx_sha256"),
-                      Path(cache) if cache else None)
+                      _beside(artifact.path, cache) if cache else None)
+
+
+def _beside(artifact: Path, recorded: str) -> Path:
+    """A path a manifest recorded (relative to where the command ran then), else the file of that name beside
+    the artifact: an engine and its cache are moved together."""
+    path = Path(recorded)
+    return path if path.is_file() else artifact.parent / path.name
 

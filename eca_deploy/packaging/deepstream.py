@@ -67,7 +67,6 @@ def batch_size(facts: ModelFacts, wanted: int | None) -> int:
     return wanted
 
 
-
 def network_mode(cfg: DeepStreamConfig, facts: ModelFacts) -> int:
     if cfg.calib_cache and (facts.precision != "fp32" or facts.engine is not None):
         raise UsageError(f"--calib-cache is for an FP32 ONNX that nvinfer builds in INT8; "
@@ -141,11 +140,10 @@ def config_keys(cfg: DeepStreamConfig, facts: ModelFacts, mode: int, folder: Pat
     if facts.uint8_input:
         keys["network-input-order"] = str(NHWC)
         warnings.append(uint8_hook())
-    else:
-        warnings += [w for w in (normalization_warning(norm, facts.data_config.std),) if w]
+    elif normalization_warning(norm, facts.data_config.std):
+        warnings.append(normalization_warning(norm, facts.data_config.std))
     warnings += [resize_warning(facts.data_config, imgsz), LOGITS_WARNING]
     return keys
-
 
 
 def config_text(keys: dict[str, str], source: str) -> str:

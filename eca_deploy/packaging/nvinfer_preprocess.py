@@ -70,7 +70,6 @@ LOGITS_WARNING = ("the model outputs logits, not probabilities: nvinfer's classi
                   "only where its value exceeds both classifier-threshold and 0 (parseAttributesFromSoftmaxLayers)")
 
 
-
 def uint8_hook() -> str:
     """A uint8-input model (export --input-format uint8-nhwc) does its own normalisation: net-scale-factor=1,
     offsets 0. What nvinfer's own preprocessing cannot do for it is said here."""
