@@ -26,6 +26,7 @@ from .graph.compare import given_overrides
 from .models import k_per_stage, load_model
 from .calibration.search.evaluate import check_budget
 from .calibration.quantize import QuantizeConfig, quantize
+from .packaging.deepstream import DeepStreamConfig, pick_artifact, write_deepstream_config
 from .runtime.onnxruntime.backend import resolve_provider
 from .graph.openvino_session import import_openvino
 from .runtime.openvino.kind import PREFIX as OPENVINO_PREFIX
@@ -70,6 +71,7 @@ class PipelineConfig:
 
     target: str | None = None  # INT8 layout of the ONNX candidates: tensorrt | cpu; None: cpu on the CPU provider
     reference: str | None = None  # a .npz from `parity --save-reference`: judge against it instead of PyTorch
+    deepstream: str | None = None  # a Gst-nvinfer config file to write for the artifact picked from the report
 
 
 @dataclass
@@ -366,4 +368,20 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
                for s in log.steps],
         timings_s=timings)
     written = write_report(report, out)
+    if cfg.deepstream:
+        written.update(package_deepstream(report, cfg.deepstream, log))
     return PipelineResult(report, written, log.steps)
+
+
+def package_deepstream(report: dict, output: str, log: _Log) -> dict:
+    """The nvinfer config for the artifact the report picks; skipped, with the reason, where none passed."""
+    artifact = pick_artifact(report)
+    if artifact is None:
+        log.skip("DeepStream config", "no ONNX file or engine for TensorRT passed its checks")
+        return {}
+    started = time.perf_counter()
+    result = write_deepstream_config(DeepStreamConfig(artifact=artifact, output=output))
+    for line in result.warnings:
+        log.echo(f"[warning] {line}")
+    log.done("DeepStream config", f"{result.config.name} for {Path(artifact).name}", started)
+    return {"deepstream": result.config, "deepstream_labels": result.labels}

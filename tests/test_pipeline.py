@@ -2,14 +2,17 @@
 
 import json
 import platform
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from eca_deploy.artifacts import read_manifest
 from eca_deploy.cli.main import main
+from eca_deploy.packaging.deepstream import pick_artifact
 from eca_deploy.runtime.harness.report import validate_report
 from eca_deploy.runtime.tensorrt.env import tensorrt_unavailable_reason
+from nvinfer import NVINFER_KEYS, read_config
 
 pytestmark = pytest.mark.slow  # the whole pipeline, end to end
 
@@ -20,7 +23,8 @@ def pipeline_run(digits, tmp_path_factory):
     code = main(["pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
                  "--calib-data", str(digits.calib_dir), "--data", str(digits.val_dir),
                  "--count", "120", "--imgsz", str(digits.imgsz), "--output", str(out), "--batch-sizes", "1,4",
-                 "--iterations", "3", "--warmup", "1", "--provider", "cpu", "--device", "cpu", "--threads", "1"])
+                 "--iterations", "3", "--warmup", "1", "--provider", "cpu", "--device", "cpu", "--threads", "1",
+                 "--deepstream", str(out / "deepstream" / "config_infer_primary.txt")])
     return code, out
 
 
@@ -149,3 +153,13 @@ def test_pipeline_judges_against_a_saved_reference_and_prepares_the_tensorrt_int
     assert reference["format"] == "PyTorch" and not reference.get("bench")  # nothing of PyTorch ran here
     int8 = rows["eca_resnet18.int8.onnx"]  # the tensorrt layout, FP16 glue: what a Jetson builds
     assert int8["status"] == "pass" and read_manifest(out / int8["artifact"])["quantization"]["high_precision"] == "fp16"
+
+
+def test_pipeline_writes_the_deepstream_config_of_the_artifact_it_picks(pipeline_run):
+    code, out = pipeline_run
+    picked = pick_artifact(json.loads((out / "report.json").read_text()))
+    config = out / "deepstream" / "config_infer_primary.txt"
+    keys = read_config(config)
+    assert code == 0 and set(keys) <= NVINFER_KEYS
+    assert (config.parent / keys["onnx-file"]).resolve() == Path(picked).resolve()
+    assert (config.parent / keys["labelfile-path"]).read_text().count(";") == 9

@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="judge every artifact against this reference saved by `parity --save-reference` "
                              "(same model, weights, --data, --count, --seed and --imgsz, else refused) instead of "
                              "running PyTorch here")
+    parser.add_argument("--deepstream", default=None, metavar="FILE",
+                        help="also write a DeepStream Gst-nvinfer config (see `eca-deploy deepstream`) for the "
+                             "fastest ONNX file or engine that passed")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(
         export=ExportConfig(**model, imgsz=args.imgsz, opset=args.opset), **calibration().fields(args),
         **shared.fields((*GROUPS, QDQ), args), batch_size=args.batch_size, precisions=args.precisions,
-        openvino=args.openvino, target=args.target, reference=args.saved_reference)
+        openvino=args.openvino, target=args.target, reference=args.saved_reference,
+        deepstream=args.deepstream)
     result = run_pipeline(cfg)
     report = result.report
     print(summary_table(report))

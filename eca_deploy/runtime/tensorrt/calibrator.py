@@ -10,7 +10,6 @@ exceptions, so ours would vanish into TensorRT's trampoline), and the cache's id
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,13 +18,10 @@ import numpy as np
 
 from ...artifacts import read_manifest, sha256_file, write_artifact
 from ...errors import DataError, EngineError
+from .calibration_table import parse_calibration_table
 from .compat import trt_major, version_text
 
 METHODS = ("entropy", "minmax")
-# A TensorRT calibration cache: "TRT-<version>-<algorithm>" then one "<tensor>: <hex scale>" line per tensor
-# (what IInt8Calibrator::writeCalibrationCache receives; trtexec's --calib reads the same text).
-_HEADER = re.compile(r"TRT-\d+-(\w+)")
-_ENTRY = re.compile(r".+: [0-9a-fA-F]+")
 
 
 @dataclass(frozen=True)
@@ -108,8 +104,9 @@ def calibration_base(trt: Any, method: str) -> type:
 def read_calibration_cache(path: Path) -> bytes | None:
     """The cache's bytes when the file exists and parses as a TensorRT calibration cache, else None."""
     data = path.read_bytes() if path.is_file() else b""
-    lines = data.decode("ascii", "replace").splitlines()
-    if len(lines) < 2 or not _HEADER.fullmatch(lines[0]) or not all(_ENTRY.fullmatch(line) for line in lines[1:]):
+    try:
+        parse_calibration_table(data.decode("ascii", "replace"))
+    except DataError:
         return None
     return data
 
