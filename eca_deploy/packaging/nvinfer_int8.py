@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 
-from ..calibration.cache import load_ranges
+from ..calibration.int8.cache import load_ranges
 from ..errors import DataError
 from ..runtime.tensorrt.calibration_table import (ALGORITHMS, CalibrationTable, parse_calibration_table,
                                                   table_from_ranges, version_code)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from eca_deploy.artifacts import sha256_file, write_artifact
-from eca_deploy.calibration.cache import load_ranges
+from eca_deploy.calibration.int8.cache import load_ranges
 from eca_deploy.cli.main import main
 from eca_deploy.data.preprocess import DataConfig, center_crop, preprocess, resize_shorter, resize_size
 from eca_deploy.packaging.deepstream import pick_artifact
