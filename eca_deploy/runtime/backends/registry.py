@@ -1,5 +1,6 @@
 """Open a backend from what the user typed: ``torch:<model>[:weights]``, a ``.onnx`` file, a TensorRT engine,
-an OpenVINO IR ``.xml``, or ``openvino:<file.onnx>`` (the ONNX file on OpenVINO instead of onnxruntime).
+an OpenVINO IR ``.xml``, ``openvino:<file.onnx>`` (the ONNX file on OpenVINO instead of onnxruntime), or
+``triton://HOST:PORT/MODEL`` (a model on a running Triton server).
 
 The artifact's format, precision, size and manifest are read here too, so parity, bench and the
 reports describe every artifact the same way.
@@ -22,6 +23,7 @@ from ..base import Backend, require_image_input
 from ..tensorrt.compat import refuse_stale_manifest
 from ..tensorrt.env import tensorrt_unavailable_reason
 from ..tensorrt.plan import ENGINE_SUFFIXES
+from ..triton.client import TRITON_PREFIX, parse_url
 
 TORCH_PREFIX = "torch:"
 OPENVINO_PREFIX = "openvino:"
@@ -67,6 +69,12 @@ def _open_openvino(artifact: "Artifact", options: OpenOptions) -> Backend:
 
     return OpenVinoBackend(artifact.path, precision=artifact.precision()[0], threads=options.threads,
                            hint=options.ov_hint)
+
+
+def _open_triton(artifact: "Artifact", options: OpenOptions) -> Backend:
+    from ..triton.backend import TritonBackend
+
+    return TritonBackend(parse_url(artifact.spec))
 
 
 def _optional_manifest(path: Path) -> dict | None:
@@ -132,9 +140,10 @@ ARTIFACT_KINDS: dict[str, ArtifactKind] = {kind.name: kind for kind in (
                  manifest=lambda path: check_engine_manifest(path, read_manifest(path))),
     # an IR .xml, or a .onnx named with OPENVINO_PREFIX
     ArtifactKind("openvino", "OpenVINO IR", "OpenVINO IR", (".xml",), _open_openvino),
+    ArtifactKind("triton", "Triton", "Triton model", (), _open_triton),  # named by TRITON_PREFIX
 )}
 SPEC_HELP = ("torch:<model>[:weights], a .onnx file, a TensorRT .engine/.plan file, an OpenVINO IR .xml, "
-             "or openvino:<file.onnx>")
+             "openvino:<file.onnx>, or triton://HOST:PORT/MODEL")
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,7 @@ class Artifact:
     """One thing to run: a PyTorch model, an ONNX file or an engine, with what its manifest says."""
 
     spec: str
-    kind: str  # "torch" | "onnx" | "tensorrt" | "openvino" (an IR, or an ONNX file run by OpenVINO)
+    kind: str  # "torch" | "onnx" | "tensorrt" | "openvino" (an IR, or an ONNX file run by OpenVINO) | "triton"
     path: Path | None = None
     model: str | None = None  # torch only
     weights: str | None = None  # torch only
@@ -159,6 +168,8 @@ class Artifact:
     @property
     def label(self) -> str:
         """The file name; an ONNX file run by OpenVINO keeps its prefix, to tell it from the onnxruntime row."""
+        if self.kind == "triton":
+            return self.spec
         if not self.path:
             return f"{self.model} (PyTorch)"
         return OPENVINO_PREFIX + self.path.name if self.onnx_on_openvino else self.path.name
@@ -178,6 +189,8 @@ class Artifact:
         """Every file running this artifact reads: what no output of the run may overwrite."""
         if self.kind == "torch":
             return [Path(self.weights)] if self.weights else []
+        if self.kind == "triton":
+            return []
         if self.kind == "onnx":
             return onnx_inputs(self.path)
         return [self.path, manifest_path(self.path)]
@@ -192,7 +205,7 @@ class Artifact:
 
     def layout(self, precision: str) -> str | None:
         """An INT8 file's layout (tensorrt or cpu): its manifest's target, else what its graph holds."""
-        if precision != "int8" or self.kind == "torch":
+        if precision != "int8" or self.kind in ("torch", "triton"):
             return None
         if self.kind == "tensorrt":
             return "tensorrt"
@@ -230,6 +243,8 @@ def parse_spec(spec: str) -> Artifact:
         if not model:
             raise UsageError(f"'{spec}' names no model; expected {SPEC_HELP}")
         return Artifact(spec, "torch", model=prefix + model, weights=weights or None)
+    if spec.startswith(TRITON_PREFIX):
+        return Artifact(str(parse_url(spec)), "triton")
     if spec.startswith(OPENVINO_PREFIX):
         path = Path(spec[len(OPENVINO_PREFIX):])
         if path.suffix.lower() not in (*ARTIFACT_KINDS["onnx"].suffixes, *ARTIFACT_KINDS["openvino"].suffixes):
