@@ -55,7 +55,7 @@ def model_name(spec: str, name: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..runtime.backends.registry import open_backend, parse_spec
-    from ..runtime.triton.server import ServeConfig, require_pytriton, serve
+    from ..runtime.triton.server import ServeConfig, require_free_ports, require_pytriton, serve
 
     if args.http_port == args.grpc_port:
         raise UsageError(f"--http-port and --grpc-port are both {args.http_port}")
@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("serve takes a model file or torch:<model>, not a model that a server already serves")
     cfg = ServeConfig(model_name(args.model, args.name), args.host, args.http_port, args.grpc_port,
                       args.max_batch_size)
-    require_pytriton()  # before the model is loaded: a missing install is said at once
+    require_pytriton()  # before the model is loaded: a missing install or a taken port is said at once
+    require_free_ports(cfg)
     options = shared.fields(GROUPS, args)
     with open_backend(artifact, imgsz=args.imgsz or 224, **options) as backend:
         print(f"{artifact.label} on {backend.name}", flush=True)

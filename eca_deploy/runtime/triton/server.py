@@ -15,8 +15,10 @@ module adds to PyTriton is what we measured it needs on our machines:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import sysconfig
 import tempfile
 import time
@@ -86,14 +88,58 @@ def batch_limit(backend: Backend, asked: int | None) -> int:
     return asked if asked is not None else min(high or DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH)
 
 
+def require_free_ports(cfg: ServeConfig) -> None:
+    """Each port free on the host, said at once: a taken one makes tritonserver exit, which PyTriton only
+    reports after its start-up timeout (measured: 73 s, with a client traceback)."""
+    for flag, port in (("--http-port", cfg.http_port), ("--grpc-port", cfg.grpc_port)):
+        try:
+            family = socket.getaddrinfo(cfg.host, port, type=socket.SOCK_STREAM)[0][0]
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is free
+                sock.bind((cfg.host, port))
+        except OSError as exc:
+            raise EcaDeployError(f"cannot listen on {cfg.host}:{port} ({flag}): {first_line(exc)}") from None
+
+
 def serve(backend: Backend, cfg: ServeConfig, announce=print) -> float:
     """Serve ``backend`` until Ctrl-C or SIGTERM; returns the seconds it took the server to become ready."""
     require_pytriton()
-    from pytriton.decorators import batch
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    require_free_ports(cfg)
     from pytriton.triton import Triton, TritonConfig
 
     start = time.perf_counter()
+    os.environ.update(libpython_env(dict(os.environ)))  # PyTriton starts tritonserver with a copy of it
+    stops: list[int] = []
+    with tempfile.TemporaryDirectory(prefix="eca-deploy-triton-") as work, _stop_signals(stops):
+        log = Path(work) / "tritonserver.log"
+        config = TritonConfig(http_address=cfg.host, http_port=cfg.http_port, grpc_address=cfg.host,
+                              grpc_port=cfg.grpc_port, allow_metrics=False, exit_timeout_secs=EXIT_TIMEOUT_S,
+                              log_file=log)
+        triton = Triton(config=config, workspace=Path(work) / "workspace")
+        try:
+            max_batch = _bind(triton, backend, cfg)
+            try:
+                triton.run()
+            except Exception as exc:  # the server exited or never answered: its log says why
+                raise EcaDeployError(f"Triton did not start: {_last_error(log) or first_line(exc)}") from None
+            ready = time.perf_counter() - start
+            announce(f"serving {cfg.name} (max batch {max_batch}, dynamic batching) at http://{cfg.host}:"
+                     f"{cfg.http_port} and grpc {cfg.host}:{cfg.grpc_port}; ready in {ready:.1f} s; "
+                     "Ctrl-C stops")
+            triton.serve()  # returns after Ctrl-C (it stops the server itself) or when the server died
+            if not stops:
+                raise EcaDeployError(f"the Triton server stopped by itself: {_last_error(log) or 'no error logged'}")
+            return ready
+        finally:
+            triton.stop()
+            reap_stubs(f"pytrtion{os.getpid()}-")  # PyTriton's region names: its spelling, this pid
+
+
+def _bind(triton, backend: Backend, cfg: ServeConfig) -> int:
+    """The backend's infer as the server's model, batched by Triton's dynamic batcher; returns its max batch."""
+    from pytriton.decorators import batch
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
     max_batch = batch_limit(backend, cfg.max_batch_size)
     spec = backend.input_spec
     if None in spec.shape[1:]:
@@ -105,36 +151,26 @@ def serve(backend: Backend, cfg: ServeConfig, announce=print) -> float:
     def infer(**inputs):
         return {"logits": backend.infer(inputs[spec.name])}
 
-    os.environ.update(libpython_env(dict(os.environ)))  # PyTriton starts tritonserver with a copy of it
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
-    with tempfile.TemporaryDirectory(prefix="eca-deploy-triton-") as work:
-        log = Path(work) / "tritonserver.log"
-        config = TritonConfig(http_address=cfg.host, http_port=cfg.http_port, grpc_address=cfg.host,
-                              grpc_port=cfg.grpc_port, allow_metrics=False, exit_timeout_secs=EXIT_TIMEOUT_S,
-                              log_file=log)
-        triton = Triton(config=config, workspace=Path(work) / "workspace")
-        try:
-            triton.bind(cfg.name, infer, inputs=[Tensor(name=spec.name, dtype=np.float32, shape=tuple(spec.shape[1:]))],
-                        outputs=[Tensor(name="logits", dtype=np.float32, shape=(classes,))],
-                        config=ModelConfig(max_batch_size=max_batch, batcher=DynamicBatcher()))
-            try:
-                triton.run()
-            except Exception as exc:  # the server exited or never answered: its log says why
-                raise EcaDeployError(f"Triton did not start: {_last_error(log) or first_line(exc)}") from None
-            ready = time.perf_counter() - start
-            announce(f"serving {cfg.name} (max batch {max_batch}, dynamic batching) at http://{cfg.host}:"
-                     f"{cfg.http_port} and grpc {cfg.host}:{cfg.grpc_port}; ready in {ready:.1f} s; "
-                     "Ctrl-C stops")
-            triton.serve()  # returns after Ctrl-C (it stops the server itself) or when the server died
-            return ready
-        finally:
-            triton.stop()
-            signal.signal(signal.SIGTERM, previous)
-            reap_stubs(f"pytrtion{os.getpid()}-")  # PyTriton's region names: its spelling, this pid
+    triton.bind(cfg.name, infer, inputs=[Tensor(name=spec.name, dtype=np.float32, shape=tuple(spec.shape[1:]))],
+                outputs=[Tensor(name="logits", dtype=np.float32, shape=(classes,))],
+                config=ModelConfig(max_batch_size=max_batch, batcher=DynamicBatcher()))
+    return max_batch
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+@contextlib.contextmanager
+def _stop_signals(stops: list[int]):
+    """Ctrl-C and SIGTERM (`kill`) both end serving, as the KeyboardInterrupt PyTriton's loop stops on; each
+    is noted in ``stops``, which tells a requested stop from a server that died."""
+    def handler(signum, frame):
+        stops.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, action in previous.items():
+            signal.signal(signum, action)
 
 
 def _last_error(log: Path) -> str | None:

@@ -141,3 +141,14 @@ def test_reap_stubs_ends_only_this_servers_stubs_and_their_shared_memory(tmp_pat
         for proc in (ours, theirs):
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_a_taken_port_is_said_before_any_server_starts():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(EcaDeployError, match=f"cannot listen on 127.0.0.1:{port} \\(--grpc-port\\)"):
+            server.require_free_ports(server.ServeConfig("m", "127.0.0.1", closed_port(), port))
+    with pytest.raises(EcaDeployError, match="cannot listen on 192.0.2.1"):  # TEST-NET: no such interface here
+        server.require_free_ports(server.ServeConfig("m", "192.0.2.1", closed_port(), closed_port()))
