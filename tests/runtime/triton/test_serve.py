@@ -155,3 +155,39 @@ def test_bench_measures_the_server_at_each_concurrency(server, digits, tmp_path,
         assert 0 < entry["min"] <= entry["p50"] <= entry["p90"] <= entry["p99"]
         assert entry["fps"] > 0
     assert report["devices"][0]["label"] == row["device"]  # the client machine
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_a_server_that_dies_ends_serve_with_an_error_and_no_stub_left(digits, tmp_path):
+    python = serve_python()
+    http_port, grpc_port = free_ports(2)
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([python, "-m", "eca_deploy", "serve", str(digits.onnx), "--name", NAME,
+                                 "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--threads", "1"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "Ctrl-C stops" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.25)
+        (server_pid,) = [pid for pid, cmd in children(proc.pid) if "tritonserver" in cmd.split(" ")[0]]
+        os.kill(server_pid, signal.SIGKILL)
+        assert proc.wait(timeout=STOP_TIMEOUT_S) == 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT_S)
+    assert "eca-deploy: error: the Triton server stopped by itself" in log.read_text()
+    assert not _stubs(f"pytrtion{proc.pid}-") and not list(SHM_ROOT.glob(f"pytrtion{proc.pid}-*"))
