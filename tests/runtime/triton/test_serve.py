@@ -155,6 +155,9 @@ def test_bench_measures_the_server_at_each_concurrency(server, digits, tmp_path,
         assert 0 < entry["min"] <= entry["p50"] <= entry["p90"] <= entry["p99"]
         assert entry["fps"] > 0
     assert report["devices"][0]["label"] == row["device"]  # the client machine
+    assert main(["report", str(out), "-o", str(tmp_path / "report"), "--no-plots"]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| In flight |" in markdown and "| triton-http | 4 | 8 | client |" in markdown
 
 
 def children(pid: int) -> list[tuple[int, str]]:
