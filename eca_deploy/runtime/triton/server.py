@@ -35,6 +35,7 @@ EXIT_TIMEOUT_S = 5  # tritonserver's wait for in-flight requests on stop (its de
 STUB_GRACE_S = 3.0  # how long a stub gets to finish on its own after the server stopped
 STUB = "triton_python_backend_stub"
 SHM_ROOT = Path("/dev/shm")
+DEFAULT_MAX_BATCH = 8  # the dynamic batcher's largest batch where the model sets no limit
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,6 @@ class ServeConfig:
     grpc_port: int = 8001
     max_batch_size: int | None = None  # None: the backend's largest batch, at most DEFAULT_MAX_BATCH
 
-
-DEFAULT_MAX_BATCH = 8
 
 
 def require_pytriton() -> None:
