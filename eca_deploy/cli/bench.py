@@ -69,10 +69,12 @@ def run(args: argparse.Namespace) -> int:
     # Clock and copies columns as wide as what they hold ("host", "none (host memory)" on a CPU).
     clock_w, copies_w = (max(len(name), *(len(e[name]) for e in result.entries)) + 2 for name in ("clock", "copies"))
     energy = any("power_w" in e for e in result.entries)
-    print(f"{'batch':>5}" + (f"{'conc':>5}" if levels else "") + f"  {'clock':<{clock_w}}{'copies':<{copies_w}}{'min':>8}{'p50':>8}{'p90':>8}{'p99':>8}"
+    print(f"{'batch':>5}" + (f"{'conc':>5}" if levels else "")
+          + f"  {'clock':<{clock_w}}{'copies':<{copies_w}}{'min':>8}{'p50':>8}{'p90':>8}{'p99':>8}"
           f"{'mean':>8}{'FPS':>9}{'iters':>7}" + (f"{'W':>8}{'mJ/img':>9}{'FPS/W':>8}" if energy else ""))
     for e in result.entries:
-        print(f"{e['batch']:>5}" + (f"{e['concurrency']:>5}" if levels else "") + f"  {e['clock']:<{clock_w}}{e['copies']:<{copies_w}}" + "".join(
+        print(f"{e['batch']:>5}" + (f"{e['concurrency']:>5}" if levels else "")
+              + f"  {e['clock']:<{clock_w}}{e['copies']:<{copies_w}}" + "".join(
             f"{e[k]:>8.2f}" for k in ("min", "p50", "p90", "p99", "mean")) + f"{e['fps']:>9.1f}{e['iterations']:>7}"
             + (f"{e.get('power_w', 0):>8.2f}{e.get('mj_per_image', 0):>9.1f}{e.get('fps_per_w', 0):>8.1f}"
                if energy else ""))
