@@ -173,13 +173,19 @@ def _stop_signals(stops: list[int]):
 
 
 def _last_error(log: Path) -> str | None:
-    """tritonserver's last error line (E... file:line] "message"), message only."""
+    """tritonserver's last error line (E... file:line] "message"), message only; a Python traceback in it
+    (escaped newlines) shortened to its first line and the exception it ends with."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return None
     errors = [line.split("] ", 1)[-1].strip().strip('"') for line in lines if line.startswith("E")]
-    return errors[-1][:300] if errors else None
+    if not errors:
+        return None
+    parts = [part.strip() for part in errors[-1].replace('\\"', '"').split("\\n") if part.strip()]
+    parts = parts[:parts.index("At:")] if "At:" in parts[1:] else parts  # the Python backend's stub frames
+    head = parts[0].replace("Traceback (most recent call last):", "").strip()
+    return (head if len(parts) == 1 else f"{head} ... {parts[-1]}")[:400]
 
 
 def reap_stubs(prefix: str, grace: float = STUB_GRACE_S) -> list[int]:

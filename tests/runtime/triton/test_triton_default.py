@@ -152,3 +152,19 @@ def test_a_taken_port_is_said_before_any_server_starts():
             server.require_free_ports(server.ServeConfig("m", "127.0.0.1", closed_port(), port))
     with pytest.raises(EcaDeployError, match="cannot listen on 192.0.2.1"):  # TEST-NET: no such interface here
         server.require_free_ports(server.ServeConfig("m", "192.0.2.1", closed_port(), closed_port()))
+
+
+def test_a_failed_start_names_the_exception_the_stub_raised(tmp_path):
+    """tritonserver's log line, as it was when the stub embedded the system's libpython (measured here by
+    serving without libpython_env): the one-line error keeps its head and the exception, not the frames."""
+    log = tmp_path / "tritonserver.log"
+    log.write_text(
+        'I1207 09:20:01.1 1 server.cc:674] "loading: m:1"\n'
+        'E1207 09:20:02.3 1 model_lifecycle.cc:642] "failed to load \'m\' version 1: Internal: TritonModelException: '
+        'Model initialize error: Traceback (most recent call last):\\n  File \\"/tmp/f/1/model.py\\", line 419, in '
+        "initialize\\n    self._serializer_deserializer.start(data_socket)\\nAttributeError: '_thread.RLock' object "
+        'has no attribute \'_recursion_count\'\\n\\nAt:\\n  /tmp/f/1/model.py(454): initialize\\n"\n')
+    assert server._last_error(log) == (
+        "failed to load 'm' version 1: Internal: TritonModelException: Model initialize error: ... "
+        "AttributeError: '_thread.RLock' object has no attribute '_recursion_count'")
+    assert server._last_error(tmp_path / "absent.log") is None
