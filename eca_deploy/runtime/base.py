@@ -151,3 +151,4 @@ class ArtifactKind:
     precision: Callable[[Any], tuple[str, str]] | None = None  # (precision, source) no manifest records
     inputs: Callable[[Any], list[Path]] = file_and_manifest  # every file running it reads
     int8_layout: Callable[[Any], str | None] = lambda artifact: None  # an INT8 artifact's Q/DQ layout
+    remote: bool = False  # served elsewhere and timed from this client: concurrency levels, no power sampling

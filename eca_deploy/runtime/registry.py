@@ -8,6 +8,7 @@ folder's kind.py, listed below.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .onnxruntime.kind import KIND as ONNX
 from .openvino.kind import KIND as OPENVINO
 from .tensorrt.kind import KIND as TENSORRT
 from .torch.kind import KIND as TORCH
+from .triton.kind import KIND as TRITON
 
 __all__ = ["ARTIFACT_KINDS", "Artifact", "OpenOptions", "open_backend", "parse_spec", "register", "spec_help"]
 
@@ -34,7 +36,7 @@ def register(kind: ArtifactKind) -> ArtifactKind:
     return kind
 
 
-for _kind in (TORCH, ONNX, TENSORRT, OPENVINO):
+for _kind in (TORCH, ONNX, TENSORRT, OPENVINO, TRITON):
     register(_kind)
 
 
@@ -100,8 +102,8 @@ class Artifact:
     @property
     def stem(self) -> str:
         """Its name in default output names, apart from another row's result on the same file."""
-        if not self.path:
-            return self.model.rsplit(":", 1)[-1]  # timm:<name> -> <name>: no colon in a file name
+        if not self.path:  # timm:<name> -> <name>, triton://host:port/<name> -> <name>.triton: no colon or slash
+            return re.split(r"[:/]", self.model)[-1] + self.row.output_tag
         return self.path.stem + ("." + self.row.name if self.foreign else self.owner.output_tag)
 
     @property

@@ -5,11 +5,14 @@ harness measures what a bare ``session.run`` loop would (benchmarks/bench_harnes
 On a GPU a second pass keeps input and output on the device (``backend.device_runner``) and times
 compute alone: with CUDA events where the backend has them. On a Jetson the board's power rails are
 sampled during each timed loop (power.py): mean watts, mJ per image and FPS per watt beside the latency.
+A Triton server (triton://HOST:PORT/MODEL) is timed from the client at concurrency levels, as perf_analyzer's
+concurrency mode does: N threads, each keeping one request of the batch size in flight.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.synthetic import photo_like_batch
-from ...errors import EcaDeployError, EngineError, warn
+from ...errors import EcaDeployError, EngineError, UsageError, warn
 from ...progress import progress
 from ..base import Backend, OpenOptions
 from ..registry import Artifact, open_backend, parse_spec
@@ -57,6 +60,7 @@ class BenchConfig:
     precision: str | None = None
     seed: int = 0
     sysfs_root: str = "/"  # where /sys is read from (power rails); tests point it at a fake tree
+    concurrency: tuple[int, ...] | None = None  # requests in flight per level (a Triton server); None: 1
 
 
 def latency_stats(seconds: np.ndarray, batch: int) -> dict:
@@ -156,6 +160,77 @@ def _measured(step, batch: int, warmup: int, iterations: int | None, duration: f
     return {**stats, **(power.fields(stats["fps"]) if power else {})}
 
 
+MAX_CONCURRENCY = 256
+CLIENT_COPIES = "included (network)"  # request and response cross the network: part of every call
+BARRIER_TIMEOUT_S = 600.0  # every thread's warm-up done by then, or the level fails instead of hanging
+
+
+def bench_concurrency(backend: Backend, batches: tuple[int, ...], levels: tuple[int, ...], imgsz: int,
+                      warmup: int = 10, iterations: int | None = None, duration: float = 3.0, seed: int = 0,
+                      label: str | None = None) -> list[dict]:
+    """One entry per (batch, concurrency level): latency of every request as the client saw it, and the
+    throughput the server gave all in-flight requests together."""
+    rng = np.random.default_rng(seed)
+    entries = []
+    for batch in progress(batches, desc=f"bench {label or backend.name}", unit="batch sizes"):
+        images = rng.standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
+        for level in levels:
+            seconds, wall = time_concurrent(lambda: backend.infer(images), level, warmup, iterations, duration)
+            stats = latency_stats(seconds, batch)
+            entries.append({"batch": batch, "concurrency": level, "clock": "client", "copies": CLIENT_COPIES,
+                            **stats, "fps": batch * stats["iterations"] / wall})
+    return entries
+
+
+def time_concurrent(step, level: int, warmup: int, iterations: int | None, duration: float) -> tuple[np.ndarray, float]:
+    """``level`` threads calling ``step`` back to back after ``warmup`` calls each: the seconds of every timed
+    call, and the wall time from the first timed call to the last answer. Ends after ``iterations`` calls in
+    all, or at ``duration`` seconds (with at least MIN_TIMED_ITERATIONS calls)."""
+    clock = time.perf_counter
+    times: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    window = {"claimed": 0}
+    started = threading.Barrier(level, action=lambda: window.update(start=clock(), deadline=clock() + duration))
+
+    def claim() -> bool:
+        """Whether one more timed request may be sent (counted when it is claimed, so none overshoots)."""
+        with lock:
+            if iterations is not None:
+                more = window["claimed"] < iterations
+            else:
+                more = clock() < window["deadline"] or window["claimed"] < MIN_TIMED_ITERATIONS
+            more = more and not errors
+            window["claimed"] += more
+            return more
+
+    def worker() -> None:
+        try:
+            for _ in range(max(warmup, 1)):  # at least one: each thread opens its connection untimed
+                step()
+            started.wait(BARRIER_TIMEOUT_S)
+            while claim():
+                begin = clock()
+                step()
+                end = clock()
+                with lock:
+                    times.append(end - begin)
+                    window["end"] = max(window.get("end", end), end)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+            with lock:
+                errors.append(exc)
+            started.abort()  # the others stop waiting at the barrier
+
+    threads = [threading.Thread(target=worker, name=f"bench-client-{i}", daemon=True) for i in range(level)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:  # the cause, not the broken barrier it left the other threads
+        raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+    return np.asarray(times), window["end"] - window["start"]
+
+
 @dataclass
 class BenchResult:
     artifact: Artifact
@@ -164,10 +239,12 @@ class BenchResult:
     imgsz: int
     entries: list[dict] = field(default_factory=list)
     power: dict = field(default_factory=dict)  # the rails sampled, or {"unavailable": why}
+    server: dict | None = None  # a Triton server's metadata: what the client-side timings measured
 
     def row(self) -> ReportRow:
+        server = {"server": self.server} if self.server else {}
         return ReportRow.of(self.artifact, self.precision, self.backend, "measured",
-                            bench={"imgsz": self.imgsz, "batches": self.entries})
+                            bench={"imgsz": self.imgsz, "batches": self.entries, **server})
 
 
 def run_bench(cfg: BenchConfig) -> BenchResult:
@@ -175,6 +252,11 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     timing = cfg.timing
     timing.check()
     check_batches(artifact, timing.batches)  # an engine's profile is checked before TensorRT is even needed
+    if cfg.concurrency is not None and not artifact.row.remote:
+        raise UsageError("--concurrency measures a Triton server: bench triton://HOST:PORT/MODEL")
+    if cfg.concurrency and max(cfg.concurrency) > MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency {max(cfg.concurrency)}: at most {MAX_CONCURRENCY} requests in flight "
+                         "(one client thread each)")
     backend = open_backend(artifact, cfg.options, imgsz=cfg.imgsz or 224)
     try:
         check_batches(artifact, timing.batches, backend)
@@ -182,6 +264,11 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         if saturation:
             warn(saturation + " (its speed here is still measured)")
         imgsz = backend.input_spec.image_size[0] or cfg.imgsz or 224
+        if artifact.row.remote:  # the server's power is not this machine's to sample
+            entries = bench_concurrency(backend, timing.batches, cfg.concurrency or (1,), imgsz, timing.warmup,
+                                        timing.iterations, timing.duration, cfg.seed, artifact.label)
+            return BenchResult(artifact, backend.name, artifact.precision(cfg.precision)[0], imgsz, entries,
+                               server=backend.server)
         sampler, power = power_meter(Probe(root=Path(cfg.sysfs_root)))
         entries = bench_backend(backend, timing.batches, imgsz, timing.warmup, timing.iterations, timing.duration,
                                 cfg.seed, artifact.label, sampler)

@@ -39,8 +39,10 @@ ROW_FIELDS = {"device": (str, True), "artifact": (str, True), "format": (str, Tr
               "bench": ((dict, type(None)), False)}
 PARITY_FIELDS = {key: (OPT_NUM, False) for key in ("top1", "top5", "top1_agreement", "max_abs", "cosine",
                                                     "min_cosine")}
-BENCH_FIELDS = {"imgsz": ((int, type(None)), False), "batches": (list, True)}
+BENCH_FIELDS = {"imgsz": ((int, type(None)), False), "batches": (list, True),
+                "server": (dict, False)}  # a Triton server's metadata (bench triton://)
 ENTRY_FIELDS = {"batch": (int, True), "clock": (str, True), "copies": (str, True), "iterations": (int, True),
+                "concurrency": (int, False),  # requests in flight at once (bench triton://)
                 **{key: (NUM, True) for key in ("min", "p50", "p90", "p99", "mean", "fps")},
                 # on a Jetson with INA3221 rails (power.py); absent elsewhere
                 **{key: (NUM, False) for key in ("power_w", "mj_per_image", "fps_per_w")}, "rails_w": (dict, False)}
@@ -172,11 +174,12 @@ def combine(reports: list[dict], sources: list[str] | None = None) -> dict:
 
 
 def headline(row: dict) -> tuple[dict | None, dict | None]:
-    """(latency entry at the smallest batch, entry with the best throughput): host clock, as a user sees it."""
-    entries = [e for e in (row.get("bench") or {}).get("batches", []) if e.get("clock") == "host"]
+    """(latency entry at the smallest batch, entry with the best throughput): host clock, as a user sees it,
+    or a Triton client's (the smallest batch at the fewest requests in flight)."""
+    entries = [e for e in (row.get("bench") or {}).get("batches", []) if e.get("clock") in ("host", "client")]
     if not entries:
         return None, None
-    return min(entries, key=lambda e: e["batch"]), max(entries, key=lambda e: e["fps"])
+    return min(entries, key=lambda e: (e["batch"], e.get("concurrency", 1))), max(entries, key=lambda e: e["fps"])
 
 
 def _pct(value) -> str:
@@ -287,18 +290,21 @@ def markdown(report: dict, plots: dict[str, str] | None = None, plot_notes: list
     parts += ["", summary_table(report), ""]
     batches = sorted({e["batch"] for r in report["rows"] for e in (r.get("bench") or {}).get("batches", [])})
     measured = any("power_w" in e for r in report["rows"] for e in (r.get("bench") or {}).get("batches", []))
+    in_flight = any("concurrency" in e for r in report["rows"] for e in (r.get("bench") or {}).get("batches", []))
     if batches:
         parts.append(f"p50/p99: latency per call at the smallest batch measured; FPS: images per second at the "
                      f"best of batches {md_escape(', '.join(map(str, batches)))}; host clock, host<->device copies "
-                     "included. "
+                     "included" + ("; a Triton server: the client's clock, network included, at the fewest "
+                                   "requests in flight" if in_flight else "") + ". "
                      "Top-1 agreement: share of inputs whose top class matches the reference's.")
         parts += ["", "## Latency per batch", "", _md_table(
-            (["Device"] if multi else []) + ["Artifact", "Backend", "Batch", "Clock", "Copies", "min ms", "p50 ms",
-                                              "p90 ms", "p99 ms", "mean ms", "FPS", "Iterations"]
+            (["Device"] if multi else []) + ["Artifact", "Backend", "Batch"] + (["In flight"] if in_flight else [])
+            + ["Clock", "Copies", "min ms", "p50 ms", "p90 ms", "p99 ms", "mean ms", "FPS", "Iterations"]
             + (["W", "mJ/img", "FPS/W"] if measured else []),
-            [([r["device"]] if multi else []) + [r["artifact"], r["backend"], str(e["batch"]), e["clock"], e["copies"],
-                                                 *(f"{e[k]:.2f}" for k in ("min", "p50", "p90", "p99", "mean")),
-                                                 f"{e['fps']:.1f}", str(e["iterations"])]
+            [([r["device"]] if multi else []) + [r["artifact"], r["backend"], str(e["batch"])]
+             + ([str(e.get("concurrency", "—"))] if in_flight else [])
+             + [e["clock"], e["copies"], *(f"{e[k]:.2f}" for k in ("min", "p50", "p90", "p99", "mean")),
+                f"{e['fps']:.1f}", str(e["iterations"])]
              + (_energy(e) if measured else [])
              for r in report["rows"] for e in (r.get("bench") or {}).get("batches", [])]), ""]
         parts += [f"- {md_escape(line)}" for line in map(_power_line, report["devices"]) if line]

@@ -1,0 +1,74 @@
+"""``eca-deploy serve``: serve an artifact through a real Triton Inference Server (PyTriton), until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import PurePath
+
+from . import args as shared
+
+NAME = "serve"
+HELP = ("serve a model through a Triton Inference Server (PyTriton) on its onnxruntime, OpenVINO or TensorRT "
+        "backend, with dynamic batching, until Ctrl-C")
+GROUPS = (shared.RuntimeArgs(),)
+
+
+def port(text: str) -> int:
+    value = shared.positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got '{text}'")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="ARTIFACT",
+                        help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
+                             "a TensorRT .engine/.plan, or torch:<model>[:weights]")
+    parser.add_argument("--name", default=None,
+                        help="the model's name on the server (default: the artifact's file name without suffix)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address the HTTP and gRPC endpoints listen on (0.0.0.0: every interface)")
+    parser.add_argument("--http-port", type=port, default=8000, help="HTTP/REST port")
+    parser.add_argument("--grpc-port", type=port, default=8001, help="gRPC port")
+    parser.add_argument("--max-batch-size", type=shared.positive_int, default=None, metavar="N",
+                        help="largest batch the dynamic batcher forms (default: the model's largest, at most 8)")
+    parser.add_argument("--imgsz", type=shared.image_size, default=None,
+                        help="input size for torch:<model> (default: 224)")
+    shared.add_groups(parser, GROUPS)
+
+
+def model_name(spec: str, name: str | None) -> str:
+    """The name clients address: --name, else the artifact's stem with what Triton refuses turned into '_'."""
+    from ..errors import UsageError
+    from ..runtime.triton.client import MODEL_NAME
+
+    if name is not None:
+        if not MODEL_NAME.fullmatch(name):
+            raise UsageError(f"--name '{ascii(name)[1:-1]}': a model name is 1-128 letters, digits, '.', '_' or '-'")
+        return name
+    stem = PurePath(spec.split(":")[1] if spec.startswith("torch:") else spec.split(":", 1)[-1]).stem
+    return re.sub(r"[^A-Za-z0-9._-]", "_", stem)[:128] or "model"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+    from ..runtime.registry import open_backend, parse_spec
+    from ..runtime.triton.server import ServeConfig, require_free_ports, require_pytriton, serve
+
+    if args.http_port == args.grpc_port:
+        raise UsageError(f"--http-port and --grpc-port are both {args.http_port}")
+    artifact = parse_spec(args.model)
+    if artifact.row.remote:
+        raise UsageError("serve takes a model file or torch:<model>, not a model that a server already serves")
+    cfg = ServeConfig(model_name(args.model, args.name), args.host, args.http_port, args.grpc_port,
+                      args.max_batch_size)
+    require_pytriton()  # before the model is loaded: a missing install or a taken port is said at once
+    require_free_ports(cfg)
+    options = shared.RuntimeArgs().build(args)
+    with open_backend(artifact, options, imgsz=args.imgsz or 224) as backend:
+        print(f"{artifact.label} on {backend.name}", flush=True)
+        serve(backend, cfg, announce=lambda line: print(line, flush=True))
+    print("stopped", file=sys.stderr)
+    return 0

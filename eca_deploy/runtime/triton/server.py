@@ -1,0 +1,228 @@
+"""``eca-deploy serve``: one opened backend behind a real Triton Inference Server, the one PyTriton runs.
+
+PyTriton (nvidia-pytriton) ships tritonserver and its Python backend; a request goes client -> tritonserver
+(dynamic batcher) -> the Python-backend stub -> this process, where the backend's ``infer`` runs. What this
+module adds to PyTriton is what we measured it needs on our machines:
+
+- the stub embeds the interpreter's libpython; where python3 is not the system's Python (pyenv, a built
+  Python), it loads the system's instead unless the interpreter's own lib folder leads LD_LIBRARY_PATH,
+  and fails (``'_thread.RLock' object has no attribute '_recursion_count'``, or no numpy at all);
+- the stubs of nvidia-pytriton 0.7 are built with a pybind11 that predates numpy 2: under numpy 2 they hand
+  over zero-filled inputs and empty outputs without an error, so numpy 2 is refused up front;
+- tritonserver can exit before a stub has finished unloading (exit timeout): the stub, reparented away from
+  us, lives on with its shared memory; ``reap_stubs`` ends the stubs that carry this process's region name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import EcaDeployError, MissingDependencyError, first_line, missing_dependency
+from ..base import Backend
+from .client import SERVE_INSTALL
+
+EXIT_TIMEOUT_S = 5  # tritonserver's wait for in-flight requests on stop (its default, 30 s, delays every Ctrl-C)
+STUB_GRACE_S = 3.0  # how long a stub gets to finish on its own after the server stopped
+STUB = "triton_python_backend_stub"
+SHM_ROOT = Path("/dev/shm")
+DEFAULT_MAX_BATCH = 8  # the dynamic batcher's largest batch where the model sets no limit
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    name: str  # the model's name on the server
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    max_batch_size: int | None = None  # None: the backend's largest batch, at most DEFAULT_MAX_BATCH
+
+
+
+def require_pytriton() -> None:
+    """PyTriton importable and a numpy its Python-backend stub reads correctly, or one line saying what to do."""
+    try:
+        import pytriton.triton  # noqa: F401
+    except ImportError:
+        raise missing_dependency("nvidia-pytriton (the Triton server `serve` runs)", SERVE_INSTALL) from None
+    if int(np.__version__.split(".")[0]) >= 2:
+        raise MissingDependencyError(
+            f"serve needs numpy<2 here (this Python has numpy {np.__version__}): the Triton Python-backend stub "
+            "that nvidia-pytriton 0.7 ships is built for numpy 1 and passes zero-filled tensors under numpy 2; "
+            f'{SERVE_INSTALL} in a fresh environment installs a numpy it reads')
+
+
+def libpython_env(environ: dict) -> dict:
+    """``environ`` with this interpreter's lib folder leading LD_LIBRARY_PATH, so the stub that tritonserver
+    starts embeds the same libpython as the Python that serves (see the module docstring)."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    paths = [p for p in environ.get("LD_LIBRARY_PATH", "").split(":") if p]
+    if not libdir or not Path(libdir).is_dir() or (paths and paths[0] == libdir):
+        return dict(environ)
+    return {**environ, "LD_LIBRARY_PATH": ":".join([libdir, *paths])}
+
+
+def batch_limit(backend: Backend, asked: int | None) -> int:
+    """The server's max_batch_size: what the user asked, within what the backend takes."""
+    low, high = backend.batch_limits()
+    if low == high:  # a static batch axis: the batcher may only ever hand over that many
+        if low != 1:
+            raise EcaDeployError(f"the model has a static batch of {low}; serve needs batch 1 or a dynamic batch "
+                                 "axis (export with a dynamic batch)")
+        if asked not in (None, 1):
+            raise EcaDeployError(f"the model has a static batch of 1; --max-batch-size {asked} needs a dynamic "
+                                 "batch axis")
+        return 1
+    if asked is not None and high is not None and asked > high:
+        raise EcaDeployError(f"--max-batch-size {asked} is above what the model takes ({high})")
+    return asked if asked is not None else min(high or DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH)
+
+
+def require_free_ports(cfg: ServeConfig) -> None:
+    """Each port free on the host, said at once: a taken one makes tritonserver exit, which PyTriton only
+    reports after its start-up timeout (measured: 73 s, with a client traceback)."""
+    for flag, port in (("--http-port", cfg.http_port), ("--grpc-port", cfg.grpc_port)):
+        try:
+            family = socket.getaddrinfo(cfg.host, port, type=socket.SOCK_STREAM)[0][0]
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is free
+                sock.bind((cfg.host, port))
+        except OSError as exc:
+            raise EcaDeployError(f"cannot listen on {cfg.host}:{port} ({flag}): {first_line(exc)}") from None
+
+
+def serve(backend: Backend, cfg: ServeConfig, announce=print) -> float:
+    """Serve ``backend`` until Ctrl-C or SIGTERM; returns the seconds it took the server to become ready."""
+    require_pytriton()
+    require_free_ports(cfg)
+    from pytriton.triton import Triton, TritonConfig
+
+    start = time.perf_counter()
+    os.environ.update(libpython_env(dict(os.environ)))  # PyTriton starts tritonserver with a copy of it
+    stops: list[int] = []
+    with tempfile.TemporaryDirectory(prefix="eca-deploy-triton-") as work, _stop_signals(stops):
+        log = Path(work) / "tritonserver.log"
+        config = TritonConfig(http_address=cfg.host, http_port=cfg.http_port, grpc_address=cfg.host,
+                              grpc_port=cfg.grpc_port, allow_metrics=False, exit_timeout_secs=EXIT_TIMEOUT_S,
+                              log_file=log)
+        triton = Triton(config=config, workspace=Path(work) / "workspace")
+        try:
+            max_batch = _bind(triton, backend, cfg)
+            try:
+                triton.run()
+            except Exception as exc:  # the server exited or never answered: its log says why
+                raise EcaDeployError(f"Triton did not start: {_last_error(log) or first_line(exc)}") from None
+            ready = time.perf_counter() - start
+            announce(f"serving {cfg.name} (max batch {max_batch}, dynamic batching) at http://{cfg.host}:"
+                     f"{cfg.http_port} and grpc {cfg.host}:{cfg.grpc_port}; ready in {ready:.1f} s; "
+                     "Ctrl-C stops")
+            triton.serve()  # returns after Ctrl-C (it stops the server itself) or when the server died
+            if not stops:
+                raise EcaDeployError(f"the Triton server stopped by itself: {_last_error(log) or 'no error logged'}")
+            return ready
+        finally:
+            triton.stop()
+            reap_stubs(f"pytrtion{os.getpid()}-")  # PyTriton's region names: its spelling, this pid
+
+
+def _bind(triton, backend: Backend, cfg: ServeConfig) -> int:
+    """The backend's infer as the server's model, batched by Triton's dynamic batcher; returns its max batch."""
+    from pytriton.decorators import batch
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
+    max_batch = batch_limit(backend, cfg.max_batch_size)
+    spec = backend.input_spec
+    if None in spec.shape[1:]:
+        raise EcaDeployError(f"the model's input '{spec.name}' has no fixed size; serve needs one [N, 3, H, W]")
+    probe = np.zeros((1, *spec.shape[1:]), dtype=np.float32)
+    classes = backend.infer(probe).shape[-1]  # the output's width, which the server's config must state
+
+    @batch
+    def infer(**inputs):
+        return {"logits": backend.infer(inputs[spec.name])}
+
+    triton.bind(cfg.name, infer, inputs=[Tensor(name=spec.name, dtype=np.float32, shape=tuple(spec.shape[1:]))],
+                outputs=[Tensor(name="logits", dtype=np.float32, shape=(classes,))],
+                config=ModelConfig(max_batch_size=max_batch, batcher=DynamicBatcher()))
+    return max_batch
+
+
+@contextlib.contextmanager
+def _stop_signals(stops: list[int]):
+    """Ctrl-C and SIGTERM (`kill`) both end serving, as the KeyboardInterrupt PyTriton's loop stops on; each
+    is noted in ``stops``, which tells a requested stop from a server that died."""
+    def handler(signum, frame):
+        stops.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, action in previous.items():
+            signal.signal(signum, action)
+
+
+def _last_error(log: Path) -> str | None:
+    """tritonserver's last error line (E... file:line] "message"), message only; a Python traceback in it
+    (escaped newlines) shortened to its first line and the exception it ends with."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.split("] ", 1)[-1].strip().strip('"') for line in lines if line.startswith("E")]
+    if not errors:
+        return None
+    parts = [part.strip() for part in errors[-1].replace('\\"', '"').split("\\n") if part.strip()]
+    parts = parts[:parts.index("At:")] if "At:" in parts[1:] else parts  # the Python backend's stub frames
+    head = parts[0].replace("Traceback (most recent call last):", "").strip()
+    return (head if len(parts) == 1 else f"{head} ... {parts[-1]}")[:400]
+
+
+def reap_stubs(prefix: str, grace: float = STUB_GRACE_S) -> list[int]:
+    """End the Python-backend stubs still running with shared-memory regions named ``prefix``... (ours only:
+    the name carries this process's id), then remove those regions. Returns the stubs' process ids."""
+    stubs = _stubs(prefix)
+    deadline = time.monotonic() + grace
+    while stubs and time.monotonic() < deadline:
+        time.sleep(0.1)
+        stubs = [pid for pid in stubs if _alive(pid)]
+    for pid in stubs:
+        try:
+            os.kill(pid, signal.SIGKILL)  # it ignores SIGTERM while it waits on a server that is gone
+        except ProcessLookupError:
+            pass
+    for region in SHM_ROOT.glob(f"{prefix}*") if SHM_ROOT.is_dir() else ():
+        region.unlink(missing_ok=True)
+    return stubs
+
+
+def _stubs(prefix: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if argv and argv[0].endswith(STUB.encode()) and any(a.startswith(prefix.encode()) for a in argv[1:]):
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

@@ -1,0 +1,170 @@
+"""The Triton client and `serve` without a server: URLs, one-line errors, batch limits, stub reaping."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import types
+
+import numpy as np
+import pytest
+
+from eca_deploy.cli.main import main
+from eca_deploy.errors import EcaDeployError, MissingDependencyError, UsageError
+from eca_deploy.runtime.registry import open_backend, parse_spec
+from eca_deploy.runtime.harness.doctor import tiny_eca_onnx
+from eca_deploy.runtime.triton import server
+from eca_deploy.runtime.triton.client import TritonUrl, parse_url
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_eca_onnx(tmp_path_factory.mktemp("triton") / "tiny.onnx")
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_url_parts_and_the_spec_it_names():
+    assert parse_url("triton://127.0.0.1:8000/eca_resnet18") == TritonUrl("127.0.0.1", 8000, "eca_resnet18")
+    assert parse_url("triton://[::1]:8000/m.v2") == TritonUrl("[::1]", 8000, "m.v2")
+    artifact = parse_spec("triton://localhost:8000/m")
+    assert (artifact.kind, artifact.label, artifact.format, artifact.inputs) == (
+        "triton", "triton://localhost:8000/m", "Triton", [])
+
+
+@pytest.mark.parametrize("spec", ["triton://", "triton://host/model", "triton://host:0/m", "triton://host:70000/m",
+                                  "triton://host:80/../../etc/passwd", "triton://host:80/m?x=1", "triton://a b:80/m",
+                                  "triton://host:80/" + "m" * 200, "triton://h\x1b[31m:80/m"])
+def test_a_malformed_url_is_a_usage_error_that_shows_the_form(spec, capsys):
+    assert main(["bench", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "triton://HOST:PORT/MODEL" in err and "\x1b" not in err
+    assert "Traceback" not in err
+
+
+def test_an_unreachable_server_is_one_line(capsys):
+    port = closed_port()
+    assert main(["bench", f"triton://127.0.0.1:{port}/m", "--iterations", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"eca-deploy: error: cannot reach the Triton server at 127.0.0.1:{port}")
+    assert err.count("\n") == 1
+
+
+def test_concurrency_is_for_a_triton_server(tiny, capsys):
+    assert main(["bench", str(tiny), "--concurrency", "1,2", "--iterations", "1"]) == 2
+    assert "--concurrency measures a Triton server" in capsys.readouterr().err
+    assert main(["bench", "triton://127.0.0.1:1/m", "--concurrency", "0"]) == 2
+    assert main(["bench", "triton://127.0.0.1:1/m", "--concurrency", "1,9999"]) == 2
+    assert "at most 256" in capsys.readouterr().err
+
+
+def test_serve_refuses_what_its_triton_cannot_run(tiny, monkeypatch, capsys):
+    """Without pytriton: the install line. With numpy 2: why not, before a server starts and hands the model
+    zeros (measured: nvidia-pytriton 0.7's stubs are built with a pybind11 older than numpy 2)."""
+    monkeypatch.setitem(sys.modules, "pytriton", None)
+    monkeypatch.setitem(sys.modules, "pytriton.triton", None)
+    assert main(["serve", str(tiny)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "eca-deploy[serve]"' in err
+    for name in ("pytriton", "pytriton.triton"):  # installed, as far as the import can tell
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setattr(np, "__version__", "2.0.0")
+    with pytest.raises(MissingDependencyError, match="numpy<2"):
+        server.require_pytriton()
+    monkeypatch.setattr(np, "__version__", "1.26.4")
+    server.require_pytriton()
+
+
+def test_serve_usage_errors(tiny, capsys):
+    assert main(["serve", str(tiny), "--http-port", "8000", "--grpc-port", "8000"]) == 2
+    assert main(["serve", str(tiny), "--http-port", "70000"]) == 2
+    assert main(["serve", str(tiny), "--name", "../x"]) == 2
+    assert main(["serve", "triton://127.0.0.1:8000/m"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4 and all(line.startswith("eca-deploy: error: ") for line in lines)
+
+
+def test_the_model_name_comes_from_the_file_name():
+    from eca_deploy.cli.serve import model_name
+
+    assert model_name("runs/eca resnet18.int8.onnx", None) == "eca_resnet18.int8"
+    assert model_name("openvino:a/model.onnx", None) == "model"
+    assert model_name("torch:eca_resnet18:w.pth", None) == "eca_resnet18"
+    with pytest.raises(UsageError):
+        model_name("m.onnx", "")
+
+
+def test_max_batch_size_stays_within_what_the_model_takes(tiny):
+    with open_backend(str(tiny), provider="cpu", threads=1) as backend:  # a dynamic batch axis
+        assert server.batch_limit(backend, None) == server.DEFAULT_MAX_BATCH
+        assert server.batch_limit(backend, 32) == 32
+        backend.batch_range = (1, 4)  # as an engine's profile would
+        assert server.batch_limit(backend, None) == 4
+        with pytest.raises(EcaDeployError, match="above what the model takes"):
+            server.batch_limit(backend, 5)
+
+
+def test_the_stub_gets_this_interpreters_libpython():
+    libdir = sysconfig.get_config_var("LIBDIR")
+    env = server.libpython_env({"LD_LIBRARY_PATH": "/opt/x", "PATH": "/bin"})
+    assert env["LD_LIBRARY_PATH"] == f"{libdir}:/opt/x" and env["PATH"] == "/bin"
+    assert server.libpython_env(env) == env  # once, however often the server starts
+    assert server.libpython_env({})["LD_LIBRARY_PATH"] == libdir
+
+
+def test_reap_stubs_ends_only_this_servers_stubs_and_their_shared_memory(tmp_path, monkeypatch):
+    """A stub ignores SIGTERM once its server is gone; only the ones with our region prefix are ended."""
+    monkeypatch.setattr(server, "SHM_ROOT", tmp_path)
+    (tmp_path / "pytrtion1-ours").write_bytes(b"x")
+    (tmp_path / "pytrtion12-theirs").write_bytes(b"x")
+    stub = str(tmp_path / server.STUB)
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    ours = subprocess.Popen([stub, "-c", code, "pytrtion1-ours"], executable=sys.executable)
+    theirs = subprocess.Popen([stub, "-c", code, "pytrtion12-theirs"], executable=sys.executable)
+    try:
+        deadline = time.monotonic() + 10
+        while not server._stubs("pytrtion1-") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.reap_stubs("pytrtion1-", grace=0.2) == [ours.pid]
+        assert ours.wait(timeout=10) == -9 and theirs.poll() is None
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith("pytrtion")] == ["pytrtion12-theirs"]
+    finally:
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_a_taken_port_is_said_before_any_server_starts():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(EcaDeployError, match=f"cannot listen on 127.0.0.1:{port} \\(--grpc-port\\)"):
+            server.require_free_ports(server.ServeConfig("m", "127.0.0.1", closed_port(), port))
+    with pytest.raises(EcaDeployError, match="cannot listen on 192.0.2.1"):  # TEST-NET: no such interface here
+        server.require_free_ports(server.ServeConfig("m", "192.0.2.1", closed_port(), closed_port()))
+
+
+def test_a_failed_start_names_the_exception_the_stub_raised(tmp_path):
+    """tritonserver's log line, as it was when the stub embedded the system's libpython (measured here by
+    serving without libpython_env): the one-line error keeps its head and the exception, not the frames."""
+    log = tmp_path / "tritonserver.log"
+    log.write_text(
+        'I1207 09:20:01.1 1 server.cc:674] "loading: m:1"\n'
+        'E1207 09:20:02.3 1 model_lifecycle.cc:642] "failed to load \'m\' version 1: Internal: TritonModelException: '
+        'Model initialize error: Traceback (most recent call last):\\n  File \\"/tmp/f/1/model.py\\", line 419, in '
+        "initialize\\n    self._serializer_deserializer.start(data_socket)\\nAttributeError: '_thread.RLock' object "
+        'has no attribute \'_recursion_count\'\\n\\nAt:\\n  /tmp/f/1/model.py(454): initialize\\n"\n')
+    assert server._last_error(log) == (
+        "failed to load 'm' version 1: Internal: TritonModelException: Model initialize error: ... "
+        "AttributeError: '_thread.RLock' object has no attribute '_recursion_count'")
+    assert server._last_error(tmp_path / "absent.log") is None
