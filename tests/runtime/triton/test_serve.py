@@ -144,7 +144,7 @@ def test_bench_measures_the_server_at_each_concurrency(server, digits, tmp_path,
     print(capsys.readouterr().out)
     report = json.loads(out.read_text())
     (row,) = report["rows"]
-    assert (row["format"], row["backend"], row["artifact"]) == ("Triton", "triton-http", f"triton://{address}/{NAME}")
+    assert (row["format"], row["backend"], row["artifact"]) == ("Triton", "triton-http", f"triton://{address}/{NAME} (Triton)")
     bench = row["bench"]
     assert bench["server"]["name"] == "triton" and bench["server"]["model"]["max_batch_size"] == 8
     assert bench["server"]["model"]["dynamic_batching"] and bench["imgsz"] == digits.imgsz

@@ -38,7 +38,7 @@ def test_url_parts_and_the_spec_it_names():
     assert parse_url("triton://[::1]:8000/m.v2") == TritonUrl("[::1]", 8000, "m.v2")
     artifact = parse_spec("triton://localhost:8000/m")
     assert (artifact.kind, artifact.label, artifact.format, artifact.inputs) == (
-        "triton", "triton://localhost:8000/m", "Triton", [])
+        "triton", "triton://localhost:8000/m (Triton)", "Triton", [])
 
 
 @pytest.mark.parametrize("spec", ["triton://", "triton://host/model", "triton://host:0/m", "triton://host:70000/m",
