@@ -127,7 +127,7 @@ def test_parity_and_bench_check_their_output_place_before_running(digits, tmp_pa
 
 
 def test_int8_quantize_checks_its_output_place_before_calibrating(digits, tmp_path, capsys, monkeypatch):
-    must_not_run(monkeypatch, "eca_deploy.calibration.quantize._int8")
+    must_not_run(monkeypatch, "eca_deploy.calibration.quantize.quantize_int8")
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     code = main(["quantize", "--onnx", str(digits.onnx), "--calib-data", str(digits.calib_dir),
