@@ -257,14 +257,19 @@ def atomic_write(destination: str | os.PathLike, data: bytes | str | Callable[[P
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Exclusive lock on ``<path>.lock`` across processes, for read-merge-write updates of a shared file that is
-    replaced by rename (so its own inode cannot carry the lock). Polygraphy's util.LockFile takes the same
-    ``<path>.lock`` before updating a timing cache, so a Polygraphy build and ours wait for each other."""
-    lock = Path(path).with_name(Path(path).name + ".lock")
-    with open(lock, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when the file closes
+def file_lock(path: str | os.PathLike, lock_file: str | os.PathLike | None = None) -> Iterator[None]:
+    """Exclusive lock across processes for a read-merge-write update of ``path``, which is replaced by rename
+    (so its own inode cannot carry the lock): on ``lock_file`` where another tool takes one (Polygraphy's
+    util.LockFile takes ``<timing cache>.lock``), else on ``path``'s folder, which leaves no file behind."""
+    if lock_file is not None:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    else:
+        fd = os.open(ensure_output_dir(Path(path).parent), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def write_json(destination: str | os.PathLike, payload: Any) -> Path:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ...artifacts import ensure_output_dir, file_lock, write_json
+from ...artifacts import file_lock, write_json
 from ...errors import DataError
 from .calibrators import TensorRange, TensorStats
 
@@ -117,7 +117,6 @@ def store_ranges(path: str | Path, entries: dict[str, dict[str, TensorRange]], i
     (the two targets calibrate different tensor sets of the same model).
     """
     path = Path(path)
-    ensure_output_dir(path.parent)
     with file_lock(path):
         return _merge(path, entries, images)
 

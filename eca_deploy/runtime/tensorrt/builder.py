@@ -237,7 +237,7 @@ def _save_timing_cache(config: Any, path: Path) -> None:
     ignore_mismatch=True, which merges another GPU's entries (NvInfer.h 10.3, ITimingCache::combine): the
     very cache :func:`_attach_timing_cache` replaced. Hence ``False``: such a cache on disk is replaced."""
     timing_cache = config.get_timing_cache()
-    with file_lock(path):
+    with file_lock(path, path.with_name(path.name + ".lock")):
         on_disk = config.create_timing_cache(path.read_bytes()) if path.is_file() else None
         if on_disk is not None:
             timing_cache.combine(on_disk, False)  # False: a mismatched cache is not merged
