@@ -42,10 +42,12 @@ PREFERRED_SHARE = 0.9
 # a dot (hidden, or '..'), at most 64 characters
 NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 
-# kind -> (config key, its value, the file name Triton's backend loads by default)
+# how it is served -> (config key, its value, the model's file name); OpenVINO's backend loads model.xml by default
+# and an ONNX file named by default_model_filename (Triton's OpenVINO tutorial, Quick_Deploy/OpenVINO)
 SERVING = {"tensorrt": ("platform", "tensorrt_plan", "model.plan"),
            "onnx": ("backend", "onnxruntime", "model.onnx"),
-           "openvino": ("backend", "openvino", "model.xml")}
+           "openvino": ("backend", "openvino", "model.xml"),
+           "openvino_onnx": ("backend", "openvino", "model.onnx")}
 KIND_GPU, KIND_CPU = "KIND_GPU", "KIND_CPU"
 # numpy's dtype names -> Triton's DataType
 TRITON_TYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
@@ -172,14 +174,15 @@ def _io(inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...], batch_limit: in
     return ModelIO(inputs, outputs, batch_limit if not static else None, static)
 
 
-READERS = {"tensorrt": _engine_io, "onnx": _onnx_io, "openvino": _ir_io}
+READERS = {"tensorrt": _engine_io, "onnx": _onnx_io, "openvino": _ir_io, "openvino_onnx": _onnx_io}
 
 
-def read_io(artifact: Artifact) -> ModelIO:
-    if artifact.kind not in READERS or artifact.onnx_on_openvino:
-        raise UsageError(f"{artifact.spec}: a Triton repository takes a TensorRT engine, a .onnx file (onnxruntime) "
-                         "or an OpenVINO IR .xml")
-    return READERS[artifact.kind](artifact)
+def serving_kind(artifact: Artifact) -> str:
+    """The SERVING row of an artifact: its kind, or openvino_onnx for an ONNX file named openvino:<file.onnx>."""
+    if artifact.kind not in READERS:
+        raise UsageError(f"{artifact.spec}: a Triton repository takes a TensorRT engine, a .onnx file (onnxruntime), "
+                         "openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO)")
+    return "openvino_onnx" if artifact.onnx_on_openvino else artifact.kind
 
 
 def max_batch_size(io: ModelIO, asked: int | None, label: str) -> int:
@@ -247,13 +250,15 @@ def _tensor_block(tensor: Tensor, batching: bool, label_file: str | None) -> str
 
 def render_config(name: str, kind: str, io: ModelIO, batch: int, preferred: tuple[int, ...], instances: int,
                   labels: bool) -> str:
-    key, value, _ = SERVING[kind]
+    key, value, model_file = SERVING[kind]
     group = KIND_GPU if kind == "tensorrt" else KIND_CPU
     batching = batch > 0
     inputs = ",\n".join(_tensor_block(t, batching, None) for t in io.inputs)
     outputs = ",\n".join(_tensor_block(t, batching, LABELS_FILE if labels and i == 0 else None)
                          for i, t in enumerate(io.outputs))
-    text = [f"name: {_quote(name)}", f"{key}: {_quote(value)}", f"max_batch_size: {batch}",
+    text = [f"name: {_quote(name)}", f"{key}: {_quote(value)}",
+            *([f"default_model_filename: {_quote(model_file)}"] if kind == "openvino_onnx" else []),
+            f"max_batch_size: {batch}",
             f"input [\n{inputs}\n]", f"output [\n{outputs}\n]",
             f"instance_group [\n  {{\n    count: {instances}\n    kind: {group}\n  }}\n]"]
     if batching:
@@ -279,7 +284,7 @@ def _model_files(artifact: Artifact, kind: str) -> dict[str, Path]:
     files = {model_file: artifact.path}
     if kind == "openvino":
         files["model.bin"] = artifact.path.with_suffix(".bin")
-    if kind == "onnx":
+    if kind in ("onnx", "openvino_onnx"):
         files.update(_external_data(artifact.path))
     if artifact.manifest is not None:  # a stale or broken one was refused or ignored when the artifact was read
         files[manifest_path(Path(model_file)).name] = manifest_path(artifact.path)
@@ -303,8 +308,8 @@ def _external_data(path: Path) -> dict[str, Path]:
 
 def prepare_entry(artifact: Artifact, repository: str | os.PathLike, options: TritonOptions) -> TritonEntry:
     """Everything about ``<repository>/<name>`` that can go wrong, worked out before anything is written."""
-    kind = artifact.kind
-    io = read_io(artifact)
+    kind = serving_kind(artifact)
+    io = READERS[kind](artifact)
     name = check_name(options.name) if options.name is not None else default_name(artifact)
     if options.instances < 1:
         raise UsageError(f"--instances must be at least 1, got {options.instances}")

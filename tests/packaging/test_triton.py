@@ -274,3 +274,14 @@ def test_hostile_tensor_names_round_trip_through_the_config(tmp_path):
     config = parse_config(tmp_path / "repo" / "odd")
     assert config.input[0].name == name and dtype_name(config.output[0].data_type) == "TYPE_FP16"
     assert len(config.input) == len(config.output) == 1
+
+
+def test_onnx_on_openvino_names_its_file_for_openvinos_backend(tiny, tmp_path):
+    """openvino:<file.onnx> (what the pipeline's OpenVINO rows run): OpenVINO's backend loads the ONNX itself,
+    named by default_model_filename."""
+    repo = tmp_path / "repo"
+    assert triton(f"openvino:{tiny}", "-o", repo) == 0
+    config = parse_config(repo / "tiny")
+    assert (config.backend, config.default_model_filename, config.max_batch_size) == ("openvino", "model.onnx", 32)
+    assert (repo / "tiny" / "1" / "model.onnx").read_bytes() == tiny.read_bytes()
+    assert list(config.input[0].dims) == [3, SMOKE_IMGSZ, SMOKE_IMGSZ]
