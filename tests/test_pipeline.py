@@ -20,7 +20,8 @@ def pipeline_run(digits, tmp_path_factory):
     code = main(["pipeline", "--model", digits.model, "--weights", str(digits.checkpoint),
                  "--calib-data", str(digits.calib_dir), "--data", str(digits.val_dir),
                  "--count", "120", "--imgsz", str(digits.imgsz), "--output", str(out), "--batch-sizes", "1,4",
-                 "--iterations", "3", "--warmup", "1", "--provider", "cpu", "--device", "cpu", "--threads", "1"])
+                 "--iterations", "3", "--warmup", "1", "--provider", "cpu", "--device", "cpu", "--threads", "1",
+                 "--triton", str(out / "triton")])
     return code, out
 
 
@@ -149,3 +150,26 @@ def test_pipeline_judges_against_a_saved_reference_and_prepares_the_tensorrt_int
     assert reference["format"] == "PyTorch" and not reference.get("bench")  # nothing of PyTorch ran here
     int8 = rows["eca_resnet18.int8.onnx"]  # the tensorrt layout, FP16 glue: what a Jetson builds
     assert int8["status"] == "pass" and read_manifest(out / int8["artifact"])["quantization"]["high_precision"] == "fp16"
+
+
+def test_pipeline_recommends_the_fastest_passing_artifact_and_packages_it_for_triton(pipeline_run):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    _, out = pipeline_run
+    report = validate_report(json.loads((out / "report.json").read_text()))
+    [chosen] = report["recommended"]
+    passed = [r for r in report["rows"] if r["status"] == "pass"]
+    fastest = min(passed, key=lambda r: next(e["p50"] for e in r["bench"]["batches"] if e["batch"] == 1))
+    assert (chosen["artifact"], chosen["backend"], chosen["by"], chosen["batch"]) == (
+        fastest["artifact"], fastest["backend"], "latency", 1)
+    assert chosen["parity"] == fastest["parity"] and chosen["bench"] == fastest["bench"]  # the evidence
+    assert "- **recommended** on " in (out / "report.md").read_text()
+    entry = out / "triton" / "eca_resnet18"
+    config = text_format.Parse((entry / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    serving = {"ONNX": "openvino" if chosen["backend"].startswith("openvino") else "onnxruntime",
+               "OpenVINO IR": "openvino"}[chosen["format"]]
+    assert (config.name, config.backend, config.max_batch_size) == ("eca_resnet18", serving, 32)
+    assert list(config.input[0].dims) == [3, 32, 32] and list(config.output[0].dims) == [10]
+    assert (entry / "labels.txt").read_text().split() == [str(i) for i in range(10)]  # the ImageFolder's classes
+    assert any(s["step"] == "Triton repository" and s["status"] == "done" for s in report["steps"])
