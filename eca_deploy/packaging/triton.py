@@ -160,7 +160,7 @@ def _engine_io(artifact: Artifact) -> ModelIO:
     low, high = profile["min"][0], profile["max"][0]
     if low != 1 and tensors["input"][0].dims[0] < 1:  # a dynamic batch axis whose profile cannot take batch 1
         raise UsageError(f"{artifact.label}'s profile starts at batch {low}, but Triton sends batches from 1; "
-                         f"rebuild it with `eca-deploy build --batch 1:OPT:{high}`")
+                         f"rebuild it with `eca-deploy build --profile 1:OPT:{high}`")
     return _io(tensors["input"], tensors["outputs"], high)
 
 
@@ -269,7 +269,7 @@ def render_config(name: str, kind: str, io: ModelIO, batch: int, preferred: tupl
 
 def _class_names(io: ModelIO, labels: list[str] | None, label: str) -> list[str] | None:
     """The names of the first output's classes (its last axis), or None where they have none."""
-    classes = io.outputs[0].dims[-1]
+    classes = io.outputs[0].dims[-1] if io.outputs[0].dims else -1
     if classes < 1:
         if labels is not None:
             raise DataError(f"{label}'s output has no fixed class count to match the labels file against")

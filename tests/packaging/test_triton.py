@@ -285,3 +285,35 @@ def test_onnx_on_openvino_names_its_file_for_openvinos_backend(tiny, tmp_path):
     assert (config.backend, config.default_model_filename, config.max_batch_size) == ("openvino", "model.onnx", 32)
     assert (repo / "tiny" / "1" / "model.onnx").read_bytes() == tiny.read_bytes()
     assert list(config.input[0].dims) == [3, SMOKE_IMGSZ, SMOKE_IMGSZ]
+
+
+def test_engine_profile_that_cannot_take_batch_1_is_refused(engine, tmp_path, capsys):
+    manifest = engine.parent / (engine.name + ".json")
+    record = json.loads(manifest.read_text())
+    record["profile"]["min"][0] = 2
+    manifest.write_text(json.dumps(record))
+    assert triton(engine, "-o", tmp_path / "repo") == 2
+    assert "starts at batch 2, but Triton sends batches from 1" in capsys.readouterr().err
+
+
+def test_external_data_travels_with_the_onnx_and_may_not_point_outside(tiny, tmp_path, capsys):
+    model = onnx.load(str(tiny))
+    # the conv and classifier weights go to the data file; the small shape constants stay in the graph
+    onnx.save(model, str(tmp_path / "big.onnx"), save_as_external_data=True, location="big.onnx.data",
+              size_threshold=256)
+    repo = tmp_path / "repo"
+    assert triton(tmp_path / "big.onnx", "-o", repo) == 0
+    version = repo / "big" / "1"
+    assert sorted(p.name for p in version.iterdir()) == ["big.onnx.data", "model.onnx"]
+    batch = np.random.default_rng(1).standard_normal((2, 3, SMOKE_IMGSZ, SMOKE_IMGSZ), dtype=np.float32)
+    np.testing.assert_array_equal(run_once(version / "model.onnx", batch), run_once(tiny, batch))
+    (tmp_path / "sub").mkdir()  # a graph whose data file is named as one folder up
+    moved = onnx.load(str(tmp_path / "big.onnx"), load_external_data=False)
+    for tensor in moved.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../big.onnx.data"
+    onnx.save(moved, str(tmp_path / "sub" / "escape.onnx"))
+    assert triton(tmp_path / "sub" / "escape.onnx", "-o", tmp_path / "other") == 2
+    assert "keeps weights outside its folder (../big.onnx.data)" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
