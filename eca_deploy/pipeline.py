@@ -20,7 +20,7 @@ from .artifacts import check_outputs, ensure_output_dir, sha256_file
 from .data.sources import load_dataset, source_files
 from .errors import DataError, EcaDeployError, MissingDependencyError, OutputError
 from .precisions import LOW_PRECISIONS
-from .packaging.triton import TritonOptions, install_entry, prepare_entry, refuse_existing
+from .packaging.triton import TritonOptions, check_name, install_entry, prepare_entry, refuse_existing
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .export.openvino_export import write_ir
 from .graph.compare import given_overrides
@@ -296,7 +296,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     check_outputs(report_paths(out).values(),
                   [cfg.export.weights, *source_files(cfg.quantize.calib_data), *source_files(parity.data)])
     if cfg.triton:  # the model's entry is never replaced: refused before minutes of work, not after
-        refuse_existing(Path(cfg.triton) / safe_name(model), force=False)
+        refuse_existing(Path(cfg.triton) / check_name(safe_name(model)), force=False)
     data = open_inputs(parity.data, imgsz, parity.count, parity.seed)  # a bad data folder fails before any work
     saved = _saved_reference(cfg, data) if cfg.reference else None  # wrong data or model: refused before work
     if cfg.quantize.calib_data:

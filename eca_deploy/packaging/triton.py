@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..artifacts import manifest_path, output_dir, staging_dir
 from ..data.labels import class_names
-from ..errors import DataError, ManifestError, OutputError, UsageError, plural
+from ..errors import DataError, ManifestError, OutputError, UsageError, plural, visible_text
 from ..graph.graph import io_tensors, load_onnx
 from ..runtime.backends.registry import Artifact
 from ..runtime.harness.report import load_report
@@ -227,7 +227,7 @@ def bench_entries(path: str | os.PathLike, artifact: Artifact) -> list[dict]:
     mine = [r for r in rows if r.get("identity") == artifact.identity] or \
         [r for r in rows if r["artifact"] == artifact.label]
     if not mine:
-        named = ", ".join(sorted({r["artifact"] for r in rows})) or "none"
+        named = visible_text(", ".join(sorted({r["artifact"] for r in rows})) or "none")  # names from the file
         raise DataError(f"{path} holds no bench result of {artifact.label} (it has: {named[:200]})")
     return [e for r in mine for e in r["bench"]["batches"] if e["clock"] == "host"]
 

@@ -317,3 +317,12 @@ def test_external_data_travels_with_the_onnx_and_may_not_point_outside(tiny, tmp
     assert triton(tmp_path / "sub" / "escape.onnx", "-o", tmp_path / "other") == 2
     assert "keeps weights outside its folder (../big.onnx.data)" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_pipeline_refuses_an_existing_entry_before_any_work(tmp_path, capsys):
+    (tmp_path / "repo" / "eca_resnet18").mkdir(parents=True)
+    out = tmp_path / "out"
+    assert main(["pipeline", "--model", "eca_resnet18", "--imgsz", "32", "-o", str(out),
+                 "--triton", str(tmp_path / "repo")]) == 2
+    assert "repo/eca_resnet18 already exists" in capsys.readouterr().err
+    assert not list(out.glob("*.onnx"))  # refused before the export
