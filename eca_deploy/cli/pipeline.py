@@ -61,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "can prepare it) or cpu (onnxruntime's integer kernels); default: cpu with the cpu "
                              "provider, else tensorrt")
     shared.QdqArgs().add(parser)
-    parser.add_argument("--recommend-by", choices=("latency", "throughput"), default="latency",
+    from ..runtime.harness.report import RECOMMEND_BY
+
+    parser.add_argument("--recommend-by", choices=RECOMMEND_BY, default=RECOMMEND_BY[0],
                         help="how the report's recommended artifact (the fastest that passed parity) is chosen: p50 "
                              "latency at batch 1, or the best images/s over --batch-sizes")
     parser.add_argument("--triton", default=None, metavar="DIR",

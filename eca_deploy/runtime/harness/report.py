@@ -15,7 +15,7 @@ from pathlib import Path
 from statistics import median_low
 
 from ...artifacts import atomic_path, atomic_write, ensure_output_dir, read_json, write_json
-from ...errors import DataError, first_line, visible_text
+from ...errors import DataError, UsageError, first_line, visible_text
 from .rows import STATUSES, ReportRow
 
 SCHEMA = "eca-deploy/report"
@@ -200,6 +200,8 @@ def _speed(row: dict, by: str) -> tuple[int, float] | None:
 def recommend(rows: list[dict], by: str = "latency") -> list[dict]:
     """Per device, the fastest artifact that passed its parity verdict (by RECOMMEND_BY), with its evidence: the
     row's parity and bench sections. The reference is not a candidate; a device where none passed has no entry."""
+    if by not in RECOMMEND_BY:
+        raise UsageError(f"the recommended artifact is chosen by {' or '.join(RECOMMEND_BY)}, not {by!r}")
     chosen: dict[str, tuple[float, dict]] = {}
     for row in rows:
         speed = _speed(row, by) if row["status"] == "pass" else None

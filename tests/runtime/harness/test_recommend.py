@@ -49,6 +49,13 @@ def test_one_recommendation_per_device_and_none_where_nothing_passed():
     assert {c["device"]: c["artifact"] for c in recommend(rows)} == {"cpu A": "m.fp16.onnx", "gpu C": "m.engine"}
 
 
+def test_an_unknown_measure_is_refused():
+    from eca_deploy.errors import UsageError
+
+    with pytest.raises(UsageError, match="latency or throughput, not 'speed'"):
+        recommend(dict_rows(ROWS), "speed")
+
+
 def test_latency_needs_a_batch_1_measurement():
     assert recommend(dict_rows([row("m.onnx", "pass", {8: 4.0})])) == []
     assert recommend(dict_rows([row("m.onnx", "pass", {8: 4.0})]), "throughput")[0]["batch"] == 8
