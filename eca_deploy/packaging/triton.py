@@ -248,8 +248,16 @@ def _tensor_block(tensor: Tensor, batching: bool, label_file: str | None) -> str
     return "  {\n" + "\n".join(lines) + "\n  }"
 
 
+def needs_plain_graph(artifact: Artifact, kind: str) -> bool:
+    """An INT8 ONNX with FP16 glue (made for TensorRT) that onnxruntime's graph optimizations miscompute: our own
+    sessions run it with them off (graph/session.py), and so must Triton's onnxruntime backend."""
+    from ..graph.session import has_fp16_qdq
+
+    return kind == "onnx" and has_fp16_qdq(load_onnx(artifact.path, load_weights=False))
+
+
 def render_config(name: str, kind: str, io: ModelIO, batch: int, preferred: tuple[int, ...], instances: int,
-                  labels: bool) -> str:
+                  labels: bool, plain_graph: bool = False) -> str:
     key, value, model_file = SERVING[kind]
     group = KIND_GPU if kind == "tensorrt" else KIND_CPU
     batching = batch > 0
@@ -261,6 +269,8 @@ def render_config(name: str, kind: str, io: ModelIO, batch: int, preferred: tupl
             f"max_batch_size: {batch}",
             f"input [\n{inputs}\n]", f"output [\n{outputs}\n]",
             f"instance_group [\n  {{\n    count: {instances}\n    kind: {group}\n  }}\n]"]
+    if plain_graph:  # the onnxruntime backend's graph level 2: every optimization off (its README, "level")
+        text.append("optimization {\n  graph {\n    level: 2\n  }\n}")
     if batching:
         sizes = f"\n  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n" if preferred else " "
         text.append(f"dynamic_batching {{{sizes}}}")
@@ -320,7 +330,8 @@ def prepare_entry(artifact: Artifact, repository: str | os.PathLike, options: Tr
     refuse_existing(target, options.force)
     return TritonEntry(target, name, SERVING[kind][1], batch, preferred, KIND_GPU if kind == "tensorrt" else KIND_CPU,
                        options.instances, names,
-                       render_config(name, kind, io, batch, preferred, options.instances, names is not None),
+                       render_config(name, kind, io, batch, preferred, options.instances, names is not None,
+                                     needs_plain_graph(artifact, kind)),
                        _model_files(artifact, kind))
 
 

@@ -326,3 +326,24 @@ def test_pipeline_refuses_an_existing_entry_before_any_work(tmp_path, capsys):
                  "--triton", str(tmp_path / "repo")]) == 2
     assert "repo/eca_resnet18 already exists" in capsys.readouterr().err
     assert not list(out.glob("*.onnx"))  # refused before the export
+
+
+def test_fp16_glue_int8_onnx_runs_with_onnxruntimes_graph_optimizations_off(tiny, tmp_path):
+    """An INT8 model whose Q/DQ glue is FP16 (what TensorRT builds) is miscomputed by onnxruntime's graph
+    optimizations: our sessions turn them off, and the config asks Triton's onnxruntime backend for the same."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 4])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4])
+    inits = [helper.make_tensor("scale", TensorProto.FLOAT16, [], [0.05]),
+             helper.make_tensor("zero", TensorProto.INT8, [], [0])]
+    nodes = [helper.make_node("Cast", ["input"], ["x16"], to=TensorProto.FLOAT16),
+             helper.make_node("QuantizeLinear", ["x16", "scale", "zero"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["d16"]),
+             helper.make_node("Cast", ["d16"], ["logits"], to=TensorProto.FLOAT)]
+    model = helper.make_model(helper.make_graph(nodes, "glue", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 19)])
+    onnx.save(model, str(tmp_path / "glue.onnx"))
+    np.testing.assert_allclose(run_once(tmp_path / "glue.onnx", np.full((1, 4), 0.5, np.float32)), 0.5)
+    repo = tmp_path / "repo"
+    assert triton(tmp_path / "glue.onnx", tiny, "-o", repo) == 0
+    assert parse_config(repo / "glue").optimization.graph.level == 2  # the backend's "all optimizations off"
+    assert not parse_config(repo / "tiny").HasField("optimization")  # an FP32 model keeps them
