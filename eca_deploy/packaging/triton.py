@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..artifacts import manifest_path, output_dir, staging_dir
+from ..artifacts import DISK_FULL, disk_full_error, manifest_path, output_dir, staging_dir
 from ..data.labels import class_names
 from ..errors import DataError, ManifestError, OutputError, UsageError, plural, visible_text
 from ..graph.graph import io_tensors, load_onnx
@@ -295,7 +295,11 @@ def _model_files(artifact: Artifact, kind: str) -> dict[str, Path]:
     if kind == "openvino":
         files["model.bin"] = artifact.path.with_suffix(".bin")
     if kind in ("onnx", "openvino_onnx"):
-        files.update(_external_data(artifact.path))
+        data = _external_data(artifact.path)
+        if model_file in data or manifest_path(Path(model_file)).name in data:
+            raise DataError(f"{artifact.label} names its external data {model_file!r} (or its manifest's name), "
+                            "which the copy of the model itself takes; save it with another data file name")
+        files.update(data)
     if artifact.manifest is not None:  # a stale or broken one was refused or ignored when the artifact was read
         files[manifest_path(Path(model_file)).name] = manifest_path(artifact.path)
     return files
@@ -338,17 +342,24 @@ def prepare_entry(artifact: Artifact, repository: str | os.PathLike, options: Tr
 def install_entry(entry: TritonEntry, force: bool = False) -> None:
     """Assemble the entry in a staging folder inside the repository, then rename it into place (checking again
     for an entry another run made meanwhile)."""
-    with output_dir(entry.path.parent) as repo, staging_dir(repo, STAGING_PREFIX) as staging:
-        folder = staging / entry.name
-        (folder / VERSION).mkdir(parents=True)
-        for relative, source in entry.files.items():
-            (folder / VERSION / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, folder / VERSION / relative)
-        (folder / "config.pbtxt").write_text(entry.config, encoding="utf-8")
-        if entry.labels is not None:
-            (folder / LABELS_FILE).write_text("\n".join(entry.labels) + "\n", encoding="utf-8")
-        refuse_existing(entry.path, force)
-        _swap_in(folder, entry.path, staging)
+    try:
+        with output_dir(entry.path.parent) as repo, staging_dir(repo, STAGING_PREFIX) as staging:
+            folder = staging / entry.name
+            (folder / VERSION).mkdir(parents=True)
+            for relative, source in entry.files.items():
+                (folder / VERSION / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, folder / VERSION / relative)
+            (folder / "config.pbtxt").write_text(entry.config, encoding="utf-8")
+            if entry.labels is not None:
+                (folder / LABELS_FILE).write_text("\n".join(entry.labels) + "\n", encoding="utf-8")
+            refuse_existing(entry.path, force)
+            _swap_in(folder, entry.path, staging)
+    except PermissionError as exc:
+        raise OutputError(f"cannot write {entry.path}: permission denied") from exc
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(entry.path, sum(source.stat().st_size for source in entry.files.values())) from exc
+        raise
 
 
 def refuse_existing(target: Path, force: bool) -> None:

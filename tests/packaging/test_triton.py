@@ -347,3 +347,22 @@ def test_fp16_glue_int8_onnx_runs_with_onnxruntimes_graph_optimizations_off(tiny
     assert triton(tmp_path / "glue.onnx", tiny, "-o", repo) == 0
     assert parse_config(repo / "glue").optimization.graph.level == 2  # the backend's "all optimizations off"
     assert not parse_config(repo / "tiny").HasField("optimization")  # an FP32 model keeps them
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_the_repository_as_it_was(tiny, tmp_path, capsys,
+                                                                             monkeypatch):
+    import errno
+
+    from eca_deploy.packaging import triton as packaging
+
+    def full(source, destination):
+        Path(destination).write_bytes(Path(source).read_bytes()[:100])  # a partial file is on disk...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ...when the disk fills
+
+    repo = tmp_path / "repo"
+    (repo / "other").mkdir(parents=True)
+    monkeypatch.setattr(packaging.shutil, "copyfile", full)
+    assert triton(tiny, "-o", repo) == 2
+    err = capsys.readouterr().err
+    assert f"no space left in {repo} to write tiny" in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in repo.iterdir()] == ["other"]  # no half entry, no staging folder left behind
