@@ -23,12 +23,13 @@ from pathlib import Path
 
 from ..artifacts import DISK_FULL, disk_full_error, manifest_path, output_dir, staging_dir
 from ..data.labels import class_names
-from ..errors import DataError, ManifestError, OutputError, UsageError, plural, visible_text
-from ..graph.graph import io_tensors, load_onnx
+from ..errors import DataError, OutputError, UsageError, plural, visible_text
+from ..graph.graph import load_onnx
 from ..runtime.backends.registry import Artifact
 from ..runtime.harness.report import load_report
 from ..runtime.tensorrt.compat import BatchProfile
 from ..runtime.tensorrt.plan import DEFAULT_DYNAMIC_BATCH
+from .model_io import ModelIO, Tensor, read_io
 
 VERSION = "1"  # the one model version written; Triton serves the highest numbered folder
 LABELS_FILE = "labels.txt"
@@ -53,23 +54,6 @@ KIND_GPU, KIND_CPU = "KIND_GPU", "KIND_CPU"
 TRITON_TYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
                 "uint64": "TYPE_UINT64", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
                 "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64"}
-
-
-@dataclass(frozen=True)
-class Tensor:
-    name: str
-    dtype: str  # Triton's TYPE_*
-    dims: tuple[int, ...]  # every axis, the batch axis first; -1 where dynamic
-
-
-@dataclass(frozen=True)
-class ModelIO:
-    """What the artifact takes and gives, and the batches it can take."""
-
-    inputs: tuple[Tensor, ...]
-    outputs: tuple[Tensor, ...]
-    batch_limit: int | None  # an engine profile's largest batch; None where the batch axis is unbounded
-    static_batch: bool  # the inputs' batch axis is a fixed number: Triton then gets max_batch_size 0, full dims
 
 
 @dataclass
@@ -109,79 +93,15 @@ def check_name(name: str) -> str:
     return name
 
 
-def _triton_type(dtype: str, tensor: str, source: str) -> str:
-    if dtype not in TRITON_TYPES:
-        raise DataError(f"{source}: tensor {tensor!r} has data type {dtype!r}, which a Triton config cannot declare")
-    return TRITON_TYPES[dtype]
-
-
-def _dim(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else -1
-
-
-def _tensors(specs: list[dict], source: str) -> tuple[Tensor, ...]:
-    return tuple(Tensor(s["name"], _triton_type(s["dtype"], s["name"], source), tuple(_dim(d) for d in s["shape"]))
-                 for s in specs)
-
-
-def _onnx_io(artifact: Artifact) -> ModelIO:
-    inputs, outputs = io_tensors(load_onnx(artifact.path, load_weights=False))
-    return _io(_tensors(inputs, artifact.label), _tensors(outputs, artifact.label), None)
-
-
-def _ir_io(artifact: Artifact) -> ModelIO:
-    from ..graph.openvino_session import import_openvino
-
-    model = import_openvino().Core().read_model(str(artifact.path))  # read, not compiled: no device needed
-
-    def specs(ports) -> list[dict]:
-        return [{"name": p.get_any_name(), "dtype": p.get_element_type().to_dtype().name,
-                 "shape": [d.get_length() if d.is_static else -1 for d in p.get_partial_shape()]} for p in ports]
-
-    return _io(_tensors(specs(model.inputs), artifact.label), _tensors(specs(model.outputs), artifact.label), None)
-
-
-def _engine_io(artifact: Artifact) -> ModelIO:
-    """From the manifest ``eca-deploy build`` wrote (registry.check_engine_manifest checked its profile)."""
-    manifest = artifact.manifest
-    where = f"manifest {manifest_path(artifact.path)}"
-    if manifest is None:
-        raise ManifestError(f"{artifact.label} has no manifest beside it ({manifest_path(artifact.path).name}): its "
-                            "inputs, outputs and batch profile are read from there; build it with `eca-deploy build`")
-    tensors = {}
-    for key, specs in (("input", [manifest.get("input")]), ("outputs", manifest.get("outputs"))):
-        if not (isinstance(specs, list) and specs and all(_is_spec(s) for s in specs)):
-            raise ManifestError(f"{where} has no usable \"{key}\" (name, shape and dtype of each tensor); rebuild "
-                                "the engine with this version of `eca-deploy build`")
-        tensors[key] = _tensors(specs, artifact.label)
-    profile = manifest.get("profile") or {}
-    if not (profile.get("min") and profile.get("max")):
-        raise ManifestError(f"{where} has no batch profile (\"profile\" min / max); rebuild the engine")
-    low, high = profile["min"][0], profile["max"][0]
-    if low != 1 and tensors["input"][0].dims[0] < 1:  # a dynamic batch axis whose profile cannot take batch 1
-        raise UsageError(f"{artifact.label}'s profile starts at batch {low}, but Triton sends batches from 1; "
-                         f"rebuild it with `eca-deploy build --profile 1:OPT:{high}`")
-    return _io(tensors["input"], tensors["outputs"], high)
-
-
-def _is_spec(spec) -> bool:
-    return (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("dtype"), str)
-            and isinstance(spec.get("shape"), list) and bool(spec["shape"]))
-
-
-def _io(inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...], batch_limit: int | None) -> ModelIO:
-    static = all(t.dims and t.dims[0] > 0 for t in inputs)
-    return ModelIO(inputs, outputs, batch_limit if not static else None, static)
-
-
-READERS = {"tensorrt": _engine_io, "onnx": _onnx_io, "openvino": _ir_io, "openvino_onnx": _onnx_io}
+def _triton_type(tensor: Tensor) -> str:
+    if tensor.dtype not in TRITON_TYPES:
+        raise DataError(f"tensor {tensor.name!r} has data type {tensor.dtype!r}, which a Triton config cannot "
+                        "declare")
+    return TRITON_TYPES[tensor.dtype]
 
 
 def serving_kind(artifact: Artifact) -> str:
     """The SERVING row of an artifact: its kind, or openvino_onnx for an ONNX file named openvino:<file.onnx>."""
-    if artifact.kind not in READERS:
-        raise UsageError(f"{artifact.spec}: a Triton repository takes a TensorRT engine, a .onnx file (onnxruntime), "
-                         "openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO)")
     return "openvino_onnx" if artifact.onnx_on_openvino else artifact.kind
 
 
@@ -195,6 +115,9 @@ def max_batch_size(io: ModelIO, asked: int | None, label: str) -> int:
             raise UsageError(f"{label} has a static batch axis ({io.inputs[0].dims[0]}), so Triton's max_batch_size "
                              "must be 0 (no batching); drop --max-batch-size or export with a dynamic batch axis")
         return 0
+    if io.batch_min != 1:
+        raise UsageError(f"{label}'s profile starts at batch {io.batch_min}, but Triton sends batches from 1; "
+                         f"rebuild it with `eca-deploy build --profile 1:OPT:{io.batch_limit}`")
     if asked is not None and io.batch_limit is not None and asked > io.batch_limit:
         raise UsageError(f"--max-batch-size {asked} is above {label}'s optimization profile (max batch "
                          f"{io.batch_limit}); Triton would refuse to load it")
@@ -241,7 +164,7 @@ def _quote(text: str) -> str:
 
 def _tensor_block(tensor: Tensor, batching: bool, label_file: str | None) -> str:
     dims = tensor.dims[1:] if batching else tensor.dims
-    lines = [f"    name: {_quote(tensor.name)}", f"    data_type: {tensor.dtype}",
+    lines = [f"    name: {_quote(tensor.name)}", f"    data_type: {_triton_type(tensor)}",
              f"    dims: [ {', '.join(map(str, dims))} ]"]
     if label_file:
         lines.append(f"    label_filename: {_quote(label_file)}")
@@ -322,8 +245,8 @@ def _external_data(path: Path) -> dict[str, Path]:
 
 def prepare_entry(artifact: Artifact, repository: str | os.PathLike, options: TritonOptions) -> TritonEntry:
     """Everything about ``<repository>/<name>`` that can go wrong, worked out before anything is written."""
+    io = read_io(artifact)  # first: it refuses what Triton cannot serve (a torch: spec)
     kind = serving_kind(artifact)
-    io = READERS[kind](artifact)
     name = check_name(options.name) if options.name is not None else default_name(artifact)
     if options.instances < 1:
         raise UsageError(f"--instances must be at least 1, got {options.instances}")
@@ -384,15 +307,15 @@ def write_repository(artifacts: list[Artifact], repository: str | os.PathLike, o
     if options.name is not None and len(artifacts) > 1:
         raise UsageError(f"--name names one model; got {plural(len(artifacts), 'artifact')} (each is named after "
                          "its file without it)")
-    names = [options.name if options.name is not None else default_name(a) for a in artifacts]
-    clash = next((n for n in names if names.count(n) > 1), None)
-    if clash:
-        raise UsageError(f"two artifacts would both be the Triton model {clash!r}; package them one at a time "
-                         "with --name")
     entries = [prepare_entry(artifact, repository, TritonOptions(
         options.name, options.max_batch_size, options.instances,
         bench_entries(bench, artifact) if bench is not None else [], options.labels, options.force))
         for artifact in artifacts]
+    names = [entry.name for entry in entries]
+    clash = next((n for n in names if names.count(n) > 1), None)
+    if clash:
+        raise UsageError(f"two artifacts would both be the Triton model {clash!r}; package them one at a time "
+                         "with --name")
     for entry in entries:
         install_entry(entry, options.force)
     return entries

@@ -366,3 +366,9 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_the_repository_as_it_was(tin
     err = capsys.readouterr().err
     assert f"no space left in {repo} to write tiny" in err and len(err.strip().splitlines()) == 1
     assert [p.name for p in repo.iterdir()] == ["other"]  # no half entry, no staging folder left behind
+
+
+def test_a_pytorch_model_is_not_a_triton_artifact(tmp_path, capsys):
+    assert triton("torch:eca_resnet18", "-o", tmp_path / "repo") == 2
+    err = capsys.readouterr().err
+    assert "expected a TensorRT engine, a .onnx file" in err and not (tmp_path / "repo").exists()
