@@ -133,7 +133,7 @@ def disk_full_error(destination: Path, needed: int | None) -> OutputError:
 # mkstemp's names: "." + the destination's name + "." + 8 random characters + ".tmp".
 TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 # staging folders (staging_dir): "." + a prefix of ours + 8 random characters, as tempfile names them
-STAGING_PREFIXES = (".openvino-",)
+STAGING_PREFIXES = (".openvino-", ".triton-")  # an IR; a Triton model folder (packaging/triton.py)
 STAGING_DIR_NAME = re.compile(rf"^(?:{'|'.join(re.escape(p) for p in STAGING_PREFIXES)})[a-z0-9_]{{8}}$")
 STALE_TEMP_S = 600  # a temporary file untouched this long, and not locked by its writer, is a dead run's
 

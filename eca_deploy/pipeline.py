@@ -20,6 +20,7 @@ from .artifacts import check_outputs, ensure_output_dir, sha256_file
 from .data.sources import load_dataset, source_files
 from .errors import DataError, EcaDeployError, MissingDependencyError, OutputError
 from .precisions import EXPORTED, LOW_PRECISIONS, is_quantized
+from .packaging.triton import TritonOptions, check_name, install_entry, prepare_entry, refuse_existing
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .export.openvino_export import write_ir
 from .graph.compare import given_overrides
@@ -36,7 +37,7 @@ from .runtime.base import OpenOptions
 from .runtime.harness.bench import Timing, bench_backend, check_batches
 from .runtime.harness.device import describe_device, int8_cpu_warning
 from .runtime.harness.parity import ReferenceRun, check_labels, open_inputs, read_saved_meta
-from .runtime.harness.report import new_report, report_paths, write_report
+from .runtime.harness.report import new_report, recommend, report_paths, write_report
 from .runtime.harness.rows import ReportRow
 from .runtime.tensorrt.builder import BuildConfig, build_engine
 from .runtime.tensorrt.compat import trt_major
@@ -72,6 +73,8 @@ class PipelineConfig:
     target: str | None = None  # INT8 layout of the ONNX candidates: tensorrt | cpu; None: cpu on the CPU provider
     reference: str | None = None  # a .npz from `parity --save-reference`: judge against it instead of PyTorch
     deepstream: str | None = None  # a Gst-nvinfer config file to write for the artifact picked from the report
+    recommend_by: str = "latency"  # report.RECOMMEND_BY: how the recommended artifact is chosen
+    triton: str | None = None  # a Triton model repository to package the recommended artifact into
 
 
 @dataclass
@@ -265,6 +268,34 @@ def explain_saturation(rows: list[ReportRow], saturated: dict[str, str]) -> None
                       "weights, does not)")
 
 
+def _triton(chosen: dict, cfg: PipelineConfig, labels: list[str] | None) -> str:
+    """The recommended artifact as a Triton model named after the model, preferred batch from its own bench row."""
+    entry = prepare_entry(parse_spec(chosen["spec"]), cfg.triton, TritonOptions(
+        name=safe_name(cfg.export.model), bench_entries=chosen["bench"]["batches"], labels=labels))
+    install_entry(entry)
+    return f"{entry.path} ({chosen['artifact']}: {entry.serving}, max_batch_size {entry.max_batch_size})"
+
+
+# serving stack -> (the PipelineConfig field naming where it goes, the packager); a DeepStream config joins here
+PACKAGERS = {"Triton repository": ("triton", _triton)}
+
+
+def package_recommended(recommended: list[dict], cfg: PipelineConfig, labels: list[str] | None, log: _Log) -> None:
+    """Package the recommended artifact for each serving stack asked for: one step each, skipped where no artifact
+    passed. The pipeline measures one device, so there is at most one recommended artifact."""
+    for step, (target, packager) in PACKAGERS.items():
+        if not getattr(cfg, target):
+            continue
+        if not recommended:
+            log.skip(step, "no artifact passed parity with a bench result to rank it by, so none is recommended")
+            continue
+        started = time.perf_counter()
+        try:
+            log.done(step, packager(recommended[0], cfg, labels), started)
+        except EcaDeployError as exc:
+            log.error(step, str(exc))
+
+
 def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> PipelineResult:
     model, imgsz = cfg.export.model, cfg.export.imgsz
     if cfg.batch_size < 1:
@@ -279,6 +310,8 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     # each stage refuses to overwrite what it reads; the report, written last, is checked before any work
     check_outputs(report_paths(out).values(),
                   [cfg.export.weights, *source_files(cfg.calib_data), *source_files(cfg.data)])
+    if cfg.triton:  # the model's entry is never replaced: refused before minutes of work, not after
+        refuse_existing(Path(cfg.triton) / check_name(safe_name(model)), force=False)
     data = open_inputs(cfg.data, imgsz, cfg.count, cfg.seed)  # a bad data folder fails before any work
     saved = _saved_reference(cfg, data) if cfg.reference else None  # wrong data or model: refused before work
     if cfg.calib_data:
@@ -353,29 +386,33 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
 
     explain_saturation(rows, saturated)
     rows += log.rows
-    timings = {s.name: round(s.seconds, 2) for s in log.steps if s.status == "done"}
-    timings["total"] = round(time.perf_counter() - total, 2)
     device = describe_device(cfg.options.threads)
     device["warnings"] += list(saturated.values())
+    recommended = recommend([{"device": device["label"], **row.as_dict()} for row in rows], cfg.recommend_by)
+    package_recommended(recommended, cfg, getattr(data, "class_names", None), log)
+    timings = {s.name: round(s.seconds, 2) for s in log.steps if s.status == "done"}
+    timings["total"] = round(time.perf_counter() - total, 2)
     report = new_report(
         "pipeline", device, rows,
         model={"name": loaded.name, "weights": weights, "num_classes": loaded.num_classes, "imgsz": imgsz,
                "eca_k_per_stage": k_per_stage(loaded.model)},
         data=ref_run.data,
         reference=ref_artifact.spec,
+        recommended=recommended,
         skipped=[{"step": s.name, "reason": s.detail} for s in log.steps if s.status == "skipped"],
         steps=[{"step": s.name, "status": s.status, "detail": s.detail, "seconds": round(s.seconds, 2)}
                for s in log.steps],
         timings_s=timings)
     written = write_report(report, out)
     if cfg.deepstream:
-        written.update(package_deepstream(report, cfg.deepstream, log))
+        written.update(package_deepstream(report, cfg.deepstream, cfg.recommend_by, log))
     return PipelineResult(report, written, log.steps)
 
 
-def package_deepstream(report: dict, output: str, log: _Log) -> dict:
-    """The nvinfer config for the artifact the report picks; skipped, with the reason, where none passed."""
-    artifact = pick_artifact(report)
+def package_deepstream(report: dict, output: str, by: str, log: _Log) -> dict:
+    """The nvinfer config for the artifact the report recommends among those nvinfer runs; skipped, with the
+    reason, where none passed."""
+    artifact = pick_artifact(report, by)
     if artifact is None:
         log.skip("DeepStream config", "no ONNX file or engine for TensorRT passed its checks")
         return {}

@@ -24,7 +24,7 @@ def pipeline_run(digits, tmp_path_factory):
                  "--calib-data", str(digits.calib_dir), "--data", str(digits.val_dir),
                  "--count", "120", "--imgsz", str(digits.imgsz), "--output", str(out), "--batch-sizes", "1,4",
                  "--iterations", "3", "--warmup", "1", "--provider", "cpu", "--device", "cpu", "--threads", "1",
-                 "--deepstream", str(out / "deepstream" / "config_infer_primary.txt")])
+                 "--deepstream", str(out / "deepstream" / "config_infer_primary.txt"), "--triton", str(out / "triton")])
     return code, out
 
 
@@ -163,3 +163,26 @@ def test_pipeline_writes_the_deepstream_config_of_the_artifact_it_picks(pipeline
     assert code == 0 and set(keys) <= NVINFER_KEYS
     assert (config.parent / keys["onnx-file"]).resolve() == Path(picked).resolve()
     assert (config.parent / keys["labelfile-path"]).read_text().count(";") == 9
+
+
+def test_pipeline_recommends_the_fastest_passing_artifact_and_packages_it_for_triton(pipeline_run):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    _, out = pipeline_run
+    report = validate_report(json.loads((out / "report.json").read_text()))
+    [chosen] = report["recommended"]
+    passed = [r for r in report["rows"] if r["status"] == "pass"]
+    fastest = min(passed, key=lambda r: next(e["p50"] for e in r["bench"]["batches"] if e["batch"] == 1))
+    assert (chosen["artifact"], chosen["backend"], chosen["by"], chosen["batch"]) == (
+        fastest["artifact"], fastest["backend"], "latency", 1)
+    assert chosen["parity"] == fastest["parity"] and chosen["bench"] == fastest["bench"]  # the evidence
+    assert "- **recommended** on " in (out / "report.md").read_text()
+    entry = out / "triton" / "eca_resnet18"
+    config = text_format.Parse((entry / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    serving = {"ONNX": "openvino" if chosen["backend"].startswith("openvino") else "onnxruntime",
+               "OpenVINO IR": "openvino"}[chosen["format"]]
+    assert (config.name, config.backend, config.max_batch_size) == ("eca_resnet18", serving, 32)
+    assert list(config.input[0].dims) == [3, 32, 32] and list(config.output[0].dims) == [10]
+    assert (entry / "labels.txt").read_text().split() == [str(i) for i in range(10)]  # the ImageFolder's classes
+    assert any(s["step"] == "Triton repository" and s["status"] == "done" for s in report["steps"])

@@ -11,10 +11,10 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import EcaDeployError, UsageError, first_line
-from . import bench, build, deepstream, doctor, export, inspect, models, parity, pipeline, predict, quantize, report, serve
+from . import bench, build, deepstream, doctor, export, inspect, models, parity, pipeline, predict, quantize, report, serve, triton
 
 # Each command module provides NAME, HELP, add_arguments(parser) and run(args) -> int.
-COMMANDS = [doctor, models, export, inspect, quantize, build, parity, bench, predict, report, pipeline, deepstream, serve]
+COMMANDS = [doctor, models, export, inspect, quantize, build, parity, bench, predict, report, pipeline, deepstream, serve, triton]
 
 
 class Parser(argparse.ArgumentParser):

@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "can prepare it) or cpu (onnxruntime's integer kernels); default: cpu with the cpu "
                              "provider, else tensorrt")
     QDQ.add(parser)
+    from ..runtime.harness.report import RECOMMEND_BY
+
+    parser.add_argument("--recommend-by", choices=RECOMMEND_BY, default=RECOMMEND_BY[0],
+                        help="how the report's recommended artifact (the fastest that passed parity) is chosen: p50 "
+                             "latency at batch 1, or the best images/s over --batch-sizes")
+    parser.add_argument("--triton", default=None, metavar="DIR",
+                        help="write the recommended artifact into this Triton model repository as <DIR>/<model> "
+                             "(see `eca-deploy triton`); an existing <DIR>/<model> is refused before any work")
     parser.add_argument("--reference", dest="saved_reference", default=None, metavar="REF.npz",
                         help="judge every artifact against this reference saved by `parity --save-reference` "
                              "(same model, weights, --data, --count, --seed and --imgsz, else refused) instead of "
@@ -71,11 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ParityError, plural
+    from ..errors import EcaDeployError, ParityError, plural, visible_text
     from ..export.onnx_export import ExportConfig
     from ..models.download import resolve_weights
-    from ..pipeline import PipelineConfig, run_pipeline
-    from ..runtime.harness.report import summary_table
+    from ..pipeline import PACKAGERS, PipelineConfig, run_pipeline
+    from ..runtime.harness.report import describe_recommended, summary_table
 
     model = shared.fields(EXPORT, args)
     model["weights"] = resolve_weights(model["weights"])  # a missing file fails here; a URL is downloaded first
@@ -83,16 +91,21 @@ def run(args: argparse.Namespace) -> int:
         export=ExportConfig(**model, imgsz=args.imgsz, opset=args.opset), **calibration().fields(args),
         **shared.fields((*GROUPS, QDQ), args), batch_size=args.batch_size, precisions=args.precisions,
         openvino=args.openvino, target=args.target, reference=args.saved_reference,
-        deepstream=args.deepstream)
+        deepstream=args.deepstream, recommend_by=args.recommend_by, triton=args.triton)
     result = run_pipeline(cfg)
     report = result.report
     print(summary_table(report))
+    for entry in report["recommended"]:
+        print(f"recommended {visible_text(describe_recommended(entry))}")
     for skipped in report["skipped"]:
         print(f"skipped {skipped['step']}: {skipped['reason']}")
     for warning in report["devices"][0]["warnings"]:
         print(f"warning: {warning}")
     print(f"total {report['timings_s']['total']:.1f} s; wrote " + ", ".join(str(p) for p in result.written.values()))
+    unpackaged = [s for s in result.steps if s.name in PACKAGERS and s.status == "error"]
     if result.failed:
         raise ParityError(f"{plural(len(result.failed), 'artifact')} failed: " + "; ".join(
             f"{r['artifact']}: {r['reason']}" for r in result.failed))
+    if unpackaged:
+        raise EcaDeployError("; ".join(f"{s.name}: {s.detail}" for s in unpackaged))
     return 0

@@ -81,6 +81,20 @@ def _dims(value_info: onnx.ValueInfoProto) -> list:
     return [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?") for d in shape.dim]
 
 
+def io_tensors(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
+    """(inputs, outputs) of a graph as {"name", "shape", "dtype"}: a dynamic axis by its name ("?" where it has
+    none), the dtype as numpy names it; what a server's model config declares, and an engine's manifest records."""
+    initializers = {i.name for i in model.graph.initializer}
+
+    def tensor(info: onnx.ValueInfoProto) -> dict:
+        elem = info.type.tensor_type.elem_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem else "undefined"
+        return {"name": info.name, "shape": _dims(info), "dtype": dtype}
+
+    return ([tensor(i) for i in model.graph.input if i.name not in initializers],
+            [tensor(o) for o in model.graph.output])
+
+
 def opset_of(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 

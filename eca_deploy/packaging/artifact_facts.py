@@ -10,6 +10,7 @@ import onnx
 
 from ..artifacts import manifest_path, sha256_file
 from ..data.preprocess import DataConfig
+from ..precisions import is_exported
 from ..errors import DataError, OnnxFileError, UsageError
 from ..export.onnx_export import OUTPUT_NAME
 from ..runtime.registry import Artifact, parse_spec
@@ -84,7 +85,7 @@ def model_facts(artifact: Artifact) -> ModelFacts:
                          f"{artifact.label}")
     chain = _lineage(artifact)
     onnx_path = next((a.path for a in chain if a.kind == "onnx"), None)
-    fp32 = next((a for a in chain if a.kind == "onnx" and a.precision()[0] == "fp32"), None)
+    fp32 = next((a for a in chain if a.kind == "onnx" and is_exported(a.precision()[0])), None)
     precision = artifact.precision()[0]
     if artifact.kind == "onnx":
         shape, uint8, output, classes = _graph_io(artifact.path)

@@ -21,6 +21,7 @@ from .. import __version__
 from ..artifacts import atomic_write, check_outputs
 from ..data.labels import class_names, read_labels
 from ..errors import DataError, UsageError
+from ..runtime.harness.report import recommend
 from ..runtime.registry import parse_spec
 from .artifact_facts import ModelFacts, model_facts
 from .nvinfer_int8 import calibration_table
@@ -153,15 +154,11 @@ def config_text(keys: dict[str, str], source: str) -> str:
     return "\n".join(lines + [f"{key}={value}" for key, value in keys.items()]) + "\n"
 
 
-def pick_artifact(report: dict) -> str | None:
-    """The artifact a pipeline hands to DeepStream: of the ONNX files and engines that passed (TensorRT runs
-    neither OpenVINO IRs nor the cpu-layout INT8 ONNX), the fastest at the smallest batch timed. A stand-in
-    for the report's recommended artifact where that is not yet chosen."""
-    def latency(row: dict) -> float:
-        entries = (row.get("bench") or {}).get("batches") or []
-        smallest = min((e["batch"] for e in entries), default=None)
-        return min((e["p50"] for e in entries if e["batch"] == smallest), default=float("inf"))
-
-    usable = [row for row in report["rows"] if row.get("status") == "pass" and row.get("format") in ("ONNX", "TensorRT")
+def pick_artifact(report: dict, by: str = "latency") -> str | None:
+    """The artifact a pipeline hands to DeepStream: the one the report would recommend (report.recommend) among
+    those nvinfer can run: ONNX files and engines that passed (TensorRT runs neither OpenVINO IRs nor the
+    cpu-layout INT8 ONNX)."""
+    usable = [{"device": "", **row} for row in report["rows"] if row.get("format") in ("ONNX", "TensorRT")
               and not str(row.get("identity", "")).startswith("openvino:") and row.get("layout") != "cpu"]
-    return min(usable, key=latency)["spec"] if usable else None
+    chosen = recommend(usable, by)
+    return chosen[0]["spec"] if chosen else None

@@ -30,6 +30,7 @@ from ...artifacts import (atomic_write, ensure_output_dir, file_lock, package_ve
                           write_artifact)
 from ...data.sources import load_dataset
 from ...errors import EngineError, first_line
+from ...graph.graph import io_tensors, load_onnx
 from ...precisions import is_quantized
 from .calibrator import CalibrationData, cache_source, calibration_base, record_calibration_cache
 from .compat import (check_builder_version, check_legacy_precision, check_new_options, check_onnx_opset,
@@ -92,6 +93,8 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         tf32=False,  # Polygraphy's CreateConfig clears BuilderFlag.TF32 unless asked (tf32=True)
         input={"name": plan.input_name, "shape": ["batch" if not plan.static_batch else plan.profile.opt,
                                                    *plan.image_shape], "dtype": "float32"},
+        # what a Triton model config declares for the engine, where the ONNX may be absent (packaging/triton.py)
+        outputs=io_tensors(load_onnx(plan.onnx_path, load_weights=False))[1],
         profile={"batch": str(plan.profile), "min": list(low), "opt": list(opt), "max": list(high)},
         workspace_gib=cfg.workspace_gib,
         builder_optimization_level=cfg.opt_level,
