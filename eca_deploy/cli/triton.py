@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.labels import read_labels
     from ..packaging.triton import TritonOptions, write_repository
-    from ..runtime.backends.registry import parse_spec
+    from ..runtime.registry import parse_spec
 
     artifacts = [parse_spec(spec) for spec in args.artifacts]
     labels = read_labels(args.labels) if args.labels is not None else None

@@ -157,7 +157,8 @@ def test_qdq_int8_onnx_needs_no_table(calibrated_digits, tmp_path, capsys):
 def test_pipeline_hands_deepstream_the_fastest_passing_artifact_tensorrt_can_run():
     def row(spec, status, p50, fmt="ONNX", layout=None, identity=None):
         return {"spec": spec, "status": status, "format": fmt, "layout": layout, "identity": identity or spec,
-                "bench": {"batches": [{"batch": 1, "p50": p50}, {"batch": 8, "p50": p50 / 4}]}}
+                "bench": {"batches": [{"batch": 1, "p50": p50, "fps": 1e3 / p50, "clock": "host"},
+                                      {"batch": 8, "p50": p50 / 4, "fps": 8e3 * 4 / p50, "clock": "host"}]}}
 
     rows = [row("a.onnx", "pass", 3.0), row("a.int8.cpu.onnx", "pass", 1.0, layout="cpu"),
             row("a.fp16.onnx", "fail", 0.5), row("a.xml", "pass", 0.4, fmt="OpenVINO IR"),

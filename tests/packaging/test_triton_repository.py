@@ -19,7 +19,8 @@ from eca_deploy.cli.main import main
 from eca_deploy.graph.session import run_once
 from eca_deploy.packaging.triton import preferred_batches
 from eca_deploy.runtime.registry import parse_spec
-from eca_deploy.runtime.harness.bench import BenchConfig, run_bench
+from eca_deploy.runtime.base import OpenOptions
+from eca_deploy.runtime.harness.bench import BenchConfig, Timing, run_bench
 from eca_deploy.runtime.harness.doctor import SMOKE_IMGSZ, tiny_eca_onnx
 from eca_deploy.runtime.harness.report import new_report
 from eca_deploy.runtime.tensorrt import env as tensorrt_env
@@ -81,7 +82,7 @@ def engine(tiny, tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(tensorrt_env, "_at_exit", lambda hook: None)
     source = tmp_path / "tiny.onnx"
     source.write_bytes(tiny.read_bytes())
-    return build_engine(BuildConfig(onnx=str(source), batch="1:4:8")).engine_path
+    return build_engine(BuildConfig(onnx=str(source), profile="1:4:8")).engine_path
 
 
 def triton(*argv) -> int:
@@ -198,7 +199,8 @@ def test_labels_file_becomes_the_outputs_label_filename(tiny, tmp_path, capsys):
 
 def test_bench_result_sets_the_preferred_batch(tiny, tmp_path):
     """A real bench report of the artifact (the JSON `eca-deploy bench` writes) is read back."""
-    result = run_bench(BenchConfig(model=str(tiny), batches=(1, 2, 4), warmup=1, iterations=5, threads=1))
+    result = run_bench(BenchConfig(model=str(tiny), timing=Timing(batches=(1, 2, 4), warmup=1, iterations=5),
+                                   options=OpenOptions(threads=1)))
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps(new_report("bench", {"label": "cpu"}, [result.row()])))
     repo = tmp_path / "repo"
