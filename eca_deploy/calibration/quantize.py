@@ -26,7 +26,9 @@ from ..data.sources import Dataset, label_problem, load_dataset, source_files
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs, judge, resolution_notes, tolerance_for
 from ..graph.cpu import lacks_vnni, this_cpu_features, weight_bits
+from ..data.pixels import FLOAT_NCHW
 from ..graph.graph import load_onnx, onnx_inputs, opset_of, summarize
+from ..graph.input_format import read_input_format
 from ..graph.session import has_fp16_qdq, make_session
 from ..models import photo_like_batch
 from ..precisions import LOW_PRECISIONS, QUANTIZED_OPS, Tolerance, variant_suffix
@@ -116,6 +118,9 @@ def high_precision_of(cfg: QuantizeConfig) -> str:
 
 def check_input_model(model: onnx.ModelProto, path: Path) -> int:
     """Refuse quantized or non-image models; return the square input size."""
+    if read_input_format(model) != FLOAT_NCHW:  # calibration and the checks feed normalised float images
+        raise QuantizationError(f"{path} takes uint8 pixels (exported with --input-format uint8-nhwc); quantize "
+                                "the float-nchw export of the same model instead")
     ops = [n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS]
     if ops:
         raise QuantizationError(f"{path} is already quantized ({len(ops)} {ops[0]}/... nodes); "

@@ -7,7 +7,6 @@ the key (older exports, other tools) takes ``float-nchw``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import onnx
@@ -19,12 +18,14 @@ from .graph import load_onnx
 METADATA_KEY = "eca_deploy.input_format"
 
 
-def input_format_of(metadata: Mapping[str, str], where: str) -> str:
-    """The input format a model's metadata map records (``float-nchw`` where it records none)."""
-    name = metadata.get(METADATA_KEY, FLOAT_NCHW)
+def check_input_format(name, where: str) -> str:
+    """A recorded input format, checked (``float-nchw`` where none is recorded): the ONNX metadata's value, or
+    an engine manifest's copy of it."""
+    if name is None:
+        return FLOAT_NCHW
     if name not in INPUT_FORMATS:
-        raise OnnxFileError(f"{where} records input format '{name}' in its metadata ({METADATA_KEY}); "
-                            f"eca-deploy knows {', '.join(INPUT_FORMATS)}")
+        raise OnnxFileError(f"{where} records input format {str(name)[:40]!r}; eca-deploy knows "
+                            f"{', '.join(INPUT_FORMATS)}")
     return name
 
 
@@ -33,7 +34,8 @@ def read_input_format(model: onnx.ModelProto | str | Path) -> str:
     where = "this ONNX model"
     if not isinstance(model, onnx.ModelProto):
         where, model = str(model), load_onnx(model, load_weights=False)
-    return input_format_of({p.key: p.value for p in model.metadata_props}, where)
+    recorded = {p.key: p.value for p in model.metadata_props}.get(METADATA_KEY)
+    return check_input_format(recorded, f"{where} (metadata {METADATA_KEY})")
 
 
 def record_input_format(model: onnx.ModelProto, name: str) -> None:

@@ -7,6 +7,7 @@ reports describe every artifact the same way.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,9 @@ import onnx
 
 from ...artifacts import manifest_path, read_manifest, require_file, verified_manifest
 from ...errors import EcaDeployError, EngineError, ManifestError, MissingDependencyError, OnnxFileError, UsageError, warn
+from ...data.pixels import FLOAT_NCHW
 from ...graph.graph import onnx_inputs
+from ...graph.input_format import check_input_format, read_input_format
 from ...precisions import PRECISIONS, graph_layout, ir_precision, onnx_precision
 from ..base import Backend, require_image_input
 from ..tensorrt.compat import refuse_stale_manifest
@@ -190,6 +193,17 @@ class Artifact:
             return self.spec
         return (OPENVINO_PREFIX if self.onnx_on_openvino else "") + str(self.path.resolve())
 
+    @functools.cached_property
+    def input_format(self) -> str:
+        """What this artifact is fed (data.pixels), as its export recorded it in the ONNX metadata (an engine's
+        manifest copies it at build); a PyTorch model and an OpenVINO IR take float-nchw."""
+        if self.kind == "onnx" or self.onnx_on_openvino:
+            return read_input_format(self.path)
+        if self.kind == "tensorrt":
+            recorded = (self.manifest or {}).get("input_format")
+            return check_input_format(recorded, f"manifest {manifest_path(self.path)}")
+        return FLOAT_NCHW
+
     def layout(self, precision: str) -> str | None:
         """An INT8 file's layout (tensorrt or cpu): its manifest's target, else what its graph holds."""
         if precision != "int8" or self.kind == "torch":
@@ -257,7 +271,8 @@ def open_backend(artifact: Artifact | str, **options) -> Backend:
         artifact = parse_spec(artifact)
     backend = ARTIFACT_KINDS[artifact.kind].opener(artifact, OpenOptions(**options))
     try:
-        require_image_input(artifact.label, backend.input_spec)  # the same input check for every backend
+        backend.input_format = artifact.input_format  # what the harness feeds it (data.sources batches it so)
+        require_image_input(artifact.label, backend.input_spec, backend.input_format)  # one check for every backend
     except OnnxFileError:
         backend.close()
         raise

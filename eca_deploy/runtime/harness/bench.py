@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data.pixels import INPUT_FORMATS
 from ...errors import EcaDeployError, EngineError, warn
 from ...progress import progress
 from ..base import Backend
@@ -124,7 +125,7 @@ def bench_backend(backend: Backend, batches: tuple[int, ...], imgsz: int, warmup
     rng = np.random.default_rng(seed)
     entries = []
     for batch in progress(batches, desc=f"bench {label or backend.name}", unit="batch sizes"):
-        images = rng.standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
+        images = INPUT_FORMATS[backend.input_format].random_batch(rng, batch, imgsz)
         device = backend.device_runner(images)
         copies = "included" if device else "none (host memory)"
         entries.append({"batch": batch, "clock": "host", "copies": copies,
@@ -175,7 +176,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         saturation = int8_cpu_warning(artifact.path, backend.name)
         if saturation:
             warn(saturation + " (its speed here is still measured)")
-        imgsz = backend.input_spec.image_size[0] or cfg.imgsz or 224
+        imgsz = backend.image_size[0] or cfg.imgsz or 224
         sampler, power = power_meter(Probe(root=Path(cfg.sysfs_root)))
         entries = bench_backend(backend, cfg.batches, imgsz, cfg.warmup, cfg.iterations, cfg.duration, cfg.seed,
                                 artifact.label, sampler)
