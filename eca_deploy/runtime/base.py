@@ -31,7 +31,7 @@ def require_image_input(label: str, spec: InputSpec, input_format: str = FLOAT_N
     if not INPUT_FORMATS[input_format].accepts(spec.dtype, spec.shape):
         shape = [d if isinstance(d, int) else "?" for d in spec.shape]
         expected = ("one float32 or float16 [N, 3, H, W] input" if input_format == FLOAT_NCHW
-                    else f"one {INPUT_FORMATS[input_format].describe} input, as its metadata records")
+                    else f"one input of {INPUT_FORMATS[input_format].describe}, as its metadata records")
         raise OnnxFileError(f"{label} takes a {spec.dtype} {shape} input '{spec.name}'; eca-deploy runs image "
                             f"classifiers with {expected}")
 
