@@ -18,7 +18,8 @@ from typing import Callable
 
 from .artifacts import check_outputs, ensure_output_dir, sha256_file
 from .data.sources import load_dataset, source_files
-from .errors import DataError, EcaDeployError, MissingDependencyError, OutputError
+from .data.pixels import FLOAT_NCHW
+from .errors import DataError, EcaDeployError, MissingDependencyError, OutputError, UsageError
 from .precisions import LOW_PRECISIONS
 from .export.onnx_export import ExportConfig, export_model, safe_name
 from .export.openvino_export import write_ir
@@ -192,8 +193,24 @@ def openvino_skip_reason(wanted: bool | None) -> str | None:
     return None
 
 
+def pixel_input(cfg: PipelineConfig, log: _Log) -> PipelineConfig:
+    """A uint8-nhwc export is checked as FP32 (its ONNX, engine and the ONNX on OpenVINO) on real images:
+    quantize takes float-nchw models, and synthetic noise has no pixels behind it."""
+    if cfg.export.input_format == FLOAT_NCHW:
+        return cfg
+    if cfg.parity.data is None:
+        raise UsageError(f"--input-format {cfg.export.input_format} feeds images as bytes: give --data (an image "
+                         "folder or list)")
+    for precision in cfg.precisions:
+        log.skip(f"{precision} ONNX", f"quantize takes float-nchw models; this export takes {cfg.export.input_format}")
+    return replace(cfg, precisions=())
+
+
 def make_ir(exported, loaded, export_cfg: ExportConfig, log: _Log) -> list[str]:
     """The FP32 model as OpenVINO IR, converted from the verified ONNX and verified again."""
+    if export_cfg.input_format != FLOAT_NCHW:
+        log.skip("OpenVINO IR", "the IR export takes float-nchw models (OpenVINO runs the uint8 ONNX itself)")
+        return []
     started = time.perf_counter()
     try:
         result = write_ir(exported, loaded, export_cfg)
@@ -259,6 +276,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     if unknown:
         raise EcaDeployError(f"--precisions takes {', '.join(LOW_PRECISIONS)}; got {', '.join(sorted(unknown))}")
     log = _Log(echo)
+    cfg = pixel_input(cfg, log)  # before any work: a uint8 export without --data is refused
     total = time.perf_counter()
     out = ensure_output_dir(cfg.export.out_dir or Path("artifacts") / safe_name(model))
     # each stage refuses to overwrite what it reads; the report, written last, is checked before any work

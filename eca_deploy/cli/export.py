@@ -31,10 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16-weights", action="store_true",
                         help="with --format openvino: store the IR's weights as FP16 (<model>.fp16.xml, half "
                              "the size; computed in FP32, checked by cosine >= 0.9999 to PyTorch)")
-    parser.add_argument("--input-format", default="float-nchw", choices=["float-nchw", "uint8-nhwc"],
-                        help="float-nchw: float32 [N, 3, H, W] normalised images; uint8-nhwc: the model takes "
-                             "uint8 [N, H, W, 3] RGB pixels and does the cast, the model's mean/std "
-                             "normalisation and the layout change itself (recorded in the ONNX metadata)")
+    shared.add_input_format(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shared.add_groups(parser, dict.fromkeys((*EXPORT, calibration(), *PARITY, *BENCH)))
     parser.add_argument("--imgsz", type=shared.image_size, default=224, help="input height and width")
     parser.add_argument("--opset", type=shared.opset, default=17, help="ONNX opset")
+    shared.add_input_format(parser)
     parser.add_argument("--precisions", type=precisions, default="fp16,int8",
                         help="quantized variants to make, comma-separated")
     parser.add_argument("--batch-size", dest="batch", type=shared.positive_int, default=16, metavar="N",
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     model["weights"] = resolve_weights(model["weights"])  # a missing file fails here; a URL is downloaded first
     reference = f"torch:{model['model']}" + (f":{model['weights']}" if model["weights"] else "")
     cfg = PipelineConfig(
-        export=ExportConfig(**model, imgsz=args.imgsz, opset=args.opset),
+        export=ExportConfig(**model, imgsz=args.imgsz, opset=args.opset, input_format=args.input_format),
         # the ONNX to quantize, its precision and layout, the candidates: each step fills its own
         quantize=QuantizeConfig(onnx="", seed=args.seed, **calibration().fields(args),
                                 **shared.QdqArgs().fields(args)),

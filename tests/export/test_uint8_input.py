@@ -130,3 +130,35 @@ def test_quantize_and_the_openvino_export_refuse_in_one_line(digits, tmp_path, c
     assert main(["export", "--model", "eca_resnet18", "--format", "openvino", "--input-format", "uint8-nhwc"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--input-format uint8-nhwc applies to --format onnx" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_pipeline_checks_a_uint8_export_on_images_fed_as_bytes(digits, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    out = tmp_path / "pipeline"
+    code = main(["pipeline", "--model", digits.model, "--weights", str(digits.checkpoint), "--input-format",
+                 "uint8-nhwc", "--data", str(digits.val_dir), "--count", "32", "--imgsz", str(digits.imgsz),
+                 "--output", str(out), "--batch-sizes", "1,4", "--iterations", "3", "--warmup", "1",
+                 "--provider", "cpu", "--device", "cpu", "--threads", "1", "--openvino"])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    statuses = {(r["artifact"], r["backend"]): r["status"] for r in rows}
+    onnx_name = f"{digits.model}.onnx"
+    assert statuses[(onnx_name, "onnxruntime-cpu")] == "pass"
+    assert statuses[(f"openvino:{onnx_name}", "openvino-cpu")] == "pass"  # OpenVINO runs the uint8 ONNX itself
+    skipped = {s["step"] for s in json.loads((out / "report.json").read_text())["skipped"]}
+    assert {"fp16 ONNX", "int8 ONNX", "OpenVINO IR"} <= skipped
+
+
+def test_the_pipeline_refuses_a_uint8_export_without_images_before_any_work(digits, tmp_path, capsys):
+    code = main(["pipeline", "--model", digits.model, "--input-format", "uint8-nhwc", "--output", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "feeds images as bytes: give --data" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p").exists()
+
+
+def test_the_cli_choices_are_the_table_s_formats():
+    from eca_deploy.cli.args import INPUT_FORMAT_CHOICES
+    from eca_deploy.data.pixels import INPUT_FORMATS
+
+    assert INPUT_FORMAT_CHOICES == tuple(INPUT_FORMATS)
