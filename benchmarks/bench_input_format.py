@@ -115,7 +115,8 @@ def fold_shift(path: Path, out: Path) -> Path:
     sub, conv = (n for n in model.graph.node[2:4])
     assert (sub.op_type, conv.op_type) == ("Sub", "Conv"), "export's graph starts Cast, Transpose, Sub, Conv"
     values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    values |= {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node if n.op_type == "Constant"}
+    values |= {n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+               for n in model.graph.node if n.op_type == "Constant"}
     weight, bias = values[conv.input[1]], values[conv.input[2]]
     folded = bias - (weight * values[sub.input[1]].reshape(1, -1, 1, 1)).sum(axis=(1, 2, 3))
     model.graph.initializer.append(numpy_helper.from_array(folded.astype(np.float32), conv.input[2] + "_folded"))
@@ -186,7 +187,8 @@ def main() -> int:
     result = {
         "command": " ".join(["python", "benchmarks/bench_input_format.py", *sys.argv[1:]]),
         "machine": {**describe_device(args.threads)["cpu"], "load_average_at_end": os.getloadavg(),
-                    "python": platform.python_version(), "versions": package_versions("onnxruntime", "torch", "pillow")},
+                    "python": platform.python_version(),
+                    "versions": package_versions("onnxruntime", "torch", "pillow")},
         **result, "settings": vars(args),
     }
     write_json(args.out, result)
