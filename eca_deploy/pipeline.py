@@ -18,6 +18,7 @@ from typing import Callable
 
 from .artifacts import check_outputs, ensure_output_dir, sha256_file
 from .data.sources import load_dataset, source_files
+from .data.pixels import FLOAT_NCHW
 from .errors import DataError, EcaDeployError, MissingDependencyError, OutputError
 from .precisions import EXPORTED, LOW_PRECISIONS, is_quantized
 from .packaging.triton import TritonOptions, check_name, install_entry, prepare_entry, refuse_existing
@@ -210,8 +211,21 @@ def openvino_skip_reason(wanted: bool | None) -> str | None:
     return None
 
 
+def pixel_input(cfg: PipelineConfig, log: _Log) -> PipelineConfig:
+    """A uint8-nhwc export is checked as FP32 (its ONNX, engine and the ONNX on OpenVINO): quantize takes
+    float-nchw models."""
+    if cfg.export.input_format == FLOAT_NCHW:
+        return cfg
+    for precision in cfg.precisions:
+        log.skip(f"{precision} ONNX", f"quantize takes float-nchw models; this export takes {cfg.export.input_format}")
+    return replace(cfg, precisions=())
+
+
 def make_ir(exported, loaded, export_cfg: ExportConfig, log: _Log) -> list[str]:
     """The FP32 model as OpenVINO IR, converted from the verified ONNX and verified again."""
+    if export_cfg.input_format != FLOAT_NCHW:
+        log.skip("OpenVINO IR", "the IR export takes float-nchw models (OpenVINO runs the uint8 ONNX itself)")
+        return []
     started = time.perf_counter()
     try:
         result = write_ir(exported, loaded, export_cfg)
@@ -305,6 +319,7 @@ def run_pipeline(cfg: PipelineConfig, echo: Callable[[str], None] = _stderr) -> 
     if unknown:
         raise EcaDeployError(f"--precisions takes {', '.join(LOW_PRECISIONS)}; got {', '.join(sorted(unknown))}")
     log = _Log(echo)
+    cfg = pixel_input(cfg, log)  # before any work: a uint8 export without --data is refused
     total = time.perf_counter()
     out = ensure_output_dir(cfg.export.out_dir or Path("artifacts") / safe_name(model))
     # each stage refuses to overwrite what it reads; the report, written last, is checked before any work

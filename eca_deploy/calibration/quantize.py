@@ -26,7 +26,9 @@ from ..data.sources import Dataset, label_problem, load_dataset, skipped_files, 
 from ..data.synthetic import photo_like_batch
 from ..errors import DataError, ParityError, QuantizationError, first_line, warn
 from ..graph.compare import compare_outputs, judge, resolution_notes
+from ..data.pixels import FLOAT_NCHW
 from ..graph.graph import load_onnx, onnx_inputs, opset_of, summarize
+from ..graph.input_format import read_input_format
 from ..graph.session import make_session
 from ..precisions import LOW_PRECISIONS, PRECISIONS, QUANTIZED_OPS, Tolerance, variant_suffix
 from ..progress import progress
@@ -131,6 +133,9 @@ def high_precision_of(cfg: QuantizeConfig) -> str:
 
 def check_input_model(model: onnx.ModelProto, path: Path) -> int:
     """Refuse quantized or non-image models; return the square input size."""
+    if read_input_format(model) != FLOAT_NCHW:  # calibration and the checks feed normalised float images
+        raise QuantizationError(f"{path} takes uint8 pixels (exported with --input-format uint8-nhwc); quantize "
+                                "the float-nchw export of the same model instead")
     ops = [n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS]
     if ops:
         raise QuantizationError(f"{path} is already quantized ({len(ops)} {ops[0]}/... nodes); "

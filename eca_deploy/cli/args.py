@@ -361,3 +361,15 @@ class OutputArgs(Group):
 
     def fields(self, args):
         return {self.field: args.output}
+
+
+# data.pixels.INPUT_FORMATS' names, spelled here so building the parser imports no numpy (a test checks they agree)
+INPUT_FORMAT_CHOICES = ("float-nchw", "uint8-nhwc")
+
+
+def add_input_format(parser: argparse.ArgumentParser) -> None:
+    """export's and pipeline's --input-format."""
+    parser.add_argument("--input-format", default=INPUT_FORMAT_CHOICES[0], choices=INPUT_FORMAT_CHOICES,
+                        help="float-nchw: the model takes float32 [N, 3, H, W] normalised images; uint8-nhwc: it "
+                             "takes uint8 [N, H, W, 3] RGB pixels and does the cast, its own mean/std "
+                             "normalisation and the layout change itself (recorded in the ONNX metadata)")

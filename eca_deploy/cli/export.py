@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16-weights", action="store_true",
                         help="with --format openvino: store the IR's weights as FP16 (<model>.fp16.xml, half "
                              "the size; computed in FP32, checked by cosine >= 0.9999 to PyTorch)")
+    shared.add_input_format(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,12 +43,15 @@ def run(args: argparse.Namespace) -> int:
     if args.fp16_weights and args.format != "openvino":
         raise UsageError("--fp16-weights applies to --format openvino (for an FP16 ONNX use `eca-deploy "
                          "quantize --precision fp16`)")
+    if args.input_format != "float-nchw" and args.format == "openvino":
+        raise UsageError("--input-format uint8-nhwc applies to --format onnx (the OpenVINO IR export verifies "
+                         "float inputs only; OpenVINO can run the uint8 ONNX itself: openvino:<file.onnx>)")
     fields = shared.fields(GROUPS, args)
     if not fields["model"].startswith(TIMM_PREFIX):
         get_spec(fields["model"])  # an unknown name fails before anything is printed
     fields["weights"] = resolve_weights(fields["weights"])  # a missing file too; a URL is downloaded first
     cfg = ExportConfig(**fields, opset=args.opset, static_batch=args.static_batch, imgsz=args.imgsz,
-                       simplify=args.simplify, num_classes=args.num_classes)
+                       simplify=args.simplify, num_classes=args.num_classes, input_format=args.input_format)
     print(f"exporting {cfg.model}" + (f" with weights {cfg.weights}" if cfg.weights else " (random weights)")
           + " ...", flush=True)
     if args.format == "openvino":
@@ -58,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     last = result.parity.get("simplify", result.parity["export"])
     print(f"wrote {result.onnx_path} ({result.onnx_path.stat().st_size / 2**20:.1f} MB) "
           f"and {result.manifest_path.name}")
+    if cfg.input_format != "float-nchw":
+        print(f"  input: {cfg.input_format} (uint8 [N, {cfg.imgsz}, {cfg.imgsz}, 3] RGB; cast, mean/std and layout "
+              "in the graph)")
     print(f"  ECA blocks: {len(blocks)} plain Conv1d on [N,1,C] (k in {ks})" if blocks else "  no ECA blocks")
     print(f"  parity vs PyTorch: max abs {last['max_abs']:.2e} after "
           f"{'onnxsim' if 'simplify' in result.parity else 'export'} (limit {last['limit']:.0e})")

@@ -33,6 +33,7 @@ def weights_line(model, path: str) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from ..graph.graph import load_onnx, summarize
+    from ..graph.input_format import read_input_format
 
     model = load_onnx(args.onnx)
     summary = summarize(model)
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     for label, items in (("input", summary.inputs), ("output", summary.outputs)):
         for name, dims in items:
             print(f"  {label} {name} {dims}")
+    print(f"  input format: {read_input_format(model)} (ONNX metadata)")
     print("ops: " + ", ".join(f"{op} {n}" for op, n in summary.ops.most_common()))
     print(f"ECA blocks: {len(summary.eca_blocks)}")
     for i, b in enumerate(summary.eca_blocks):

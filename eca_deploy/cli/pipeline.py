@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shared.add_groups(parser, dict.fromkeys((*EXPORT, calibration(), *GROUPS)))
     parser.add_argument("--imgsz", type=shared.image_size, default=224, help="input height and width")
     parser.add_argument("--opset", type=shared.opset, default=17, help="ONNX opset")
+    shared.add_input_format(parser)
     parser.add_argument("--precisions", type=precisions, default="fp16,int8",
                         help="quantized variants to make, comma-separated")
     parser.add_argument("--batch-size", dest="batch_size", type=shared.positive_int, default=16, metavar="N",
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     model = shared.fields(EXPORT, args)
     model["weights"] = resolve_weights(model["weights"])  # a missing file fails here; a URL is downloaded first
     cfg = PipelineConfig(
-        export=ExportConfig(**model, imgsz=args.imgsz, opset=args.opset), **calibration().fields(args),
+        export=ExportConfig(**model, imgsz=args.imgsz, opset=args.opset, input_format=args.input_format), **calibration().fields(args),
         **shared.fields((*GROUPS, QDQ), args), batch_size=args.batch_size, precisions=args.precisions,
         openvino=args.openvino, target=args.target, reference=args.saved_reference,
         deepstream=args.deepstream, recommend_by=args.recommend_by, triton=args.triton)

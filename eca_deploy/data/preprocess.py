@@ -96,12 +96,23 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def preprocess(image: Image.Image, imgsz: int, config: DataConfig = DEFAULT_DATA_CONFIG) -> np.ndarray:
-    """PIL image -> float32 [3, imgsz, imgsz], normalized with the model's mean and std (ImageNet's by default)."""
+def pixels(image: Image.Image, imgsz: int, config: DataConfig = DEFAULT_DATA_CONFIG) -> np.ndarray:
+    """PIL image -> uint8 [imgsz, imgsz, 3] RGB: the evaluation transform up to (not including) normalisation,
+    what a model exported with ``--input-format uint8-nhwc`` takes."""
     resized = resize_shorter(to_rgb(image), resize_size(imgsz, config), config.interpolation)
-    array = np.asarray(center_crop(resized, imgsz), dtype=np.float32) / 255.0
+    return np.asarray(center_crop(resized, imgsz), dtype=np.uint8)
+
+
+def normalize(sample: np.ndarray, config: DataConfig = DEFAULT_DATA_CONFIG) -> np.ndarray:
+    """uint8 [H, W, 3] pixels -> float32 [3, H, W], normalized with the model's mean and std."""
+    array = np.asarray(sample, dtype=np.float32) / 255.0
     array = (array - np.asarray(config.mean, dtype=np.float32)) / np.asarray(config.std, dtype=np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def preprocess(image: Image.Image, imgsz: int, config: DataConfig = DEFAULT_DATA_CONFIG) -> np.ndarray:
+    """PIL image -> float32 [3, imgsz, imgsz], normalized with the model's mean and std (ImageNet's by default)."""
+    return normalize(pixels(image, imgsz, config), config)
 
 
 def refuse_full_decode(image: Image.Image) -> None:
@@ -131,7 +142,12 @@ def decode(image: Image.Image, imgsz: int, config: DataConfig = DEFAULT_DATA_CON
 
 
 def preprocess_file(path: str | os.PathLike, imgsz: int, config: DataConfig = DEFAULT_DATA_CONFIG) -> np.ndarray:
-    """Decode and preprocess one image file.
+    """Decode and preprocess one image file: float32 [3, imgsz, imgsz]."""
+    return normalize(pixels_file(path, imgsz, config), config)
+
+
+def pixels_file(path: str | os.PathLike, imgsz: int, config: DataConfig = DEFAULT_DATA_CONFIG) -> np.ndarray:
+    """Decode, resize and crop one image file: uint8 [imgsz, imgsz, 3].
 
     Pillow's decompression-bomb warning is kept off the user's screen: size is handled by ``decode``,
     and images past Pillow's error limit still raise (the data sources skip them, with the reason).
@@ -139,4 +155,4 @@ def preprocess_file(path: str | os.PathLike, imgsz: int, config: DataConfig = DE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as image:
-            return preprocess(decode(image, imgsz, config), imgsz, config)
+            return pixels(decode(image, imgsz, config), imgsz, config)

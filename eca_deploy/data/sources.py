@@ -23,7 +23,8 @@ from PIL import Image
 from ..artifacts import sha256_file
 from ..errors import DataError, first_line, warn
 from ..progress import progress
-from .preprocess import DEFAULT_DATA_CONFIG, DataConfig, preprocess_file
+from .pixels import FLOAT_NCHW, InputFormat, input_format as format_named
+from .preprocess import DEFAULT_DATA_CONFIG, DataConfig, pixels_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -50,11 +51,15 @@ class Dataset(ABC):
     def __len__(self) -> int: ...
 
     @abstractmethod
-    def _sample(self, index: int) -> np.ndarray | None:
-        """[3, imgsz, imgsz] float32, or None after recording why the sample was skipped."""
+    def _sample(self, index: int, fmt: InputFormat) -> np.ndarray | None:
+        """One sample in ``fmt`` ([3, imgsz, imgsz] float32 by default), or None after recording why it was
+        skipped."""
 
-    def batches(self, batch_size: int, desc: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Full batches of usable samples (the last one may be short); unreadable files are skipped."""
+    def batches(self, batch_size: int, desc: str | None = None,
+                input_format: str = FLOAT_NCHW) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Full batches of usable samples (the last one may be short) in ``input_format`` (data.pixels);
+        unreadable files are skipped."""
+        fmt = format_named(input_format)
         if batch_size < 1:
             raise DataError(f"batch size must be a positive integer, got {batch_size}")
         self.skipped.clear()
@@ -64,7 +69,7 @@ class Dataset(ABC):
         used = 0
         try:
             for index in range(len(self)):
-                sample = self._sample(index)
+                sample = self._sample(index, fmt)
                 bar.update(1)
                 if sample is None:
                     continue
@@ -115,18 +120,19 @@ class ImageDataset(Dataset):
     def sample_digests(self) -> list[str]:
         return [_file_digest(path) for path in self.files]
 
-    def _sample(self, index: int) -> np.ndarray | None:
+    def _sample(self, index: int, fmt: InputFormat) -> np.ndarray | None:
         path = self.files[index]
         other = not_regular(path)
         if other:  # a FIFO or /dev/zero would block or never end
             self.skipped.append((str(path), other))
             return None
         try:
-            return preprocess_file(path, self.imgsz, self.config)
+            decoded = pixels_file(path, self.imgsz, self.config)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             # Pillow raises OSError for truncated/unknown files, SyntaxError for some broken headers.
             self.skipped.append((str(path), first_line(exc)))
             return None
+        return fmt.from_pixels(decoded, self.config)
 
 
 class ArrayDataset(Dataset):
@@ -151,7 +157,10 @@ class ArrayDataset(Dataset):
     def sample_digests(self) -> list[str]:
         return [hashlib.sha256(np.ascontiguousarray(self.array[i]).tobytes()).hexdigest() for i in self.indices]
 
-    def _sample(self, index: int) -> np.ndarray | None:
+    def _sample(self, index: int, fmt: InputFormat) -> np.ndarray | None:
+        if fmt.name != FLOAT_NCHW:  # normalised floats are not the bytes they came from
+            raise DataError(f"{self.description} holds preprocessed float tensors; a model that takes "
+                            f"{fmt.describe} needs images (an image folder or list)")
         return np.asarray(self.array[self.indices[index]], dtype=np.float32)
 
 

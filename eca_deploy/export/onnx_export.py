@@ -34,6 +34,9 @@ from ..graph.session import run_once
 from ..graph.graph import summarize
 from ..data.preprocess import DataConfig
 from ..data.synthetic import photo_like_batch
+from ..data.pixels import FLOAT_NCHW, INPUT_FORMATS
+from ..graph.input_format import record_input_format
+from .input_format import example_input, exported_module, input_shape, verification_inputs
 from .simplify import simplify
 
 INPUT_NAME = "input"
@@ -54,6 +57,7 @@ class ExportConfig:
     simplify: bool = True
     num_classes: int | None = None
     seed: int = 0  # random init (without weights) and the verification batch
+    input_format: str = FLOAT_NCHW  # data.pixels: uint8-nhwc bakes the preprocessing into the graph
 
 
 @dataclass
@@ -130,16 +134,17 @@ def _stdout_to_stderr():
         os.close(saved)
 
 
-def to_onnx(loaded: LoadedModel, opset: int, batch: int | None, imgsz: int) -> onnx.ModelProto:
-    example = torch.zeros(batch or 1, 3, imgsz, imgsz)
+def to_onnx(loaded: LoadedModel, opset: int, batch: int | None, imgsz: int,
+            input_format: str = FLOAT_NCHW) -> onnx.ModelProto:
+    example = example_input(input_format, batch or 1, imgsz)
     buffer = io.BytesIO()
     dynamic = None if batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     try:
         with warnings.catch_warnings(), _stdout_to_stderr():
             warnings.simplefilter("ignore")  # TorchScript exporter deprecation notices
-            torch.onnx.export(loaded.model, (example,), buffer, input_names=[INPUT_NAME],
-                              output_names=[OUTPUT_NAME], dynamic_axes=dynamic, opset_version=opset,
-                              do_constant_folding=True, dynamo=False)
+            torch.onnx.export(exported_module(loaded.model, input_format, loaded.data_config), (example,), buffer,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic,
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed for {loaded.name} at opset {opset}: "
                           f"{first_line(exc)}") from exc
@@ -158,6 +163,8 @@ def export_model(cfg: ExportConfig, loaded: LoadedModel | None = None) -> Export
         raise ExportError(f"--imgsz must be at least {MIN_IMAGE_SIZE}, got {cfg.imgsz}")
     if cfg.static_batch is not None and cfg.static_batch < 1:
         raise ExportError(f"--static-batch must be a positive integer, got {cfg.static_batch}")
+    if cfg.input_format not in INPUT_FORMATS:
+        raise ExportError(f"--input-format must be one of {', '.join(INPUT_FORMATS)}, got {cfg.input_format}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if loaded is None:
@@ -190,14 +197,16 @@ def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings:
     check_same_weights(onnx_path, _weights(loaded, cfg))
 
     t = time.perf_counter()
-    graph = to_onnx(loaded, cfg.opset, cfg.static_batch, cfg.imgsz)
+    graph = to_onnx(loaded, cfg.opset, cfg.static_batch, cfg.imgsz, cfg.input_format)
     timings["export"] = time.perf_counter() - t
 
-    batch = verification_batch(cfg.static_batch, cfg.imgsz, cfg.seed, loaded.data_config)
+    feed, batch = verification_inputs(cfg.input_format,
+                                      verification_batch(cfg.static_batch, cfg.imgsz, cfg.seed, loaded.data_config),
+                                      loaded.data_config)
     reference = torch_logits(loaded.model, batch)
     gap = rounding_gap_of(loaded.model, batch, reference)
     t = time.perf_counter()
-    parity = {"export": verify_fp32(graph, reference, batch, "after export", gap)}
+    parity = {"export": verify_fp32(graph, reference, feed, "after export", gap)}
     timings["verify_export"] = time.perf_counter() - t
 
     if cfg.simplify:
@@ -205,9 +214,10 @@ def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings:
         graph = simplify(graph)
         timings["simplify"] = time.perf_counter() - t
         t = time.perf_counter()
-        parity["simplify"] = verify_fp32(graph, reference, batch, "after onnxsim", gap)
+        parity["simplify"] = verify_fp32(graph, reference, feed, "after onnxsim", gap)
         timings["verify_simplify"] = time.perf_counter() - t
 
+    record_input_format(graph, cfg.input_format)  # after onnxsim, which rebuilds the model
     summary = summarize(graph)
     not_plain = [b for b in summary.eca_blocks if not b.plain]
     expected = len(loaded.eca_blocks)
@@ -226,7 +236,9 @@ def _export_into(out_dir: Path, cfg: ExportConfig, loaded: LoadedModel, timings:
         eca_k_per_stage=k_per_stage(loaded.model),
         eca_blocks=[{"module": n, "channels": c, "k": k} for n, c, k in loaded.eca_blocks],
         opset=cfg.opset,
-        input={"name": INPUT_NAME, "shape": [cfg.static_batch or "batch", 3, cfg.imgsz, cfg.imgsz], "dtype": "float32"},
+        input={"name": INPUT_NAME, "shape": input_shape(cfg.input_format, cfg.static_batch or "batch", cfg.imgsz),
+               "dtype": INPUT_FORMATS[cfg.input_format].dtype},
+        input_format=cfg.input_format,
         output={"name": OUTPUT_NAME, "shape": [cfg.static_batch or "batch", loaded.num_classes]},
         dynamic_axes={} if cfg.static_batch else {INPUT_NAME: {"0": "batch"}, OUTPUT_NAME: {"0": "batch"}},
         simplified=cfg.simplify,

@@ -78,4 +78,5 @@ def run_once(model: str | os.PathLike | onnx.ModelProto, batch: np.ndarray) -> n
     """Logits of one batch on onnxruntime CPU (a fresh session: for checks, not for timing)."""
     session = make_session(model)
     name = session.get_inputs()[0].name
-    return session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+    dtype = np.float32 if batch.dtype.kind == "f" else batch.dtype  # a uint8-nhwc model's pixels stay bytes
+    return session.run(None, {name: np.ascontiguousarray(batch, dtype=dtype)})[0]

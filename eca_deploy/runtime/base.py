@@ -1,6 +1,7 @@
 """The one small interface every inference backend implements (Polygraphy's runner idea, trimmed).
 
-A backend is opened on a model, takes float32 NCHW batches and returns logits; comparators and
+A backend is opened on a model, takes batches in its input format (float32 NCHW, or uint8 NHWC pixels for a
+model exported with ``--input-format uint8-nhwc``) and returns logits; comparators and
 benchmarks only ever see this interface, so nothing above a backend asks what kind it is.
 """
 
@@ -13,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..data.pixels import FLOAT_NCHW, INPUT_FORMATS
 from ..artifacts import manifest_path, verified_manifest
 from ..errors import EcaDeployError, ManifestError, OnnxFileError, warn
 
@@ -23,21 +25,17 @@ class InputSpec:
     shape: tuple[int | None, ...]  # None where the axis is dynamic (usually the batch)
     dtype: str = "float32"
 
-    @property
-    def image_size(self) -> tuple[int | None, int | None]:
-        return self.shape[-2], self.shape[-1]
 
-
-IMAGE_DTYPES = ("float32", "float16")
-
-
-def require_image_input(label: str, spec: InputSpec) -> None:
-    """Refuse, when a model is opened rather than mid-run, one whose input is not a float [N, 3, H, W] image
-    batch (token ids, one channel): every backend's spec goes through here (registry.open_backend)."""
-    if spec.dtype not in IMAGE_DTYPES or len(spec.shape) != 4 or spec.shape[1] not in (None, 3):
+def require_image_input(label: str, spec: InputSpec, input_format: str = FLOAT_NCHW) -> None:
+    """Refuse, when a model is opened rather than mid-run, one whose input is not an image batch of the input
+    format its metadata records (token ids, one channel, or metadata that does not match the graph): every
+    backend's spec goes through here (registry.open_backend)."""
+    if not INPUT_FORMATS[input_format].accepts(spec.dtype, spec.shape):
         shape = [d if isinstance(d, int) else "?" for d in spec.shape]
+        expected = ("one float32 or float16 [N, 3, H, W] input" if input_format == FLOAT_NCHW
+                    else f"one input of {INPUT_FORMATS[input_format].describe}, as its metadata records")
         raise OnnxFileError(f"{label} takes a {spec.dtype} {shape} input '{spec.name}'; eca-deploy runs image "
-                            "classifiers with one float32 or float16 [N, 3, H, W] input")
+                            f"classifiers with {expected}")
 
 
 DeviceRunner = tuple[Callable[[], float], str]  # (run() -> milliseconds, which clock measured them)
@@ -49,14 +47,22 @@ class Backend(ABC):
     name: str  # e.g. "torch-cpu", "onnxruntime-cpu", "tensorrt"
     fp32_math: str = "fp32"  # "tf32" where FP32 convolutions run in TF32 (TensorRT on Ampere and newer)
     batch_range: tuple[int, int] | None = None  # an engine profile's (min, max) batch; None: any batch
+    # what infer() is fed (data.pixels): set by registry.open_backend from the artifact's recorded format
+    input_format: str = FLOAT_NCHW
 
     @property
     @abstractmethod
     def input_spec(self) -> InputSpec: ...
 
+    @property
+    def image_size(self) -> tuple[int | None, int | None]:
+        """(height, width) of the input, read in the axes of its input format."""
+        return INPUT_FORMATS[self.input_format].image_size(self.input_spec.shape)
+
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """float32 [N, 3, H, W] -> float32 [N, classes] logits, on the host."""
+        """A batch in ``input_format`` (float32 [N, 3, H, W] by default) -> float32 [N, classes] logits, on the
+        host."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -69,6 +75,12 @@ class Backend(ABC):
         if self.batch_range:
             return int(self.batch_range[0]), int(self.batch_range[1])
         return 1, None
+
+    def as_input(self, batch: np.ndarray, dtype) -> np.ndarray:
+        """``batch`` as the C-contiguous ``dtype`` array the runtime takes, after refusing a batch of the other
+        input format in one line (normalised floats cast to bytes would be garbage, not an error)."""
+        INPUT_FORMATS[self.input_format].check_batch(batch, self.name)
+        return np.ascontiguousarray(batch, dtype=dtype)
 
     def float64_logits(self, batch: np.ndarray) -> np.ndarray | None:
         """The same model's logits computed in float64, where this backend can (the PyTorch reference): the
@@ -151,4 +163,5 @@ class ArtifactKind:
     precision: Callable[[Any], tuple[str, str]] | None = None  # (precision, source) no manifest records
     inputs: Callable[[Any], list[Path]] = file_and_manifest  # every file running it reads
     int8_layout: Callable[[Any], str | None] = lambda artifact: None  # an INT8 artifact's Q/DQ layout
+    input_format: Callable[[Any], str] = lambda artifact: FLOAT_NCHW  # what it is fed (data.pixels), as recorded
     remote: bool = False  # served elsewhere and timed from this client: concurrency levels, no power sampling

@@ -8,6 +8,7 @@ folder's kind.py, listed below.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -120,6 +121,11 @@ class Artifact:
         """Every file running this artifact reads: what no output of the run may overwrite."""
         return self.row.inputs(self)
 
+    @functools.cached_property
+    def input_format(self) -> str:
+        """What this artifact is fed (data.pixels), as its file records it (its owner row reads it)."""
+        return self.owner.input_format(self)
+
     def layout(self, precision: str) -> str | None:
         """An INT8 artifact's Q/DQ layout (tensorrt or cpu)."""
         return self.row.int8_layout(self) if is_quantized(precision) else None
@@ -160,7 +166,8 @@ def open_backend(artifact: Artifact | str, options: OpenOptions | None = None, *
         artifact = parse_spec(artifact)
     backend = artifact.row.opener(artifact, replace(options or OpenOptions(), **fields))
     try:
-        require_image_input(artifact.label, backend.input_spec)  # the same input check for every backend
+        backend.input_format = artifact.input_format  # what the harness feeds it (data.sources batches it so)
+        require_image_input(artifact.label, backend.input_spec, backend.input_format)  # one check for every backend
     except OnnxFileError:
         backend.close()
         raise

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.synthetic import photo_like_batch
+from ...data.synthetic import synthetic_batch
 from ...errors import EcaDeployError, EngineError, UsageError, warn
 from ...progress import progress
 from ..base import Backend, OpenOptions
@@ -138,7 +138,7 @@ def bench_backend(backend: Backend, batches: tuple[int, ...], imgsz: int, warmup
     ``power``, the board's mean power over the timed loop, mJ per image and FPS per watt."""
     entries = []
     for batch in progress(batches, desc=f"bench {label or backend.name}", unit="batch sizes"):
-        images = photo_like_batch(batch, imgsz, [seed, batch])
+        images = synthetic_batch(backend.input_format, batch, imgsz, [seed, batch])
         device = backend.device_runner(images)
         copies = "included" if device else "none (host memory)"
         entries.append({"batch": batch, "clock": "host", "copies": copies,
@@ -263,7 +263,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         saturation = int8_cpu_warning(artifact.path, backend.name)
         if saturation:
             warn(saturation + " (its speed here is still measured)")
-        imgsz = backend.input_spec.image_size[0] or cfg.imgsz or 224
+        imgsz = backend.image_size[0] or cfg.imgsz or 224
         if artifact.row.remote:  # the server's power is not this machine's to sample
             entries = bench_concurrency(backend, timing.batches, cfg.concurrency or (1,), imgsz, timing.warmup,
                                         timing.iterations, timing.duration, cfg.seed, artifact.label)

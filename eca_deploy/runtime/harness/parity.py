@@ -65,7 +65,7 @@ def collect_logits(backend: Backend, data, batch: int, desc: str) -> tuple[np.nd
     low, high = backend.batch_limits()
     batch = max(low, min(batch, high or batch))
     outputs, labels = [], []
-    for images, targets in data.batches(batch, desc=desc):
+    for images, targets in data.batches(batch, desc=desc, input_format=backend.input_format):
         n = len(images)
         if n < low:
             images = np.concatenate([images, np.zeros((low - n, *images.shape[1:]), images.dtype)])
@@ -76,7 +76,7 @@ def collect_logits(backend: Backend, data, batch: int, desc: str) -> tuple[np.nd
 
 
 def check_input_size(name: str, backend: Backend, imgsz: int) -> None:
-    height, width = backend.input_spec.image_size
+    height, width = backend.image_size
     if any(side is not None and side != imgsz for side in (height, width)):  # a dynamic side takes any size
         raise DataError(f"{name} takes {height or '?'}x{width or '?'} inputs but the comparison runs at "
                         f"{imgsz}x{imgsz} (set --imgsz, or compare models exported at the same size)")
@@ -85,7 +85,7 @@ def check_input_size(name: str, backend: Backend, imgsz: int) -> None:
 def resolve_imgsz(imgsz: int | None, backends: list[tuple[str, Backend]]) -> int:
     """--imgsz, else the first fixed input side among the models, else 224."""
     if imgsz is None:
-        imgsz = next((side for _, b in backends for side in b.input_spec.image_size if side), 224)
+        imgsz = next((side for _, b in backends for side in b.image_size if side), 224)
     for name, backend in backends:
         check_input_size(name, backend, imgsz)
     return imgsz
@@ -117,7 +117,7 @@ class CandidateResult:
 def measure_rounding_gap(backend: Backend, data) -> float | None:
     """FP32's own error on the first few of these inputs (graph.compare.rounding_gap), where the backend can
     also run them in float64 (the PyTorch reference); None where it cannot."""
-    for images, _ in data.batches(ROUNDING_SAMPLES):
+    for images, _ in data.batches(ROUNDING_SAMPLES, input_format=backend.input_format):
         exact = backend.float64_logits(images)
         return None if exact is None else rounding_gap(backend.infer(images), exact)
     return None

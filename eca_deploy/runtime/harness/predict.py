@@ -16,7 +16,8 @@ from PIL import Image
 
 from ...artifacts import require_file
 from ...data.labels import class_names, read_labels
-from ...data.preprocess import DEFAULT_DATA_CONFIG, INTERPOLATIONS, DataConfig, preprocess_file
+from ...data.pixels import FLOAT_NCHW, input_format as input_format_named
+from ...data.preprocess import DEFAULT_DATA_CONFIG, INTERPOLATIONS, DataConfig, pixels_file
 from ...data.sources import not_regular
 from ...errors import DataError, first_line, warn
 from ..base import OpenOptions
@@ -39,14 +40,16 @@ class Prediction:
 
 
 class _Images:
-    """Preprocessed images in memory, in the order given: what ``collect_logits`` iterates."""
+    """Decoded images in memory, in the order given: what ``collect_logits`` iterates, in the input format
+    the backend asks for."""
 
-    def __init__(self, array: np.ndarray):
-        self.array = array
+    def __init__(self, pixels: list[np.ndarray], config: DataConfig):
+        self.pixels, self.config = pixels, config
 
-    def batches(self, batch_size: int, desc: str | None = None):
-        for start in range(0, len(self.array), batch_size):
-            yield self.array[start:start + batch_size], None
+    def batches(self, batch_size: int, desc: str | None = None, input_format: str = FLOAT_NCHW):
+        fmt = input_format_named(input_format)
+        for start in range(0, len(self.pixels), batch_size):
+            yield np.stack([fmt.from_pixels(p, self.config) for p in self.pixels[start:start + batch_size]]), None
 
 
 def check_images(images: list[str]) -> list[Path]:
@@ -77,14 +80,14 @@ def data_config(artifact: Artifact, backend: Backend) -> DataConfig:
     return loaded.data_config if loaded is not None else DEFAULT_DATA_CONFIG
 
 
-def load_images(paths: list[Path], imgsz: int, config: DataConfig) -> np.ndarray:
+def load_images(paths: list[Path], imgsz: int, config: DataConfig) -> _Images:
     arrays = []
     for path in paths:
         try:
-            arrays.append(preprocess_file(path, imgsz, config))
+            arrays.append(pixels_file(path, imgsz, config))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise DataError(f"cannot read image {path}: {first_line(exc)}") from None
-    return np.stack(arrays)
+    return _Images(arrays, config)
 
 
 def top_k(logits: np.ndarray, names: list[str] | None, k: int = TOP_K) -> list[tuple[int, str | None, float]]:
@@ -103,7 +106,7 @@ def predict(spec: str, images: list[str | os.PathLike], labels: str | None = Non
     artifact = parse_spec(spec)
     with open_backend(artifact, options, imgsz=imgsz or DEFAULT_DATA_CONFIG.input_size) as backend:
         size = resolve_imgsz(imgsz, [(artifact.label, backend)])
-        batch = load_images(paths, size, data_config(artifact, backend))
-        logits, _ = collect_logits(backend, _Images(batch), BATCH, desc=None)
+        images = load_images(paths, size, data_config(artifact, backend))
+        logits, _ = collect_logits(backend, images, BATCH, desc=None)
     names = class_names(logits.shape[1], names, f"labels file {labels}")
     return [Prediction(str(path), top_k(row, names)) for path, row in zip(paths, logits)]

@@ -55,7 +55,7 @@ class OpenVinoBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if batch.dtype != self._dtype or not batch.flags.c_contiguous:
-            batch = np.ascontiguousarray(batch, dtype=self._dtype)
+            batch = self.as_input(batch, self._dtype)
         if self._queue is None or len(batch) == 1:
             return self._request.infer(batch, share_inputs=True)[0]
         parts = np.array_split(batch, min(len(batch), len(self._queue)))

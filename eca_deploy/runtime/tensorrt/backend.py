@@ -148,7 +148,7 @@ class TensorRTBackend(Backend):
         if not low <= batch.shape[0] <= high:
             raise EngineError(f"batch {batch.shape[0]} is outside the engine's profile {low}..{high}; rebuild with "
                               f"`eca-deploy build --profile MIN:OPT:MAX` covering it")
-        return np.ascontiguousarray(batch, dtype=self._dtypes[self._input])
+        return self.as_input(batch, self._dtypes[self._input])
 
     def _bind(self, n: int) -> _Buffers:
         """Set the input shape and every tensor address for batch ``n``; buffers are allocated on first use."""

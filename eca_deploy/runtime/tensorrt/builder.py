@@ -28,10 +28,12 @@ from typing import Any
 
 from ...artifacts import (atomic_write, ensure_output_dir, file_lock, package_versions, sha256_file, source_weights,
                           write_artifact)
+from ...data.pixels import FLOAT_NCHW, INPUT_FORMATS
 from ...data.sources import load_dataset
 from ...errors import EngineError, first_line
 from ...graph.graph import io_tensors, load_onnx
 from ...precisions import is_quantized
+from ...graph.input_format import read_input_format
 from .calibrator import CalibrationData, cache_source, calibration_base, record_calibration_cache
 from .compat import (check_builder_version, check_legacy_precision, check_new_options, check_onnx_opset,
                      precision_flags, strongly_typed, version_text)
@@ -62,6 +64,10 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     check_new_options(version, cfg.opt_level, cfg.version_compatible)
     check_legacy_precision(version, cfg.legacy_precision)
     check_onnx_opset(version, plan.opset)
+    input_format = read_input_format(plan.onnx_path)  # copied into the manifest: the engine's runner reads it
+    if cfg.legacy_precision == "int8" and input_format != FLOAT_NCHW:
+        raise EngineError(f"{plan.onnx_path.name} takes uint8 pixels; legacy INT8 calibration feeds float images: "
+                          "build it from the float-nchw export")
     dataset = None
     if is_quantized(cfg.legacy_precision) and cfg.calib_data:
         dataset = load_dataset(cfg.calib_data, imgsz=plan.image_shape[-1], count=cfg.calib_count, seed=cfg.seed)
@@ -92,7 +98,8 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         builder_flags=list(precision_flags(version, cfg.legacy_precision, plan.onnx_precision, dla)),
         tf32=False,  # Polygraphy's CreateConfig clears BuilderFlag.TF32 unless asked (tf32=True)
         input={"name": plan.input_name, "shape": ["batch" if not plan.static_batch else plan.profile.opt,
-                                                   *plan.image_shape], "dtype": "float32"},
+                                                   *plan.image_shape], "dtype": INPUT_FORMATS[input_format].dtype},
+        input_format=input_format,
         # what a Triton model config declares for the engine, where the ONNX may be absent (packaging/triton.py)
         outputs=io_tensors(load_onnx(plan.onnx_path, load_weights=False))[1],
         profile={"batch": str(plan.profile), "min": list(low), "opt": list(opt), "max": list(high)},

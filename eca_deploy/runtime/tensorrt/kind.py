@@ -7,10 +7,17 @@ from pathlib import Path
 
 from ...artifacts import manifest_path, read_manifest
 from ...errors import EngineError, ManifestError, MissingDependencyError
+from ...graph.input_format import check_input_format
 from ..base import ArtifactKind, Backend, OpenOptions
 from .compat import refuse_stale_manifest
 from .env import tensorrt_unavailable_reason
 from .plan import ENGINE_SUFFIXES
+
+
+def input_format(artifact) -> str:
+    """An engine's input format: build copies the ONNX's into the manifest."""
+    recorded = (artifact.manifest or {}).get("input_format")
+    return check_input_format(recorded, f"manifest {manifest_path(artifact.path)}")
 
 
 def _is_shape(value) -> bool:
@@ -55,4 +62,4 @@ KIND = ArtifactKind(
     "tensorrt", "TensorRT", "TensorRT engine", ("a TensorRT .engine/.plan file",), open_engine,
     suffixes=ENGINE_SUFFIXES, not_found=EngineError,
     manifest=lambda path: check_engine_manifest(path, read_manifest(path)),
-    int8_layout=lambda artifact: "tensorrt")
+    int8_layout=lambda artifact: "tensorrt", input_format=input_format)
