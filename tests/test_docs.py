@@ -56,7 +56,7 @@ def test_every_marker_opens_a_bash_or_python_block_with_known_flags():
     for page in pages():
         lines = page.read_text().splitlines()
         for i, line in enumerate(lines):
-            if "doc-test" in line:
+            if line.strip().startswith("<!-- doc-test"):
                 marker = MARKER.fullmatch(line.strip())
                 assert marker, f"{page.name}:{i + 1}: not `<!-- doc-test: run [flag ...] -->`: {line}"
                 assert set(marker.group(1).split()) <= FLAGS, f"{page.name}:{i + 1}: flags are {sorted(FLAGS)}"
