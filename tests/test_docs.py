@@ -17,7 +17,7 @@ import pytest
 from docs.blocks import FLAGS, MARKER, ROOT, Block, blocks, command_folder, pages, run_block, runnable
 from eca_deploy.runtime.tensorrt.env import TENSORRT_INSTALL
 
-INSTALL = re.compile(r"(sudo apt(-get)? install |python3 -m venv |(PATH=\S+ )?python3 -m pip install )")
+INSTALL = re.compile(r"(sudo apt(-get)? install |python3 -m venv |(PATH=\S+ )?(python3 -m )?pip install )")
 KINDS = {
     "install": INSTALL,  # changes the machine: pip, apt, venv
     "gpu": re.compile(r"python3 -m pytest -m gpu "),  # needs a CUDA GPU and TensorRT
@@ -89,7 +89,7 @@ def test_pip_lines_install_only_this_project_and_its_dependencies():
         for word in words:
             if word in ("-e", ".") or word.startswith("--index-url") or word.startswith("https://"):
                 continue
-            extra = re.fullmatch(r"\.\[([\w,]+)\]", word)
+            extra = re.fullmatch(r"(?:\.|eca-deploy)\[([\w,]+)\]", word)
             if extra:
                 assert set(extra.group(1).split(",")) <= extras, f"{line}: no such extra"
             else:
