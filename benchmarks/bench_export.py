@@ -1,7 +1,7 @@
 """Export wall time and the ECA overhead on onnxruntime CPU (issue 2).
 
     python benchmarks/bench_export.py            # prints a table, writes runs/benchmarks/export.json
-    python benchmarks/bench_export.py --update-results  # into benchmarks/results/, what the README quotes
+    python benchmarks/bench_export.py --update-results  # into benchmarks/results/, what docs/performance.md quotes
 
 1. Wall time of the `eca-deploy export --model eca_resnet50` process (median of --runs), and of each
    stage measured in-process.

@@ -1,7 +1,7 @@
 """The runtime harness measured on this machine (issue 5).
 
     python benchmarks/bench_harness.py     # prints three tables, writes runs/benchmarks/harness.json
-    python benchmarks/bench_harness.py --update-results  # into benchmarks/results/, what the README quotes
+    python benchmarks/bench_harness.py --update-results  # into benchmarks/results/, what docs/performance.md quotes
 
 1. Pipeline total time: `run_pipeline` for eca_resnet50 at 224 on real PNG files written from
    scikit-learn's digits: INT8 calibrated on a few hundred, parity on another couple of hundred

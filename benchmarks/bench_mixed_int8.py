@@ -1,7 +1,7 @@
 """What keeping layers in float costs (issue 12): FP32 vs full INT8 vs mixed INT8 on onnxruntime CPU.
 
     python benchmarks/bench_mixed_int8.py    # prints a table, writes runs/benchmarks/mixed_int8.json
-    python benchmarks/bench_mixed_int8.py --update-results  # into benchmarks/results/, what the README quotes
+    python benchmarks/bench_mixed_int8.py --update-results  # into benchmarks/results/, what docs/performance.md quotes
 
 The model is the one the tests use: the trained digits ECA-ResNet-18 (32x32) with two planted outlier
 channels (eca_deploy/testing/outliers.py; FP32 function unchanged). On the cpu target:

@@ -1,7 +1,7 @@
 """onnxruntime vs OpenVINO on the CPU, side by side, and what each does with the ECA gate (issue 13).
 
     python benchmarks/bench_openvino.py      # prints the tables, writes runs/benchmarks/openvino.json
-    python benchmarks/bench_openvino.py --update-results  # into benchmarks/results/, what the README quotes
+    python benchmarks/bench_openvino.py --update-results  # into benchmarks/results/, what docs/performance.md quotes
 
 1. eca_resnet50 and resnet50 at 224 exported (dynamic batch), and their INT8 models (`quantize
    --target cpu`, Q/DQ) calibrated on --calib-count crops of the two photos scikit-learn ships.

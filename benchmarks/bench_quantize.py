@@ -1,7 +1,7 @@
 """FP16 / INT8 on onnxruntime CPU, and what 512-image calibration costs (issue 3).
 
     python benchmarks/bench_quantize.py          # prints a table, writes runs/benchmarks/quantize.json
-    python benchmarks/bench_quantize.py --update-results  # into benchmarks/results/, what the README quotes
+    python benchmarks/bench_quantize.py --update-results  # into benchmarks/results/, what docs/performance.md quotes
 
 1. Calibration of eca_resnet50 at 224 on 512 real-looking JPEGs (crops of the two photos scikit-learn
    ships, at varied sizes; or --images DIR): wall time of the calibration step and peak RSS of the

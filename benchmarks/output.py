@@ -1,5 +1,5 @@
 """Where a benchmark writes: runs/benchmarks/ by default, so a trial run never replaces the committed numbers in
-benchmarks/results/ that the README quotes; --update-results writes those (an explicit --out wins over both)."""
+benchmarks/results/ that docs/performance.md quotes; --update-results writes those (an explicit --out wins over both)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def add_output_args(parser: argparse.ArgumentParser, name: str) -> None:
                         help=f"result JSON (default: runs/benchmarks/{name}; benchmarks/results/{name} with "
                              "--update-results)")
     parser.add_argument("--update-results", action="store_true",
-                        help="write into benchmarks/results/, the committed numbers the README quotes")
+                        help="write into benchmarks/results/, the committed numbers docs/performance.md quotes")
 
 
 def results_dir(args: argparse.Namespace) -> Path:

@@ -73,15 +73,15 @@ def _table(markdown: str) -> dict[str, tuple[str, str]]:
     return {row[0]: (row[1], row[2]) for row in rows}
 
 
-def test_readme_pipeline_sample_names_the_files_and_precisions_the_tool_writes(pipeline_run):
-    """The README's sample run: every file it names is one the pipeline writes (the FP16 file has no target
+def test_the_docs_pipeline_sample_names_the_files_and_precisions_the_tool_writes(pipeline_run):
+    """The sample run docs/harness.md shows: every file it names is one the pipeline writes (the FP16 file has no target
     suffix), and each table row shows the format and precision the real report.md shows."""
     import re
     from pathlib import Path
 
     _, out = pipeline_run
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    sample = readme[readme.index("$ eca-deploy pipeline --model eca_resnet18"):]
+    page = (Path(__file__).parents[1] / "docs" / "harness.md").read_text()
+    sample = page[page.index("$ eca-deploy pipeline --model eca_resnet18"):]
     sample = sample[:sample.index("```")]
     written = {p.name for p in out.iterdir()}
     named = set(re.findall(r"(eca_resnet18[\w.]*\.(?:onnx|xml))", sample))

@@ -35,7 +35,7 @@ def _parity_on(capsys, tmp_path, candidate: str):
 
 
 def test_ir_weights_linked_from_outside_the_model_folder_are_refused(tmp_path, capsys):
-    """main loaded them: onnxruntime refuses the same for ONNX external data (README, Errors)."""
+    """main loaded them: onnxruntime refuses the same for ONNX external data (docs/errors.md)."""
     outside = ir(tmp_path / "elsewhere")
     model = tmp_path / "models" / "model.xml"
     model.parent.mkdir()

@@ -186,7 +186,7 @@ def test_refuses_to_overwrite_its_input(digits, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def random_r50(tmp_path_factory):
-    """The README's default model with random weights, exported at 64x64, with its weights file."""
+    """The default model (eca_resnet50) with random weights, exported at 64x64, with its weights file."""
     import torch
 
     from eca_deploy.export.onnx_export import ExportConfig, export_model
@@ -200,7 +200,7 @@ def random_r50(tmp_path_factory):
 
 
 def test_fp16_gate_is_parity_fp16_verdict_and_takes_its_flags(random_r50, photos, tmp_path, capsys):
-    """The README's FP16 command writes on the default random-weight model with real photos; the gate is the
+    """The FP16 command of docs/quantize.md writes on the default random-weight model with real photos; the gate is the
     judgement parity makes of FP16 (parity then passes the file), and parity's flags tighten or loosen it."""
     from eca_deploy.runtime.base import OpenOptions
     from eca_deploy.runtime.harness.parity import ParityConfig, run_parity

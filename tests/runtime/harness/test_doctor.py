@@ -95,7 +95,7 @@ def test_memory_reads_meminfo_and_a_container_limit(tmp_path):
 def test_json_has_every_check_and_the_exit_status(capsys):
     import json
 
-    code = main(["doctor", "--json"])  # the README command
+    code = main(["doctor", "--json"])  # the command docs/doctor.md shows
     report = json.loads(capsys.readouterr().out)
     assert [c["name"] for c in report["checks"]] == NAMES
     assert report["exit_code"] == code and report["summary"] in ("everything present works",) or \

@@ -86,11 +86,11 @@ def test_other_class_counts_show_indices_and_the_table_names_each_image(digits, 
 
 
 def test_readme_predict_command_names_imagenet_classes(tmp_path, photos, monkeypatch, capsys):
-    """The README's command, on its export's path, with a real photo: five ImageNet names per image."""
+    """predict on an export's path (docs/predict.md), with a real photo: five ImageNet names per image."""
     from eca_deploy.export.onnx_export import ExportConfig, export_model
 
     monkeypatch.chdir(tmp_path)
-    export_model(ExportConfig(model="eca_resnet50", imgsz=64))  # the README's export, smaller
+    export_model(ExportConfig(model="eca_resnet50", imgsz=64))  # the default export, smaller
     shutil.copy(sorted(photos.glob("*.jpg"))[0], tmp_path / "photo.jpg")
     assert main("predict artifacts/eca_resnet50/eca_resnet50.onnx photo.jpg".split()) == 0
     lines = capsys.readouterr().out.splitlines()
