@@ -18,8 +18,9 @@ from eca_deploy.testing.official import use_official_eca
 FORBIDDEN_AROUND_ECA = {"Shape", "Expand", "Gather", "Transpose"}
 
 
-# The deepest models take most of the export time; the default tier covers their families through the others.
-DEEP = {"eca_resnet101", "eca_resnet152"}
+# The deepest models take most of the export time; the default tier covers their families through the others
+# (eca_resnet34: the BasicBlock family of eca_resnet18, deeper; eca_resnet101/152: the Bottleneck of eca_resnet50).
+DEEP = {"eca_resnet34", "eca_resnet101", "eca_resnet152"}
 ALL_MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in DEEP else name for name in list_models()]
 
 
