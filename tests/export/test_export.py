@@ -120,7 +120,8 @@ def test_random_init_has_a_trained_models_logit_scale_on_real_photos(random_expo
     from eca_deploy.data.sources import load_dataset
 
     images = np.concatenate([b for b, _ in load_dataset(str(photos), imgsz=IMGSZ, count=None, seed=0).batches(8)])
-    models = {"eca_resnet101": load_model("eca_resnet101").model,  # the shared ones: load_model's seeded init
+    # eca_resnet50 and eca_mobilenetv2: the run's shared loads, which are load_model's seeded init too
+    models = {"eca_resnet101": load_model("eca_resnet101").model,
               **{name: random_exports[name].loaded.model for name in ("eca_resnet50", "eca_mobilenetv2")}}
     for name, model in models.items():
         with torch.no_grad():
