@@ -10,6 +10,7 @@ import torch
 from eca_deploy.data.sources import load_dataset
 from eca_deploy.graph.cpu import describe_features, this_cpu_features
 from eca_deploy.testing.digits import Digits, cached_digits
+from eca_deploy.testing.exports import RandomExports
 from eca_deploy.testing.outliers import OutlierModel, build_outlier_model
 
 
@@ -52,3 +53,10 @@ def photos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
     write_photos(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def random_exports(tmp_path_factory) -> RandomExports:
+    """Registered models with seeded random weights, exported once per run at 64x64 (dynamic batch) on first
+    use, each with its weights file: ``random_exports["eca_resnet50"].onnx``; read-only."""
+    return RandomExports(tmp_path_factory.mktemp("random_exports"))

@@ -185,18 +185,10 @@ def test_refuses_to_overwrite_its_input(digits, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def random_r50(tmp_path_factory):
+def random_r50(random_exports):
     """The default model (eca_resnet50) with random weights, exported at 64x64, with its weights file."""
-    import torch
-
-    from eca_deploy.export.onnx_export import ExportConfig, export_model
-    from eca_deploy.models import load_model
-
-    folder = tmp_path_factory.mktemp("r50")
-    loaded = load_model("eca_resnet50")
-    torch.save(loaded.model.state_dict(), folder / "r50_random.pth")
-    result = export_model(ExportConfig(model="eca_resnet50", out_dir=str(folder), imgsz=64), loaded=loaded)
-    return result.onnx_path, folder / "r50_random.pth"
+    shared = random_exports["eca_resnet50"]
+    return shared.onnx, shared.weights
 
 
 def test_fp16_gate_is_parity_fp16_verdict_and_takes_its_flags(random_r50, photos, tmp_path, capsys):

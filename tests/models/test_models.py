@@ -47,7 +47,7 @@ def test_mobilenetv2_parameter_count_and_official_k_rule():
 def test_every_model_runs_forward(name):
     model = create_model(name, num_classes=7).eval()
     with torch.no_grad():
-        out = model(torch.randn(2, 3, 64, 64))
+        out = model(torch.randn(2, 3, 32, 32))  # the smallest size every model takes (ResNets reduce it 32x)
     assert out.shape == (2, 7)
     assert torch.isfinite(out).all()
 
@@ -88,8 +88,11 @@ def test_adaptive_kernel_size_rule():
 
 
 def test_gflops_match_the_papers():
-    assert count_gmacs(create_model("resnet50")) == pytest.approx(4.09, abs=0.01)
-    assert count_gmacs(create_model("eca_mobilenetv2")) == pytest.approx(0.30, abs=0.01)
+    """Counted on the meta device: that count equals one on a real model (the `models` command test below)."""
+    from eca_deploy.models.complexity import counted_complexity
+
+    assert counted_complexity("resnet50")[1] == pytest.approx(4.09, abs=0.01)
+    assert counted_complexity("eca_mobilenetv2")[1] == pytest.approx(0.30, abs=0.01)
 
 
 def test_unknown_model_suggests_close_names():

@@ -85,12 +85,14 @@ def test_other_class_counts_show_indices_and_the_table_names_each_image(digits, 
     assert lines[1].strip().startswith("1.") and lines[1].endswith("class (3)"), lines
 
 
-def test_readme_predict_command_names_imagenet_classes(tmp_path, photos, monkeypatch, capsys):
-    """predict on an export's path (docs/predict.md), with a real photo: five ImageNet names per image."""
-    from eca_deploy.export.onnx_export import ExportConfig, export_model
-
+def test_readme_predict_command_names_imagenet_classes(tmp_path, photos, random_exports, monkeypatch, capsys):
+    """predict on the default export's path (docs/predict.md), with a real photo: five ImageNet names per image."""
     monkeypatch.chdir(tmp_path)
-    export_model(ExportConfig(model="eca_resnet50", imgsz=64))  # the default export, smaller
+    readme_export = tmp_path / "artifacts" / "eca_resnet50"  # where the default export writes, at 64x64
+    readme_export.mkdir(parents=True)
+    onnx_path = random_exports["eca_resnet50"].onnx
+    for path in (onnx_path, onnx_path.with_name(onnx_path.name + ".json")):  # the model and its manifest
+        shutil.copy(path, readme_export)
     shutil.copy(sorted(photos.glob("*.jpg"))[0], tmp_path / "photo.jpg")
     assert main("predict artifacts/eca_resnet50/eca_resnet50.onnx photo.jpg".split()) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -31,12 +31,16 @@ def run(capsys, *argv):
 
 @pytest.fixture(scope="module")
 def irs(ov, digits, tmp_path_factory):
-    """The digits model as IR, FP32 and with FP16 weights, through the export command."""
-    from eca_deploy.export.openvino_export import export_openvino
+    """The digits model as IR, FP32 and with FP16 weights, as the export command writes them; both IRs come
+    from one ONNX export (write_ir is export_openvino's second step), which is most of the time."""
+    from eca_deploy.export.openvino_export import export_openvino, write_ir
+    from eca_deploy.models import load_model
 
     out = tmp_path_factory.mktemp("ir")
     cfg = ExportConfig(model=digits.model, weights=str(digits.checkpoint), out_dir=str(out), imgsz=digits.imgsz)
-    return export_openvino(cfg), export_openvino(cfg, fp16_weights=True)
+    loaded = load_model(digits.model, digits.checkpoint)
+    fp32 = export_openvino(cfg, loaded=loaded)
+    return fp32, write_ir(fp32.onnx, loaded, cfg, fp16_weights=True)
 
 
 def val_images(digits, count=64):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import types
 import warnings
 
@@ -20,7 +21,6 @@ from onnx import TensorProto, helper, numpy_helper
 from eca_deploy.artifacts import write_artifact
 from eca_deploy.cli.main import main
 from eca_deploy.errors import EngineError, MissingDependencyError, OnnxFileError
-from eca_deploy.export.onnx_export import ExportConfig, export_model
 from eca_deploy.runtime.tensorrt import env as tensorrt_env
 from eca_deploy.graph.session import run_once
 from eca_deploy.runtime.tensorrt.backend import TensorRTBackend, check_engine
@@ -30,15 +30,19 @@ from eca_deploy.runtime.tensorrt.compat import (BatchProfile, check_builder_vers
 from eca_deploy.runtime.tensorrt.env import GpuInfo
 from eca_deploy.runtime.tensorrt.trtexec import trtexec_command
 
-IMGSZ = 32
+from eca_deploy.testing.exports import IMGSZ  # fp32_onnx's size: the run's shared export
 ORIN = GpuInfo(0, "Orin", "8.7")
 
 
 @pytest.fixture(scope="session")
-def fp32_onnx(tmp_path_factory):
-    """eca_resnet18 exported with a dynamic batch axis, small input."""
+def fp32_onnx(random_exports, tmp_path_factory):
+    """eca_resnet18 exported with a dynamic batch axis, small input: the run's shared export with its manifest,
+    copied into a folder of its own (builds write beside it)."""
     out = tmp_path_factory.mktemp("trt_onnx")
-    return export_model(ExportConfig(model="eca_resnet18", imgsz=IMGSZ, out_dir=str(out))).onnx_path
+    shared = random_exports["eca_resnet18"].onnx
+    for path in (shared, shared.with_name(shared.name + ".json")):
+        shutil.copy(path, out)
+    return out / shared.name
 
 
 def _tiny_model(path, kind: str):
