@@ -22,6 +22,8 @@ KINDS = {
     "install": INSTALL,  # changes the machine: pip, apt, venv
     "gpu": re.compile(r"python3 -m pytest -m gpu "),  # needs a CUDA GPU and TensorRT
     "benchmark": re.compile(r"python3 benchmarks/bench_\w+\.py"),  # minutes of timing on a quiet machine
+    # a Triton server (PyTriton's stub needs numpy<2): tests/runtime/triton/test_serve.py runs these commands
+    "server": re.compile(r"(eca-deploy (serve |bench triton://|parity .*--candidate triton://)|kill %1$)"),
 }
 
 
