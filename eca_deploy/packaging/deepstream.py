@@ -21,6 +21,7 @@ from .. import __version__
 from ..artifacts import atomic_write, check_outputs
 from ..data.labels import class_names, read_labels
 from ..errors import DataError, UsageError
+from ..precisions import is_exported
 from ..runtime.harness.report import recommend
 from ..runtime.registry import parse_spec
 from .artifact_facts import ModelFacts, model_facts
@@ -69,7 +70,7 @@ def batch_size(facts: ModelFacts, wanted: int | None) -> int:
 
 
 def network_mode(cfg: DeepStreamConfig, facts: ModelFacts) -> int:
-    if cfg.calib_cache and (facts.precision != "fp32" or facts.engine is not None):
+    if cfg.calib_cache and (not is_exported(facts.precision) or facts.engine is not None):
         raise UsageError(f"--calib-cache is for an FP32 ONNX that nvinfer builds in INT8; "
                          f"{(facts.engine or facts.onnx).name} is a {facts.precision} "
                          f"{'engine' if facts.engine else 'ONNX'}")

@@ -65,7 +65,7 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     check_legacy_precision(version, cfg.legacy_precision)
     check_onnx_opset(version, plan.opset)
     input_format = read_input_format(plan.onnx_path)  # copied into the manifest: the engine's runner reads it
-    if cfg.legacy_precision == "int8" and input_format != FLOAT_NCHW:
+    if is_quantized(cfg.legacy_precision) and input_format != FLOAT_NCHW:
         raise EngineError(f"{plan.onnx_path.name} takes uint8 pixels; legacy INT8 calibration feeds float images: "
                           "build it from the float-nchw export")
     dataset = None
