@@ -56,7 +56,7 @@ def test_a_registered_row_is_parsed_and_described(toy):
     assert (artifact.kind, artifact.format, artifact.label, artifact.precision()) == (
         "toy", "Toy", "m.toy", ("fp32", "assumed (no manifest; pass --precision)"))
     assert [p.name for p in artifact.inputs] == ["m.toy", "m.toy.json"] and artifact.size_mb == 0.0
-    assert spec_help().endswith("openvino:<file.onnx>, a .toy file, or toy:<file.onnx>")
+    assert spec_help().endswith(", a .toy file, or toy:<file.onnx>")  # the new row, last, read from the table
 
 
 def test_a_row_cannot_take_another_rows_suffix():
