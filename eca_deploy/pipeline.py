@@ -38,7 +38,8 @@ from .runtime.base import OpenOptions
 from .runtime.harness.bench import Timing, bench_backend, check_batches
 from .runtime.harness.device import describe_device, int8_cpu_warning
 from .runtime.harness.parity import ReferenceRun, check_labels, open_inputs, read_saved_meta
-from .runtime.harness.report import new_report, recommend, report_paths, write_report
+from .runtime.harness.recommend import recommend
+from .runtime.harness.report import new_report, report_paths, write_report
 from .runtime.harness.rows import ReportRow
 from .runtime.tensorrt.builder import BuildConfig, build_engine
 from .runtime.tensorrt.compat import trt_major

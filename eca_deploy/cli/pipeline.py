@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "can prepare it) or cpu (onnxruntime's integer kernels); default: cpu with the cpu "
                              "provider, else tensorrt")
     QDQ.add(parser)
-    from ..runtime.harness.report import RECOMMEND_BY
+    from ..runtime.harness.recommend import RECOMMEND_BY
 
     parser.add_argument("--recommend-by", choices=RECOMMEND_BY, default=RECOMMEND_BY[0],
                         help="how the report's recommended artifact (the fastest that passed parity) is chosen: p50 "
@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     from ..export.onnx_export import ExportConfig
     from ..models.download import resolve_weights
     from ..pipeline import PACKAGERS, PipelineConfig, run_pipeline
-    from ..runtime.harness.report import describe_recommended, summary_table
+    from ..runtime.harness.recommend import describe_recommended
+    from ..runtime.harness.report import summary_table
 
     model = shared.fields(EXPORT, args)
     model["weights"] = resolve_weights(model["weights"])  # a missing file fails here; a URL is downloaded first

@@ -22,7 +22,7 @@ from ..artifacts import atomic_write, check_outputs
 from ..data.labels import class_names, read_labels
 from ..errors import DataError, UsageError
 from ..precisions import is_exported
-from ..runtime.harness.report import recommend
+from ..runtime.harness.recommend import recommend
 from ..runtime.registry import parse_spec
 from .artifact_facts import ModelFacts, model_facts
 from .nvinfer_int8 import calibration_table

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from eca_deploy.cli.main import main
-from eca_deploy.runtime.harness.report import markdown, new_report, recommend, validate_report
+from eca_deploy.runtime.harness.recommend import recommend
+from eca_deploy.runtime.harness.report import markdown, new_report, validate_report
 from eca_deploy.runtime.harness.rows import ReportRow
 
 
