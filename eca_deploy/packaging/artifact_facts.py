@@ -6,13 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
 from ..artifacts import manifest_path, sha256_file
 from ..data.preprocess import DataConfig
 from ..precisions import is_exported
 from ..errors import DataError, OnnxFileError, UsageError
 from ..export.onnx_export import OUTPUT_NAME
+from ..graph.graph import io_tensors, load_onnx
 from ..runtime.registry import Artifact, parse_spec
 from ..runtime.harness.predict import data_config
 
@@ -61,16 +60,12 @@ def _lineage(artifact: Artifact) -> list[Artifact]:
 
 def _graph_io(path: Path) -> tuple[tuple, bool, str, int]:
     """(input shape, uint8 input, output name, classes) of an ONNX graph; dims without a value are names."""
-    graph = onnx.load(str(path), load_external_data=False).graph
-    weights = {init.name for init in graph.initializer}
-    image = next((i for i in graph.input if i.name not in weights), None)
-    if image is None or not graph.output:
+    inputs, outputs = io_tensors(load_onnx(path, load_weights=False))
+    if not inputs or not outputs:
         raise OnnxFileError(f"{path.name} has no image input or no output for a classifier config")
-    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                 for d in image.type.tensor_type.shape.dim)
-    output = graph.output[0]
-    classes = output.type.tensor_type.shape.dim[-1].dim_value
-    return dims, image.type.tensor_type.elem_type == onnx.TensorProto.UINT8, output.name, classes
+    image, output = inputs[0], outputs[0]
+    classes = output["shape"][-1] if output["shape"] and isinstance(output["shape"][-1], int) else 0
+    return tuple(image["shape"]), image["dtype"] == "uint8", output["name"], classes
 
 
 def _recorded_data_config(chain: list[Artifact]) -> DataConfig:
