@@ -170,10 +170,9 @@ def bench_concurrency(backend: Backend, batches: tuple[int, ...], levels: tuple[
                       label: str | None = None) -> list[dict]:
     """One entry per (batch, concurrency level): latency of every request as the client saw it, and the
     throughput the server gave all in-flight requests together."""
-    rng = np.random.default_rng(seed)
     entries = []
     for batch in progress(batches, desc=f"bench {label or backend.name}", unit="batch sizes"):
-        images = rng.standard_normal((batch, 3, imgsz, imgsz), dtype=np.float32)
+        images = synthetic_batch(backend.input_format, batch, imgsz, [seed, batch])
         for level in levels:
             seconds, wall = time_concurrent(lambda: backend.infer(images), level, warmup, iterations, duration)
             stats = latency_stats(seconds, batch)
