@@ -4,12 +4,11 @@ legacy INT8 build recorded."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import onnx
 
-from ..calibration.int8.cache import load_ranges
+from ..calibration.int8.cache import load_ranges, read_cache
 from ..errors import DataError
 from ..runtime.tensorrt.calibration_table import (ALGORITHMS, CalibrationTable, parse_calibration_table,
                                                   table_from_ranges, version_code)
@@ -36,10 +35,10 @@ def _ranges_table(cache: Path, facts: ModelFacts, method: str | None, version: s
     if facts.fp32_onnx_sha256 is None:
         raise DataError("the FP32 ONNX our calibration ranges are keyed by is not beside the artifact")
     try:
-        entries = json.loads(cache.read_text(encoding="utf-8")).get("entries", {})
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        entries = read_cache(cache)["entries"]
+    except DataError as exc:
         raise DataError(f"{cache} is neither a TensorRT calibration table nor an eca-deploy calibration cache "
-                        f"({type(exc).__name__})") from None
+                        f"({type(exc.__cause__ or exc).__name__})") from None
     mine = {key: entry.get("method") for key, entry in entries.items()
             if key.startswith(facts.fp32_onnx_sha256 + "|") and isinstance(entry, dict) and "ranges" in entry}
     if method is None and len(mine) > 1:

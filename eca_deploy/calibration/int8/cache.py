@@ -35,7 +35,8 @@ def histogram_key(model_sha256: str, data_hash: str) -> str:
     return f"{model_sha256}|{data_hash}|histograms"
 
 
-def _read(path: Path) -> dict:
+def read_cache(path: Path) -> dict:
+    """The cache's payload ({"format", "entries"}), checked; an empty one where the file does not exist yet."""
     if not path.exists():
         return {"format": CACHE_FORMAT, "entries": {}}
     try:
@@ -83,7 +84,7 @@ def range_problem(r: TensorRange) -> str | None:
 
 def load_ranges(path: str | Path, key: str, tensors: list[str]) -> Lookup:
     """The ranges cached for ``key``, if the entry holds a valid range for every tensor in ``tensors``."""
-    entry = _read(Path(path))["entries"].get(key)
+    entry = read_cache(Path(path))["entries"].get(key)
     if entry is None:
         return Lookup(None)
     if not isinstance(entry, dict) or not isinstance(entry.get("ranges"), dict):
@@ -122,7 +123,7 @@ def store_ranges(path: str | Path, entries: dict[str, dict[str, TensorRange]], i
 
 
 def _merge(path: Path, entries: dict[str, dict[str, TensorRange]], images: int) -> Path:
-    payload = _read(path)
+    payload = read_cache(path)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     for key, ranges in entries.items():
         model_sha256, data_hash, method = key.split("|", 2)
@@ -137,7 +138,7 @@ def _merge(path: Path, entries: dict[str, dict[str, TensorRange]], images: int) 
 
 def load_histograms(path: str | Path, key: str, tensors: list[str]) -> tuple[dict[str, TensorStats], int] | None:
     """(statistics, image count) cached under ``key`` if they cover every tensor in ``tensors``, else None."""
-    entry = _read(Path(path))["entries"].get(key)
+    entry = read_cache(Path(path))["entries"].get(key)
     if not isinstance(entry, dict) or not isinstance(entry.get("stats"), dict):
         return None
     try:
@@ -150,7 +151,7 @@ def load_histograms(path: str | Path, key: str, tensors: list[str]) -> tuple[dic
 def store_histograms(path: str | Path, key: str, stats: dict[str, TensorStats], images: int) -> Path:
     """Keep a histogram pass's statistics (merged per tensor, like ranges), written atomically."""
     path = Path(path)
-    payload = _read(path)
+    payload = read_cache(path)
     previous = payload["entries"].get(key)
     merged = dict(previous["stats"]) if isinstance(previous, dict) and isinstance(previous.get("stats"), dict) else {}
     merged.update({name: s.as_dict() for name, s in stats.items()})
