@@ -45,6 +45,15 @@ def test_a_run_that_loses_the_race_uses_the_winners_folder(tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == [final.name]
 
 
+def test_building_a_new_version_removes_the_earlier_ones(tmp_path, monkeypatch):
+    old = _fake_build(tmp_path / "digits-0123456789abcdef")
+    (old.root / "digits.json").write_text(json.dumps(digits_module._record(old)))
+    (tmp_path / "unrelated").mkdir()
+    monkeypatch.setattr(digits_module, "build_digits", _fake_build)
+    got = cached_digits(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([got.root.name, "unrelated"])
+
+
 def test_the_key_follows_the_code(monkeypatch):
     key = cache_key()
     monkeypatch.setattr(digits_module, "CACHE_PACKAGES", digits_module.CACHE_PACKAGES + ("no-such-package",))

@@ -172,7 +172,8 @@ def cached_digits(cache_dir: Path) -> Digits:
     """The digits files, built once per version of their code into ``cache_dir``/digits-<key> and reused.
 
     Built in a private folder and renamed into place: the rename is atomic, so a concurrent run either wins
-    it or finds the winner's complete folder (and drops its own). Treat the files as read-only.
+    it or finds the winner's complete folder (and drops its own). Treat the files as read-only. Building a new
+    version removes the others.
     """
     cache_dir = Path(cache_dir)
     final = cache_dir / f"digits-{cache_key()}"
@@ -190,4 +191,8 @@ def cached_digits(cache_dir: Path) -> Digits:
                 raise
     finally:
         shutil.rmtree(building, ignore_errors=True)
+    # The cache keeps one version: earlier ones (about 50 MB each) would otherwise pile up with every code change.
+    for stale in cache_dir.glob("digits-*"):
+        if stale != final:
+            shutil.rmtree(stale, ignore_errors=True)
     return _load(final)
