@@ -117,6 +117,41 @@ def test_onnxruntime_runs_fp16_glue_models_unoptimized(results):
     assert levels["tensorrt-fp32"] == levels["cpu"] == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
+@pytest.mark.parametrize("name", ["tensorrt", "modelopt"])
+def test_fp16_glue_weights_dequantized_once_give_the_same_bits(digits, results, name):
+    """make_session dequantizes an FP16-glue model's weights once, with onnxruntime's own kernel: its logits
+    on real held-out images are bit-identical to running every DequantizeLinear node by node."""
+    import onnxruntime as ort
+
+    from eca_deploy.graph.session import fold_weight_dequantize, make_session
+
+    model = onnx.load(str(results[name].path))
+    folded = fold_weight_dequantize(model)
+    weights = {i.name for i in model.graph.initializer}
+    weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights]
+    assert len(weight_dq) >= 20  # every Conv's and the classifier's weights, per channel
+    assert len(folded.graph.node) == len(model.graph.node) - len(weight_dq)
+    assert not any(n.op_type == "DequantizeLinear" and n.input[0] in {i.name for i in folded.graph.initializer}
+                   for n in folded.graph.node)
+    assert {i.data_type for i in folded.graph.initializer if i.name in {n.output[0] for n in weight_dq}} == {
+        TensorProto.FLOAT16}
+    onnx.checker.check_model(folded)
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    as_written = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = make_session(results[name].path)
+    for batch, _ in load_dataset(digits.val_dir, digits.imgsz, 64, 0).batches(32):
+        assert np.array_equal(session.run(None, {"input": batch})[0], as_written.run(None, {"input": batch})[0])
+
+
+def test_a_model_without_weight_dequantize_is_returned_as_it_is(digits):
+    from eca_deploy.graph.session import fold_weight_dequantize
+
+    model = onnx.load(str(digits.onnx))
+    assert fold_weight_dequantize(model) is model
+
+
 def test_manifests_record_the_quantization(digits, results):
     for target in ("tensorrt", "cpu"):
         result = results[target]
