@@ -39,6 +39,7 @@ def test_manifest_sits_beside_its_artifact(tmp_path):
     assert manifest["precision"] == "int8" and manifest["size_bytes"] == 10 and len(manifest["sha256"]) == 64
 
 
+@pytest.mark.slow
 def test_artifacts_record_their_weights_and_parity_and_export_say_when_they_differ(digits, tmp_path, capsys):
     """A random-init export beside the trained one's weights: export refuses to replace it with other weights
     (one line, nothing changed), every manifest down the line records its weights, and parity says first that

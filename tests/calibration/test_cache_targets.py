@@ -19,6 +19,7 @@ def _tensors(cache, method) -> set[str]:
     return set(entry["ranges"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["minmax", "entropy"])  # a plain pass, and a histogram pass (all methods)
 def test_cpu_after_tensorrt_adds_its_tensors_to_the_same_entries(digits, tmp_path, method):
     cache = tmp_path / "ranges.json"

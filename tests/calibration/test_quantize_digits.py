@@ -17,6 +17,10 @@ from eca_deploy.graph.cpu import lacks_vnni
 from eca_deploy.graph.graph import summarize
 from eca_deploy.graph.session import make_session
 
+# Five full quantizations judged on all 540 held-out images: end to end, so the slow tier. The default tier's INT8
+# verdicts on this trained model come from test_quantize_outliers.py, test_cache_targets.py and test_cpu_int8.py.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def results(digits, tmp_path_factory):

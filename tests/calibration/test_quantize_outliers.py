@@ -71,6 +71,7 @@ def test_range_based_int8_falls_far_below_the_budget(digits, outliers, val, tmp_
     assert 100 * (fp32 - _top1(result.path, val)) > 30 * BUDGET  # dozens of points, not one
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["tensorrt", "cpu"])
 def test_auto_picks_a_method_that_survives(digits, outliers, val, tmp_path, target):
     result = _run(digits, outliers, tmp_path, "auto.onnx", target=target)

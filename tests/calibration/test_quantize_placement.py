@@ -67,6 +67,7 @@ def _straight_from_conv(fp32, add):
     return [fp32.made_by(t, "Conv") and len(fp32.consumers[t]) == 1 for t in add.input]
 
 
+@pytest.mark.slow
 def test_tensorrt_conv_and_gemm_inputs_and_per_channel_weights(fp32, quantized):
     g, result = quantized["tensorrt"]
     eca = _eca_convs(fp32)

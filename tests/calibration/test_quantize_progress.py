@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from eca_deploy.cli.main import main
 
 
+@pytest.mark.slow
 def test_sensitivity_pass_shows_progress_and_is_skipped_when_int8_meets_the_budget(digits, tmp_path, capsys):
     base = ["quantize", "--onnx", str(digits.onnx), "--calib-data", str(digits.calib_dir), "--calib-method",
             "minmax", "--calib-count", "48", "--check-count", "16", "--target", "cpu", "--no-calib-cache"]

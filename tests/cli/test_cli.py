@@ -40,6 +40,7 @@ def official_checkpoint(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_export_with_official_weights_then_inspect(tmp_path, capsys, official_checkpoint):
     out = tmp_path / "out"
     code, stdout, _ = run_cli(capsys, "export", "--model", "eca_resnet18", "--weights", str(official_checkpoint),
@@ -184,6 +185,7 @@ def test_ctrl_c_during_export_leaves_no_folder_it_created(capsys, tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_parity_names_full_paths_when_file_names_clash_and_counts_in_words(capsys, tmp_path):
     import torch
 

@@ -100,6 +100,7 @@ def _export_ir(tmp_path: Path, out: Path, kill_after_save: bool = False) -> subp
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_a_staging_folder_left_by_kill_9_during_ir_export_is_swept_once_stale(tmp_path):
     """main: every killed `export --format openvino` left its .openvino-XXXXXXXX/ folder (43 MB at 224 px) for
     good; the stale-temp sweep covered files only."""
@@ -138,6 +139,7 @@ def test_sweep_keeps_a_live_staging_folder_a_link_and_folders_not_ours(tmp_path)
     assert all((tmp_path / name).exists() for name in names.values()) and (target / "keep.bin").exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_ir_export_names_the_folder_and_the_space(tmp_path, capsys, monkeypatch):
     """main said only OpenVINO's `basic_ios::clear: iostream error`. OpenVINO writes the IR from C++, so the full
     disk is played where Python sees it: save_model fails as it does on ENOSPC, and the disk reports 1 KB free."""

@@ -191,6 +191,7 @@ def random_r50(random_exports):
     return shared.onnx, shared.weights
 
 
+@pytest.mark.slow
 def test_fp16_gate_is_parity_fp16_verdict_and_takes_its_flags(random_r50, photos, tmp_path, capsys):
     """The FP16 command of docs/quantize.md writes on the default random-weight model with real photos; the gate is the
     judgement parity makes of FP16 (parity then passes the file), and parity's flags tighten or loosen it."""
@@ -213,6 +214,7 @@ def test_fp16_gate_is_parity_fp16_verdict_and_takes_its_flags(random_r50, photos
     assert code == 1 and "not written" in err and "atol 1e-06" in err and not strict.exists()
 
 
+@pytest.mark.slow
 def test_int8_checks_on_images_it_did_not_calibrate_on_and_says_which(random_r50, photos, tmp_path, capsys):
     onnx_path, _ = random_r50
     base = ["quantize", "--onnx", str(onnx_path), "--calib-data", str(photos), "--no-calib-cache",
@@ -232,6 +234,7 @@ def test_int8_checks_on_images_it_did_not_calibrate_on_and_says_which(random_r50
     assert evaluation["held_out"] is False and evaluation["images"] == 8
 
 
+@pytest.mark.slow
 def test_inspect_reads_through_qdq_and_judges_each_layout(random_r50, photos, tmp_path, capsys):
     """Our own INT8 files (both layouts) and FP16 file are plain ECA for their layout; a Q/DQ pair that no
     layout places (on the Conv1d output of a TensorRT-layout file) is called out."""

@@ -84,6 +84,7 @@ def test_a_list_naming_dev_zero_and_a_fifo_reads_only_regular_files(tmp_path):
                          f"{pipe} | not a regular file: a FIFO", f"{tmp_path} | not a regular file: a folder"]
 
 
+@pytest.mark.slow
 def test_quantize_lists_the_skipped_fifo(digits, tmp_path):
     """The CLI says which entries were skipped (and still calibrates on the rest)."""
     pipe = fifo(tmp_path / "pipe.png")

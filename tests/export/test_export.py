@@ -19,8 +19,9 @@ FORBIDDEN_AROUND_ECA = {"Shape", "Expand", "Gather", "Transpose"}
 
 
 # The deepest models take most of the export time; the default tier covers their families through the others
-# (eca_resnet34: the BasicBlock family of eca_resnet18, deeper; eca_resnet101/152: the Bottleneck of eca_resnet50).
-DEEP = {"eca_resnet34", "eca_resnet101", "eca_resnet152"}
+# (eca_resnet34: the BasicBlock family of eca_resnet18, deeper; eca_resnet101/152: the Bottleneck of eca_resnet50;
+# resnet50: eca_resnet50 without its ECA blocks).
+DEEP = {"eca_resnet34", "eca_resnet101", "eca_resnet152", "resnet50"}
 ALL_MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in DEEP else name for name in list_models()]
 
 
@@ -97,6 +98,7 @@ def test_static_batch_and_other_sizes(tmp_path):
     assert "simplify" not in result.parity
 
 
+@pytest.mark.slow
 def test_random_init_export_is_byte_identical(random_exports, tmp_path):
     """Same command, same bytes: random init is seeded, so a calibration cache keyed by model hash hits."""
     first = random_exports["eca_resnet18"].result  # the run's shared export, made earlier in another folder

@@ -64,6 +64,7 @@ def server(digits):
         yield served
 
 
+@pytest.mark.slow
 def test_https_with_a_certificate_this_machine_trusts(digits, cache, tmp_path, monkeypatch, capsys):
     """A real TLS server (self-signed for 127.0.0.1, trusted through SSL_CERT_FILE as a company CA would be)."""
     if shutil.which("openssl") is None:
@@ -99,6 +100,7 @@ def _export(digits, weights, out):
                  "--output", str(out)])
 
 
+@pytest.mark.slow
 def test_url_weights_download_once_with_sha256_and_export_from_them(digits, server, cache, tmp_path, capsys):
     httpd, base = server
     url = f"{base}/{digits.checkpoint.name}"

@@ -40,6 +40,7 @@ def _assert_verdicts(results: dict) -> None:
         assert failed["value"] > 10 * failed["limit"], name
 
 
+@pytest.mark.slow
 def test_digits_model_corrupted_before_export_fails_fp32_parity(digits, photos, tmp_path):
     state = torch.load(digits.checkpoint, weights_only=True)["state_dict"]
     _assert_verdicts(_judge(digits.model, state, "fc", photos, tmp_path, list(CORRUPTIONS)))

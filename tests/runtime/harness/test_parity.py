@@ -43,6 +43,7 @@ def other_model(digits, tmp_path_factory):
                                      imgsz=digits.imgsz)).onnx_path
 
 
+@pytest.mark.slow
 def test_fp32_export_passes_with_accuracy_on_labeled_images(digits, tmp_path, capsys):
     out = tmp_path / "parity.json"
     threads_before = torch.get_num_threads()
@@ -69,6 +70,7 @@ def test_fp32_export_passes_with_accuracy_on_labeled_images(digits, tmp_path, ca
     assert "= 4 x the reference's float32-vs-float64 gap (" in stdout
 
 
+@pytest.mark.slow
 def test_a_different_model_fails_with_exit_1_and_still_writes_the_result(digits, other_model, tmp_path, capsys):
     out = tmp_path / "parity.json"
     code, _, err = run(capsys, "parity", "--reference", reference(digits), "--candidate", str(digits.onnx),

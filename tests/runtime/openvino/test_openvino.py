@@ -199,6 +199,7 @@ def test_bad_openvino_specs(ov, tmp_path, capsys):
     assert code == 2 and "OpenVINO cannot load" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_export_command_writes_the_ir(ov, tmp_path, capsys):
     code, stdout, _ = run(capsys, "export", "--model", "eca_resnet18", "--imgsz", "32", "--format", "openvino",
                           "--fp16-weights", "--output", str(tmp_path))
