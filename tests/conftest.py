@@ -14,6 +14,15 @@ from eca_deploy.testing.exports import RandomExports
 from eca_deploy.testing.outliers import OutlierModel, build_outlier_model
 
 
+# Under pytest-xdist the workers share the cores: torch's pool (and OpenMP's, in the CLI runs the tests start) sized
+# for the whole machine in every worker made them fight for it (default tier on 2 workers, 2 cores: 87-96 s, split
+# evenly 76-81 s).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ.setdefault("OMP_NUM_THREADS", _share)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 def pytest_report_header(config):
     """INT8 results on the CPU differ with its vector features (graph/cpu.py): every run says which it had."""
     return f"CPU vector features: {describe_features(this_cpu_features())}"
