@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from pathlib import PurePath
 
 from . import args as shared
 
@@ -27,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a .onnx file (onnxruntime), openvino:<file.onnx> or an OpenVINO IR .xml (OpenVINO), "
                              "a TensorRT .engine/.plan, or torch:<model>[:weights]")
     parser.add_argument("--name", default=None,
-                        help="the model's name on the server (default: the artifact's file name without suffix)")
+                        help="the model's name on the server: letters, digits, '_', '-', '.' (not first), at most 64 (default: the "
+                             "file name without suffix, other characters made '_', as `triton` names its folder)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address the HTTP and gRPC endpoints listen on (0.0.0.0: every interface)")
     parser.add_argument("--http-port", type=port, default=8000, help="HTTP/REST port")
@@ -39,17 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shared.add_groups(parser, GROUPS)
 
 
-def model_name(spec: str, name: str | None) -> str:
-    """The name clients address: --name, else the artifact's stem with what Triton refuses turned into '_'."""
-    from ..errors import UsageError
-    from ..runtime.triton.client import MODEL_NAME
+def model_name(artifact, name: str | None) -> str:
+    """The name clients address: --name, else the artifact's; one rule with `triton`'s repository folders."""
+    from ..packaging.triton import check_name, default_name
 
-    if name is not None:
-        if not MODEL_NAME.fullmatch(name):
-            raise UsageError(f"--name '{ascii(name)[1:-1]}': a model name is 1-128 letters, digits, '.', '_' or '-'")
-        return name
-    stem = PurePath(spec.split(":")[1] if spec.startswith("torch:") else spec.split(":", 1)[-1]).stem
-    return re.sub(r"[^A-Za-z0-9._-]", "_", stem)[:128] or "model"
+    return check_name(name) if name is not None else default_name(artifact)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     artifact = parse_spec(args.model)
     if artifact.row.remote:
         raise UsageError("serve takes a model file or torch:<model>, not a model that a server already serves")
-    cfg = ServeConfig(model_name(args.model, args.name), args.host, args.http_port, args.grpc_port,
+    cfg = ServeConfig(model_name(artifact, args.name), args.host, args.http_port, args.grpc_port,
                       args.max_batch_size)
     require_pytriton()  # before the model is loaded: a missing install or a taken port is said at once
     require_free_ports(cfg)

@@ -81,9 +81,10 @@ class TritonEntry:
 
 
 def default_name(artifact: Artifact) -> str:
-    """The artifact's file name without its suffix, every character a Triton name cannot hold made '_'."""
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", artifact.path.name[:-len(artifact.path.suffix)] or "model")
-    return name[:64]
+    """The artifact's file name without its suffix (a torch:/timm: model's name), every character a Triton
+    name cannot hold made '_'. `serve` names its model by the same rule."""
+    base = artifact.path.name[:-len(artifact.path.suffix)] if artifact.path else re.split(r"[:/]", artifact.model)[-1]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", base or "model")[:64]
 
 
 def check_name(name: str) -> str:

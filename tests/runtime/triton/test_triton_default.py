@@ -93,14 +93,26 @@ def test_serve_usage_errors(tiny, capsys):
     assert len(lines) == 4 and all(line.startswith("eca-deploy: error: ") for line in lines)
 
 
-def test_the_model_name_comes_from_the_file_name():
+def test_the_model_name_comes_from_the_file_name_as_the_triton_repository_names_it(tiny, tmp_path, monkeypatch):
     from eca_deploy.cli.serve import model_name
+    from eca_deploy.packaging.triton import default_name
+    from eca_deploy.runtime.registry import parse_spec
 
-    assert model_name("runs/eca resnet18.int8.onnx", None) == "eca_resnet18.int8"
-    assert model_name("openvino:a/model.onnx", None) == "model"
-    assert model_name("torch:eca_resnet18:w.pth", None) == "eca_resnet18"
-    with pytest.raises(UsageError):
-        model_name("m.onnx", "")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    for name in ("eca resnet18.int8.onnx", "a/model.onnx"):
+        (tmp_path / "runs" / name).write_bytes(tiny.read_bytes())
+    (tmp_path / "w.pth").write_bytes(b"")
+    expected = {"runs/eca resnet18.int8.onnx": "eca_resnet18_int8", "openvino:runs/a/model.onnx": "model",
+                "torch:eca_resnet18:w.pth": "eca_resnet18", "torch:timm:ecaresnet26t": "ecaresnet26t"}
+    for spec, name in expected.items():
+        artifact = parse_spec(spec)
+        assert model_name(artifact, None) == default_name(artifact) == name, spec
+    artifact = parse_spec("runs/a/model.onnx")
+    assert model_name(artifact, "eca.r18-v2") == "eca.r18-v2"
+    for bad in ("", ".hidden", "../x", "a" * 65, "é"):
+        with pytest.raises(UsageError, match="cannot be a Triton model name"):
+            model_name(artifact, bad)
 
 
 def test_max_batch_size_stays_within_what_the_model_takes(tiny):
