@@ -155,6 +155,26 @@ def test_parity_and_bench_warn_where_this_cpu_would_saturate_eight_bit_weights(d
         assert ("this CPU has no VNNI" in capsys.readouterr().err) is warned
 
 
+def test_quantize_says_saturation_only_of_a_file_whose_session_runs_integer_kernels(digits, cpu_int8, tmp_path,
+                                                                                   monkeypatch):
+    """On a CPU without VNNI (a fake Zen 2 cpuinfo) the 8-bit cpu-target file saturates; an FP16-glue tensorrt
+    file, which onnxruntime runs node by node in float, cannot, though its weights use all 8 bits. Seen under
+    QEMU's emulated AVX2 CPU, where test_int8_within_one_point failed on that claim."""
+    from eca_deploy.calibration.search import evaluate
+    from eca_deploy.data.sources import load_dataset
+
+    glue = quantize(QuantizeConfig(onnx=digits.onnx, calib_data=digits.calib_dir, calib_method="minmax",
+                                   calib_count=32, check_count=16, output=tmp_path / "glue.onnx",
+                                   calib_cache=tmp_path / "cache.json"))  # --target tensorrt: FP16 glue
+    monkeypatch.setattr(evaluate, "this_cpu_features", lambda: cpu_features(ZEN2))
+    data = load_dataset(digits.val_dir, digits.imgsz, 16, 0)
+    for path, saturates in ((cpu_int8[8].path, True), (cpu_int8[7].path, False), (glue.path, False)):
+        model = onnx.load(str(path))
+        ref = evaluate.reference_run(model, data, 8, "images", held_out=True)
+        assert weight_bits(model) == (7 if path == cpu_int8[7].path else 8)
+        assert evaluate.runtime_check(model, ref.logits, ref)["saturates"] is saturates, path.name
+
+
 def test_a_row_failing_from_saturation_says_why():
     rows = [ReportRow("m.int8.onnx", "/a/m.int8.onnx", "ONNX", "int8", "onnxruntime-cpu", "pass"),
             ReportRow("m.int8.onnx", "openvino:/a/m.int8.onnx", "ONNX", "int8", "openvino-cpu", "fail",
