@@ -90,7 +90,7 @@ def fold_weight_dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
     output, computed once by onnxruntime's own DequantizeLinear kernel, so the results are bit-identical.
 
     Run node by node, an FP16-glue model otherwise dequantizes every weight on every batch: folded, the digits
-    ECA-ResNet-18 ran twice as fast at batch 8 (tests/graph/test_fold_weights.py checks the bits)."""
+    ECA-ResNet-18 ran twice as fast at batch 8 (tests/calibration/test_quantize_digits.py checks the bits)."""
     import onnxruntime as ort
 
     initializers = {i.name: i for i in model.graph.initializer}
