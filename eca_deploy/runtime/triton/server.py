@@ -10,7 +10,14 @@ module adds to PyTriton is what we measured it needs on our machines:
 - the stubs of nvidia-pytriton 0.7 are built with a pybind11 that predates numpy 2: under numpy 2 they hand
   over zero-filled inputs and empty outputs without an error, so numpy 2 is refused up front;
 - tritonserver can exit before a stub has finished unloading (exit timeout): the stub, reparented away from
-  us, lives on with its shared memory; ``reap_stubs`` ends the stubs that carry this process's region name.
+  us, lives on with its shared memory; ``reap_stubs`` ends the stubs that carry this process's region name;
+- PyTriton runs a copy of tritonserver whose RPATH no longer reaches the bundled libraries, so it names their
+  folder on LD_LIBRARY_PATH, guessed from ``site.getsitepackages()`` (pytriton/utils/distribution.py,
+  get_libs_path, 0.7.0): a pytriton seen through a .pth file or PYTHONPATH (a venv on top of another
+  environment) is taken for an editable install, and tritonserver dies on a missing libcudart, which PyTriton
+  reports only after its 120 s start-up timeout. ``server_env`` names the folder that is there;
+  ``require_runnable_server`` runs the binary once, so a loader failure (a glibc older than the wheel's) is
+  said at once.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sysconfig
 import tempfile
 import time
@@ -35,6 +43,7 @@ EXIT_TIMEOUT_S = 5  # tritonserver's wait for in-flight requests on stop (its de
 STUB_GRACE_S = 3.0  # how long a stub gets to finish on its own after the server stopped
 STUB = "triton_python_backend_stub"
 SHM_ROOT = Path("/dev/shm")
+LOADER_FAILED = 127  # the exit status of a program the dynamic loader could not start
 DEFAULT_MAX_BATCH = 8  # the dynamic batcher's largest batch where the model sets no limit
 
 
@@ -61,14 +70,29 @@ def require_pytriton() -> None:
             f'{SERVE_INSTALL} in a fresh environment installs a numpy it reads')
 
 
-def libpython_env(environ: dict) -> dict:
-    """``environ`` with this interpreter's lib folder leading LD_LIBRARY_PATH, so the stub that tritonserver
-    starts embeds the same libpython as the Python that serves (see the module docstring)."""
-    libdir = sysconfig.get_config_var("LIBDIR")
+def server_env(environ: dict, pytriton_root: Path) -> dict:
+    """``environ`` for tritonserver and its stub: this interpreter's lib folder first on LD_LIBRARY_PATH, so the
+    stub embeds the same libpython as the Python that serves, then the libraries bundled with the pytriton
+    package at ``pytriton_root`` (see the module docstring). Each is added once, however often it is called."""
     paths = [p for p in environ.get("LD_LIBRARY_PATH", "").split(":") if p]
-    if not libdir or not Path(libdir).is_dir() or (paths and paths[0] == libdir):
-        return dict(environ)
-    return {**environ, "LD_LIBRARY_PATH": ":".join([libdir, *paths])}
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and Path(libdir).is_dir() and libdir not in paths[:1]:
+        paths.insert(0, libdir)
+    bundled = [pytriton_root.parent / "nvidia_pytriton.libs", pytriton_root / "tritonserver" / "external_libs"]
+    paths += [str(d) for d in bundled if d.is_dir() and str(d) not in paths]  # a wheel's, an editable checkout's
+    return {**environ, "LD_LIBRARY_PATH": ":".join(paths)} if paths else dict(environ)
+
+
+def require_runnable_server(binary: Path, env: dict) -> None:
+    """``tritonserver --help`` runs under ``env``, or one line saying why it cannot start (its loader's words)."""
+    try:
+        done = subprocess.run([str(binary), "--help"], env=env, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EcaDeployError(f"tritonserver ({binary}) cannot run here: {first_line(exc)}") from None
+    if done.returncode == LOADER_FAILED:
+        said = next((line.strip() for line in done.stderr.splitlines() if line.strip()), "no message")
+        raise MissingDependencyError(f"tritonserver cannot start here ({said}): nvidia-pytriton's wheel needs "
+                                     f"glibc 2.35 or newer (manylinux_2_35) and its bundled libraries; {SERVE_INSTALL}")
 
 
 def batch_limit(backend: Backend, asked: int | None) -> int:
@@ -104,10 +128,13 @@ def serve(backend: Backend, cfg: ServeConfig, announce=print) -> float:
     """Serve ``backend`` until Ctrl-C or SIGTERM; returns the seconds it took the server to become ready."""
     require_pytriton()
     require_free_ports(cfg)
+    import pytriton
     from pytriton.triton import Triton, TritonConfig
 
     start = time.perf_counter()
-    os.environ.update(libpython_env(dict(os.environ)))  # PyTriton starts tritonserver with a copy of it
+    root = Path(pytriton.__file__).parent
+    os.environ.update(server_env(dict(os.environ), root))  # PyTriton starts tritonserver with a copy of it
+    require_runnable_server(root / "tritonserver" / "bin" / "tritonserver", dict(os.environ))
     stops: list[int] = []
     with tempfile.TemporaryDirectory(prefix="eca-deploy-triton-") as work, _stop_signals(stops):
         log = Path(work) / "tritonserver.log"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,12 +128,35 @@ def test_max_batch_size_stays_within_what_the_model_takes(tiny):
             server.batch_limit(backend, 5)
 
 
-def test_the_stub_gets_this_interpreters_libpython():
+def test_the_server_gets_this_interpreters_libpython_and_the_libraries_beside_pytriton(tmp_path):
     libdir = sysconfig.get_config_var("LIBDIR")
-    env = server.libpython_env({"LD_LIBRARY_PATH": "/opt/x", "PATH": "/bin"})
-    assert env["LD_LIBRARY_PATH"] == f"{libdir}:/opt/x" and env["PATH"] == "/bin"
-    assert server.libpython_env(env) == env  # once, however often the server starts
-    assert server.libpython_env({})["LD_LIBRARY_PATH"] == libdir
+    root = tmp_path / "site" / "pytriton"  # a wheel's layout, wherever its site folder is
+    (tmp_path / "site" / "nvidia_pytriton.libs").mkdir(parents=True)
+    root.mkdir()
+    env = server.server_env({"LD_LIBRARY_PATH": "/opt/x", "PATH": "/bin"}, root)
+    assert env["LD_LIBRARY_PATH"] == f"{libdir}:/opt/x:{tmp_path}/site/nvidia_pytriton.libs" and env["PATH"] == "/bin"
+    assert server.server_env(env, root) == env  # once, however often the server starts
+    checkout = tmp_path / "checkout" / "pytriton"  # an editable install's
+    (checkout / "tritonserver" / "external_libs").mkdir(parents=True)
+    assert server.server_env({}, checkout)["LD_LIBRARY_PATH"] == f"{libdir}:{checkout}/tritonserver/external_libs"
+    assert server.server_env({}, tmp_path / "none")["LD_LIBRARY_PATH"] == libdir
+
+
+def test_tritonserver_copied_as_pytriton_runs_it_starts_with_server_env_and_says_why_without(tmp_path):
+    """The failure CI met: a serve venv that sees pytriton through a .pth file. PyTriton copies tritonserver
+    into its workspace, out of its RPATH's reach, and adds a libraries folder that is not there."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        pytest.skip('nvidia-pytriton is not installed: pip install "eca-deploy[serve]"')
+    root = Path(spec.origin).parent
+    binary = tmp_path / "workspace" / "tritonserver" / "bin" / "tritonserver"
+    binary.parent.mkdir(parents=True)
+    shutil.copy2(root / "tritonserver" / "bin" / "tritonserver", binary)
+    bare = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    with pytest.raises(MissingDependencyError, match=r"^tritonserver cannot start here \(.*error while loading shared "
+                       r"libraries: .*\): nvidia-pytriton's wheel needs glibc 2.35"):
+        server.require_runnable_server(binary, bare)
+    server.require_runnable_server(binary, server.server_env(bare, root))
 
 
 def test_reap_stubs_ends_only_this_servers_stubs_and_their_shared_memory(tmp_path, monkeypatch):
@@ -168,7 +194,7 @@ def test_a_taken_port_is_said_before_any_server_starts():
 
 def test_a_failed_start_names_the_exception_the_stub_raised(tmp_path):
     """tritonserver's log line, as it was when the stub embedded the system's libpython (measured here by
-    serving without libpython_env): the one-line error keeps its head and the exception, not the frames."""
+    serving without server_env): the one-line error keeps its head and the exception, not the frames."""
     log = tmp_path / "tritonserver.log"
     log.write_text(
         'I1207 09:20:01.1 1 server.cc:674] "loading: m:1"\n'
