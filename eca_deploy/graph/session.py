@@ -52,14 +52,15 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, providers: list[str
     options = _options(ort)
     if not optimized:
         options.add_session_config_entry("session.disable_quant_qdq", "1")
-    if has_fp16_qdq(_proto(model)):
+    proto = _proto(model)
+    if has_fp16_qdq(proto):
         # onnxruntime's graph optimizations, from the BASIC level on, computed Model Optimizer's FP16-glue
         # Q/DQ ECA-ResNet-50 wrongly and lose accuracy on ours (README: "onnxruntime and FP16-glue models").
         # Such a model targets TensorRT; on the CPU it is a reference, so it runs node by node as written,
         # its weights dequantized once beforehand.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if not isinstance(model, onnx.ModelProto):
-            model = _load_for_session(model, what)
+            model = _with_external_data(proto, model, what)
         model = fold_weight_dequantize(model)
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -78,9 +79,13 @@ def _options(ort):
     return options
 
 
-def _load_for_session(path: str | os.PathLike, what: str) -> onnx.ModelProto:
+def _with_external_data(proto: onnx.ModelProto, path: str | os.PathLike, what: str) -> onnx.ModelProto:
+    """``proto``, parsed from ``path`` without its weights, completed with them as ``onnx.load`` would."""
+    from onnx.external_data_helper import load_external_data_for_model
+
     try:
-        return onnx.load(str(path))
+        load_external_data_for_model(proto, str(Path(path).parent))
+        return proto
     except Exception as exc:  # a missing external-data file, a truncated tensor
         raise OnnxFileError(f"onnxruntime cannot load {what}: {first_line(exc)}") from exc
 
