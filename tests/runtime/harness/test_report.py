@@ -128,7 +128,7 @@ def test_combine_then_write_without_plots(tmp_path, report):
 
 
 def test_merged_rows_name_their_source_and_both_int8_layouts_and_errors_are_plotted(tmp_path):
-    from eca_deploy.runtime.harness.report import accuracy_bars
+    from eca_deploy.runtime.harness.plots import accuracy_bars
 
     from dataclasses import replace
 
@@ -155,7 +155,7 @@ def test_merged_rows_name_their_source_and_both_int8_layouts_and_errors_are_plot
 def test_plots_show_what_was_measured_and_the_legend_hides_no_bar(tmp_path, monkeypatch):
     """Two runs of one series, a pass (98.3%) and a fail (0%), are two bars, never one at 49.2%; a median of
     several runs is a value one of them measured; neither plot's legend overlaps a bar."""
-    from eca_deploy.runtime.harness import report as module
+    from eca_deploy.runtime.harness import plots as module
 
     passed, failed = parity_row("a/m.int8.onnx", "int8", "pass", 0.983, None), parity_row("b/m.int8.onnx", "int8",
                                                                                             "fail", 0.0, None)

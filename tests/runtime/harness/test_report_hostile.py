@@ -7,8 +7,8 @@ from dataclasses import replace
 from PIL import Image
 
 from eca_deploy.cli.main import main
-from eca_deploy.runtime.harness.report import (MAX_BATCHES, MAX_SERIES, accuracy_bars, latency_series, md_escape,
-                                       new_report, write_report)
+from eca_deploy.runtime.harness.plots import MAX_BATCHES, MAX_SERIES, accuracy_bars, latency_series
+from eca_deploy.runtime.harness.report import md_escape, new_report, write_report
 from eca_deploy.runtime.harness.rows import ReportRow
 from hostile import INJECTIONS
 from test_report import bench_row, device, parity_row
