@@ -17,7 +17,9 @@ module adds to PyTriton is what we measured it needs on our machines:
   environment) is taken for an editable install, and tritonserver dies on a missing libcudart, which PyTriton
   reports only after its 120 s start-up timeout. ``server_env`` names the folder that is there;
   ``require_runnable_server`` runs the binary once, so a loader failure (a glibc older than the wheel's) is
-  said at once.
+  said at once;
+- any other exit of tritonserver while it starts also waits out that timeout: ``exit_watch`` ends the wait
+  as soon as the server's process is gone.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import socket
 import subprocess
 import sysconfig
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,10 @@ STUB_GRACE_S = 3.0  # how long a stub gets to finish on its own after the server
 STUB = "triton_python_backend_stub"
 SHM_ROOT = Path("/dev/shm")
 LOADER_FAILED = 127  # the exit status of a program the dynamic loader could not start
+WATCH_SIGNAL = signal.SIGUSR1  # how exit_watch interrupts the main thread
+# Error lines tritonserver 2.51 logs on every start without a GPU, measured here: never the reason it failed.
+ROUTINE_ERRORS = ("CudaDriverHelper has not been initialized",
+                  "Failed to set config modification time: model_config_content_name_ is empty")
 DEFAULT_MAX_BATCH = 8  # the dynamic batcher's largest batch where the model sets no limit
 
 
@@ -145,8 +152,12 @@ def serve(backend: Backend, cfg: ServeConfig, announce=print) -> float:
         try:
             max_batch = _bind(triton, backend, cfg)
             try:
-                triton.run()
-            except Exception as exc:  # the server exited or never answered: its log says why
+                with exit_watch(Path(work) / "workspace" / "tritonserver" / "bin" / "tritonserver"):
+                    triton.run()
+            except ServerExited:
+                said = _last_error(log) or "no error logged"
+                raise EcaDeployError(f"Triton did not start: tritonserver exited ({said})") from None
+            except Exception as exc:  # the server never answered: its log says why
                 raise EcaDeployError(f"Triton did not start: {_last_error(log) or first_line(exc)}") from None
             ready = time.perf_counter() - start
             announce(f"serving {cfg.name} (max batch {max_batch}, dynamic batching) at http://{cfg.host}:"
@@ -159,6 +170,60 @@ def serve(backend: Backend, cfg: ServeConfig, announce=print) -> float:
         finally:
             triton.stop()
             reap_stubs(f"pytrtion{os.getpid()}-")  # PyTriton's region names: its spelling, this pid
+
+
+class ServerExited(BaseException):
+    """The watched tritonserver exited before the block it was watched in ended. A BaseException, like the
+    KeyboardInterrupt it stands beside: PyTriton's readiness check logs and re-raises any Exception."""
+
+
+@contextlib.contextmanager
+def exit_watch(binary: Path, poll_s: float = 0.05):
+    """Within the block, a process of ``binary`` that started and then exited raises ServerExited in this
+    (the main) thread. PyTriton notices such an exit during start-up only after its 120 s timeout: its exit
+    callback waits for the lock its readiness wait holds (pytriton/triton.py, connect and
+    _on_tritonserver_exit, 0.7.0). A loader failure exits before it can be seen: require_runnable_server
+    says those first."""
+    exited = threading.Event()
+    done = threading.Event()
+    main = threading.main_thread().ident
+
+    def watch():
+        seen = False
+        while not done.wait(poll_s):
+            running = any(_alive(pid) for pid in _processes_of(binary))
+            if seen and not running:
+                exited.set()
+                signal.pthread_kill(main, WATCH_SIGNAL)  # wakes a sleep in PyTriton's readiness loop
+                return
+            seen = seen or running
+
+    def handler(signum, frame):
+        if exited.is_set():
+            raise ServerExited
+
+    previous = signal.signal(WATCH_SIGNAL, handler)
+    watcher = threading.Thread(target=watch, name="tritonserver-exit-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        signal.signal(WATCH_SIGNAL, previous)
+
+
+def _processes_of(binary: Path) -> list[int]:
+    """Process ids whose program (argv[0]) is ``binary``."""
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().split(b"\0")[0] == str(binary).encode():
+                    found.append(int(entry.name))
+            except OSError:  # gone meanwhile, or not ours to read
+                pass
+    return found
 
 
 def _bind(triton, backend: Backend, cfg: ServeConfig) -> int:
@@ -200,13 +265,14 @@ def _stop_signals(stops: list[int]):
 
 
 def _last_error(log: Path) -> str | None:
-    """tritonserver's last error line (E... file:line] "message"), message only; a Python traceback in it
-    (escaped newlines) shortened to its first line and the exception it ends with."""
+    """tritonserver's last error line (E... file:line] "message") that is not ROUTINE_ERRORS, message only; a
+    Python traceback in it (escaped newlines) shortened to its first line and the exception it ends with."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return None
     errors = [line.split("] ", 1)[-1].strip().strip('"') for line in lines if line.startswith("E")]
+    errors = [e for e in errors if not e.startswith(ROUTINE_ERRORS)]
     if not errors:
         return None
     parts = [part.strip() for part in errors[-1].replace('\\"', '"').split("\\n") if part.strip()]

@@ -159,6 +159,31 @@ def test_tritonserver_copied_as_pytriton_runs_it_starts_with_server_env_and_says
     server.require_runnable_server(binary, server.server_env(bare, root))
 
 
+def test_exit_watch_ends_the_wait_at_once_when_the_server_exits_and_only_then(tmp_path):
+    """PyTriton's start-up waits 120 s on a server that died; exit_watch interrupts it (here: a sleep) as soon
+    as a process of the watched program has run and exited, as tritonserver does when it cannot start."""
+    binary = tmp_path / "workspace" / "tritonserver" / "bin" / "tritonserver"
+    binary.parent.mkdir(parents=True)
+    shutil.copy2(shutil.which("sleep"), binary)
+    with server.exit_watch(binary):  # nothing started: the block runs to its end
+        time.sleep(0.3)
+    proc = subprocess.Popen([str(binary), "60"])
+    try:
+        with server.exit_watch(binary):  # running throughout: likewise
+            time.sleep(0.3)
+        started = time.monotonic()
+        with pytest.raises(server.ServerExited):
+            with server.exit_watch(binary):
+                time.sleep(0.3)  # seen running
+                proc.kill()
+                proc.wait(timeout=10)  # reaped, as PyTriton's process runner does
+                time.sleep(60)
+        assert time.monotonic() - started < 10
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def test_reap_stubs_ends_only_this_servers_stubs_and_their_shared_memory(tmp_path, monkeypatch):
     """A stub ignores SIGTERM once its server is gone; only the ones with our region prefix are ended."""
     monkeypatch.setattr(server, "SHM_ROOT", tmp_path)
@@ -206,3 +231,19 @@ def test_a_failed_start_names_the_exception_the_stub_raised(tmp_path):
         "failed to load 'm' version 1: Internal: TritonModelException: Model initialize error: ... "
         "AttributeError: '_thread.RLock' object has no attribute '_recursion_count'")
     assert server._last_error(tmp_path / "absent.log") is None
+
+
+def test_the_error_lines_of_every_start_without_a_gpu_are_never_named_as_the_reason(tmp_path):
+    """Lines of a real start on this CPU machine (tritonserver 2.51), after which the server was killed."""
+    log = tmp_path / "tritonserver.log"
+    log.write_text(
+        'W1207 14:34:14.203922 28475 pinned_memory_manager.cc:273] "Unable to allocate pinned system memory, '
+        'pinned memory pool will not be available: CUDA driver version is insufficient for CUDA runtime version"\n'
+        'E1207 14:34:14.204054 28475 server.cc:241] "CudaDriverHelper has not been initialized."\n'
+        'I1207 14:34:14.204101 28475 server.cc:260] "Server started"\n'
+        'E1207 14:34:15.220043 28475 model_repository_manager.cc:470] "Failed to set config modification time: '
+        'model_config_content_name_ is empty"\n')
+    assert server._last_error(log) is None
+    with log.open("a") as out:
+        out.write('E1207 14:34:16.1 28475 model_lifecycle.cc:642] "failed to load \'m\' version 1: Internal: x"\n')
+    assert server._last_error(log) == "failed to load 'm' version 1: Internal: x"
