@@ -19,16 +19,18 @@ module adds to PyTriton is what we measured it needs on our machines:
   ``require_runnable_server`` runs the binary once, so a loader failure (a glibc older than the wheel's) is
   said at once;
 - any other exit of tritonserver while it starts also waits out that timeout: ``exit_watch`` ends the wait
-  as soon as the server's process is gone.
+  within a second of the server's process being gone.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
 import socket
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import threading
@@ -47,7 +49,7 @@ STUB_GRACE_S = 3.0  # how long a stub gets to finish on its own after the server
 STUB = "triton_python_backend_stub"
 SHM_ROOT = Path("/dev/shm")
 LOADER_FAILED = 127  # the exit status of a program the dynamic loader could not start
-WATCH_SIGNAL = signal.SIGUSR1  # how exit_watch interrupts the main thread
+WATCH_SIGNAL = signal.SIGUSR1  # whose handler exit_watch runs in the main thread
 # Error lines tritonserver 2.51 logs on every start without a GPU, measured here: never the reason it failed.
 ROUTINE_ERRORS = ("CudaDriverHelper has not been initialized",
                   "Failed to set config modification time: model_config_content_name_ is empty")
@@ -183,10 +185,16 @@ def exit_watch(binary: Path, poll_s: float = 0.05):
     (the main) thread. PyTriton notices such an exit during start-up only after its 120 s timeout: its exit
     callback waits for the lock its readiness wait holds (pytriton/triton.py, connect and
     _on_tritonserver_exit, 0.7.0). A loader failure exits before it can be seen: require_runnable_server
-    says those first."""
+    says those first.
+
+    No signal reaches the process: interrupt_main runs the handler in the main thread between two bytecodes,
+    and does nothing once the handler is gone. PyTriton's readiness loop sleeps at most 1 s at a time, so that
+    is the most the wait goes on."""
+    if sys.version_info < (3, 10):  # interrupt_main takes a signal from 3.10 on; without one it is a Ctrl-C
+        yield
+        return
     exited = threading.Event()
     done = threading.Event()
-    main = threading.main_thread().ident
 
     def watch():
         seen = False
@@ -194,7 +202,7 @@ def exit_watch(binary: Path, poll_s: float = 0.05):
             running = any(_alive(pid) for pid in _processes_of(binary))
             if seen and not running:
                 exited.set()
-                signal.pthread_kill(main, WATCH_SIGNAL)  # wakes a sleep in PyTriton's readiness loop
+                _thread.interrupt_main(WATCH_SIGNAL)
                 return
             seen = seen or running
 
