@@ -207,3 +207,24 @@ def test_a_server_that_dies_ends_serve_at_once_with_an_error_and_no_stub_left(di
             proc.wait(timeout=STOP_TIMEOUT_S)
     assert f"eca-deploy: error: {said}" in log.read_text()
     assert not _stubs(f"pytrtion{proc.pid}-") and not list(SHM_ROOT.glob(f"pytrtion{proc.pid}-*"))
+
+
+def test_ctrl_c_while_the_model_loads_ends_serve_in_one_line_and_leaves_nothing(digits, tmp_path):
+    """While the model loads, PyTriton's client waits on gevent's hub, which printed a Ctrl-C as a traceback."""
+    log = tmp_path / "serve.log"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    proc, _ = start_serve(digits, log)
+    try:
+        while not _stubs(f"pytrtion{proc.pid}-"):  # the model's stub has started: it is loading
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.02)
+        assert "Ctrl-C stops" not in log.read_text()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=STOP_TIMEOUT_S) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT_S)
+    text = log.read_text()
+    assert text.rstrip().endswith("eca-deploy: interrupted") and "Traceback" not in text, text[-2000:]
+    assert not _stubs(f"pytrtion{proc.pid}-") and not list(SHM_ROOT.glob(f"pytrtion{proc.pid}-*"))
