@@ -210,11 +210,12 @@ def exit_watch(binary: Path, poll_s: float = 0.05):
         return
     exited = threading.Event()
     done = threading.Event()
+    program = str(binary).encode()
 
     def watch():
         seen = False
         while not done.wait(poll_s):
-            running = any(_alive(pid) for pid in _processes_of(binary))
+            running = any(_alive(pid) for pid in _processes(lambda argv: argv[0] == program))
             if seen and not running:
                 exited.set()
                 _thread.interrupt_main(WATCH_SIGNAL)
@@ -234,19 +235,6 @@ def exit_watch(binary: Path, poll_s: float = 0.05):
         done.set()
         watcher.join()
         signal.signal(WATCH_SIGNAL, previous)
-
-
-def _processes_of(binary: Path) -> list[int]:
-    """Process ids whose program (argv[0]) is ``binary``."""
-    found = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().split(b"\0")[0] == str(binary).encode():
-                    found.append(int(entry.name))
-            except OSError:  # gone meanwhile, or not ours to read
-                pass
-    return found
 
 
 def _bind(triton, backend: Backend, cfg: ServeConfig) -> int:
@@ -323,6 +311,12 @@ def reap_stubs(prefix: str, grace: float = STUB_GRACE_S) -> list[int]:
 
 
 def _stubs(prefix: str) -> list[int]:
+    stub, region = STUB.encode(), prefix.encode()
+    return _processes(lambda argv: argv[0].endswith(stub) and any(a.startswith(region) for a in argv[1:]))
+
+
+def _processes(match) -> list[int]:
+    """Ids of the processes whose argv (a list of bytes) ``match`` accepts."""
     found = []
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
         if not entry.name.isdigit():
@@ -331,7 +325,7 @@ def _stubs(prefix: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        if argv and argv[0].endswith(STUB.encode()) and any(a.startswith(prefix.encode()) for a in argv[1:]):
+        if match(argv):
             found.append(int(entry.name))
     return found
 
